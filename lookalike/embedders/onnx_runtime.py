@@ -1,0 +1,32 @@
+"""ONNX Runtime sessions: the one place that chooses execution providers and threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def select_providers(device: str = "cpu", available: list[str] | None = None) -> list[str]:
+    """Execution providers for a device name; 'cuda' needs onnxruntime-gpu and says so."""
+    available = ort.get_available_providers() if available is None else available
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError(
+                "device 'cuda' needs ONNX Runtime's CUDA provider: pip install onnxruntime-gpu "
+                f"(available here: {', '.join(available)})"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+
+
+def open_session(model_path: Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(model_path), options, providers=select_providers(device))

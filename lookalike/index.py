@@ -1,0 +1,353 @@
+"""ImageIndex: the Python API. Index folders of photos, keep them in step, search by example."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, get_embedder
+from lookalike.files import content_hash, stat_file, walk_images
+from lookalike.images import ImageError, is_image_path, load_image
+from lookalike.ingest import Failure, embed_files
+from lookalike.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
+from lookalike.search import Match, SearchResult, check_metric, scores_from_inner_products
+from lookalike.store import ImageRecord, NewImage, VectorStore
+
+FAILURE_LOG = "failures.log"
+COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
+
+Progress = Callable[[int, int], None]  # (images done, images to do)
+
+
+class ModelMismatchError(Exception):
+    """A vector or model that is not the one this index was built with."""
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    reused: int = 0  # renamed, moved or copied files whose vector was reused without embedding
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "unchanged": self.unchanged, "removed": self.removed,
+            "reused": self.reused, "failed": self.failed, "seconds": round(self.seconds, 3),
+            "failures": [{"path": os.fsdecode(f.path), "reason": f.reason} for f in self.failures],
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Files sorted by what must happen to them."""
+
+    to_embed: list[Path]
+    reuse: list[tuple[Path, ImageRecord]]  # content already indexed under another path
+    unchanged: int
+
+
+class ImageIndex:
+    """A folder on disk holding image vectors and their metadata."""
+
+    def __init__(self, folder: Path, embedder: Embedder, manifest: dict[str, Any]):
+        self.folder = folder
+        self.embedder = embedder
+        self.manifest = manifest
+        self.store = VectorStore(folder, embedder.dimension)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, weights: Path | None = None,
+               device: str = "cpu") -> ImageIndex:
+        folder = Path(folder)
+        if (folder / "manifest.json").exists():
+            raise FileExistsError(f"an index already exists in {folder}; open it instead")
+        embedder = get_embedder(model, weights=weights, device=device)
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = new_manifest(embedder.describe())
+        write_manifest(folder, manifest)
+        return cls(folder, embedder, manifest)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str], weights: Path | None = None, device: str = "cpu") -> ImageIndex:
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        recorded = manifest["embedder"]
+        embedder = get_embedder(recorded["model"], weights=weights, device=device)
+        _check_same_model(recorded, embedder.describe())
+        return cls(folder, embedder, manifest)
+
+    @classmethod
+    def open_or_create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, **options: Any) -> ImageIndex:
+        if (Path(folder) / "manifest.json").exists():
+            index = cls.open(folder, **options)
+            if index.manifest["embedder"]["model"] != model:
+                index.close()
+                raise ModelMismatchError(
+                    f"{folder} was built with {index.manifest['embedder']['model']}, not {model}; "
+                    "use another index folder for another model"
+                )
+            return index
+        return cls.create(folder, model=model, **options)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> ImageIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    # --- keeping the index in step with the disk ------------------------------------------------
+    def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
+        """Index every image under a folder; re-running only embeds what changed and drops what vanished."""
+        started = time.perf_counter()
+        folder = Path(folder)
+        paths = list(walk_images(folder))
+        report = self._add_paths(paths, progress)
+        seen = {os.path.abspath(p) for p in paths}
+        prefix = os.path.join(os.path.abspath(folder), "")
+        vanished = [r.id for r in self.store.records() if r.path.startswith(prefix) and r.path not in seen]
+        report.removed = self.store.remove(vanished)
+        self._finish(report, started)
+        return report
+
+    def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
+        started = time.perf_counter()
+        paths = [Path(f) for f in files]
+        report = IndexReport()
+        report.failures += [Failure(p, "not a supported image type (by extension)") for p in paths
+                            if not is_image_path(p) and p.exists()]
+        report = self._add_paths([p for p in paths if is_image_path(p) or not p.exists()], progress, report)
+        self._finish(report, started)
+        return report
+
+    def remove_files(self, files: Iterable[str | os.PathLike[str]]) -> IndexReport:
+        started = time.perf_counter()
+        report = IndexReport()
+        ids = []
+        for path in files:
+            record = self.store.record_by_path(os.path.abspath(path))
+            if record is None:
+                report.failures.append(Failure(Path(path), "not in the index"))
+            else:
+                ids.append(record.id)
+        report.removed = self.store.remove(ids)
+        self._finish(report, started)
+        return report
+
+    def remove_ids(self, image_ids: Iterable[int]) -> int:
+        removed = self.store.remove([i for i in image_ids if self.store.record(i) is not None])
+        self.store.commit()
+        self.store.save()
+        return removed
+
+    def _add_paths(self, paths: Sequence[Path], progress: Progress | None,
+                   report: IndexReport | None = None) -> IndexReport:
+        report = report or IndexReport()
+        plan = self._plan(paths)
+        report.unchanged += plan.unchanged
+        for path, source in plan.reuse:
+            self._store_image(path, source.width, source.height, self.store.vectors([source.id])[0], report)
+            report.reused += 1
+        done = since_commit = 0
+        for batch in embed_files(self.embedder, plan.to_embed):
+            report.failures += batch.failures
+            for image, vector in zip(batch.images, batch.vectors, strict=True):
+                self._store_image(image.path, image.width, image.height, vector, report)
+            done += len(batch.images) + len(batch.failures)
+            since_commit += len(batch.images)
+            if since_commit >= COMMIT_EVERY:
+                self.store.commit()
+                since_commit = 0
+            if progress:
+                progress(done, len(plan.to_embed))
+        return report
+
+    def _plan(self, paths: Sequence[Path]) -> _Plan:
+        to_embed, reuse, unchanged = [], [], 0
+        for path in paths:
+            stat = stat_file(path)
+            if stat is None:
+                to_embed.append(path)  # the decoder reports exactly what is wrong with it
+                continue
+            known = self.store.record_by_path(os.path.abspath(path))
+            if known and known.size == stat.size and known.mtime == stat.mtime:
+                unchanged += 1
+                continue
+            try:
+                digest = content_hash(path)
+            except OSError:
+                to_embed.append(path)
+                continue
+            if known and known.content_hash == digest:
+                self.store.touch(known.id, stat.size, stat.mtime)
+                unchanged += 1
+                continue
+            source = self.store.record_for_hash(digest)
+            if source is not None:
+                reuse.append((path, source))
+            else:
+                to_embed.append(path)
+        return _Plan(to_embed, reuse, unchanged)
+
+    def _store_image(self, path: Path, width: int, height: int, vector: np.ndarray, report: IndexReport) -> None:
+        stat = stat_file(path)
+        if stat is None:
+            report.failures.append(Failure(path, "file disappeared while indexing"))
+            return
+        try:
+            digest = content_hash(path)
+        except OSError as error:
+            report.failures.append(Failure(path, f"unreadable: {error}"))
+            return
+        image = NewImage(os.path.abspath(path), digest, stat.size, stat.mtime, width, height)
+        known = self.store.record_by_path(image.path)
+        if known is None:
+            self.store.add([image], vector.reshape(1, -1))
+            report.added += 1
+        else:
+            self.store.replace(known.id, image, vector)
+            report.updated += 1
+
+    def _finish(self, report: IndexReport, started: float) -> None:
+        self.store.commit()
+        self.store.save()
+        report.seconds = time.perf_counter() - started
+        if report.failures:
+            with open(self.folder / FAILURE_LOG, "a", encoding="utf-8", errors="backslashreplace") as log:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                for failure in report.failures:
+                    log.write(f"{stamp}\t{os.fsdecode(failure.path)}\t{failure.reason}\n")
+
+    # --- search ---------------------------------------------------------------------------
+    def embed_image(self, image: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, dict[str, float]]:
+        """One query image as a vector, with decode and embed times (ms). Bad images raise ImageError."""
+        started = time.perf_counter()
+        decoded = load_image(image, target_side=self.embedder.input_side)
+        tensor = self.embedder.preprocess(decoded)
+        decoded_at = time.perf_counter()
+        vector = self.embedder.embed_batch(tensor[None])[0]
+        embedded_at = time.perf_counter()
+        return vector, {"decode": (decoded_at - started) * 1e3, "embed": (embedded_at - decoded_at) * 1e3}
+
+    def search(self, query: str | os.PathLike[str] | bytes | int | None = None, k: int = 10,
+               metric: str = "cosine", min_score: float | None = None, random_query: bool = False,
+               seed: int | None = None) -> SearchResult:
+        """Most similar indexed images to an image file, image bytes, an indexed id, or a random image."""
+        check_metric(metric)
+        if random_query:
+            query = self.random_id(seed)
+        if isinstance(query, int | np.integer):
+            return self.search_by_id(int(query), k=k, metric=metric, min_score=min_score)
+        if query is None:
+            raise ValueError("give a query image, an indexed id, or random_query=True")
+        if not isinstance(query, bytes):
+            known = self.store.record_by_path(os.path.abspath(query))
+            if known is not None and known.size == os.path.getsize(query):
+                return self.search_by_id(known.id, k=k, metric=metric, min_score=min_score)
+        vector, timings = self.embed_image(query)
+        label = "<uploaded image>" if isinstance(query, bytes) else os.fsdecode(query)
+        return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=label, timings=timings)
+
+    def search_by_id(self, image_id: int, k: int = 10, metric: str = "cosine",
+                     min_score: float | None = None) -> SearchResult:
+        record = self.store.record(image_id)
+        if record is None:
+            raise KeyError(f"no image with id {image_id} in the index")
+        vector = self.store.vectors([image_id])[0]
+        return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=record.path,
+                                     exclude={image_id})
+
+    def search_by_vector(self, vector: np.ndarray, k: int = 10, metric: str = "cosine",
+                         min_score: float | None = None, query: str = "<vector>",
+                         timings: dict[str, float] | None = None, exclude: set[int] | None = None,
+                         model: dict[str, Any] | None = None) -> SearchResult:
+        """Search with a vector; `model` (an embedder description) is checked against the index's."""
+        if model is not None:
+            _check_same_model(self.manifest["embedder"], model)
+        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if vector.shape[1] != self.embedder.dimension:
+            raise ModelMismatchError(
+                f"query vector has {vector.shape[1]} dimensions, the index holds {self.embedder.dimension}"
+            )
+        timings = dict(timings or {})
+        if len(self.store) == 0:
+            return SearchResult([], query, metric, timings | {"search": 0.0})
+        started = time.perf_counter()
+        exclude = exclude or set()
+        inner, ids = self.store.search(vector, k + len(exclude))
+        scores = scores_from_inner_products(inner[0], metric)
+        timings["search"] = (time.perf_counter() - started) * 1e3
+        matches = [self._match(int(i), float(s)) for i, s in zip(ids[0], scores, strict=True)
+                   if i >= 0 and int(i) not in exclude and (min_score is None or s >= min_score)]
+        return SearchResult(matches[:k], query, metric, timings)
+
+    def random_id(self, seed: int | None = None) -> int:
+        ids = self.store.ids()
+        if len(ids) == 0:
+            raise ValueError("the index is empty: nothing to pick at random")
+        return int(random.Random(seed).choice(ids.tolist()))
+
+    def _match(self, image_id: int, score: float) -> Match:
+        record = self.store.record(image_id)
+        assert record is not None
+        return Match(image_id, record.path, score, self.store.labels(image_id))
+
+    # --- facts ------------------------------------------------------------------------------
+    def vectors(self) -> tuple[np.ndarray, Matrix]:
+        """All ids and their vectors (for evaluation, clustering, training)."""
+        ids = self.store.ids()
+        return ids, self.store.vectors(ids.tolist())
+
+    def info(self) -> dict[str, Any]:
+        embedder = self.manifest["embedder"]
+        return {
+            "folder": str(self.folder),
+            "model": embedder["model"],
+            "model_version": embedder["version"],
+            "preprocessing": embedder["preprocessing"],
+            "dimension": embedder["dimension"],
+            "count": len(self.store),
+            "index_type": self.manifest["index_type"],
+            "disk_bytes": self.store.disk_bytes(),
+            "created": self.manifest["created"],
+        }
+
+
+def delete_index(folder: str | os.PathLike[str]) -> None:
+    read_manifest(Path(folder))  # refuse to delete a folder that is not an index
+    shutil.rmtree(folder)
+
+
+def _check_same_model(recorded: dict[str, Any], current: dict[str, Any]) -> None:
+    keys = ("model", "version", "dimension", "layer", "pool", "preprocessing")
+    different = [k for k in keys if recorded.get(k) != current.get(k)]
+    if different:
+        details = "; ".join(f"{k}: index {recorded.get(k)!r} vs query {current.get(k)!r}" for k in different)
+        raise ModelMismatchError(f"the index was built by a different model ({details})")
+
+
+__all__ = ["ImageIndex", "IndexFormatError", "IndexReport", "ImageError", "ModelMismatchError", "delete_index"]

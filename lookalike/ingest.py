@@ -1,0 +1,89 @@
+"""Turning files into vectors fast: decoder threads run ahead of batched inference.
+
+Pillow releases the GIL while it decodes and resizes, so a few threads keep the network fed
+while ONNX Runtime uses the cores for the batch in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from lookalike.embedders import Embedder, Matrix
+from lookalike.images import ImageError, load_image
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded, preprocessed image waiting for the network."""
+
+    path: Path
+    tensor: npt.NDArray[np.float32]
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    images: list[Prepared]
+    vectors: Matrix
+    failures: list[Failure]
+
+
+def prepare(embedder: Embedder, path: Path) -> Prepared | Failure:
+    try:
+        decoded = load_image(path, target_side=embedder.input_side)
+        return Prepared(path, embedder.preprocess(decoded), decoded.width, decoded.height)
+    except ImageError as error:
+        return Failure(path, str(error))
+    except Exception as error:  # noqa: BLE001 - one bad file must never stop a run
+        return Failure(path, f"unexpected error: {type(error).__name__}: {error}")
+
+
+def embed_files(
+    embedder: Embedder, paths: Iterable[Path], batch_size: int = 32, workers: int | None = None
+) -> Iterator[EmbeddedBatch]:
+    """Embed files in batches, in order; undecodable files come back as failures, not errors."""
+    workers = workers or max(2, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[Future[Prepared | Failure]] = deque()
+        ready: list[Prepared] = []
+        failures: list[Failure] = []
+        for path in paths:
+            pending.append(pool.submit(prepare, embedder, path))
+            if len(pending) >= 3 * batch_size:
+                _collect(pending.popleft().result(), ready, failures)
+            if len(ready) >= batch_size:
+                yield _embed(embedder, ready, failures)
+                ready, failures = [], []
+        while pending:
+            _collect(pending.popleft().result(), ready, failures)
+            if len(ready) >= batch_size:
+                yield _embed(embedder, ready, failures)
+                ready, failures = [], []
+        if ready or failures:
+            yield _embed(embedder, ready, failures)
+
+
+def _collect(outcome: Prepared | Failure, ready: list[Prepared], failures: list[Failure]) -> None:
+    (failures if isinstance(outcome, Failure) else ready).append(outcome)  # type: ignore[arg-type]
+
+
+def _embed(embedder: Embedder, images: list[Prepared], failures: list[Failure]) -> EmbeddedBatch:
+    if not images:
+        return EmbeddedBatch([], np.zeros((0, embedder.dimension), dtype=np.float32), failures)
+    vectors = embedder.embed_batch(np.stack([image.tensor for image in images]))
+    return EmbeddedBatch(images, vectors, failures)

@@ -1,0 +1,55 @@
+"""The small JSON file that says what an index folder is and which model made it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+FILE = "manifest.json"
+FORMAT = "lookalike-index"
+FORMAT_VERSION = 1
+
+
+class IndexFormatError(Exception):
+    """An index folder that is missing, damaged or written by a newer lookalike."""
+
+
+def write_manifest(folder: Path, content: dict[str, Any]) -> None:
+    """Replace the manifest atomically: readers see the old file or the new one, never half."""
+    partial = folder / (FILE + ".partial")
+    partial.write_text(json.dumps(content, indent=2, sort_keys=True))
+    os.replace(partial, folder / FILE)
+
+
+def new_manifest(embedder_description: dict[str, Any], index_type: str = "flat-ip") -> dict[str, Any]:
+    from lookalike import __version__
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "lookalike_version": __version__,
+        "embedder": embedder_description,
+        "index_type": index_type,
+    }
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / FILE
+    if not path.exists():
+        raise IndexFormatError(f"{folder} is not a lookalike index (no {FILE}); create one with `lookalike index`")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexFormatError(f"{path} is damaged: {error}") from None
+    if content.get("format") != FORMAT:
+        raise IndexFormatError(f"{path} is not a lookalike index manifest")
+    if int(content.get("format_version", 0)) > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{folder} was written by a newer lookalike (format {content['format_version']}, "
+            f"this version reads up to {FORMAT_VERSION}): upgrade lookalike"
+        )
+    return content

@@ -71,7 +71,7 @@ class ImageIndex:
         self.folder = folder
         self.embedder = embedder
         self.manifest = manifest
-        self.store = VectorStore(folder, embedder.dimension)
+        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"])
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod

@@ -1,9 +1,9 @@
-"""The index on disk: SQLite for metadata and vectors (the source of truth), FAISS for search.
+"""The index on disk: SQLite for metadata and vectors (the source of truth) plus a vector backend.
 
-Only this module touches SQLite and FAISS files. Every batch of changes is one SQLite
-transaction, so a crash at any moment leaves the last committed batch readable. The FAISS
-file is a derived copy stamped with the database generation; when it is missing or stale
-(a crash after the commit) it is rebuilt from the database on open.
+Only this module touches SQLite. Every batch of changes is one SQLite transaction, so a crash
+at any moment leaves the last committed batch readable. The backend (FAISS by default) is a
+derived copy saved with the database generation; when it is missing, stale (a crash after the
+commit) or damaged, it is rebuilt from the database on open.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.backends import VectorBackend, load_backend, new_backend
 from lookalike.embedders import Matrix
 
 DATABASE = "images.sqlite"
@@ -71,17 +71,18 @@ class NewImage:
 class VectorStore:
     """Vectors with their image records, searchable by inner product."""
 
-    def __init__(self, folder: Path, dimension: int):
+    def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip"):
         self.folder = Path(folder)
         self.root = os.path.abspath(folder)
         self.dimension = dimension
+        self.index_type = index_type
         self.db = sqlite3.connect(self.folder / DATABASE, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self._in_transaction = False
-        self.faiss_index = self._load_or_rebuild()
+        self.backend = self._load_or_rebuild()
 
     # --- transactions -------------------------------------------------------------------
     def begin(self) -> None:
@@ -101,7 +102,7 @@ class VectorStore:
         if self._in_transaction:
             self.db.execute("ROLLBACK")
             self._in_transaction = False
-            self.faiss_index = self._rebuild()
+            self.backend = self._rebuild()
 
     @property
     def generation(self) -> int:
@@ -120,7 +121,7 @@ class VectorStore:
             )
             ids.append(int(cursor.lastrowid or 0))
         if ids:
-            self.faiss_index.add_with_ids(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+            self.backend.add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
         return ids
 
     def replace(self, image_id: int, image: NewImage, vector: npt.NDArray[np.float32]) -> None:
@@ -132,8 +133,8 @@ class VectorStore:
              _vector_blob(vector), image_id),
         )
         ids = np.asarray([image_id], dtype=np.int64)
-        self.faiss_index.remove_ids(ids)
-        self.faiss_index.add_with_ids(np.asarray(vector, dtype=np.float32).reshape(1, -1), ids)
+        self.backend.remove(ids)
+        self.backend.add(ids, np.asarray(vector, dtype=np.float32).reshape(1, -1))
 
     def touch(self, image_id: int, size: int, mtime: float) -> None:
         self.begin()
@@ -145,7 +146,7 @@ class VectorStore:
             return 0
         self.begin()
         self.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
-        self.faiss_index.remove_ids(np.asarray(ids, dtype=np.int64))
+        self.backend.remove(np.asarray(ids, dtype=np.int64))
         return len(ids)
 
     def set_labels(self, image_id: int, labels: dict[str, str]) -> None:
@@ -193,27 +194,16 @@ class VectorStore:
         return dict(rows.fetchall())
 
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
-        """Top-k inner products per query; `allowed_ids` restricts the search inside FAISS."""
-        k = max(1, min(k, self.faiss_index.ntotal))
-        params = None
-        if allowed_ids is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)))
-        scores, ids = self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
-        return scores, ids
+        """Top-k inner products per query; `allowed_ids` restricts the search inside the backend."""
+        k = max(1, min(k, self.backend.count))
+        return self.backend.search(np.ascontiguousarray(queries, dtype=np.float32), k, allowed_ids)
 
     # --- persistence --------------------------------------------------------------------
     def save(self) -> None:
-        """Write the FAISS copy for the committed generation (atomically) and drop older ones."""
+        """Write the backend's copy for the committed generation (atomically)."""
         if self._in_transaction:
             raise RuntimeError("commit before saving")
-        target = self._faiss_path(self.generation)
-        if not target.exists():
-            partial = target.with_suffix(".partial")
-            faiss.write_index(self.faiss_index, str(partial))
-            partial.replace(target)
-        for old in self.folder.glob("vectors-*.faiss"):
-            if old != target:
-                old.unlink(missing_ok=True)
+        self.backend.save(self.folder, self.generation)
 
     def close(self) -> None:
         self.rollback()
@@ -222,33 +212,25 @@ class VectorStore:
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())
 
-    def _faiss_path(self, generation: int) -> Path:
-        return self.folder / f"vectors-{generation}.faiss"
-
-    def _load_or_rebuild(self) -> faiss.Index:
-        path = self._faiss_path(self.generation)
-        if path.exists():
-            try:
-                index = faiss.read_index(str(path))
-                if index.ntotal == len(self) and index.d == self.dimension:
-                    return index
-            except RuntimeError:
-                pass  # damaged copy: the database still has everything
+    def _load_or_rebuild(self) -> VectorBackend:
+        backend = load_backend(self.index_type, self.dimension, self.folder, self.generation)
+        if backend is not None and backend.count == len(self):
+            return backend
         return self._rebuild()
 
-    def _rebuild(self) -> faiss.Index:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+    def _rebuild(self) -> VectorBackend:
+        backend = new_backend(self.index_type, self.dimension)
         batch_ids: list[int] = []
         batch_vectors: list[npt.NDArray[np.float32]] = []
         for image_id, blob in self.db.execute("SELECT id, vector FROM images ORDER BY id"):
             batch_ids.append(image_id)
             batch_vectors.append(_blob_vector(blob))
             if len(batch_ids) == 4096:
-                index.add_with_ids(np.stack(batch_vectors), np.asarray(batch_ids, dtype=np.int64))
+                backend.add(np.asarray(batch_ids, dtype=np.int64), np.stack(batch_vectors))
                 batch_ids, batch_vectors = [], []
         if batch_ids:
-            index.add_with_ids(np.stack(batch_vectors), np.asarray(batch_ids, dtype=np.int64))
-        return index
+            backend.add(np.asarray(batch_ids, dtype=np.int64), np.stack(batch_vectors))
+        return backend
 
     # --- paths --------------------------------------------------------------------------
     def _encode(self, path: str) -> bytes:

@@ -1,0 +1,59 @@
+"""Exact inner-product search with FAISS (IndexFlatIP behind an id map)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from lookalike.backends import Ids, Matrix
+
+
+class FlatBackend:
+    kind = "flat-ip"
+
+    def __init__(self, dimension: int, index: faiss.Index | None = None):
+        self.dimension = dimension
+        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: Ids, vectors: Matrix) -> None:
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+
+    def remove(self, ids: Ids) -> None:
+        self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+
+    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
+        params = None
+        if allowed_ids is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+
+    def save(self, folder: Path, generation: int) -> None:
+        target = _path(folder, generation)
+        if not target.exists():
+            partial = target.with_suffix(".partial")
+            faiss.write_index(self.index, str(partial))
+            partial.replace(target)
+        for old in folder.glob("vectors-*.faiss"):
+            if old != target:
+                old.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, folder: Path, generation: int, dimension: int) -> FlatBackend | None:
+        path = _path(folder, generation)
+        if not path.exists():
+            return None
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            return None  # damaged copy: the database still has everything
+        return cls(dimension, index) if index.d == dimension else None
+
+
+def _path(folder: Path, generation: int) -> Path:
+    return folder / f"vectors-{generation}.faiss"

@@ -1,0 +1,101 @@
+"""Pieces every command module shares: errors, common options, progress bars, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lookalike.embedders import DEFAULT_MODEL, available_models
+from lookalike.index import ImageIndex, IndexReport
+from lookalike.search import SearchResult
+
+USAGE_ERROR = 2
+
+
+class CommandError(Exception):
+    """A mistake in what the user asked for: message, exit code 2, no traceback."""
+
+
+def add_verb(verbs: Any, name: str, command: Callable[[argparse.Namespace], int], help_text: str,
+             model: bool = False) -> argparse.ArgumentParser:
+    """A subcommand with the options every index verb takes (--index, --json)."""
+    parser = verbs.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(command=command)
+    parser.add_argument("--index", required=True, help="index folder")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    if model:
+        add_model_options(parser)
+    return parser
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(available_models())}")
+    parser.add_argument("--weights", type=Path, help="local weights file (instead of the packaged or cached one)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+
+def open_index(args: argparse.Namespace) -> ImageIndex:
+    return ImageIndex.open(args.index)
+
+
+# --- output --------------------------------------------------------------------------------
+class progress_bar:  # noqa: N801 - used as a context manager like a function
+    def __init__(self, description: str):
+        self.bar: tqdm | None = None
+        self.description = description
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.description, unit="img", file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def print_report(report: IndexReport, index: ImageIndex, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict() | {"count": len(index)}, indent=2))
+        return
+    print(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+          f"removed {report.removed}, reused {report.reused} (renamed/copied), failed {report.failed} "
+          f"in {report.seconds:.1f}s; the index holds {len(index)} images")
+    for failure in report.failures:
+        print(f"  failed: {os.fsdecode(failure.path)}: {failure.reason}")
+    if report.failures:
+        print(f"  (also logged in {index.folder / 'failures.log'})")
+
+
+def print_result(result: SearchResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    timing = ", ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings.items())
+    print(f"query: {result.query}  ({result.metric}; {timing})")
+    if not result.matches:
+        print("no matches")
+    print(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
+    for rank, match in enumerate(result.matches, 1):
+        print(f"{rank:>4}  {match.score:>7.4f}  {match.id:>6}  {match.path}")
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+

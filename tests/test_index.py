@@ -1,0 +1,129 @@
+"""ImageIndex: incremental indexing, persistence, search."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import write_photo
+
+from lookalike.index import ImageIndex, ModelMismatchError
+
+
+def test_index_then_reindex_unchanged_embeds_nothing(tmp_path, photo_folder):
+    with ImageIndex.create(tmp_path / "idx") as index:
+        first = index.add_folder(photo_folder)
+        second = index.add_folder(photo_folder)
+    assert (first.added, first.failed) == (8, 0)
+    assert (second.added, second.updated, second.unchanged, second.removed) == (0, 0, 8, 0)
+
+
+def test_modified_file_is_updated_and_keeps_its_id(tmp_path, photo_folder):
+    target = photo_folder / "set0" / "photo0.png"
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(photo_folder)
+        old = index.store.record_by_path(str(target))
+        write_photo(target, seed=99)
+        report = index.add_folder(photo_folder)
+        new = index.store.record_by_path(str(target))
+    assert (report.updated, report.unchanged) == (1, 7)
+    assert new.id == old.id and new.content_hash != old.content_hash
+
+
+def test_deleted_file_is_removed(tmp_path, photo_folder):
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(photo_folder)
+        (photo_folder / "set1" / "photo1.png").unlink()
+        report = index.add_folder(photo_folder)
+        assert report.removed == 1 and len(index) == 7
+
+
+def test_renamed_file_reuses_vector_without_embedding(tmp_path, photo_folder, monkeypatch):
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(photo_folder)
+        old = index.store.record_by_path(str(photo_folder / "set0" / "photo2.png"))
+        old_vector = index.store.vectors([old.id])[0]
+        (photo_folder / "set0" / "photo2.png").rename(photo_folder / "set1" / "moved.png")
+        monkeypatch.setattr(index.embedder, "embed_batch", lambda batch: pytest.fail("must not embed"))
+        report = index.add_folder(photo_folder)
+        moved = index.store.record_by_path(str(photo_folder / "set1" / "moved.png"))
+        assert (report.reused, report.removed, report.added) == (1, 1, 1)
+        np.testing.assert_array_equal(index.store.vectors([moved.id])[0], old_vector)
+
+
+def test_index_survives_reopen_and_search_finds_the_same_image(tmp_path, photo_folder):
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(photo_folder)
+    with ImageIndex.open(tmp_path / "idx") as index:
+        query = tmp_path / "query.png"
+        shutil.copy(photo_folder / "set1" / "photo3.png", query)
+        result = index.search(query, k=3)
+    assert result.matches[0].path.endswith("photo3.png")
+    assert result.matches[0].score == pytest.approx(1.0, abs=1e-4)
+    assert set(result.timings) == {"decode", "embed", "search"}
+
+
+def test_stale_faiss_copy_is_rebuilt_from_the_database(tmp_path, photo_folder):
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(photo_folder)
+    for copy in (tmp_path / "idx").glob("vectors-*.faiss"):
+        copy.write_bytes(b"garbage")
+    with ImageIndex.open(tmp_path / "idx") as index:
+        assert index.store.backend.count == 8
+        assert len(index.search(0 + 1, k=3).matches) == 3
+
+
+def test_search_by_id_excludes_the_query_and_respects_k(demo_index):
+    result = demo_index.search(5, k=4)
+    assert len(result.matches) == 4
+    assert all(match.id != 5 for match in result.matches)
+    scores = [m.score for m in result.matches]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_euclidean_scores_are_inverse_distances_with_the_same_order(demo_index):
+    cosine = demo_index.search(7, k=5, metric="cosine")
+    euclidean = demo_index.search(7, k=5, metric="euclidean")
+    assert [m.id for m in cosine.matches] == [m.id for m in euclidean.matches]
+    for c, e in zip(cosine.matches, euclidean.matches, strict=True):
+        assert e.score == pytest.approx(1 / (1 + np.sqrt(2 - 2 * c.score)), abs=1e-5)
+
+
+def test_min_score_drops_weak_matches(demo_index):
+    result = demo_index.search(3, k=50, min_score=0.5)
+    assert result.matches and all(m.score >= 0.5 for m in result.matches)
+    assert len(result.matches) < 50
+
+
+def test_random_query_is_reproducible_with_a_seed(demo_index):
+    assert demo_index.search(random_query=True, seed=4).query == demo_index.search(random_query=True, seed=4).query
+
+
+def test_similar_real_photos_rank_same_type_first(demo_index):
+    """Real photos: shoes look like shoes. Most of a shoe photo's neighbours are shoes."""
+    shoe = next(r for r in demo_index.store.records() if "/shoes/" in r.path)
+    result = demo_index.search(shoe.id, k=5)
+    assert sum("/shoes/" in m.path for m in result.matches) >= 4
+
+
+def test_vector_of_another_dimension_is_refused(demo_index):
+    with pytest.raises(ModelMismatchError, match="dimensions"):
+        demo_index.search_by_vector(np.ones(512, dtype=np.float32))
+
+
+def test_vector_from_another_model_is_refused(demo_index):
+    other = dict(demo_index.manifest["embedder"], model="efficientnet-lite2")
+    with pytest.raises(ModelMismatchError, match="different model"):
+        demo_index.search_by_vector(np.ones(1280, dtype=np.float32), model=other)
+
+
+def test_index_folder_moved_with_its_photos_still_works(tmp_path, photo_folder):
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(photo_folder)
+    shutil.move(tmp_path, tmp_path.parent / (tmp_path.name + "-moved"))
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    with ImageIndex.open(moved / "idx") as index:
+        assert all(os.path.exists(r.path) for r in index.store.records())
+        assert index.add_folder(moved / "photos").unchanged == 8

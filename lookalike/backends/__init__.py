@@ -4,7 +4,7 @@ a backend is a searchable copy that can always be rebuilt from it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,18 +35,24 @@ class VectorBackend(Protocol):
         ...
 
 
-def new_backend(kind: str, dimension: int) -> VectorBackend:
+def _registry() -> dict[str, Any]:
+    """Index types by name. A new backend adds one line here."""
     from lookalike.backends.faiss_flat import FlatBackend
 
-    if kind == FlatBackend.kind:
-        return FlatBackend(dimension)
-    raise ValueError(f"unknown index type {kind!r}; available: {FlatBackend.kind}")
+    return {FlatBackend.kind: FlatBackend}
+
+
+def _backend_class(kind: str) -> Any:
+    registry = _registry()
+    if kind not in registry:
+        raise ValueError(f"unknown index type {kind!r}; available: {', '.join(sorted(registry))}")
+    return registry[kind]
+
+
+def new_backend(kind: str, dimension: int) -> VectorBackend:
+    return _backend_class(kind)(dimension)
 
 
 def load_backend(kind: str, dimension: int, folder: Path, generation: int) -> VectorBackend | None:
     """The saved backend for this generation, or None when it is missing, stale or damaged."""
-    from lookalike.backends.faiss_flat import FlatBackend
-
-    if kind == FlatBackend.kind:
-        return FlatBackend.load(folder, generation, dimension)
-    raise ValueError(f"unknown index type {kind!r}; available: {FlatBackend.kind}")
+    return _backend_class(kind).load(folder, generation, dimension)

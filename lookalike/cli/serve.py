@@ -1,0 +1,62 @@
+"""The serve verb: the HTTP API and the search page over one or more indexes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lookalike.cli.common import CommandError, add_model_options
+from lookalike.manifest import FILE as MANIFEST
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lookalike.index import ImageIndex
+    from lookalike.web import ServerSettings, create_app
+    from lookalike.web.logs import configure_logging
+
+    for folder in args.index:
+        _create_if_new(Path(folder), args, ImageIndex)
+    settings = ServerSettings.from_env(
+        allowed_roots=[Path(root) for root in args.allow_root] or None,
+        index_root=args.index_root,
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024 if args.max_upload_mb else None,
+        cors_origins=args.cors_origin or None,
+    )
+    for root in settings.allowed_roots:
+        if not root.is_dir():
+            raise CommandError(f"--allow-root {root}: not a folder")
+    configure_logging()
+    app = create_app(args.index, settings)
+    print(f"lookalike: serving {', '.join(app.state.registry.names())} on http://{args.host}:{args.port}/ "
+          f"(API docs at /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+def _create_if_new(folder: Path, args: argparse.Namespace, index_class: type) -> None:
+    """A missing or empty folder becomes an empty index (to fill by upload); anything else must be an index."""
+    if (folder / MANIFEST).exists():
+        return
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise CommandError(f"{folder} is not a lookalike index and not empty; give an index folder")
+    index_class.create(folder, model=args.model, weights=args.weights, device=args.device).close()
+    print(f"lookalike: created an empty index in {folder} ({args.model})", flush=True)
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser("serve", help="HTTP API and search page", description=(
+        "Serve indexes over HTTP: the JSON API (docs at /docs) and the search page at /. "
+        "Writes need LOOKALIKE_API_TOKEN when it is set."))
+    parser.set_defaults(command=serve_command)
+    parser.add_argument("--index", action="append", required=True, help="index folder (repeat for more)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                        help="server-side folder whose images may be added by path (repeatable)")
+    parser.add_argument("--index-root", type=Path, metavar="DIR", help="folder where POST /api/indexes creates indexes")
+    parser.add_argument("--max-upload-mb", type=int, help="largest image upload (default 20)")
+    parser.add_argument("--cors-origin", action="append", metavar="URL",
+                        help="allow this browser origin (off by default)")
+    add_model_options(parser)

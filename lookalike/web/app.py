@@ -1,0 +1,148 @@
+"""The FastAPI app: routes from indexes_api and search_api, errors as JSON, limits, logs, the static page."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lookalike import __version__
+from lookalike.images import ImageError
+from lookalike.index import ModelMismatchError
+from lookalike.manifest import IndexFormatError
+from lookalike.web import indexes_api, search_api
+from lookalike.web.jobs import JobQueue
+from lookalike.web.logs import RequestLog, request_id
+from lookalike.web.paths import RefusedPathError
+from lookalike.web.registry import IndexRegistry
+from lookalike.web.settings import ServerSettings
+from lookalike.web.uploads import UploadError
+
+STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("lookalike.web")
+
+# domain errors -> HTTP status; the message is the exception's own (they are written for people)
+ERROR_STATUS: list[tuple[type[Exception], int]] = [
+    (RefusedPathError, 403), (PermissionError, 403), (FileNotFoundError, 404), (KeyError, 404),
+    (FileExistsError, 409), (ModelMismatchError, 409), (ImageError, 422), (IndexFormatError, 422),
+    (NotADirectoryError, 422), (ValueError, 422),
+]
+
+
+def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: ServerSettings | None = None) -> FastAPI:
+    """An app serving these index folders (opened now, closed at shutdown) under these limits."""
+    settings = settings or ServerSettings.from_env()
+    registry = IndexRegistry(settings.index_root)
+    for folder in index_folders:
+        registry.open(folder)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("serving", extra={"indexes": registry.names(), "writes_need_token": bool(settings.api_token)})
+        yield
+        app.state.jobs.shutdown()
+        registry.close()
+
+    app = FastAPI(title="lookalike", version=__version__, lifespan=lifespan,
+                  description="Content-based image retrieval: search indexed photos by example.")
+    app.state.settings, app.state.registry, app.state.jobs = settings, registry, JobQueue()
+    app.include_router(indexes_api.router)
+    app.include_router(search_api.router)
+    _add_error_handlers(app)
+    _add_pages(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestLog)
+    return app
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message, "request_id": request_id.get()}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def rejected(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, UploadError)
+        return _error(error.status, error.message)
+
+    app.add_exception_handler(UploadError, rejected)
+    for kind, status in ERROR_STATUS:
+        app.add_exception_handler(kind, _handler_for(status))
+
+
+def _handler_for(status: int):  # noqa: ANN202 - a Starlette exception handler
+    async def handle(request: Request, error: Exception) -> JSONResponse:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        return _error(status, str(message))
+    return handle
+
+
+def _add_pages(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def search_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/maps", include_in_schema=False)
+    def maps_page() -> FileResponse:
+        return FileResponse(STATIC / "maps.html")
+
+    @app.get("/health", tags=["service"], summary="The process is up")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/ready", tags=["service"], summary="Every index is open and answering")
+    def ready(request: Request) -> JSONResponse:
+        registry: IndexRegistry = request.app.state.registry
+        counts = {}
+        try:
+            for name in registry.names():
+                counts[name] = len(registry.get(name).index)
+        except Exception as error:  # any failure means not ready; say which
+            return _error(503, f"index not answering: {type(error).__name__}: {error}")
+        return JSONResponse({"status": "ready", "indexes": counts})
+
+
+class BodyLimit:
+    """Refuse request bodies above max_bytes with 413: early from Content-Length, else while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self) -> str:
+        return f"request body larger than the limit of {self.max_bytes:,} bytes"
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _error(413, self._message())(scope, receive, send)

@@ -1,0 +1,46 @@
+"""What every route needs from the app: its settings, the served index named in the path, the write token."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Header, HTTPException, Request
+
+from lookalike.web.jobs import JobQueue
+from lookalike.web.registry import IndexRegistry, ServedIndex
+from lookalike.web.settings import ServerSettings
+
+
+def settings_of(request: Request) -> ServerSettings:
+    return request.app.state.settings
+
+
+def registry_of(request: Request) -> IndexRegistry:
+    return request.app.state.registry
+
+
+def jobs_of(request: Request) -> JobQueue:
+    return request.app.state.jobs
+
+
+def served_index(name: str, request: Request) -> ServedIndex:
+    try:
+        return registry_of(request).get(name)
+    except KeyError as error:
+        raise HTTPException(404, error.args[0]) from None
+
+
+def require_token(request: Request, authorization: str | None = Header(None),
+                  x_api_token: str | None = Header(None)) -> None:
+    """Every write needs the token when one is configured: `Authorization: Bearer T` or `X-API-Token: T`."""
+    expected = settings_of(request).api_token
+    if not expected:
+        return
+    given = x_api_token
+    if authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if not given:
+        raise HTTPException(401, "this server requires an API token for writes: send 'Authorization: Bearer TOKEN'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(403, "wrong API token")

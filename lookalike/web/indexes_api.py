@@ -1,0 +1,211 @@
+"""Indexes and their images as HTTP resources: list, inspect, create, delete; add, remove, serve by id."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from lookalike.embedders import DEFAULT_MODEL
+from lookalike.index import ImageIndex, IndexReport
+from lookalike.store import ImageRecord
+from lookalike.web.deps import jobs_of, registry_of, require_token, served_index, settings_of
+from lookalike.web.paths import images_under_roots
+from lookalike.web.registry import ServedIndex
+from lookalike.web.search_api import capabilities
+from lookalike.web.thumbnails import thumbnail
+from lookalike.web.uploads import UploadError, check_upload, is_upload, save_upload
+
+router = APIRouter(prefix="/api", tags=["indexes"])
+Served = Annotated[ServedIndex, Depends(served_index)]
+Write = [Depends(require_token)]
+ARTIFACT_FOLDERS = ("clusters", "map", "maps")
+ARTIFACT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".html": "text/html"}
+
+
+class NewIndex(BaseModel):
+    name: str = Field(description="folder name under the server's --index-root")
+    model: str = DEFAULT_MODEL
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="further ImageIndex.create arguments (e.g. layer, pca) if supported")
+
+
+class PathsToAdd(BaseModel):
+    paths: list[str] = Field(min_length=1, description="absolute files or folders under an allowed root")
+
+
+# --- indexes --------------------------------------------------------------------------------
+def describe(served: ServedIndex) -> dict[str, Any]:
+    with served.lock.reading():
+        return {"name": served.name, **served.index.info(), "capabilities": capabilities(served.index)}
+
+
+@router.get("/indexes", summary="The indexes this server holds")
+def list_indexes(request: Request) -> list[dict[str, Any]]:
+    registry = registry_of(request)
+    return [describe(registry.get(name)) for name in registry.names()]
+
+
+@router.get("/indexes/{name}", summary="Model, count, size and search capabilities of one index")
+def inspect_index(served: Served) -> dict[str, Any]:
+    return describe(served)
+
+
+@router.post("/indexes", status_code=201, dependencies=Write, summary="Create an empty index with a model")
+def create_index(request: Request, new: NewIndex) -> dict[str, Any]:
+    unknown = set(new.options) - set(inspect.signature(ImageIndex.create).parameters) - {"self"}
+    if unknown or "folder" in new.options:
+        raise HTTPException(422, f"ImageIndex.create takes no option {', '.join(sorted(unknown or {'folder'}))}")
+    return describe(registry_of(request).create(new.name, model=new.model, **new.options))
+
+
+@router.delete("/indexes/{name}", dependencies=Write, summary="Delete an index folder and everything in it")
+def delete_index(request: Request, served: Served) -> dict[str, Any]:
+    if jobs_of(request).busy(served.name):
+        raise HTTPException(409, f"index {served.name!r} has a running job; wait for it to finish")
+    registry_of(request).delete(served.name)
+    return {"deleted": served.name}
+
+
+# --- images -------------------------------------------------------------------------------
+def record_or_404(served: ServedIndex, image_id: int) -> ImageRecord:
+    record = served.index.store.record(image_id)
+    if record is None:
+        raise HTTPException(404, f"no image with id {image_id} in index {served.name!r}")
+    return record
+
+
+def image_json(served: ServedIndex, record: ImageRecord) -> dict[str, Any]:
+    base = f"/api/indexes/{served.name}/images/{record.id}"
+    return {"id": record.id, "path": record.path, "width": record.width, "height": record.height,
+            "size": record.size, "labels": served.index.store.labels(record.id),
+            "thumbnail": f"{base}/thumbnail", "file": f"{base}/file"}
+
+
+@router.get("/indexes/{name}/images", summary="Indexed images, by id, a page at a time")
+def list_images(served: Served, offset: Annotated[int, Query(ge=0)] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    with served.lock.reading():
+        page = list(itertools.islice(served.index.store.records(), offset, offset + limit))
+        return {"count": len(served.index), "offset": offset, "images": [image_json(served, r) for r in page]}
+
+
+@router.get("/indexes/{name}/images/{image_id}", summary="One indexed image's record and labels")
+def inspect_image(served: Served, image_id: int) -> dict[str, Any]:
+    with served.lock.reading():
+        return image_json(served, record_or_404(served, image_id))
+
+
+@router.get("/indexes/{name}/images/{image_id}/thumbnail", summary="A JPEG thumbnail (cached)")
+def image_thumbnail(request: Request, served: Served, image_id: int) -> FileResponse:
+    with served.lock.reading():
+        record = record_or_404(served, image_id)
+    path = thumbnail(record, served.folder, settings_of(request).thumbnail_side)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/indexes/{name}/images/{image_id}/file", summary="The indexed image file itself")
+def image_file(served: Served, image_id: int) -> FileResponse:
+    with served.lock.reading():
+        record = record_or_404(served, image_id)
+    if not os.path.isfile(record.path):
+        raise HTTPException(404, f"image {image_id} is indexed but its file is gone: {record.path}")
+    return FileResponse(record.path, media_type=_media_type(record.path))
+
+
+@router.post("/indexes/{name}/images", dependencies=Write, summary="Add uploaded images (one or a batch)")
+def add_uploads(request: Request, served: Served,
+                files: Annotated[list[UploadFile], File(description="images")],
+                background: Annotated[bool, Query(description="return at once with a job id to poll")] = False,
+                ) -> JSONResponse:
+    settings = settings_of(request)
+    if len(files) > settings.max_batch_files:
+        raise UploadError(413, f"{len(files)} files in one request; the limit is {settings.max_batch_files}")
+    checked = [check_upload(f.file.read(settings.max_upload_bytes + 1), f.filename or "upload",
+                            settings.max_upload_bytes, settings.max_pixels) for f in files]
+    saved = [save_upload(image, served.folder) for image in checked]
+    names = {str(path): f.filename for path, f in zip(saved, files, strict=True)}
+    if background:
+        job = jobs_of(request).add_files(served, saved)
+        return JSONResponse(job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}, status_code=202)
+    with served.lock.writing():
+        report = served.index.add_files(saved)
+        return JSONResponse(added_json(served, report, names))
+
+
+def added_json(served: ServedIndex, report: IndexReport, names: dict[str, str | None]) -> dict[str, Any]:
+    images = []
+    for path, original in names.items():
+        record = served.index.store.record_by_path(os.path.abspath(path))
+        if record is not None:
+            images.append(image_json(served, record) | {"uploaded_as": original})
+    return {"report": report.to_dict(), "count": len(served.index), "images": images}
+
+
+@router.post("/indexes/{name}/images/from-paths", status_code=202, dependencies=Write,
+             summary="Add server-side files or folders under an allowed root, as a background job")
+def add_paths(request: Request, served: Served, body: PathsToAdd) -> dict[str, Any]:
+    paths = images_under_roots(body.paths, settings_of(request).allowed_roots)
+    job = jobs_of(request).add_files(served, paths)
+    return job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}
+
+
+@router.delete("/indexes/{name}/images/{image_id}", dependencies=Write, summary="Remove an image by id")
+def remove_image(served: Served, image_id: int) -> dict[str, Any]:
+    with served.lock.writing():
+        record = record_or_404(served, image_id)
+        served.index.remove_ids([image_id])
+        if is_upload(record.path, served.folder):
+            Path(record.path).unlink(missing_ok=True)  # our own copy; files the user indexed stay untouched
+        return {"removed": image_id, "count": len(served.index)}
+
+
+# --- jobs ---------------------------------------------------------------------------------
+@router.get("/jobs", tags=["jobs"], summary="Background additions of this server process")
+def list_jobs(request: Request) -> list[dict[str, Any]]:
+    return [job.to_dict() for job in jobs_of(request).all()]
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"], summary="Progress and report of one background addition")
+def job_progress(request: Request, job_id: str) -> dict[str, Any]:
+    return jobs_of(request).get(job_id).to_dict()
+
+
+# --- cluster maps and contact sheets written into the index folder by other commands ------
+@router.get("/indexes/{name}/artifacts", summary="Cluster maps and contact sheets found in the index folder")
+def list_artifacts(served: Served) -> list[dict[str, str]]:
+    found = []
+    for folder in ARTIFACT_FOLDERS:
+        for file in _artifact_files(served.folder / folder):
+            found.append({"folder": folder, "name": file, "type": ARTIFACT_TYPES[Path(file).suffix.lower()],
+                          "url": f"/api/indexes/{served.name}/artifacts/{folder}/{file}"})
+    return found
+
+
+@router.get("/indexes/{name}/artifacts/{folder}/{file}", summary="One cluster map or contact sheet")
+def artifact(served: Served, folder: str, file: str) -> FileResponse:
+    if folder not in ARTIFACT_FOLDERS or file not in _artifact_files(served.folder / folder):
+        raise HTTPException(404, f"no artifact {folder}/{file} in index {served.name!r}")
+    media_type = ARTIFACT_TYPES[Path(file).suffix.lower()]
+    # generated HTML runs sandboxed: its scripts work, but it cannot act as this server's origin
+    headers = {"Content-Security-Policy": "sandbox allow-scripts"} if media_type == "text/html" else {}
+    return FileResponse(served.folder / folder / file, media_type=media_type, headers=headers)
+
+
+def _artifact_files(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in os.scandir(folder)
+                  if entry.is_file(follow_symlinks=False) and Path(entry.name).suffix.lower() in ARTIFACT_TYPES)
+
+
+def _media_type(path: str) -> str:
+    return {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+            ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}.get(
+        Path(path).suffix.lower(), "application/octet-stream")

@@ -1,0 +1,97 @@
+"""Long additions as background jobs: one worker, work in chunks so searches run in between, progress by id."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lookalike.index import IndexReport
+from lookalike.web.registry import ServedIndex
+
+CHUNK = 64  # images added per write lock: searches wait at most about one chunk's embedding time
+log = logging.getLogger("lookalike.web")
+
+
+@dataclass
+class Job:
+    id: str
+    index: str
+    total: int
+    status: str = "queued"  # queued, running, done, failed
+    done: int = 0
+    report: IndexReport = field(default_factory=IndexReport)
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "index": self.index, "status": self.status, "done": self.done, "total": self.total,
+            "progress": round(self.done / self.total, 4) if self.total else 1.0,
+            "report": self.report.to_dict(), "error": self.error,
+            "created": self.created, "finished": self.finished,
+        }
+
+
+class JobQueue:
+    """Runs additions one after another in a worker thread and remembers every job of this process."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-job")
+        self._lock = threading.Lock()
+
+    def add_files(self, served: ServedIndex, paths: Sequence[Path]) -> Job:
+        job = Job(uuid.uuid4().hex, served.name, len(paths))
+        with self._lock:
+            self._jobs[job.id] = job
+        self._worker.submit(self._run, job, served, list(paths))
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise KeyError(f"no job with id {job_id!r}")
+        return job
+
+    def all(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def busy(self, index_name: str) -> bool:
+        return any(j.index == index_name and j.status in ("queued", "running") for j in self._jobs.values())
+
+    def shutdown(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: Job, served: ServedIndex, paths: list[Path]) -> None:
+        job.status = "running"
+        log.info("job started", extra={"job": job.id, "index": job.index, "total": job.total})
+        try:
+            for start in range(0, len(paths), CHUNK):
+                chunk = paths[start:start + CHUNK]
+                with served.lock.writing():
+                    part = served.index.add_files(chunk)
+                _accumulate(job.report, part)
+                job.done += len(chunk)
+            job.status = "done"
+        except Exception as error:  # the job records why; the server keeps serving
+            job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+            log.exception("job failed", extra={"job": job.id})
+        finally:
+            job.finished = time.time()
+            log.info("job finished", extra={"job": job.id, "status": job.status, "added": job.report.added,
+                                            "failed": job.report.failed})
+
+
+def _accumulate(total: IndexReport, part: IndexReport) -> None:
+    for name in ("added", "updated", "unchanged", "removed", "reused", "seconds"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.failures += part.failures
+

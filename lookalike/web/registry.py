@@ -1,0 +1,126 @@
+"""The indexes one server holds, by name, each with a readers-writer lock (searches share, writes take turns)."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lookalike.index import ImageIndex, delete_index
+from lookalike.manifest import FILE as MANIFEST
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers so additions cannot starve."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._condition:
+            self._writers_waiting += 1
+            self._condition.wait_for(lambda: not self._writing and self._readers == 0)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writing = False
+                self._condition.notify_all()
+
+
+@dataclass
+class ServedIndex:
+    name: str
+    index: ImageIndex
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
+
+    @property
+    def folder(self) -> Path:
+        return self.index.folder
+
+
+class IndexRegistry:
+    """Name -> open index. Names come from folder names; creating and deleting happen only under index_root."""
+
+    def __init__(self, index_root: Path | None = None):
+        self.index_root = index_root
+        self._served: dict[str, ServedIndex] = {}
+        self._lock = threading.Lock()
+
+    def open(self, folder: str | os.PathLike[str], **options: Any) -> ServedIndex:
+        index = ImageIndex.open(folder, **options)
+        return self._register(index)
+
+    def get(self, name: str) -> ServedIndex:
+        served = self._served.get(name)
+        if served is None:
+            raise KeyError(f"no index named {name!r}; the server has {', '.join(self.names()) or 'none'}")
+        return served
+
+    def names(self) -> list[str]:
+        return list(self._served)
+
+    def create(self, name: str, **options: Any) -> ServedIndex:
+        if self.index_root is None:
+            raise PermissionError("this server does not create indexes (start it with --index-root DIR)")
+        if not NAME.match(name):
+            raise ValueError(f"index name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                             "starting with a letter or digit")
+        if name in self._served:
+            raise FileExistsError(f"an index named {name!r} is already served")
+        folder = self.index_root / name
+        if folder.exists() and any(folder.iterdir()):
+            raise FileExistsError(f"{folder} already exists and is not empty")
+        return self._register(ImageIndex.create(folder, **options))
+
+    def delete(self, name: str) -> None:
+        served = self.get(name)
+        with served.lock.writing():
+            with self._lock:
+                self._served.pop(name, None)
+            served.index.close()
+            delete_index(served.folder)
+
+    def close(self) -> None:
+        for served in list(self._served.values()):
+            served.index.close()
+        self._served.clear()
+
+    def _register(self, index: ImageIndex) -> ServedIndex:
+        base = index.folder.resolve().name or "index"
+        with self._lock:
+            name, number = base, 2
+            while name in self._served:
+                name, number = f"{base}-{number}", number + 1
+            served = ServedIndex(name, index)
+            self._served[name] = served
+        return served
+
+
+def is_index_folder(folder: Path) -> bool:
+    return (folder / MANIFEST).exists()

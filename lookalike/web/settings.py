@@ -1,0 +1,40 @@
+"""What the server allows: sizes, roots, token, CORS. Sensible defaults, overridable by environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class ServerSettings:
+    """Limits and permissions of one server process."""
+
+    allowed_roots: list[Path] = field(default_factory=list)  # server-side folders that may be added by path
+    index_root: Path | None = None  # where indexes created over HTTP live (None: creating is refused)
+    api_token: str | None = None  # required for every write when set
+    max_upload_bytes: int = 20 * MiB  # one image
+    max_request_bytes: int = 200 * MiB  # one request (a batch of uploads)
+    max_pixels: int = 40_000_000  # width x height of one image
+    max_batch_files: int = 500
+    thumbnail_side: int = 256
+    cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers at all
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerSettings:
+        """Defaults, then LOOKALIKE_* environment variables, then explicit overrides (e.g. CLI flags)."""
+        settings = cls()
+        settings.api_token = os.environ.get("LOOKALIKE_API_TOKEN") or None
+        for name in ("max_upload_bytes", "max_request_bytes", "max_pixels", "max_batch_files"):
+            value = os.environ.get(f"LOOKALIKE_{name.upper()}")
+            if value:
+                setattr(settings, name, int(value))
+        origins = os.environ.get("LOOKALIKE_CORS_ORIGINS", "")
+        settings.cors_origins = [o.strip() for o in origins.split(",") if o.strip()]
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(settings, name, value)
+        return settings

@@ -1,0 +1,141 @@
+// The search page: pick an index, give a query (upload, random, or a result), show the most similar images.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let indexes = {};
+let lastQuery = null; // {kind: "upload", file} or {kind: "id", id}; re-run when a control changes
+
+async function api(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail ? JSON.stringify(body.detail).replace(/^"|"$/g, "") : response.statusText);
+  return body;
+}
+
+function status(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+async function loadIndexes() {
+  const list = await api("/api/indexes");
+  const select = $("index");
+  select.replaceChildren();
+  for (const info of list) {
+    indexes[info.name] = info;
+    select.append(new Option(`${info.name} (${info.count} images)`, info.name));
+  }
+  if (!list.length) status("this server has no index", true);
+  showCapabilities();
+}
+
+function showCapabilities() {
+  const info = indexes[$("index").value];
+  if (!info) return;
+  const caps = info.capabilities;
+  const method = $("method");
+  method.replaceChildren();
+  for (const metric of caps.metrics) method.append(new Option(metric, "metric:" + metric));
+  for (const learned of caps.methods) method.append(new Option(learned + " (learned)", "method:" + learned));
+  $("filter-field").hidden = !caps.filters;
+  $("by-class-field").hidden = !caps.by_class;
+}
+
+function searchOptions() {
+  const [kind, name] = $("method").value.split(":");
+  const options = { k: $("k").value || "12" };
+  if (kind === "metric") options.metric = name; else options.method = name;
+  if (!$("filter-field").hidden && $("filter").value.trim()) options.where = $("filter").value.trim();
+  if (!$("by-class-field").hidden && $("by-class").checked) options.by_class = "true";
+  return options;
+}
+
+async function search(query) {
+  lastQuery = query;
+  const base = `/api/indexes/${encodeURIComponent($("index").value)}/search`;
+  const options = searchOptions();
+  status("searching…");
+  try {
+    let result;
+    if (query.kind === "upload") {
+      const form = new FormData();
+      form.append("image", query.file);
+      for (const [key, value] of Object.entries(options)) form.append(key, value);
+      result = await api(base, { method: "POST", body: form });
+    } else {
+      const params = new URLSearchParams(options);
+      if (query.kind === "random") params.set("random", "true"); else params.set("id", query.id);
+      result = await api(`${base}?${params}`);
+      lastQuery = { kind: "id", id: result.query_id };
+    }
+    show(result, query);
+  } catch (error) {
+    status(error.message, true);
+  }
+}
+
+function show(result, query) {
+  $("query").hidden = false;
+  $("query-image").src = query.kind === "upload" ? URL.createObjectURL(query.file) : result.query_thumbnail;
+  $("query-name").textContent = query.kind === "upload" ? query.file.name : result.query.split("/").pop();
+  const predicted = result.predicted_class;
+  $("query-class").textContent = predicted
+    ? "predicted: " + Object.entries(predicted).map(([c, p]) => `${c} ${(p * 100).toFixed(0)}%`).join(", ") : "";
+  $("timings").textContent = Object.entries(result.timings_ms).map(([n, ms]) => `${n} ${ms.toFixed(1)} ms`).join(" · ");
+  const grid = $("results");
+  grid.replaceChildren();
+  for (const match of result.matches) grid.append(resultTile(match));
+  status(result.matches.length ? `${result.matches.length} most similar (${result.metric})` : "no matches");
+  window.scrollTo({ top: 0, behavior: "smooth" });
+}
+
+function resultTile(match) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.title = `${match.path}\nclick to search from this image`;
+  button.dataset.id = match.id;
+  const image = document.createElement("img");
+  image.src = match.thumbnail;
+  image.alt = match.path.split("/").pop();
+  image.loading = "lazy";
+  const caption = document.createElement("span");
+  caption.className = "caption";
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = match.score.toFixed(3);
+  const label = document.createElement("span");
+  label.className = "label";
+  label.textContent = match.labels.label || Object.values(match.labels)[0] || match.path.split("/").slice(-2, -1)[0] || "";
+  caption.append(score, label);
+  button.append(image, caption);
+  button.addEventListener("click", () => search({ kind: "id", id: match.id }));
+  item.append(button);
+  return item;
+}
+
+function wireDropZone() {
+  const drop = $("drop");
+  const chosen = (file) => file && search({ kind: "upload", file });
+  $("file").addEventListener("change", (event) => chosen(event.target.files[0]));
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    chosen(event.dataTransfer.files[0]);
+  });
+  $("random").addEventListener("click", () => search({ kind: "random" }));
+}
+
+function wireControls() {
+  $("index").addEventListener("change", () => { showCapabilities(); lastQuery = null; $("results").replaceChildren(); });
+  for (const id of ["method", "k", "by-class"]) {
+    $(id).addEventListener("change", () => lastQuery && search(lastQuery));
+  }
+  $("controls").addEventListener("submit", (event) => { event.preventDefault(); if (lastQuery) search(lastQuery); });
+}
+
+wireDropZone();
+wireControls();
+loadIndexes().catch((error) => status(error.message, true));

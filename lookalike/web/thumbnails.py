@@ -1,0 +1,29 @@
+"""Thumbnails of indexed images, made with Pillow once and cached in INDEX/thumbnails/."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from PIL import Image
+
+from lookalike.images import load_image
+from lookalike.store import ImageRecord
+
+THUMBNAILS = "thumbnails"
+
+
+def thumbnail(record: ImageRecord, index_folder: Path, side: int) -> Path:
+    """A JPEG no larger than side x side; the name carries the content hash, so changed files get a new one."""
+    folder = index_folder / THUMBNAILS
+    target = folder / f"{record.id}-{record.content_hash[:16]}-{side}.jpg"
+    if target.exists():
+        return target
+    folder.mkdir(exist_ok=True)
+    pixels = load_image(record.path, target_side=side).pixels
+    pixels.thumbnail((side, side), Image.Resampling.LANCZOS)
+    partial = target.with_name(target.name + f".{uuid.uuid4().hex}.partial")
+    pixels.save(partial, "JPEG", quality=85)
+    os.replace(partial, target)
+    return target

@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": request_id.get(),
+            "request_id": getattr(record, "request_id", None) or request_id.get(),
         }
         entry |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if record.exc_info:
@@ -70,6 +70,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
+            log.info("request", extra={"request_id": request_id.get(), "method": scope["method"],
+                                       "path": scope["path"], "status": status,
                                        "ms": round((time.perf_counter() - started) * 1e3, 2)})
             request_id.reset(token)

@@ -1,0 +1,405 @@
+"""The HTTP API in process (FastAPI's TestClient) over real demo photos: every endpoint, its errors and limits."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_GALLERY, write_photo
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lookalike.index import ImageIndex
+from lookalike.web import ServerSettings, create_app
+from lookalike.web.logs import JsonFormatter
+from lookalike.web.search_api import search_parameters
+
+PER_LABEL = 2
+LABELS = sorted(p.name for p in DEMO_GALLERY.iterdir() if p.is_dir())
+COUNT = PER_LABEL * len(LABELS)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real photos of each clothing type from the demo gallery."""
+    folder = tmp_path_factory.mktemp("api-gallery")
+    for label_folder in sorted(p for p in DEMO_GALLERY.iterdir() if p.is_dir()):
+        for photo in sorted(label_folder.glob("*.jpg"))[:PER_LABEL]:
+            (folder / label_folder.name).mkdir(exist_ok=True)
+            shutil.copy(photo, folder / label_folder.name / photo.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gallery_index(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of the gallery, searched (never changed) by the read-only tests."""
+    folder = tmp_path_factory.mktemp("api-index") / "clothes"
+    with ImageIndex.create(folder) as index:
+        index.add_folder(gallery)
+    return folder
+
+
+@pytest.fixture
+def empty_index(tmp_path: Path) -> Path:
+    folder = tmp_path / "fresh"
+    ImageIndex.create(folder).close()
+    return folder
+
+
+def client_for(*folders: Path, **settings: object) -> TestClient:
+    return TestClient(create_app(list(folders), ServerSettings(**settings)))
+
+
+@pytest.fixture
+def client(gallery_index: Path) -> Iterator[TestClient]:
+    with client_for(gallery_index) as test_client:
+        yield test_client
+
+
+def photo_bytes(label: str = "dress", number: int = 0) -> bytes:
+    return sorted((DEMO_GALLERY / label).glob("*.jpg"))[number].read_bytes()
+
+
+def png_bytes(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def upload(client: TestClient, data: bytes, name: str = "query.jpg", **form: object):
+    return client.post("/api/indexes/clothes/search", files={"image": (name, data, "image/jpeg")},
+                       data={k: str(v) for k, v in form.items()})
+
+
+def wait_for(client: TestClient, job_url: str, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = client.get(job_url).json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_url} did not finish in {seconds}s")
+
+
+# --- service ---------------------------------------------------------------------------------
+def test_health_and_ready_report_the_served_indexes(client: TestClient) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["indexes"] == {"clothes": COUNT}
+
+
+def test_page_script_and_openapi_are_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="results"' in page.text and "/static/app.js" in page.text
+    assert "search(" in client.get("/static/app.js").text
+    assert client.get("/maps").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/indexes/{name}/search" in paths and "/api/jobs/{job_id}" in paths
+    assert client.get("/docs").status_code == 200
+
+
+def test_every_response_carries_a_request_id_and_a_client_id_is_echoed(client: TestClient) -> None:
+    assert len(client.get("/health").headers["x-request-id"]) >= 8
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert client.get("/health", headers={"X-Request-ID": "bad id\n"}).headers["x-request-id"] != "bad id\n"
+
+
+def test_request_log_lines_are_json_with_the_request_id(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="lookalike.web"):
+        client.get("/api/indexes/clothes", headers={"X-Request-ID": "trace-me"})
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == "request"]
+    assert any(line["request_id"] == "trace-me" and line["status"] == 200 and line["path"] == "/api/indexes/clothes"
+               and isinstance(line["ms"], float) for line in lines)
+
+
+# --- indexes -----------------------------------------------------------------------------------
+def test_list_and_inspect_indexes(client: TestClient) -> None:
+    [listed] = client.get("/api/indexes").json()
+    assert listed["name"] == "clothes" and listed["count"] == COUNT
+    info = client.get("/api/indexes/clothes").json()
+    assert info["model"] == "efficientnet-lite0" and info["dimension"] == 1280 and info["disk_bytes"] > 0
+    assert info["capabilities"]["metrics"] == ["cosine", "euclidean"]
+    assert client.get("/api/indexes/nope").status_code == 404
+
+
+def test_create_search_and_delete_an_index(tmp_path: Path, empty_index: Path) -> None:
+    with client_for(empty_index, index_root=tmp_path / "made") as client:
+        created = client.post("/api/indexes", json={"name": "new-one", "model": "efficientnet-lite0"})
+        assert created.status_code == 201 and created.json()["count"] == 0
+        assert (tmp_path / "made" / "new-one" / "manifest.json").exists()
+        assert {i["name"] for i in client.get("/api/indexes").json()} == {"fresh", "new-one"}
+        assert client.post("/api/indexes", json={"name": "new-one"}).status_code == 409
+        assert client.post("/api/indexes", json={"name": "../escape"}).status_code == 422
+        unknown = client.post("/api/indexes", json={"name": "x", "model": "vgg99"})
+        assert unknown.status_code == 422 and "efficientnet-lite0" in unknown.json()["detail"]
+        assert client.post("/api/indexes", json={"name": "y", "options": {"colour": 1}}).status_code == 422
+        assert client.delete("/api/indexes/new-one").json() == {"deleted": "new-one"}
+        assert not (tmp_path / "made" / "new-one").exists()
+        assert client.get("/api/indexes/new-one").status_code == 404
+
+
+def test_creating_an_index_needs_an_index_root(empty_index: Path) -> None:
+    with client_for(empty_index) as client:
+        refused = client.post("/api/indexes", json={"name": "new"})
+    assert refused.status_code == 403 and "--index-root" in refused.json()["detail"]
+
+
+# --- search ------------------------------------------------------------------------------------
+def test_search_by_upload_finds_the_same_photo_first_with_timings(client: TestClient, gallery: Path) -> None:
+    query = sorted((gallery / "shoes").glob("*.jpg"))[0]
+    result = upload(client, query.read_bytes(), k=5).json()
+    assert len(result["matches"]) == 5
+    top = result["matches"][0]
+    assert top["path"] == str(query.resolve()) and top["score"] > 0.999
+    assert [m["score"] for m in result["matches"]] == sorted((m["score"] for m in result["matches"]), reverse=True)
+    assert {"decode", "embed", "search", "total"} <= set(result["timings_ms"])
+    assert top["thumbnail"] == f"/api/indexes/clothes/images/{top['id']}/thumbnail"
+
+
+def test_search_by_id_excludes_the_query_and_links_thumbnails(client: TestClient) -> None:
+    result = client.get("/api/indexes/clothes/search", params={"id": 3, "k": 4}).json()
+    assert result["query_id"] == 3 and len(result["matches"]) == 4
+    assert 3 not in [m["id"] for m in result["matches"]]
+    assert result["query_thumbnail"].endswith("/images/3/thumbnail")
+
+
+def test_random_search_with_a_seed_repeats(client: TestClient) -> None:
+    first = client.get("/api/indexes/clothes/search", params={"random": "true", "seed": 7}).json()
+    again = client.get("/api/indexes/clothes/search", params={"random": "true", "seed": 7}).json()
+    assert first["query_id"] == again["query_id"] and first["matches"] == again["matches"]
+
+
+def test_euclidean_scores_and_min_score(client: TestClient) -> None:
+    result = upload(client, photo_bytes("hat"), k=COUNT, metric="euclidean", min_score=0.45).json()
+    assert result["metric"] == "euclidean" and result["matches"]
+    assert all(0.45 <= m["score"] <= 1.0 for m in result["matches"])
+    assert len(result["matches"]) < COUNT  # some images are further than the threshold
+
+
+@pytest.mark.parametrize("params", [{"id": 1, "metric": "manhattan"}, {"id": 1, "k": 0}, {"id": 1, "k": 5000},
+                                    {}, {"id": 1, "random": "true"}, {"id": "one"}])
+def test_bad_search_parameters_are_422(client: TestClient, params: dict) -> None:
+    response = client.get("/api/indexes/clothes/search", params=params)
+    assert response.status_code == 422 and response.json()["detail"]
+
+
+def test_unknown_id_and_unknown_index_are_404(client: TestClient) -> None:
+    missing = client.get("/api/indexes/clothes/search", params={"id": 9999})
+    assert missing.status_code == 404 and "9999" in missing.json()["detail"]
+    assert client.get("/api/indexes/other/search", params={"id": 1}).status_code == 404
+    assert client.get("/api/indexes/clothes/images/9999").status_code == 404
+    assert client.get("/api/indexes/clothes/images/9999/thumbnail").status_code == 404
+    assert client.get("/api/indexes/clothes/images/9999/file").status_code == 404
+    assert client.delete("/api/indexes/clothes/images/9999").status_code == 404
+
+
+@pytest.mark.parametrize("option", [{"method": "forest"}, {"where": "label=dress"}, {"by_class": "true"}])
+def test_search_options_the_index_lacks_are_refused_clearly(client: TestClient, option: dict) -> None:
+    name = next(iter(option))
+    if name in search_parameters():
+        pytest.skip(f"ImageIndex.search takes {name}= in this version")
+    response = client.get("/api/indexes/clothes/search", params={"id": 1, **option})
+    assert response.status_code == 422 and name in response.json()["detail"]
+
+
+def test_random_search_on_an_empty_index_says_why(empty_index: Path) -> None:
+    with client_for(empty_index) as client:
+        response = client.get("/api/indexes/fresh/search", params={"random": "true"})
+    assert response.status_code == 422 and "empty" in response.json()["detail"]
+
+
+# --- upload safety -------------------------------------------------------------------------------
+def test_non_image_and_empty_uploads_are_422(client: TestClient) -> None:
+    text = upload(client, b"just some text, not a photo", name="photo.jpg")
+    assert text.status_code == 422 and "not an image" in text.json()["detail"]
+    assert upload(client, b"", name="empty.jpg").status_code == 422
+    truncated = upload(client, photo_bytes()[:2000])
+    assert truncated.status_code == 422
+
+
+def test_oversized_upload_is_413(gallery_index: Path) -> None:
+    with client_for(gallery_index, max_upload_bytes=10_000) as client:
+        response = upload(client, photo_bytes())
+    assert response.status_code == 413 and "10,000 bytes" in response.json()["detail"]
+
+
+def test_request_body_over_the_limit_is_413_before_parsing(gallery_index: Path) -> None:
+    with client_for(gallery_index, max_request_bytes=50_000) as client:
+        response = upload(client, photo_bytes() * 5)
+    assert response.status_code == 413 and "50,000" in response.json()["detail"]
+
+
+def test_too_many_pixels_is_422(client: TestClient, gallery_index: Path) -> None:
+    bomb = png_bytes((8000, 6000), mode="1")  # 48 million pixels in a few kilobytes
+    response = upload(client, bomb, name="bomb.png")
+    assert len(bomb) < 100_000
+    assert response.status_code == 422 and "48,000,000 pixels" in response.json()["detail"]
+    with client_for(gallery_index, max_pixels=10_000) as strict:
+        assert upload(strict, png_bytes((200, 200))).status_code == 422
+
+
+# --- adding and removing -------------------------------------------------------------------------
+def test_upload_adds_to_the_uploads_folder_with_the_sniffed_type_and_remove_deletes_it(
+        empty_index: Path, tmp_path: Path) -> None:
+    png = write_photo(tmp_path / "made.png", seed=3).read_bytes()
+    with client_for(empty_index) as client:
+        added = client.post("/api/indexes/fresh/images", files={"files": ("lies.jpg", png, "image/jpeg")})
+        assert added.status_code == 200
+        body = added.json()
+        assert body["report"]["added"] == 1 and body["count"] == 1
+        [image] = body["images"]
+        assert image["uploaded_as"] == "lies.jpg"
+        saved = Path(image["path"])
+        assert saved.parent == (empty_index / "uploads").resolve() and saved.suffix == ".png"
+        found = client.get("/api/indexes/fresh/search", params={"id": image["id"]})
+        assert found.status_code == 200 and found.json()["matches"] == []  # the only image is the query
+        assert client.delete(f"/api/indexes/fresh/images/{image['id']}").json()["count"] == 0
+        assert not saved.exists()
+
+
+def test_batch_upload_adds_every_photo(empty_index: Path) -> None:
+    files = [("files", (f"p{n}.jpg", photo_bytes("pants", n), "image/jpeg")) for n in range(3)]
+    with client_for(empty_index) as client:
+        body = client.post("/api/indexes/fresh/images", files=files).json()
+        assert body["report"]["added"] == 3 and len(body["images"]) == 3
+        listed = client.get("/api/indexes/fresh/images", params={"limit": 2}).json()
+        assert listed["count"] == 3 and len(listed["images"]) == 2
+        one = client.get(f"/api/indexes/fresh/images/{body['images'][0]['id']}").json()
+        assert one["width"] > 0 and one["size"] == len(photo_bytes("pants", 0))
+
+
+def test_a_bad_file_in_a_batch_refuses_the_whole_batch(empty_index: Path) -> None:
+    files = [("files", ("good.jpg", photo_bytes(), "image/jpeg")), ("files", ("bad.jpg", b"nope", "image/jpeg"))]
+    with client_for(empty_index) as client:
+        response = client.post("/api/indexes/fresh/images", files=files)
+        assert response.status_code == 422 and "bad.jpg" in response.json()["detail"]
+        assert client.get("/api/indexes/fresh").json()["count"] == 0
+
+
+def test_background_upload_reports_progress_until_done(empty_index: Path) -> None:
+    files = [("files", (f"s{n}.jpg", photo_bytes("shirt", n), "image/jpeg")) for n in range(4)]
+    with client_for(empty_index) as client:
+        started = client.post("/api/indexes/fresh/images", params={"background": "true"}, files=files)
+        assert started.status_code == 202 and started.json()["total"] == 4
+        job = wait_for(client, started.json()["job_url"])
+        assert job["status"] == "done" and job["done"] == 4 and job["progress"] == 1.0
+        assert job["report"]["added"] == 4
+        assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
+        assert client.get("/api/indexes/fresh").json()["count"] == 4
+    assert client.get("/api/jobs/unknown").status_code == 404
+
+
+def test_add_by_server_path_under_an_allowed_root(empty_index: Path, gallery: Path) -> None:
+    with client_for(empty_index, allowed_roots=[gallery]) as client:
+        started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(gallery / "hat")]})
+        assert started.status_code == 202
+        job = wait_for(client, started.json()["job_url"])
+        assert job["status"] == "done" and job["report"]["added"] == PER_LABEL
+
+
+@pytest.mark.parametrize("requested", ["{root}/../outside", "/etc/passwd", "relative/photo.jpg", "{root}/link"])
+def test_paths_outside_the_allowed_roots_are_refused(empty_index: Path, tmp_path: Path, requested: str) -> None:
+    root = tmp_path / "root"
+    write_photo(tmp_path / "outside" / "secret.png", seed=1)
+    root.mkdir()
+    os.symlink(tmp_path / "outside", root / "link")  # a link inside the root that leads out of it
+    with client_for(empty_index, allowed_roots=[root]) as client:
+        response = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [requested.format(root=root)]})
+        assert response.status_code == 403 and response.json()["detail"]
+        assert client.get("/api/indexes/fresh").json()["count"] == 0
+
+
+def test_adding_by_path_is_off_without_roots_and_missing_files_are_404(empty_index: Path, tmp_path: Path) -> None:
+    with client_for(empty_index) as client:
+        off = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(tmp_path)]})
+        assert off.status_code == 403 and "--allow-root" in off.json()["detail"]
+    with client_for(empty_index, allowed_roots=[tmp_path]) as client:
+        missing = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(tmp_path / "no.jpg")]})
+        assert missing.status_code == 404
+
+
+# --- images served only by id ---------------------------------------------------------------------
+def test_thumbnail_is_a_small_jpeg_cached_in_the_index(client: TestClient, gallery_index: Path) -> None:
+    response = client.get("/api/indexes/clothes/images/2/thumbnail")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    thumb = Image.open(io.BytesIO(response.content))
+    assert thumb.format == "JPEG" and max(thumb.size) == 256
+    assert len(list((gallery_index / "thumbnails").glob("2-*-256.jpg"))) == 1
+    assert client.get("/api/indexes/clothes/images/2/thumbnail").content == response.content
+
+
+def test_file_by_id_is_the_indexed_file(client: TestClient) -> None:
+    record = client.get("/api/indexes/clothes/images/5").json()
+    response = client.get(record["file"])
+    assert response.status_code == 200 and response.content == Path(record["path"]).read_bytes()
+
+
+@pytest.mark.parametrize("path", ["/api/indexes/clothes/images/..%2F..%2Fetc%2Fpasswd/file",
+                                  "/api/indexes/clothes/images/%2Fetc%2Fpasswd/thumbnail",
+                                  "/static/..%2F..%2Fapp.py", "/static/../app.py"])
+def test_no_file_is_served_by_a_request_path(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code in (404, 422)
+    assert b"root:" not in response.content and b"create_app" not in response.content
+
+
+def test_cluster_maps_found_in_the_index_folder_are_listed_and_served(client: TestClient,
+                                                                     gallery_index: Path) -> None:
+    (gallery_index / "clusters").mkdir(exist_ok=True)
+    Image.new("RGB", (20, 20), "red").save(gallery_index / "clusters" / "sheet-1.png")
+    (gallery_index / "clusters" / "map.html").write_text("<html><body>map</body></html>")
+    (gallery_index / "clusters" / "notes.txt").write_text("not an artifact")
+    listed = client.get("/api/indexes/clothes/artifacts").json()
+    assert [a["name"] for a in listed] == ["map.html", "sheet-1.png"]
+    assert client.get(listed[1]["url"]).content[:4] == b"\x89PNG"
+    html = client.get(listed[0]["url"])
+    assert html.headers["content-security-policy"].startswith("sandbox")
+    assert client.get("/api/indexes/clothes/artifacts/clusters/notes.txt").status_code == 404
+    assert client.get("/api/indexes/clothes/artifacts/uploads/x.png").status_code == 404
+    assert client.get("/api/indexes/clothes/artifacts/clusters/..%2Fmanifest.json").status_code == 404
+
+
+# --- token and CORS ---------------------------------------------------------------------------------
+def test_writes_need_the_token_when_set_and_reads_do_not(empty_index: Path) -> None:
+    with client_for(empty_index, api_token="s3cret") as client:
+        files = {"files": ("a.jpg", photo_bytes(), "image/jpeg")}
+        missing = client.post("/api/indexes/fresh/images", files=files)
+        assert missing.status_code == 401 and "token" in missing.json()["detail"]
+        wrong = client.post("/api/indexes/fresh/images", files=files, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
+        assert client.delete("/api/indexes/fresh").status_code == 401
+        assert client.delete("/api/indexes/fresh/images/1").status_code == 401
+        assert client.post("/api/indexes/fresh/images/from-paths", json={"paths": ["/"]}).status_code == 401
+        assert client.post("/api/indexes", json={"name": "x"}).status_code == 401
+        assert client.get("/api/indexes/fresh").json()["count"] == 0
+        right = client.post("/api/indexes/fresh/images", files=files, headers={"Authorization": "Bearer s3cret"})
+        assert right.status_code == 200 and right.json()["count"] == 1
+        also = client.post("/api/indexes/fresh/images", files={"files": ("b.jpg", photo_bytes("hat"), "image/jpeg")},
+                           headers={"X-API-Token": "s3cret"})
+        assert also.status_code == 200 and also.json()["count"] == 2
+        searched = client.post("/api/indexes/fresh/search", files={"image": ("q.jpg", photo_bytes(), "image/jpeg")})
+        assert searched.status_code == 200
+
+
+def test_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKALIKE_API_TOKEN", "from-env")
+    assert ServerSettings.from_env().api_token == "from-env"
+    monkeypatch.setenv("LOOKALIKE_API_TOKEN", "")
+    assert ServerSettings.from_env().api_token is None
+
+
+def test_cors_is_off_by_default_and_on_for_named_origins(gallery_index: Path) -> None:
+    origin = {"Origin": "http://elsewhere.example"}
+    with client_for(gallery_index) as client:
+        assert "access-control-allow-origin" not in client.get("/api/indexes", headers=origin).headers
+    with client_for(gallery_index, cors_origins=["http://elsewhere.example"]) as client:
+        allowed = client.get("/api/indexes", headers=origin).headers
+        assert allowed["access-control-allow-origin"] == "http://elsewhere.example"

@@ -10,7 +10,10 @@ from lookalike.manifest import FILE as MANIFEST
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError:
+        raise CommandError("serving needs the web extra: pip install 'lookalike[serve]'") from None
 
     from lookalike.index import ImageIndex
     from lookalike.web import ServerSettings, create_app

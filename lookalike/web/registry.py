@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -10,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from lookalike.index import ImageIndex, delete_index
 from lookalike.manifest import FILE as MANIFEST
@@ -74,6 +77,7 @@ class IndexRegistry:
 
     def open(self, folder: str | os.PathLike[str], **options: Any) -> ServedIndex:
         index = ImageIndex.open(folder, **options)
+        _warm_up(index)
         return self._register(index)
 
     def get(self, name: str) -> ServedIndex:
@@ -120,6 +124,13 @@ class IndexRegistry:
             served = ServedIndex(name, index)
             self._served[name] = served
         return served
+
+
+def _warm_up(index: ImageIndex) -> None:
+    """One embedding at start-up, so the first user's search does not pay for the runtime's lazy set-up."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "grey").save(buffer, "PNG")
+    index.embed_image(buffer.getvalue())
 
 
 def is_index_folder(folder: Path) -> bool:

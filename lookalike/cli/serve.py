@@ -18,6 +18,9 @@ def serve_command(args: argparse.Namespace) -> int:
     from lookalike.index import ImageIndex
     from lookalike.web import ServerSettings, create_app
     from lookalike.web.logs import configure_logging
+    from lookalike.web.tuning import tune_for_single_queries
+
+    tune_for_single_queries()
 
     for folder in args.index:
         _create_if_new(Path(folder), args, ImageIndex)

@@ -29,4 +29,6 @@ def open_session(model_path: Path, device: str = "cpu", threads: int | None = No
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if os.environ.get("LOOKALIKE_ORT_SPINNING", "1") == "0":  # latency-bound serving on shared cores (web/tuning.py)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model_path), options, providers=select_providers(device))

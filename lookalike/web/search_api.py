@@ -17,6 +17,7 @@ from lookalike.index import ImageIndex
 from lookalike.search import METRICS, SearchResult
 from lookalike.web.deps import served_index, settings_of
 from lookalike.web.registry import ServedIndex
+from lookalike.web.tuning import prepare_thread
 from lookalike.web.uploads import check_upload
 
 router = APIRouter(prefix="/api/indexes/{name}", tags=["search"])
@@ -77,6 +78,7 @@ def run_search(served: ServedIndex, query: bytes | int | None, k: int, metric: s
     started = time.perf_counter()
     if metric not in METRICS:
         raise HTTPException(422, f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    prepare_thread()
     with served.lock.reading():
         if random_query:
             query = served.index.random_id(seed)

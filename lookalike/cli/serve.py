@@ -20,10 +20,6 @@ def serve_command(args: argparse.Namespace) -> int:
     from lookalike.web.logs import configure_logging
     from lookalike.web.tuning import tune_for_single_queries
 
-    tune_for_single_queries()
-
-    for folder in args.index:
-        _create_if_new(Path(folder), args, ImageIndex)
     settings = ServerSettings.from_env(
         allowed_roots=[Path(root) for root in args.allow_root] or None,
         index_root=args.index_root,
@@ -33,7 +29,10 @@ def serve_command(args: argparse.Namespace) -> int:
     for root in settings.allowed_roots:
         if not root.is_dir():
             raise CommandError(f"--allow-root {root}: not a folder")
+    for folder in args.index:
+        _create_if_new(Path(folder), args, ImageIndex)
     configure_logging()
+    tune_for_single_queries()
     app = create_app(args.index, settings)
     print(f"lookalike: serving {', '.join(app.state.registry.names())} on http://{args.host}:{args.port}/ "
           f"(API docs at /docs)", flush=True)

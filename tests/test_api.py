@@ -112,6 +112,13 @@ def test_every_response_carries_a_request_id_and_a_client_id_is_echoed(client: T
     assert client.get("/health", headers={"X-Request-ID": "bad id\n"}).headers["x-request-id"] != "bad id\n"
 
 
+def test_error_bodies_say_what_is_wrong_and_carry_the_request_id(client: TestClient) -> None:
+    response = client.get("/api/indexes/clothes/search", params={"id": 1, "k": 0})
+    body = response.json()
+    assert response.status_code == 422 and body["detail"].startswith("invalid request: k:")
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
 def test_request_log_lines_are_json_with_the_request_id(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="lookalike.web"):
         client.get("/api/indexes/clothes", headers={"X-Request-ID": "trace-me"})
@@ -295,6 +302,20 @@ def test_background_upload_reports_progress_until_done(empty_index: Path) -> Non
         assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
         assert client.get("/api/indexes/fresh").json()["count"] == 4
     assert client.get("/api/jobs/unknown").status_code == 404
+
+
+def test_searches_keep_answering_while_a_job_adds_images(empty_index: Path, gallery: Path) -> None:
+    with client_for(empty_index, allowed_roots=[gallery]) as client:
+        client.post("/api/indexes/fresh/images", files={"files": ("first.jpg", photo_bytes(), "image/jpeg")})
+        started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(gallery)]})
+        statuses = [upload_to(client, "fresh", photo_bytes("hat")).status_code for _ in range(5)]
+        job = wait_for(client, started.json()["job_url"])
+        assert statuses == [200] * 5 and job["status"] == "done" and job["report"]["added"] == COUNT
+        assert client.get("/api/indexes/fresh").json()["count"] == COUNT + 1
+
+
+def upload_to(client: TestClient, index: str, data: bytes):
+    return client.post(f"/api/indexes/{index}/search", files={"image": ("q.jpg", data, "image/jpeg")})
 
 
 def test_add_by_server_path_under_an_allowed_root(empty_index: Path, gallery: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -52,7 +53,8 @@ class JobQueue:
         job = Job(uuid.uuid4().hex, served.name, len(paths))
         with self._lock:
             self._jobs[job.id] = job
-        self._worker.submit(self._run, job, served, list(paths))
+        context = contextvars.copy_context()  # the job's log lines carry the id of the request that started it
+        self._worker.submit(context.run, self._run, job, served, list(paths))
         return job
 
     def get(self, job_id: str) -> Job:

@@ -424,3 +424,12 @@ def test_cors_is_off_by_default_and_on_for_named_origins(gallery_index: Path) ->
     with client_for(gallery_index, cors_origins=["http://elsewhere.example"]) as client:
         allowed = client.get("/api/indexes", headers=origin).headers
         assert allowed["access-control-allow-origin"] == "http://elsewhere.example"
+
+
+def test_index_names_are_url_safe_and_unique(tmp_path: Path) -> None:
+    folders = [tmp_path / "my photos", tmp_path / "b" / "my photos"]
+    for folder in folders:
+        ImageIndex.create(folder).close()
+    with client_for(*folders) as client:
+        assert [i["name"] for i in client.get("/api/indexes").json()] == ["my-photos", "my-photos-2"]
+        assert client.get("/api/indexes/my-photos-2").json()["folder"] == str(folders[1])

@@ -116,7 +116,7 @@ class IndexRegistry:
         self._served.clear()
 
     def _register(self, index: ImageIndex) -> ServedIndex:
-        base = index.folder.resolve().name or "index"
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", index.folder.resolve().name).strip("-.") or "index"  # URL-safe
         with self._lock:
             name, number = base, 2
             while name in self._served:

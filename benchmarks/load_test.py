@@ -164,6 +164,9 @@ def main() -> None:
     args = parser.parse_args()
 
     datasets = datasets_dir()
+    for name in ("clothing", "corel1k"):
+        if not (datasets / name / "labels.csv").exists():
+            raise SystemExit(f"load_test: {datasets / name} not found; set LOOKALIKE_DATASETS")
     with build_index(args.work, datasets, args.images) as index:
         count, real = len(index), sum(1 for r in index.store.records() if r.size > 0)
     photos = query_photos(datasets)

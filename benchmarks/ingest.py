@@ -86,8 +86,8 @@ def main() -> None:
 
 | dataset | queries vs gallery | mAP | P@10 | reference (mAP / P@10) |
 |---|---|---|---|---|
-| Corel-1K | {corel_scores.queries} query vs {corel_scores.gallery} gallery | {corel_scores.mean_average_precision:.4f} \
-| {corel_scores.precision_at_10:.4f} | 0.90 / 0.96 |
+| Corel-1K | {corel_scores.queries} query vs {corel_scores.gallery} gallery | \
+{corel_scores.mean_average_precision:.4f} | {corel_scores.precision_at_10:.4f} | 0.90 / 0.96 |
 | clothing | {clothing_scores.queries} test vs {clothing_scores.gallery} train | \
 {clothing_scores.mean_average_precision:.4f} | {clothing_scores.precision_at_10:.4f} | 0.53 / 0.76 |
 """)

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let indexes = {};
 let lastQuery = null; // {kind: "upload", file} or {kind: "id", id}; re-run when a control changes
+let latestSearch = 0; // only the answer to the latest search is shown (an older one may arrive later)
 
 async function api(url, options) {
   const response = await fetch(url, options);
@@ -51,6 +52,7 @@ function searchOptions() {
 }
 
 async function search(query) {
+  const mine = ++latestSearch;
   lastQuery = query;
   const base = `/api/indexes/${encodeURIComponent($("index").value)}/search`;
   const options = searchOptions();
@@ -66,11 +68,12 @@ async function search(query) {
       const params = new URLSearchParams(options);
       if (query.kind === "random") params.set("random", "true"); else params.set("id", query.id);
       result = await api(`${base}?${params}`);
-      lastQuery = { kind: "id", id: result.query_id };
     }
+    if (mine !== latestSearch) return;
+    if (query.kind === "random") lastQuery = { kind: "id", id: result.query_id };
     show(result, query);
   } catch (error) {
-    status(error.message, true);
+    if (mine === latestSearch) status(error.message, true);
   }
 }
 

@@ -1,14 +1,17 @@
 """Search over HTTP: by uploaded image, by indexed id, or random; same arguments as ImageIndex.search.
 
-Options other helpers add to ImageIndex.search (`method=` for learned similarity, `where=` label filters,
-`by_class=` classify-then-search) are forwarded only when the client gives them, and refused with a clear
-422 when this version of ImageIndex.search does not take them.
+Options that other parts of lookalike may add (`method=` for learned similarity and `where=` label filters
+on ImageIndex.search; classify-then-search as lookalike.classifier.search_by_class) are used only when the
+client gives them, and refused with a clear 422 when this installation does not have them.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
@@ -29,11 +32,25 @@ def search_parameters() -> set[str]:
     return set(inspect.signature(ImageIndex.search).parameters)
 
 
+def _optional(module: str, name: str) -> Any:
+    """Something another lookalike module may provide (learned similarity, classifier), or None."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
 def learned_methods(index: ImageIndex) -> list[str]:
-    """Learned similarity methods the index reports (none until a learned method is trained)."""
-    reported = getattr(index, "learned_methods", None)
-    methods = reported() if callable(reported) else index.info().get("learned_methods", [])
-    return [m for m in methods or [] if m not in METRICS]
+    """Learned similarity methods trained for this index (lookalike.similarity), if any."""
+    trained = _optional("lookalike.similarity", "trained_methods")
+    return [m for m in (trained(index) if trained else []) if m not in METRICS]
+
+
+def classify_then_search(index: ImageIndex) -> Callable[..., SearchResult] | None:
+    """lookalike.classifier.search_by_class when a classifier is trained for this index, else None."""
+    search = _optional("lookalike.classifier", "search_by_class")
+    marker = _optional("lookalike.classifier", "DESCRIPTION_FILE")
+    return search if search and marker and (index.folder / marker).exists() else None
 
 
 def capabilities(index: ImageIndex) -> dict[str, Any]:
@@ -43,19 +60,17 @@ def capabilities(index: ImageIndex) -> dict[str, Any]:
         "metrics": list(METRICS),
         "methods": learned_methods(index) if "method" in supported else [],
         "filters": "where" in supported,
-        "by_class": "by_class" in supported,
+        "by_class": classify_then_search(index) is not None,
     }
 
 
-def extra_options(method: str | None, where: list[str] | None, by_class: bool | None) -> dict[str, Any]:
+def extra_options(method: str | None, where: list[str] | None) -> dict[str, Any]:
     """Only the options the client gave, each checked to exist in this ImageIndex.search."""
     given: dict[str, Any] = {}
     if method:
         given["method"] = method
     if where:
         given["where"] = _parse_where(where)
-    if by_class:
-        given["by_class"] = True
     missing = [name for name in given if name not in search_parameters()]
     if missing:
         raise HTTPException(422, f"this lookalike cannot search with {', '.join(missing)} yet "
@@ -74,15 +89,23 @@ def _parse_where(conditions: list[str]) -> dict[str, str]:
 
 
 def run_search(served: ServedIndex, query: bytes | int | None, k: int, metric: str, min_score: float | None,
-               options: dict[str, Any], random_query: bool = False, seed: int | None = None) -> dict[str, Any]:
+               options: dict[str, Any], by_class: bool | None = None, random_query: bool = False,
+               seed: int | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     if metric not in METRICS:
         raise HTTPException(422, f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    search: Callable[..., SearchResult] = served.index.search
+    if by_class:
+        found = classify_then_search(served.index)
+        if found is None:
+            raise HTTPException(422, "by_class (classify, then search) needs a classifier trained for this index "
+                                     "(lookalike train-classifier)")
+        search = functools.partial(found, served.index)
     prepare_thread()
     with served.lock.reading():
         if random_query:
             query = served.index.random_id(seed)
-        result = served.index.search(query, k=k, metric=metric, min_score=min_score, **options)
+        result = search(query, k=k, metric=metric, min_score=min_score, **options)
     return present(result, served.name, query if isinstance(query, int) else None, started)
 
 
@@ -109,7 +132,7 @@ def search_by_upload(
     settings = settings_of(request)
     data = image.file.read(settings.max_upload_bytes + 1)
     checked = check_upload(data, image.filename or "upload", settings.max_upload_bytes, settings.max_pixels)
-    return run_search(served, checked.data, k, metric, min_score, extra_options(method, where, by_class))
+    return run_search(served, checked.data, k, metric, min_score, extra_options(method, where), by_class)
 
 
 @router.get("/search", summary="Search by an indexed image id, or from a random one")
@@ -122,5 +145,5 @@ def search_by_id_or_random(
 ) -> dict[str, Any]:
     if (id is None) == (not random):
         raise HTTPException(422, "give exactly one query: id=N or random=true (or POST an image)")
-    return run_search(served, id, k, metric, min_score, extra_options(method, where, by_class),
+    return run_search(served, id, k, metric, min_score, extra_options(method, where), by_class,
                       random_query=random, seed=seed)

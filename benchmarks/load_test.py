@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from benchmarks import collect
+from lookalike.cli.common import progress_bar
 from lookalike.index import ImageIndex
 from lookalike.settings import cache_dir, datasets_dir
 from lookalike.store import NewImage
@@ -41,7 +42,8 @@ def build_index(folder: Path, datasets: Path, target: int) -> ImageIndex:
         return index
     for name in ("clothing", "corel1k"):
         started = time.perf_counter()
-        report = index.add_folder(datasets / name)
+        with progress_bar(f"embedding {name}") as progress:
+            report = index.add_folder(datasets / name, progress=progress)
         print(f"embedded {name}: {report.added} added, {report.failed} failed in {report.seconds:.0f}s "
               f"({time.perf_counter() - started:.0f}s)", file=sys.stderr)
     add_noisy_copies(index, target - len(index))

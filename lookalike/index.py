@@ -306,10 +306,10 @@ class ImageIndex:
         return SearchResult(matches[:k], query, metric, timings)
 
     def random_id(self, seed: int | None = None) -> int:
-        ids = self.store.ids()
-        if len(ids) == 0:
+        count = len(self.store)
+        if count == 0:
             raise ValueError("the index is empty: nothing to pick at random")
-        return int(random.Random(seed).choice(ids.tolist()))
+        return self.store.id_at(random.Random(seed).randrange(count))
 
     def _match(self, image_id: int, score: float) -> Match:
         record = self.store.record(image_id)

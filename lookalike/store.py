@@ -189,6 +189,13 @@ class VectorStore:
     def ids(self) -> Ids:
         return np.asarray([r[0] for r in self.db.execute("SELECT id FROM images ORDER BY id")], dtype=np.int64)
 
+    def id_at(self, position: int) -> int:
+        """The id at a position in id order (for picking one at random without loading all ids)."""
+        row = self.db.execute("SELECT id FROM images ORDER BY id LIMIT 1 OFFSET ?", (position,)).fetchone()
+        if row is None:
+            raise IndexError(f"position {position} is past the end of the index")
+        return int(row[0])
+
     def labels(self, image_id: int) -> dict[str, str]:
         rows = self.db.execute("SELECT name, value FROM labels WHERE image_id = ?", (image_id,))
         return dict(rows.fetchall())

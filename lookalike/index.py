@@ -99,8 +99,9 @@ class ImageIndex:
         return cls(folder, embedder, manifest)
 
     @classmethod
-    def open_or_create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, layer: str | None = None,
-                       pool: str | None = None, **options: Any) -> ImageIndex:
+    def open_or_create(cls, folder: str | os.PathLike[str], model: str | None = DEFAULT_MODEL,
+                       layer: str | None = None, pool: str | None = None, **options: Any) -> ImageIndex:
+        """Open the index in folder (model, layer and pool, when given, must match it) or create one."""
         if (Path(folder) / "manifest.json").exists():
             index = cls.open(folder, **options)
             recorded = index.manifest["embedder"]
@@ -114,7 +115,7 @@ class ImageIndex:
                     "use another index folder for another model, layer or pooling"
                 )
             return index
-        return cls.create(folder, model=model, layer=layer, pool=pool, **options)
+        return cls.create(folder, model=model or DEFAULT_MODEL, layer=layer, pool=pool, **options)
 
     def close(self) -> None:
         self.store.close()

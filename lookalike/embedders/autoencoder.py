@@ -23,7 +23,7 @@ PREFIX = "autoencoder:"
 FORMAT = "lookalike-cae"
 EXPORT_VERSION = 1
 INPUT_SIDE = 128
-WIDTHS = (32, 64, 128)  # encoder channels; each stage halves the side
+WIDTHS = (16, 32, 64)  # encoder channels; each stage halves the side
 LATENT_CHANNELS = 16  # bottleneck: 16 x 8 x 8 = 1024-d feature
 
 Progress = Callable[[int, int], None]
@@ -120,7 +120,7 @@ def train_autoencoder(paths: Sequence[Path], out: Path, epochs: int = 10, batch_
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
             if progress:
                 progress(epoch * batches + number + 1, epochs * batches)
         losses.append(total / len(pixels))

@@ -1,0 +1,190 @@
+"""Model comparison: retrieval quality and embedding throughput for every offline model, layer,
+pooling and PCA setting, on Corel-1K (query vs gallery) and clothing (test vs train).
+
+Run: flock /tmp/lookalike-bench.lock python -m benchmarks.models
+Indexes go to benchmarks/out/models/ and are reused (throughput is kept from the run that embedded).
+Writes the "models" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.collect import HERE, machine_line, write_section
+from lookalike.evaluation import default_splits, evaluate_index, read_labels
+from lookalike.files import walk_images
+from lookalike.index import ImageIndex
+from lookalike.reduction import fit_pca
+from lookalike.settings import datasets_dir
+
+OUT = HERE / "out" / "models"
+DATASETS = ("corel1k", "clothing")
+BASELINE = {"corel1k": 0.898, "clothing": 0.533}  # lite0 head avg, the core's reference
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    model: str
+    layer: str | None = None
+    pool: str | None = None
+    pca: tuple[int, bool] | None = None  # (components, whiten), fitted on the gallery vectors
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def folder_name(self, dataset: str) -> str:
+        model = "autoencoder" if self.model.startswith("autoencoder") else self.model
+        return f"{dataset}-{model}-{self.layer or 'default'}-{self.pool or 'default'}"
+
+
+def settings(dataset: str) -> list[Setting]:
+    cae = OUT / f"cae-{dataset}.pt"
+    lite0 = "efficientnet-lite0"
+    return [
+        Setting("lite0 head avg (default)", lite0),
+        Setting("lite0 head gem", lite0, "head", "gem"),
+        Setting("lite0 head max", lite0, "head", "max"),
+        Setting("lite0 stage7 avg", lite0, "stage7", "avg"),
+        Setting("lite0 stage7 gem", lite0, "stage7", "gem"),
+        Setting("lite0 stage6 gem", lite0, "stage6", "gem"),
+        Setting("lite2 head avg", "efficientnet-lite2"),
+        Setting("lite2 head gem", "efficientnet-lite2", "head", "gem"),
+        Setting("lite0 head avg + PCA 256", lite0, pca=(256, False)),
+        Setting("lite0 head avg + PCA 256 whitened", lite0, pca=(256, True)),
+        Setting("lite0 head avg + PCA 128", lite0, pca=(128, False)),
+        Setting("lite0 head gem + PCA 256", lite0, "head", "gem", pca=(256, False)),
+        Setting("lite0 head gem + PCA 256 whitened", lite0, "head", "gem", pca=(256, True)),
+        Setting("colour histogram (HSV)", "color-histogram"),
+        Setting("perceptual hash (DCT)", "phash"),
+        Setting("autoencoder (trained on the collection)", f"autoencoder:{cae}"),
+    ]
+
+
+def ensure_autoencoder(dataset: Path, path: Path, epochs: int = 6) -> dict[str, Any]:
+    """Train the CAE on every photo of the dataset (no labels), once; returns training facts."""
+    from lookalike.embedders.autoencoder import train_autoencoder
+
+    facts_file = path.with_suffix(".json")
+    if path.exists() and facts_file.exists():
+        return json.loads(facts_file.read_text())
+    report = train_autoencoder(list(walk_images(dataset)), path, epochs=epochs)
+    facts = {"images": report.images, "epochs": report.epochs, "seconds": round(report.seconds, 1),
+             "first_loss": report.losses[0], "last_loss": report.losses[-1]}
+    facts_file.write_text(json.dumps(facts))
+    return facts
+
+
+def indexed(dataset: Path, setting: Setting, name: str) -> tuple[ImageIndex, float]:
+    """The dataset indexed with a setting (reused when present) and its images/s when it was embedded."""
+    folder = OUT / setting.folder_name(name)
+    speed_file = folder / "throughput.json"
+    index = ImageIndex.open_or_create(folder, model=setting.model, layer=setting.layer, pool=setting.pool)
+    if not speed_file.exists():
+        side = index.embedder.input_side
+        index.embedder.embed_batch(np.stack([index.embedder.preprocess(_warm_image(side))]))  # export outside timing
+        report = index.add_folder(dataset)
+        speed_file.write_text(json.dumps({"images_per_second": report.added / report.seconds, "added": report.added}))
+    return index, json.loads(speed_file.read_text())["images_per_second"]
+
+
+def _warm_image(side: int) -> Any:
+    from PIL import Image
+
+    from lookalike.images import DecodedImage
+
+    return DecodedImage(Image.new("RGB", (side, side), (128, 100, 90)), side, side)
+
+
+def score(index: ImageIndex, dataset: Path, setting: Setting) -> dict[str, float]:
+    if setting.pca is None:
+        scores = evaluate_index(index, dataset)
+    else:
+        components, whiten = setting.pca
+        reduction = fit_pca(_gallery_vectors(index, dataset), components, whiten)
+        scores = evaluate_index(index, dataset, similarity=lambda q, g: reduction.apply(q) @ reduction.apply(g).T)
+    return {"mAP": scores.mean_average_precision, "P@10": scores.precision_at_10, "queries": scores.queries,
+            "gallery": scores.gallery}
+
+
+def _gallery_vectors(index: ImageIndex, dataset: Path) -> np.ndarray:
+    images = read_labels(dataset)
+    _, gallery_split = default_splits(images)
+    ids_by_path = {record.path: record.id for record in index.store.records()}
+    ids = [ids_by_path[os.path.abspath(i.path)] for i in images
+           if i.split == gallery_split and os.path.abspath(i.path) in ids_by_path]
+    return index.store.vectors(ids)
+
+
+def run() -> dict[str, dict[str, dict[str, float]]]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in DATASETS:
+        dataset = datasets_dir() / name
+        results[name] = {}
+        training = ensure_autoencoder(dataset, OUT / f"cae-{name}.pt")
+        results[name]["_autoencoder_training"] = training
+        for setting in settings(name):
+            started = time.perf_counter()
+            index, speed = indexed(dataset, setting, name)
+            with index:
+                results[name][setting.label] = score(index, dataset, setting) | {"images_per_second": speed}
+            print(f"{name:<9} {setting.label:<42} mAP {results[name][setting.label]['mAP']:.4f} "
+                  f"P@10 {results[name][setting.label]['P@10']:.4f} {speed:7.1f} img/s "
+                  f"({time.perf_counter() - started:.0f}s)", flush=True)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    labels = [s.label for s in settings("corel1k")]
+    lines = ["## Models, layers, pooling and PCA (issue 4)", "", machine_line(),
+             "Other helpers' work was running on the same 2 cores, so throughputs (end-to-end indexing: decode, "
+             "preprocess, embed, store) are indicative. Corel-1K: 100 queries vs 900 gallery; clothing: test vs "
+             "train. PCA is fitted on the gallery vectors only (no labels), applied to queries and gallery, "
+             "vectors re-normalised. Script: `benchmarks/models.py`.", "",
+             "| setting | Corel-1K mAP | P@10 | img/s | clothing mAP | P@10 | img/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label in labels:
+        corel, clothing = results["corel1k"].get(label), results["clothing"].get(label)
+        cells = []
+        for row in (corel, clothing):
+            cells += [f"{row['mAP']:.3f}", f"{row['P@10']:.3f}", f"{row['images_per_second']:.0f}"] if row \
+                else ["-", "-", "-"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["| ResNet50 layer3/layer4, VGG16 pool5/fc6/fc7 | not measurable: no torchvision weights on this "
+              "machine (architecture and loading are tested with random weights) | | | | | |", ""]
+    for name in DATASETS:
+        facts = results[name].get("_autoencoder_training")
+        if facts:
+            lines.append(f"Autoencoder on {name}: trained on all {facts['images']} photos, {facts['epochs']} epochs, "
+                         f"{facts['seconds']:.0f}s, reconstruction MSE {facts['first_loss']:.4f} -> "
+                         f"{facts['last_loss']:.4f}.")
+    lines += ["", verdict(results)]
+    return "\n".join(lines)
+
+
+def verdict(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    base = "lite0 head avg (default)"
+    base_speed = min(results[n][base]["images_per_second"] for n in DATASETS)
+    winners = [label for label in results["corel1k"] if not label.startswith("_") and label != base
+               and all(results[n][label]["mAP"] > results[n][base]["mAP"] for n in DATASETS)]
+    fast = [w for w in winners if min(results[n][w]["images_per_second"] for n in DATASETS) >= base_speed / 2]
+    if not winners:
+        return "No setting beats the default (lite0 head avg) on both sets: the default stays."
+    return (f"Settings beating the default on both sets: {', '.join(winners)}; of those at least half as fast: "
+            f"{', '.join(fast) or 'none'}.")
+
+
+def main() -> None:
+    results = run()
+    print(write_section("models", markdown(results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -159,8 +159,9 @@ def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
             cells += [f"{row['mAP']:.3f}", f"{row['P@10']:.3f}", f"{row['images_per_second']:.0f}"] if row \
                 else ["-", "-", "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["| ResNet50 layer3/layer4, VGG16 pool5/fc6/fc7 | not measurable: no torchvision weights on this "
-              "machine (architecture and loading are tested with random weights) | | | | | |", ""]
+    lines += ["", "ResNet50 (layer3, layer4) and VGG16 (pool5, fc6, fc7): not measurable here, no torchvision ImageNet "
+              "weights on this machine and none can be downloaded (architecture, taps and weight loading are tested "
+              "with random weights). CLIP: not offered (open_clip_torch requires torchvision and timm).", ""]
     for name in DATASETS:
         facts = results[name].get("_autoencoder_training")
         if facts:

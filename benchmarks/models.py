@@ -27,6 +27,7 @@ from lookalike.settings import datasets_dir
 OUT = HERE / "out" / "models"
 DATASETS = ("corel1k", "clothing")
 BASELINE = {"corel1k": 0.898, "clothing": 0.533}  # lite0 head avg, the core's reference
+ALL = 0  # PCA components: as many as the gallery allows (a rotation: only the centring changes cosines)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ def settings(dataset: str) -> list[Setting]:
         Setting("autoencoder (trained on the collection)", f"autoencoder:{cae}"),
         Setting("lite0 stage7 gem", lite0, "stage7", "gem"),
         Setting("lite0 stage6 gem", lite0, "stage6", "gem"),
+        Setting("lite0 head avg + PCA 64", lite0, pca=(64, False)),
+        Setting("lite0 head avg + PCA all (centring only)", lite0, pca=(ALL, False)),
+        Setting("lite0 head gem + PCA 128", lite0, "head", "gem", pca=(128, False)),
+        Setting("lite2 head avg + PCA 128", "efficientnet-lite2", pca=(128, False)),
+        Setting("lite2 head gem + PCA 128", "efficientnet-lite2", "head", "gem", pca=(128, False)),
     ]
 
 
@@ -105,7 +111,8 @@ def score(index: ImageIndex, dataset: Path, setting: Setting) -> dict[str, float
         scores = evaluate_index(index, dataset)
     else:
         components, whiten = setting.pca
-        reduction = fit_pca(_gallery_vectors(index, dataset), components, whiten)
+        gallery = _gallery_vectors(index, dataset)
+        reduction = fit_pca(gallery, components or min(gallery.shape), whiten)
         scores = evaluate_index(index, dataset, similarity=lambda q, g: reduction.apply(q) @ reduction.apply(g).T)
     return {"mAP": scores.mean_average_precision, "P@10": scores.precision_at_10, "queries": scores.queries,
             "gallery": scores.gallery}

@@ -170,7 +170,7 @@ def run() -> dict[str, dict[str, dict[str, float]]]:
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
         (OUT / "results.json").write_text(json.dumps(results, indent=2))
         write_section("models", markdown(results))
-    photo = sorted((datasets_dir() / "corel1k").glob("gallery/*.jpg"))[0]
+    photo = read_labels(datasets_dir() / DATASETS[0])[0].path
     speeds = embedding_speeds(photo)
     for name in DATASETS:
         for setting in settings(name):

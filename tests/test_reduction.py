@@ -95,3 +95,18 @@ def test_cli_index_with_pca_then_a_different_pca_needs_the_pca_verb(demo_copy, t
     assert "pca 1280 -> 10, whitened" in capsys.readouterr().out
     assert main(["pca", "--index", folder, "--off"]) == 0
     assert main(["pca", "--index", folder, "--components", "5000"]) == 2
+
+
+def test_cli_fits_the_default_pca_on_a_big_new_index_only(demo_copy, tmp_path, monkeypatch, capsys):
+    import lookalike.cli.common as common
+
+    monkeypatch.setattr(common, "DEFAULT_MIN_IMAGES", 20)
+    monkeypatch.setattr(common, "DEFAULT_COMPONENTS", 8)
+    big, skipped = str(tmp_path / "big"), str(tmp_path / "skipped")
+    assert main(["index", str(demo_copy), "--index", big]) == 0
+    assert "fitted the default PCA (pca 1280 -> 8" in capsys.readouterr().err
+    assert load_reduction(tmp_path / "big").dimension == 8
+    assert main(["index", str(demo_copy), "--index", skipped, "--pca", "0"]) == 0
+    assert load_reduction(tmp_path / "skipped") is None
+    assert main(["index", str(demo_copy), "--index", skipped]) == 0  # not new any more: no default fit
+    assert load_reduction(tmp_path / "skipped") is None

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from lookalike.embedders import DEFAULT_MODEL, available_models
 from lookalike.embedders.pooling import POOLS
 from lookalike.index import ImageIndex, IndexReport
+from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
 from lookalike.search import SearchResult
 
 USAGE_ERROR = 2
@@ -108,16 +109,22 @@ def human_bytes(count: int) -> str:
 # --- model settings shown and applied by several verbs -------------------------------------------
 def add_pca_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pca", type=int, metavar="N", help="reduce vectors to N dimensions with PCA fitted on the "
-                        "indexed vectors (once; refit with `lookalike pca`)")
+                        "indexed vectors (once; refit with `lookalike pca`). Default: a new index of at least "
+                        f"{DEFAULT_MIN_IMAGES} images gets PCA {DEFAULT_COMPONENTS}; 0: keep the full vectors")
     parser.add_argument("--whiten", action="store_true", help="with --pca: whiten (hurts when fitted on few images)")
     parser.add_argument("--pca-sample", type=int, metavar="M", help="with --pca: fit on a random sample of M vectors")
 
 
-def apply_pca_options(index: ImageIndex, args: argparse.Namespace) -> None:
-    """Fit the PCA asked for when the index has none; a different one must be refitted explicitly."""
-    if args.pca is None:
-        if args.whiten:
-            raise CommandError("--whiten needs --pca N")
+def apply_pca_options(index: ImageIndex, args: argparse.Namespace, created: bool = False) -> None:
+    """Fit the PCA asked for (or the default one on a big new index) when the index has none;
+    a different one must be refitted explicitly."""
+    if args.pca is None and args.whiten:
+        raise CommandError("--whiten needs --pca N")
+    if args.pca is None and created and len(index) >= DEFAULT_MIN_IMAGES:
+        index.fit_pca(DEFAULT_COMPONENTS, sample=args.pca_sample)
+        print(f"fitted the default PCA ({index.info()['reduction']}); `lookalike pca --index {index.folder} --off` "
+              "undoes it, --pca 0 skips it", file=sys.stderr)
+    if not args.pca:
         return
     current = index.manifest.get("reduction")
     if current is None:

@@ -26,11 +26,12 @@ from lookalike.search import METRICS
 
 
 def index_command(args: argparse.Namespace) -> int:
+    created = not os.path.exists(os.path.join(args.index, "manifest.json"))
     with ImageIndex.open_or_create(args.index, model=args.model, layer=args.layer, pool=args.pool,
                                    weights=args.weights, device=args.device) as index:
         with progress_bar("embedding") as progress:
             report = index.add_folder(args.photos, progress=progress)
-        apply_pca_options(index, args)
+        apply_pca_options(index, args, created)
         print_report(report, index, args.json)
     return 0
 

@@ -227,8 +227,13 @@ def verdict(results: dict[str, dict[str, dict[str, float]]]) -> str:
     fast = [w for w in winners if min(results[n][w][speed_key] for n in DATASETS) >= base_speed / 2]
     if not winners:
         return "No setting beats the default (lite0 head avg) on both sets: the default stays."
+    chosen = "lite0 head avg + PCA 128"
+    decision = ("`lookalike index` therefore fits PCA 128 (no whitening) on every new index of at least 1000 "
+                "images (`--pca 0` opts out); the embedder itself is unchanged." if chosen in fast else
+                f"{chosen} did not beat the default on both sets: the automatic PCA in `lookalike index` "
+                "(lookalike.reduction.DEFAULT_COMPONENTS) should be switched off.")
     return (f"Settings beating the default on both sets: {', '.join(winners)}; of those at least half as fast: "
-            f"{', '.join(fast) or 'none'}.")
+            f"{', '.join(fast) or 'none'}. {decision}")
 
 
 def main() -> None:

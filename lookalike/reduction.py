@@ -24,6 +24,7 @@ FILE = "pca.npz"
 # PCA 128 fitted without labels beat the full vectors on Corel-1K and clothing); --pca 0 opts out.
 DEFAULT_COMPONENTS = 128
 DEFAULT_MIN_IMAGES = 1000
+DEFAULT_MAX_SAMPLE = 20000  # the default PCA is fitted on at most this many indexed vectors
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from lookalike.embedders import DEFAULT_MODEL, available_models
 from lookalike.embedders.pooling import POOLS
 from lookalike.index import ImageIndex, IndexReport
-from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
+from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MAX_SAMPLE, DEFAULT_MIN_IMAGES
 from lookalike.search import SearchResult
 
 USAGE_ERROR = 2
@@ -121,7 +121,7 @@ def apply_pca_options(index: ImageIndex, args: argparse.Namespace, created: bool
     if args.pca is None and args.whiten:
         raise CommandError("--whiten needs --pca N")
     if args.pca is None and created and len(index) >= DEFAULT_MIN_IMAGES:
-        index.fit_pca(DEFAULT_COMPONENTS, sample=args.pca_sample)
+        index.fit_pca(DEFAULT_COMPONENTS, sample=args.pca_sample or DEFAULT_MAX_SAMPLE)
         print(f"fitted the default PCA ({index.info()['reduction']}); `lookalike pca --index {index.folder} --off` "
               "undoes it, --pca 0 skips it", file=sys.stderr)
     if not args.pca:

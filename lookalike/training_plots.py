@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lookalike.embedders.autoencoder import TrainingReport  # noqa: E402
 
@@ -16,6 +17,7 @@ def plot_loss_curve(report: TrainingReport, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot(range(1, len(report.losses) + 1), report.losses, marker="o")
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("mean squared reconstruction error")
     axes.set_title(f"autoencoder training on {report.images} photos")
     axes.grid(alpha=0.3)

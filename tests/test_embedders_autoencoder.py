@@ -28,7 +28,7 @@ def test_training_saves_a_model_and_reports_losses(trained):
     report, steps = trained
     assert report.model_file.is_file() and report.images == 4 and len(report.losses) == 2
     assert all(np.isfinite(report.losses)) and 0 < report.losses[-1] < 0.2
-    assert steps and steps[-1] == 4  # 2 batches x 2 epochs, reported to the progress callback
+    assert steps and steps[-1] == 8  # 4 photos x 2 epochs, reported to the progress callback
     assert report.reconstructions.shape == report.originals.shape == (4, 128, 128, 3)
 
 

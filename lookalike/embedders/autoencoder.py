@@ -121,8 +121,8 @@ def train_autoencoder(paths: Sequence[Path], out: Path, epochs: int = 10, batch_
             loss.backward()
             optimiser.step()
             total += loss.item() * len(batch)
-            if progress:
-                progress(epoch * batches + number + 1, epochs * batches)
+            if progress:  # in images seen, like indexing
+                progress(epoch * len(pixels) + min((number + 1) * batch_size, len(pixels)), epochs * len(pixels))
         losses.append(total / len(pixels))
     save_autoencoder(model, out, len(pixels), losses)
     shown = pixels[:examples]

@@ -110,8 +110,8 @@ def evaluate_index(index: ImageIndex, dataset: str | os.PathLike[str], query_spl
 
 
 def _similarity(index: ImageIndex, query_ids: list[int], gallery_ids: list[int], similarity: Any) -> np.ndarray:
-    query_vectors = index.store.vectors(query_ids)
-    gallery_vectors = index.store.vectors(gallery_ids)
+    query_vectors = index.store.searchable_vectors(query_ids)
+    gallery_vectors = index.store.searchable_vectors(gallery_ids)
     if similarity is None:
         return query_vectors @ gallery_vectors.T
     return similarity(query_vectors, gallery_vectors)

@@ -40,16 +40,12 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 def load_image(source: str | os.PathLike[str] | bytes, target_side: int = 224) -> DecodedImage:
     """Open a file (or bytes) as an upright RGB image whose shorter side is >= target_side."""
     try:
-        if isinstance(source, bytes | bytearray):
-            if not source:
-                raise ImageError("empty data (0 bytes)")
-            return _decode(Image.open(io.BytesIO(source)), target_side)
-        _check_file(Path(source))
-        with Image.open(source) as image:
-            return _decode(image, target_side)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _open_and_decode(source, target_side)
     except ImageError:
         raise
-    except Image.DecompressionBombError as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"decompression bomb refused (more than {MAX_PIXELS:,} pixels): {error}") from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read (unknown or unsupported format)") from None
@@ -59,6 +55,16 @@ def load_image(source: str | os.PathLike[str] | bytes, target_side: int = 224) -
         raise ImageError("permission denied: the file is not readable") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
+
+
+def _open_and_decode(source: str | os.PathLike[str] | bytes, target_side: int) -> DecodedImage:
+    if isinstance(source, bytes | bytearray):
+        if not source:
+            raise ImageError("empty data (0 bytes)")
+        return _decode(Image.open(io.BytesIO(source)), target_side)
+    _check_file(Path(source))
+    with Image.open(source) as image:
+        return _decode(image, target_side)
 
 
 def _check_file(path: Path) -> None:
@@ -80,10 +86,8 @@ def _decode(image: Image.Image, target_side: int) -> DecodedImage:
         raise ImageError(f"image too small ({width}x{height}); at least {MIN_SIDE}x{MIN_SIDE} pixels needed")
     if image.format == "JPEG":
         _draft_for(image, target_side)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image.seek(0)  # first frame of animations
-        image.load()
+    image.seek(0)  # first frame of animations
+    image.load()
     upright = ImageOps.exif_transpose(image) or image
     return DecodedImage(pixels=to_rgb(upright), width=width, height=height)
 

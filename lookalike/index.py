@@ -18,6 +18,7 @@ from lookalike.files import content_hash, stat_file, walk_images
 from lookalike.images import ImageError, is_image_path, load_image
 from lookalike.ingest import Failure, embed_files
 from lookalike.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
+from lookalike.reduction import fit_pca, load_reduction, remove_reduction
 from lookalike.search import Match, SearchResult, check_metric, scores_from_inner_products
 from lookalike.store import ImageRecord, NewImage, VectorStore
 
@@ -71,16 +72,16 @@ class ImageIndex:
         self.folder = folder
         self.embedder = embedder
         self.manifest = manifest
-        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"])
+        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"], load_reduction(folder))
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, weights: Path | None = None,
-               device: str = "cpu") -> ImageIndex:
+               device: str = "cpu", layer: str | None = None, pool: str | None = None) -> ImageIndex:
         folder = Path(folder)
         if (folder / "manifest.json").exists():
             raise FileExistsError(f"an index already exists in {folder}; open it instead")
-        embedder = get_embedder(model, weights=weights, device=device)
+        embedder = get_embedder(model, layer=layer, pool=pool, weights=weights, device=device)
         folder.mkdir(parents=True, exist_ok=True)
         manifest = new_manifest(embedder.describe())
         write_manifest(folder, manifest)
@@ -91,22 +92,30 @@ class ImageIndex:
         folder = Path(folder)
         manifest = read_manifest(folder)
         recorded = manifest["embedder"]
-        embedder = get_embedder(recorded["model"], weights=weights, device=device)
+        weights = weights or recorded.get("weights_file")
+        embedder = get_embedder(recorded["model"], layer=recorded.get("layer"), pool=recorded.get("pool"),
+                                weights=Path(weights) if weights else None, device=device)
         _check_same_model(recorded, embedder.describe())
         return cls(folder, embedder, manifest)
 
     @classmethod
-    def open_or_create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, **options: Any) -> ImageIndex:
+    def open_or_create(cls, folder: str | os.PathLike[str], model: str | None = DEFAULT_MODEL,
+                       layer: str | None = None, pool: str | None = None, **options: Any) -> ImageIndex:
+        """Open the index in folder (model, layer and pool, when given, must match it) or create one."""
         if (Path(folder) / "manifest.json").exists():
             index = cls.open(folder, **options)
-            if index.manifest["embedder"]["model"] != model:
+            recorded = index.manifest["embedder"]
+            asked = {"model": model, "layer": layer, "pool": pool}
+            different = [k for k, v in asked.items() if v is not None and recorded.get(k) != v]
+            if different:
                 index.close()
+                built = ", ".join(f"{k} {recorded.get(k)}" for k in different)
                 raise ModelMismatchError(
-                    f"{folder} was built with {index.manifest['embedder']['model']}, not {model}; "
-                    "use another index folder for another model"
+                    f"{folder} was built with {built}, not {', '.join(f'{k} {asked[k]}' for k in different)}; "
+                    "use another index folder for another model, layer or pooling"
                 )
             return index
-        return cls.create(folder, model=model, **options)
+        return cls.create(folder, model=model or DEFAULT_MODEL, layer=layer, pool=pool, **options)
 
     def close(self) -> None:
         self.store.close()
@@ -290,8 +299,9 @@ class ImageIndex:
             _check_same_model(self.manifest["embedder"], model)
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         if vector.shape[1] != self.embedder.dimension:
+            reduced = " (reduced by PCA inside the index: give the model's full vector)" if self.reduction else ""
             raise ModelMismatchError(
-                f"query vector has {vector.shape[1]} dimensions, the index holds {self.embedder.dimension}"
+                f"query vector has {vector.shape[1]} dimensions, the index holds {self.embedder.dimension}{reduced}"
             )
         timings = dict(timings or {})
         if len(self.store) == 0:
@@ -316,6 +326,31 @@ class ImageIndex:
         assert record is not None
         return Match(image_id, record.path, score, self.store.labels(image_id))
 
+    # --- reduction ----------------------------------------------------------------------------
+    @property
+    def reduction(self) -> Any:
+        return self.store.reduction
+
+    def fit_pca(self, components: int, whiten: bool = False, sample: int | None = None, seed: int = 0) -> None:
+        """(Re)fit PCA on the indexed vectors (or a random sample of them); searches then use it.
+        SQLite keeps the full vectors, so refitting or removing never re-embeds."""
+        ids = self.store.ids()
+        if sample is not None and sample < len(ids):
+            ids = np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
+        reduction = fit_pca(self.store.vectors(ids.tolist()), components, whiten)
+        self.store.use_reduction(reduction)  # new generation first: a crash from here on rebuilds on open
+        reduction.save(self.folder)
+        self.manifest["reduction"] = reduction.describe()
+        write_manifest(self.folder, self.manifest)
+        self.store.save()
+
+    def remove_pca(self) -> None:
+        self.store.use_reduction(None)
+        remove_reduction(self.folder)
+        self.manifest.pop("reduction", None)
+        write_manifest(self.folder, self.manifest)
+        self.store.save()
+
     # --- facts ------------------------------------------------------------------------------
     def vectors(self) -> tuple[np.ndarray, Matrix]:
         """All ids and their vectors (for evaluation, clustering, training)."""
@@ -330,6 +365,9 @@ class ImageIndex:
             "model_version": embedder["version"],
             "preprocessing": embedder["preprocessing"],
             "dimension": embedder["dimension"],
+            "layer": embedder.get("layer"),
+            "pool": embedder.get("pool"),
+            "reduction": _reduction_text(self.manifest.get("reduction")),
             "count": len(self.store),
             "index_type": self.manifest["index_type"],
             "disk_bytes": self.store.disk_bytes(),
@@ -340,6 +378,14 @@ class ImageIndex:
 def delete_index(folder: str | os.PathLike[str]) -> None:
     read_manifest(Path(folder))  # refuse to delete a folder that is not an index
     shutil.rmtree(folder)
+
+
+def _reduction_text(reduction: dict[str, Any] | None) -> str:
+    if not reduction:
+        return "none"
+    whiten = ", whitened" if reduction["whiten"] else ""
+    size = f"{reduction['input_dimension']} -> {reduction['components']}"
+    return f"pca {size}{whiten} (fitted on {reduction['fitted_on']})"
 
 
 def _check_same_model(recorded: dict[str, Any], current: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,11 +72,12 @@ class NewImage:
 class VectorStore:
     """Vectors with their image records, searchable by inner product."""
 
-    def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip"):
+    def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip", reduction: Any = None):
         self.folder = Path(folder)
         self.root = os.path.abspath(folder)
         self.dimension = dimension
         self.index_type = index_type
+        self.reduction = reduction  # e.g. PCA: SQLite keeps full vectors, the backend searches reduced ones
         self.db = sqlite3.connect(self.folder / DATABASE, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -121,7 +123,7 @@ class VectorStore:
             )
             ids.append(int(cursor.lastrowid or 0))
         if ids:
-            self.backend.add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
+            self.backend.add(np.asarray(ids, dtype=np.int64), self._searchable(vectors))
         return ids
 
     def replace(self, image_id: int, image: NewImage, vector: npt.NDArray[np.float32]) -> None:
@@ -134,7 +136,7 @@ class VectorStore:
         )
         ids = np.asarray([image_id], dtype=np.int64)
         self.backend.remove(ids)
-        self.backend.add(ids, np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        self.backend.add(ids, self._searchable(np.asarray(vector).reshape(1, -1)))
 
     def touch(self, image_id: int, size: int, mtime: float) -> None:
         self.begin()
@@ -203,7 +205,26 @@ class VectorStore:
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         """Top-k inner products per query; `allowed_ids` restricts the search inside the backend."""
         k = max(1, min(k, self.backend.count))
-        return self.backend.search(np.ascontiguousarray(queries, dtype=np.float32), k, allowed_ids)
+        return self.backend.search(np.ascontiguousarray(self._searchable(queries)), k, allowed_ids)
+
+    def searchable_vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """Vectors as the backend searches them (reduced, when the index has a reduction)."""
+        return self._searchable(self.vectors(image_ids))
+
+    def use_reduction(self, reduction: Any) -> None:
+        """Search through another reduction (or None): a new generation, the backend rebuilt from SQLite."""
+        self.begin()
+        self.commit()
+        self.reduction = reduction
+        self.backend = self._rebuild()
+
+    def _searchable(self, vectors: Matrix) -> Matrix:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors if self.reduction is None else self.reduction.apply(vectors)
+
+    @property
+    def searchable_dimension(self) -> int:
+        return self.dimension if self.reduction is None else self.reduction.dimension
 
     # --- persistence --------------------------------------------------------------------
     def save(self) -> None:
@@ -220,23 +241,23 @@ class VectorStore:
         return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())
 
     def _load_or_rebuild(self) -> VectorBackend:
-        backend = load_backend(self.index_type, self.dimension, self.folder, self.generation)
+        backend = load_backend(self.index_type, self.searchable_dimension, self.folder, self.generation)
         if backend is not None and backend.count == len(self):
             return backend
         return self._rebuild()
 
     def _rebuild(self) -> VectorBackend:
-        backend = new_backend(self.index_type, self.dimension)
+        backend = new_backend(self.index_type, self.searchable_dimension)
         batch_ids: list[int] = []
         batch_vectors: list[npt.NDArray[np.float32]] = []
         for image_id, blob in self.db.execute("SELECT id, vector FROM images ORDER BY id"):
             batch_ids.append(image_id)
             batch_vectors.append(_blob_vector(blob))
             if len(batch_ids) == 4096:
-                backend.add(np.asarray(batch_ids, dtype=np.int64), np.stack(batch_vectors))
+                backend.add(np.asarray(batch_ids, dtype=np.int64), self._searchable(np.stack(batch_vectors)))
                 batch_ids, batch_vectors = [], []
         if batch_ids:
-            backend.add(np.asarray(batch_ids, dtype=np.int64), np.stack(batch_vectors))
+            backend.add(np.asarray(batch_ids, dtype=np.int64), self._searchable(np.stack(batch_vectors)))
         return backend
 
     # --- paths --------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from typing import Any
 from tqdm import tqdm
 
 from lookalike.embedders import DEFAULT_MODEL, available_models
+from lookalike.embedders.pooling import POOLS
 from lookalike.index import ImageIndex, IndexReport
+from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MAX_SAMPLE, DEFAULT_MIN_IMAGES
 from lookalike.search import SearchResult
 
 USAGE_ERROR = 2
@@ -36,7 +38,10 @@ def add_verb(verbs: Any, name: str, command: Callable[[argparse.Namespace], int]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(available_models())}")
+    parser.add_argument("--model", help=f"one of {', '.join(available_models())} (default {DEFAULT_MODEL}; "
+                        "an existing index keeps its own)")
+    parser.add_argument("--layer", help="where features are tapped (`lookalike models` lists them)")
+    parser.add_argument("--pool", choices=POOLS, help="pooling of convolutional maps (default avg)")
     parser.add_argument("--weights", type=Path, help="local weights file (instead of the packaged or cached one)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
@@ -99,3 +104,39 @@ def human_bytes(count: int) -> str:
     return f"{size:.1f} GiB"
 
 
+
+
+# --- model settings shown and applied by several verbs -------------------------------------------
+def add_pca_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pca", type=int, metavar="N", help="reduce vectors to N dimensions with PCA fitted on the "
+                        "indexed vectors (once; refit with `lookalike pca`). Default: a new index of at least "
+                        f"{DEFAULT_MIN_IMAGES} images gets PCA {DEFAULT_COMPONENTS}; 0: keep the full vectors")
+    parser.add_argument("--whiten", action="store_true", help="with --pca: whiten (hurts when fitted on few images)")
+    parser.add_argument("--pca-sample", type=int, metavar="M", help="with --pca: fit on a random sample of M vectors")
+
+
+def apply_pca_options(index: ImageIndex, args: argparse.Namespace, created: bool = False) -> None:
+    """Fit the PCA asked for (or the default one on a big new index) when the index has none;
+    a different one must be refitted explicitly."""
+    if args.pca is None and args.whiten:
+        raise CommandError("--whiten needs --pca N")
+    if args.pca is None and created and len(index) >= DEFAULT_MIN_IMAGES:
+        index.fit_pca(DEFAULT_COMPONENTS, sample=args.pca_sample or DEFAULT_MAX_SAMPLE)
+        print(f"fitted the default PCA ({index.info()['reduction']}); `lookalike pca --index {index.folder} --off` "
+              "undoes it, --pca 0 skips it", file=sys.stderr)
+    if not args.pca:
+        return
+    current = index.manifest.get("reduction")
+    if current is None:
+        index.fit_pca(args.pca, whiten=args.whiten, sample=args.pca_sample)
+    elif (current["components"], current["whiten"]) != (args.pca, args.whiten):
+        raise CommandError(f"{index.folder} already has PCA to {current['components']} "
+                           f"(whiten {current['whiten']}); refit explicitly with `lookalike pca`")
+
+
+def setting_text(index: ImageIndex) -> str:
+    """Layer, pooling and reduction of an index in a few words, for comparison tables."""
+    info = index.info()
+    reduction = index.manifest.get("reduction")
+    pca = f" pca{reduction['components']}{'w' if reduction['whiten'] else ''}" if reduction else ""
+    return f"{info['layer']}/{info['pool']}{pca}"

@@ -10,12 +10,15 @@ from typing import Any
 from lookalike.cli.common import (
     CommandError,
     add_model_options,
+    add_pca_options,
     add_verb,
+    apply_pca_options,
     human_bytes,
     open_index,
     print_report,
     print_result,
     progress_bar,
+    setting_text,
 )
 from lookalike.evaluation import evaluate_index
 from lookalike.index import ImageIndex
@@ -23,15 +26,19 @@ from lookalike.search import METRICS
 
 
 def index_command(args: argparse.Namespace) -> int:
-    with ImageIndex.open_or_create(args.index, model=args.model, weights=args.weights, device=args.device) as index:
+    created = not os.path.exists(os.path.join(args.index, "manifest.json"))
+    with ImageIndex.open_or_create(args.index, model=args.model, layer=args.layer, pool=args.pool,
+                                   weights=args.weights, device=args.device) as index:
         with progress_bar("embedding") as progress:
             report = index.add_folder(args.photos, progress=progress)
+        apply_pca_options(index, args, created)
         print_report(report, index, args.json)
     return 0
 
 
 def add_command(args: argparse.Namespace) -> int:
-    with ImageIndex.open_or_create(args.index, model=args.model, weights=args.weights, device=args.device) as index:
+    with ImageIndex.open_or_create(args.index, model=args.model, layer=args.layer, pool=args.pool,
+                                   weights=args.weights, device=args.device) as index:
         with progress_bar("embedding") as progress:
             report = index.add_files(args.files, progress=progress)
         print_report(report, index, args.json)
@@ -72,25 +79,28 @@ def info_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     rows = []
     for folder in args.index:
-        with ImageIndex.open_or_create(folder, model=args.model, weights=args.weights) as index:
+        with ImageIndex.open_or_create(folder, model=args.model, layer=args.layer, pool=args.pool,
+                                       weights=args.weights) as index:
             if len(index) == 0 or args.update:
                 with progress_bar(f"indexing {args.dataset}") as progress:
                     index.add_folder(args.dataset, progress=progress)
             scores = evaluate_index(index, args.dataset, args.query_split, args.gallery_split, args.attribute)
-            rows.append({"index": str(folder), "model": index.info()["model"], **scores.to_dict()})
+            rows.append({"index": str(folder), "model": index.info()["model"], "setting": setting_text(index),
+                         **scores.to_dict()})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"{'index':<30} {'model':<20} {'mAP':>7} {'P@10':>7} {'queries':>8} {'gallery':>8}")
+        print(f"{'index':<30} {'model':<20} {'setting':<22} {'mAP':>7} {'P@10':>7} {'queries':>8} {'gallery':>8}")
         for row in rows:
-            print(f"{row['index']:<30} {row['model']:<20} {row['mAP']:>7.4f} {row['P@10']:>7.4f} "
-                  f"{row['queries']:>8} {row['gallery']:>8}")
+            print(f"{row['index']:<30} {row['model']:<20} {row['setting']:<22} {row['mAP']:>7.4f} "
+                  f"{row['P@10']:>7.4f} {row['queries']:>8} {row['gallery']:>8}")
     return 0
 
 
 def register(verbs: Any) -> None:
     index = add_verb(verbs, "index", index_command, "index (or re-sync) every image under a folder", model=True)
     index.add_argument("photos", metavar="PHOTOS_DIR")
+    add_pca_options(index)
 
     add = add_verb(verbs, "add", add_command, "add or update single image files", model=True)
     add.add_argument("files", nargs="+", metavar="FILE")

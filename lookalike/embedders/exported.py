@@ -1,0 +1,92 @@
+"""Torch networks exported once to ONNX (checked against torch), cached, and run with ONNX Runtime.
+
+Every torch-defined embedder shares this: the graph is exported the first time it is needed,
+compared with the torch output on a random batch, and stored in the cache under a name that
+carries the weights digest, so a changed weights file never reuses a stale export.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lookalike.embedders.onnx_runtime import open_session
+from lookalike.settings import cache_dir
+
+TOLERANCE = 1e-3  # largest difference between torch and ONNX outputs accepted
+
+
+class ExportedNetwork:
+    """A torch module built on demand, exported to `<cache>/onnx/<cache_name>.onnx`, run by ONNX Runtime."""
+
+    def __init__(self, cache_name: str, build: Callable[[], Any], input_side: int,
+                 output_names: Sequence[str] = ("features",), device: str = "cpu"):
+        self.cache_name = cache_name
+        self.build = build
+        self.input_side = input_side
+        self.output_names = tuple(output_names)
+        self.device = device
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        return self.session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})
+
+    @property
+    def session(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                self._session = open_session(self.onnx_path(), self.device)
+            return self._session
+
+    def onnx_path(self) -> Path:
+        """The exported model in the cache, exporting (and validating) it the first time."""
+        path = cache_dir() / "onnx" / f"{self.cache_name}.onnx"
+        if not path.exists():
+            export_module(self.build(), self.input_side, path, self.output_names)
+        return path
+
+
+def export_module(module: Any, input_side: int, path: Path, output_names: Sequence[str] = ("features",)) -> None:
+    """Export a torch module taking `pixels` (N,3,side,side) to ONNX, atomically, after checking it."""
+    import torch
+
+    module = module.eval()
+    sample = torch.randn(2, 3, input_side, input_side)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".partial-{threading.get_ident()}")
+    dynamic = {name: {0: "batch"} for name in ("pixels", *output_names)}
+    torch.onnx.export(module, (sample,), str(partial), input_names=["pixels"], output_names=list(output_names),
+                      dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    validate_export(module, partial, sample)
+    partial.replace(path)
+
+
+def validate_export(module: Any, onnx_file: Path, sample: Any) -> None:
+    """Refuse an export whose first output differs from torch's by more than TOLERANCE."""
+    import torch
+
+    with torch.no_grad():
+        expected = module(sample)
+    expected = (expected[0] if isinstance(expected, tuple | list) else expected).numpy()
+    actual = open_session(onnx_file).run(None, {"pixels": sample.numpy()})[0]
+    error = float(np.abs(expected - actual).max())
+    if error > TOLERANCE:
+        onnx_file.unlink(missing_ok=True)
+        raise RuntimeError(f"ONNX export differs from torch by {error:.2e}; refusing to use it")
+
+
+@functools.lru_cache(maxsize=32)
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,112 @@
+"""PCA reduction: fitted on the indexed vectors, kept beside the index, applied to queries and later additions."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from lookalike.cli import main
+from lookalike.index import ImageIndex, ModelMismatchError
+from lookalike.reduction import fit_pca, load_reduction
+
+
+def test_pca_keeps_the_strongest_directions_and_normalises():
+    rng = np.random.default_rng(0)
+    vectors = (rng.standard_normal((200, 3)) @ np.diag([10.0, 1.0, 0.1]) @ np.eye(3, 16)).astype(np.float32)
+    reduction = fit_pca(vectors, 2)
+    assert reduction.dimension == 2
+    assert abs(reduction.components[0, 0]) > 0.99
+    np.testing.assert_allclose(np.linalg.norm(reduction.apply(vectors), axis=1), 1.0, atol=1e-5)
+    whitened = fit_pca(vectors, 2, whiten=True)
+    projected = (vectors - whitened.mean) @ whitened.components.T * whitened.scale
+    np.testing.assert_allclose(projected.std(axis=0, ddof=1), 1.0, rtol=1e-3)
+
+
+def test_more_components_than_vectors_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs at least 64 vectors"):
+        fit_pca(np.ones((10, 128), np.float32), 64)
+
+
+@pytest.fixture
+def reduced(demo_copy, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(demo_copy, photos)
+    late = sorted(photos.glob("dress/*.jpg"))[-1]
+    held = tmp_path / "late.jpg"
+    late.rename(held)
+    index = ImageIndex.create(tmp_path / "idx")
+    index.add_folder(photos)
+    index.fit_pca(16)
+    yield index, photos, held
+    index.close()
+
+
+def test_index_searches_reduced_vectors_and_keeps_full_ones(reduced, tmp_path):
+    index, photos, _ = reduced
+    assert index.store.backend.dimension == 16 and index.store.dimension == 1280
+    ids, full = index.vectors()
+    assert full.shape[1] == 1280
+    photo = sorted(photos.glob("hat/*.jpg"))[0]
+    query = shutil.copy(photo, tmp_path / "query.jpg")  # not in the index: embedded, then reduced
+    result = index.search(query, k=3)
+    assert result.matches[0].path == str(photo) and result.matches[0].score == pytest.approx(1.0, abs=1e-4)
+    assert result.matches[1].score < 0.999
+    assert index.info()["reduction"] == f"pca 1280 -> 16 (fitted on {len(ids)})"
+
+
+def test_reduction_survives_reopen_and_applies_to_later_additions(reduced, tmp_path):
+    index, photos, held = reduced
+    index.close()
+    with ImageIndex.open(tmp_path / "idx") as reopened:
+        assert reopened.reduction.dimension == 16 and reopened.manifest["reduction"]["components"] == 16
+        reopened.add_files([held])
+        assert reopened.store.backend.count == len(reopened)
+        query = shutil.copy(held, tmp_path / "query.jpg")
+        assert reopened.search(query, k=1).matches[0].path == str(held)
+
+
+def test_refit_and_removal_are_explicit_and_consistent(reduced, tmp_path):
+    index, photos, _ = reduced
+    index.fit_pca(8, whiten=True, sample=20)
+    assert index.store.backend.dimension == 8 and load_reduction(tmp_path / "idx").whiten
+    assert index.manifest["reduction"]["fitted_on"] == 20
+    index.remove_pca()
+    assert index.store.backend.dimension == 1280 and load_reduction(tmp_path / "idx") is None
+    index.close()
+    with ImageIndex.open(tmp_path / "idx") as reopened:
+        assert reopened.reduction is None and reopened.store.backend.dimension == 1280
+
+
+def test_reduced_vector_query_is_refused(reduced):
+    index, _, _ = reduced
+    with pytest.raises(ModelMismatchError, match="reduced by PCA"):
+        index.search_by_vector(np.ones(16, np.float32))
+
+
+def test_cli_index_with_pca_then_a_different_pca_needs_the_pca_verb(demo_copy, tmp_path, capsys):
+    folder = str(tmp_path / "idx")
+    assert main(["index", str(demo_copy), "--index", folder, "--pca", "12"]) == 0
+    assert main(["index", str(demo_copy), "--index", folder, "--pca", "12"]) == 0  # same: nothing refitted
+    assert main(["index", str(demo_copy), "--index", folder, "--pca", "10", "--whiten"]) == 2
+    assert "refit explicitly with `lookalike pca`" in capsys.readouterr().err
+    assert main(["pca", "--index", folder, "--components", "10", "--whiten"]) == 0
+    assert "pca 1280 -> 10, whitened" in capsys.readouterr().out
+    assert main(["pca", "--index", folder, "--off"]) == 0
+    assert main(["pca", "--index", folder, "--components", "5000"]) == 2
+
+
+def test_cli_fits_the_default_pca_on_a_big_new_index_only(demo_copy, tmp_path, monkeypatch, capsys):
+    import lookalike.cli.common as common
+
+    monkeypatch.setattr(common, "DEFAULT_MIN_IMAGES", 20)
+    monkeypatch.setattr(common, "DEFAULT_COMPONENTS", 8)
+    big, skipped = str(tmp_path / "big"), str(tmp_path / "skipped")
+    assert main(["index", str(demo_copy), "--index", big]) == 0
+    assert "fitted the default PCA (pca 1280 -> 8" in capsys.readouterr().err
+    assert load_reduction(tmp_path / "big").dimension == 8
+    assert main(["index", str(demo_copy), "--index", skipped, "--pca", "0"]) == 0
+    assert load_reduction(tmp_path / "skipped") is None
+    assert main(["index", str(demo_copy), "--index", skipped]) == 0  # not new any more: no default fit
+    assert load_reduction(tmp_path / "skipped") is None

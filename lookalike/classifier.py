@@ -139,9 +139,11 @@ def _has_column(csv_path: str | os.PathLike[str], column: str) -> bool:
 
 def _fit(index: ImageIndex, ids: list[int], labels: list[str], seed: int) -> Any:
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
-    model = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
-    return model.fit(index.store.vectors(ids), labels)
+    model = LogisticRegression(max_iter=2000, C=10.0, random_state=seed)  # unit vectors: C=1 gives flat probabilities
+    with threadpool_limits(1):  # small matrices: one BLAS thread is much faster than two on a busy machine
+        return model.fit(index.store.vectors(ids), labels)
 
 
 def save_classifier(folder: Path, classifier: Classifier) -> list[Path]:

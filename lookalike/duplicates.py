@@ -48,7 +48,7 @@ def similar_pairs(vectors: npt.NDArray[np.float32], threshold: float) -> tuple[n
     search = faiss.IndexFlatIP(vectors.shape[1])
     search.add(vectors)
     limits, scores, neighbours = search.range_search(vectors, float(threshold) - 1e-6)
-    rows = np.repeat(np.arange(len(vectors)), np.diff(limits))
+    rows = np.repeat(np.arange(len(vectors), dtype=np.int64), np.diff(limits.astype(np.int64)))
     keep = rows < neighbours
     return rows[keep], neighbours[keep].astype(np.int64), scores[keep]
 

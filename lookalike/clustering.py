@@ -33,6 +33,7 @@ SHEET_SIZE = 16  # images per contact sheet
 THUMB_SIDE = 112
 AUTO_K_RANGE = (2, 20)
 SILHOUETTE_SAMPLE = 2000
+SMALL_COLLECTION = 20_000
 BORROWED_CONFIDENCE = 0.5  # ceiling of the confidence of a label borrowed from the nearest labelled cluster
 
 Vectors = npt.NDArray[np.float32]
@@ -85,14 +86,20 @@ class ClusterReport:
                 "silhouettes": {str(k): round(v, 4) for k, v in self.silhouettes.items()}, "out": self.files[:1]}
 
 
-def kmeans(vectors: Vectors, k: int, seed: int = 0, iterations: int = 20) -> Clustering:
-    """Spherical k-means (FAISS) of unit vectors; ids are row numbers until the caller sets them."""
+def kmeans(vectors: Vectors, k: int, seed: int = 0, iterations: int = 20, restarts: int | None = None) -> Clustering:
+    """Spherical k-means (FAISS) of unit vectors; ids are row numbers until the caller sets them.
+
+    FAISS starts from random centroids; `restarts` runs keep the best (default: 5 for collections up
+    to SMALL_COLLECTION images, where it costs little and avoids merged clusters, 1 above).
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
     if k > len(vectors):
         raise ValueError(f"k={k} is larger than the collection ({len(vectors)} images); choose k <= {len(vectors)}")
-    model = faiss.Kmeans(vectors.shape[1], k, niter=iterations, seed=seed, spherical=True,
+    if restarts is None:
+        restarts = 5 if len(vectors) <= SMALL_COLLECTION else 1
+    model = faiss.Kmeans(vectors.shape[1], k, niter=iterations, seed=seed, spherical=True, nredo=restarts,
                          min_points_per_centroid=1, verbose=False)
     model.train(vectors)
     centroid_index = faiss.IndexFlatIP(vectors.shape[1])

@@ -57,6 +57,7 @@ def embed_2d(vectors: npt.NDArray[np.float32], method: str = "tsne", seed: int =
              perplexity: float = 30.0) -> Points:
     """Project vectors to 2-D; PCA to 50 dimensions first, then t-SNE (or UMAP)."""
     from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
     if method not in ("tsne", "umap"):
         raise ValueError(f"unknown map method {method!r}; choose tsne or umap")
@@ -65,23 +66,27 @@ def embed_2d(vectors: npt.NDArray[np.float32], method: str = "tsne", seed: int =
     if len(vectors) < 3:
         raise ValueError(f"a map needs at least 3 images, the index holds {len(vectors)}")
     stages = tqdm(total=2, desc=f"map ({method})", unit="stage", file=sys.stderr)
-    reduced = vectors
-    if vectors.shape[1] > PCA_DIMENSIONS and len(vectors) > PCA_DIMENSIONS:
-        reduced = PCA(PCA_DIMENSIONS, random_state=seed).fit_transform(vectors)
-    stages.update(1)
-    stages.set_postfix_str(f"{method} on {len(vectors)} points")
-    if method == "umap":
-        import umap
-
-        points = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(reduced)
-    else:
-        from sklearn.manifold import TSNE
-
-        perplexity = min(perplexity, (len(vectors) - 1) / 3)
-        points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(reduced)
+    with threadpool_limits(1):  # OpenMP/BLAS threads spin against each other on a busy 2-core machine (20x slower)
+        reduced = vectors
+        if vectors.shape[1] > PCA_DIMENSIONS and len(vectors) > PCA_DIMENSIONS:
+            reduced = PCA(PCA_DIMENSIONS, random_state=seed).fit_transform(vectors)
+        stages.update(1)
+        stages.set_postfix_str(f"{method} on {len(vectors)} points")
+        points = _layout(reduced, method, seed, perplexity)
     stages.update(1)
     stages.close()
     return np.asarray(points, dtype=np.float32)
+
+
+def _layout(reduced: npt.NDArray[np.float32], method: str, seed: int, perplexity: float) -> Points:
+    if method == "umap":
+        import umap
+
+        return umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(reduced)
+    from sklearn.manifold import TSNE
+
+    perplexity = min(perplexity, (len(reduced) - 1) / 3)
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(reduced)
 
 
 def map_index(index: ImageIndex, out: str | os.PathLike[str], colour_by: str | None = "label",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lookalike.index import ImageIndex
 
 PCA_DIMENSIONS = 50  # t-SNE runs on a PCA reduction (the usual practice: faster, less noise)
-HTML_THUMB_SIDE = 64
+HTML_THUMB_SIDE = 96
 PNG_THUMBNAILS = 150  # images drawn on the thumbnail PNG
 
 Points = npt.NDArray[np.float32]

@@ -8,6 +8,7 @@ by another model is refused.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Sequence
@@ -133,8 +134,8 @@ def _split(index: ImageIndex, labels_csv: str | os.PathLike[str], found: dict[in
 
 
 def _has_column(csv_path: str | os.PathLike[str], column: str) -> bool:
-    with open(csv_path, encoding="utf-8-sig") as handle:
-        return column in handle.readline().strip().split(",")
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        return column in next(csv.reader(handle), [])
 
 
 def _fit(index: ImageIndex, ids: list[int], labels: list[str], seed: int) -> Any:

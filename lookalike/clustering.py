@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -119,7 +120,7 @@ def choose_k(vectors: Vectors, k_range: tuple[int, int] = AUTO_K_RANGE, seed: in
     if high < low:
         raise ValueError(f"too few images ({len(vectors)}) to choose k automatically; give --k")
     scores = {}
-    for k in tqdm(range(low, high + 1), desc="choosing k (silhouette)", file=_stderr(), leave=False):
+    for k in tqdm(range(low, high + 1), desc="choosing k (silhouette)", file=sys.stderr, leave=False):
         clustering = kmeans(vectors, k, seed)
         assignments = clustering.assignments[rows]
         if len(set(assignments.tolist())) > 1:
@@ -185,7 +186,7 @@ def write_clustering(index: ImageIndex, clustering: Clustering, folder: Path, re
     summary.write_text(json.dumps(report.to_dict(), indent=2))
     written = [table, summary]
     if sheets:
-        for cluster in tqdm(range(clustering.k), desc="contact sheets", file=_stderr(), unit="cluster"):
+        for cluster in tqdm(range(clustering.k), desc="contact sheets", file=sys.stderr, unit="cluster"):
             members = representatives(clustering, cluster)
             title = f"cluster {cluster}: {report.sizes[cluster]} images" + _majority(members, truth)
             written.append(contact_sheet([paths[i] for i in members], folder / f"cluster-{cluster:03d}.png", title))
@@ -338,9 +339,3 @@ def write_propagated(index: ImageIndex, clustering: Clustering, labels: dict[int
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr

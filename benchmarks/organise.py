@@ -20,7 +20,15 @@ import numpy as np
 from benchmarks import collect
 from lookalike.classifier import evaluate_dataset_by_class, train_classifier
 from lookalike.clustering import Clustering, cluster_index, kmeans, propagate, representatives
-from lookalike.duplicates import EDITS, find_duplicates, make_edited_copy, pair_precision_recall
+from lookalike.duplicates import (
+    DEFAULT_PIXEL_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    DEFAULT_VERIFY_FROM,
+    EDITS,
+    find_duplicates,
+    make_edited_copy,
+    pair_precision_recall,
+)
 from lookalike.evaluation import read_labels
 from lookalike.index import ImageIndex
 from lookalike.mapping import embed_2d
@@ -87,7 +95,7 @@ def _propagation_accuracy(clustering: Clustering, truth: dict[int, str], pick) -
 # --- near-duplicates on edited real photos ------------------------------------------------------
 def build_duplicate_set(edited: int = 200, distinct: int = 800, seed: int = 0) -> tuple[Path, list[tuple[str, str]]]:
     """`edited` clothing photos each with one edited copy (edits in turn) plus `distinct` other photos."""
-    folder = OUT / "duplicates-set"
+    folder = OUT / ("duplicates-set" if seed == 0 else f"duplicates-set-{seed}")
     truth_file = folder / "pairs.json"
     if truth_file.exists():
         return folder, [tuple(p) for p in json.loads(truth_file.read_text())]
@@ -107,20 +115,27 @@ def build_duplicate_set(edited: int = 200, distinct: int = 800, seed: int = 0) -
     return folder, pairs
 
 
+def _score_duplicates(index: ImageIndex, pairs: list[tuple[str, str]], **options) -> dict:
+    started = time.perf_counter()
+    groups = find_duplicates(index, **options)
+    seconds = time.perf_counter() - started
+    precision, recall, found, true = pair_precision_recall([g.paths for g in groups], pairs)
+    return {"precision": precision, "recall": recall, "found_pairs": found, "true_pairs": true, "seconds": seconds,
+            "images": len(index), "missed_by_edit": _missed_by_edit(groups, pairs)}
+
+
 def duplicates_part() -> dict:
+    """CNN-only thresholds and the default rule (CNN + pixel check) on the tuning set (seed 0), then the
+    default rule on a second set of other photos (seed 1) that played no part in choosing it."""
     folder, pairs = build_duplicate_set()
     with indexed("duplicates", folder / "photos") as index:
-        rows = {}
-        for threshold in THRESHOLDS:
-            started = time.perf_counter()
-            groups = find_duplicates(index, threshold)
-            seconds = time.perf_counter() - started
-            precision, recall, found, true = pair_precision_recall([g.paths for g in groups], pairs)
-            rows[threshold] = {"precision": precision, "recall": recall, "found_pairs": found, "true_pairs": true,
-                               "seconds": seconds, "images": len(index)}
-        best = max(THRESHOLDS, key=lambda t: (min(rows[t]["precision"], rows[t]["recall"]), t))
-        missed = _missed_by_edit(find_duplicates(index, best), pairs)
-    return {"thresholds": {str(t): r for t, r in rows.items()}, "best": best, "missed_by_edit": missed}
+        cnn_only = {str(t): _score_duplicates(index, pairs, threshold=t, verify_from=None) for t in THRESHOLDS}
+        default = _score_duplicates(index, pairs)
+    folder, pairs = build_duplicate_set(seed=1)
+    with indexed("duplicates-1", folder / "photos") as index:
+        held_out = _score_duplicates(index, pairs)
+        held_out_cnn = _score_duplicates(index, pairs, threshold=DEFAULT_THRESHOLD, verify_from=None)
+    return {"thresholds": cnn_only, "default": default, "held_out": held_out, "held_out_cnn_only": held_out_cnn}
 
 
 def _missed_by_edit(groups, pairs) -> dict[str, int]:
@@ -197,17 +212,24 @@ def section(results: dict) -> str:
                   f"| 5 | random members (mean of 5 draws) | {prop['random_5']:.4f} |", ""]
     if "dups" in results:
         d = results["dups"]
+        rule = (f"cosine >= {DEFAULT_THRESHOLD}, or cosine >= {DEFAULT_VERIFY_FROM} and pixel correlation >= "
+                f"{DEFAULT_PIXEL_THRESHOLD}")
         lines += ["### Near-duplicates (edited real photos)", "",
                   "200 clothing photos each with one edited copy (edits in turn: exact copy, resize 50%, JPEG "
                   "quality 30, crop 5%, crop 10%, rotate 3 degrees, brightness +20%) mixed with 800 other clothing "
-                  "photos: 1,200 images, 200 true pairs. A found pair is two images in one group.", "",
-                  "| cosine threshold | precision | recall | pairs found |", "| ---: | ---: | ---: | ---: |"]
-        for threshold, row in d["thresholds"].items():
-            mark = " (default)" if float(threshold) == d["best"] else ""
-            lines.append(f"| {threshold}{mark} | {row['precision']:.4f} | {row['recall']:.4f} | "
-                         f"{row['found_pairs']} |")
-        lines += ["", f"Missed pairs at {d['best']}, by edit: {d['missed_by_edit'] or 'none'}. "
-                  "Target: precision and recall >= 0.95.", ""]
+                  "photos: 1,200 images, 200 true pairs. A found pair is two images in one group. The tuning set "
+                  "(seed 0) chose the rule; the held-out set (seed 1, other photos) checks it.", "",
+                  "| rule | set | precision | recall | pairs found | missed, by edit |",
+                  "| --- | --- | ---: | ---: | ---: | --- |"]
+        for name, row, which in ((f"**default**: {rule}", d["default"], "tuning"),
+                                 (f"**default**: {rule}", d["held_out"], "held-out"),
+                                 (f"CNN only, cosine >= {DEFAULT_THRESHOLD}", d["held_out_cnn_only"], "held-out"),
+                                 *((f"CNN only, cosine >= {t}", r, "tuning") for t, r in d["thresholds"].items())):
+            lines.append(f"| {name} | {which} | {row['precision']:.4f} | {row['recall']:.4f} | {row['found_pairs']} "
+                         f"| {row['missed_by_edit'] or 'none'} |")
+        lines += ["", "Target: precision and recall >= 0.95. The CNN alone cannot reach both: different garments "
+                  "photographed the same way (jeans on the same wall) score like 10%-cropped copies; the pixel check "
+                  "on the band below the threshold separates them.", ""]
     if "speed" in results:
         s = results["speed"]
         lines += ["### Speed", "",

@@ -1,9 +1,13 @@
 """Near-duplicate groups: exact copies, resized, recompressed or slightly cropped versions of a photo.
 
-Pairs of images whose CNN vectors have cosine >= threshold (a FAISS range search) are joined into
-groups (connected components, i.e. union-find); identical files (same content hash) always are.
-Each group recommends one copy to keep: the largest resolution, then the largest file.
-The default threshold is the one chosen on the edited-copy benchmark (benchmarks/organise.py).
+Pairs of images whose CNN vectors have cosine >= threshold (a FAISS range search) are duplicates;
+pairs a little below it (cosine >= verify_from) are duplicates when their pixels agree too: the
+correlation of small grey thumbnails, trying centre crops of up to 10% on either side, must reach
+pixel_threshold (this recovers cropped and rotated copies that the CNN alone scores like two different
+photos of similar things). Duplicates are joined into groups (connected components, i.e. union-find);
+identical files (same content hash) always are. Each group recommends one copy to keep: the largest
+resolution, then the largest file. The defaults are chosen on the edited-copy benchmark
+(benchmarks/organise.py) and checked on a second set of other photos.
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ if TYPE_CHECKING:
     from lookalike.index import ImageIndex
     from lookalike.store import ImageRecord
 
-DEFAULT_THRESHOLD = 0.90  # see benchmarks/results/organise.md (edited-copy set)
+DEFAULT_THRESHOLD = 0.92  # see benchmarks/results/organise.md (edited-copy sets)
+DEFAULT_VERIFY_FROM = 0.85
+DEFAULT_PIXEL_THRESHOLD = 0.92
+PIXEL_SIDE = 48
+CROPS = (0.0, 0.05, 0.10)  # centre crops tried on one image of a pair (fraction of width and height)
 
 
 @dataclass(frozen=True)
@@ -68,13 +76,24 @@ def recommended_copy(records: Iterable[ImageRecord]) -> ImageRecord:
     return max(records, key=lambda r: (r.width * r.height, r.size, -len(r.path)))
 
 
-def find_duplicates(index: ImageIndex, threshold: float = DEFAULT_THRESHOLD) -> list[DuplicateGroup]:
-    """Groups of near-identical images in an index, biggest group first."""
+def find_duplicates(index: ImageIndex, threshold: float = DEFAULT_THRESHOLD,
+                    verify_from: float | None = DEFAULT_VERIFY_FROM,
+                    pixel_threshold: float = DEFAULT_PIXEL_THRESHOLD) -> list[DuplicateGroup]:
+    """Groups of near-identical images in an index, biggest group first (verify_from=None: CNN only)."""
+    for name, value in (("threshold", threshold), ("verify_from", verify_from), ("pixel_threshold", pixel_threshold)):
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise ValueError(f"{name} is a similarity between -1 and 1, not {value}")
     ids, vectors = index.vectors()
     if len(ids) < 2:
         return []
-    first, second, scores = similar_pairs(vectors, threshold)
     records = {record.id: record for record in index.store.records()}
+    low = threshold if verify_from is None else min(verify_from, threshold)
+    first, second, scores = similar_pairs(vectors, low)
+    if low < threshold:
+        paths = [records[int(i)].path for i in ids]
+        keep = [score >= threshold or pixel_correlation(paths[a], paths[b]) >= pixel_threshold
+                for a, b, score in zip(first.tolist(), second.tolist(), scores.tolist(), strict=True)]
+        first, second, scores = first[keep], second[keep], scores[keep]
     by_hash: dict[str, list[int]] = {}
     for row, image_id in enumerate(ids.tolist()):
         by_hash.setdefault(records[image_id].content_hash, []).append(row)
@@ -101,6 +120,45 @@ def _weakest_link(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64],
         best[a] = max(best.get(a, -1.0), score)
         best[b] = max(best.get(b, -1.0), score)
     return best
+
+
+_GREY_CACHE: dict[str, Image.Image | None] = {}
+
+
+def pixel_correlation(first: str, second: str) -> float:
+    """Best correlation of the two images as small grey thumbnails (brightness and contrast removed),
+    over centre crops of up to 10% of either image: high for crops, resizes, recompressions, small
+    rotations and brightness changes of one photo; -1 when either cannot be read."""
+    images = [_grey(first), _grey(second)]
+    if images[0] is None or images[1] is None:
+        return -1.0
+    best = -1.0
+    for crop in CROPS:
+        for cropped, other in ((0, 1), (1, 0)):
+            a, b = _thumbnail(images[cropped], crop), _thumbnail(images[other], 0.0)
+            best = max(best, float((a * b).sum()))
+    return best
+
+
+def _grey(path: str) -> Image.Image | None:
+    from lookalike.images import ImageError, load_image
+
+    if path not in _GREY_CACHE:
+        if len(_GREY_CACHE) > 4096:
+            _GREY_CACHE.clear()
+        try:
+            _GREY_CACHE[path] = load_image(path, target_side=4 * PIXEL_SIDE).pixels.convert("L")
+        except ImageError:
+            _GREY_CACHE[path] = None
+    return _GREY_CACHE[path]
+
+
+def _thumbnail(image: Image.Image, crop: float) -> npt.NDArray[np.float32]:
+    dx, dy = int(image.width * crop / 2), int(image.height * crop / 2)
+    box = (dx, dy, image.width - dx, image.height - dy)
+    pixels = np.asarray(image.resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BILINEAR, box=box), np.float32)
+    pixels = pixels - pixels.mean()
+    return pixels / (np.linalg.norm(pixels) + 1e-6)
 
 
 # --- the edited-copy evaluation set -----------------------------------------------------------

@@ -61,7 +61,7 @@ def test_cli_duplicates_json_lists_groups_with_keep(edited_set, capsys):
     assert main(["duplicates", "--index", str(folder / "index"), "--json"]) == 0
     groups = json.loads(capsys.readouterr().out)
     assert len(groups) == 7 and all(g["keep"] in g["paths"] and len(g["paths"]) == 2 for g in groups)
-    assert main(["duplicates", "--index", str(folder / "index"), "--threshold", "0.999"]) == 0
+    assert main(["duplicates", "--index", str(folder / "index"), "--threshold", "0.999", "--cnn-only"]) == 0
     out = capsys.readouterr().out
     assert "1 groups; 1 images could go" in out and "-copy.jpg" in out  # only the byte-identical copy
 
@@ -70,3 +70,14 @@ def test_pair_precision_recall_counts_pairs_within_groups():
     groups = [["a", "b", "c"], ["d", "e"]]
     precision, recall, found, true = pair_precision_recall(groups, [("a", "b"), ("d", "e"), ("f", "g")])
     assert (found, true) == (4, 3) and precision == 0.5 and recall == pytest.approx(2 / 3)
+
+
+def test_pixel_check_tells_a_cropped_copy_from_another_photo(edited_set):
+    from lookalike.duplicates import pixel_correlation
+
+    folder, pairs = edited_set
+    cropped = next(pair for pair in pairs if pair[1].endswith("-crop10.jpg"))
+    other = str(folder / "photos" / "20.jpg")
+    assert pixel_correlation(*cropped) > 0.95
+    assert pixel_correlation(cropped[0], other) < 0.8
+    assert pixel_correlation(cropped[0], str(folder / "missing.jpg")) == -1.0

@@ -90,7 +90,9 @@ def duplicates_command(args: argparse.Namespace) -> int:
     from lookalike.duplicates import find_duplicates
 
     with open_index(args) as index:
-        groups = find_duplicates(index, threshold=args.threshold)
+        groups = find_duplicates(index, threshold=args.threshold,
+                                 verify_from=None if args.cnn_only else args.verify_from,
+                                 pixel_threshold=args.pixel_threshold)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
         return 0
@@ -106,7 +108,7 @@ def duplicates_command(args: argparse.Namespace) -> int:
 
 
 def register(verbs: Any) -> None:
-    from lookalike.duplicates import DEFAULT_THRESHOLD
+    from lookalike.duplicates import DEFAULT_PIXEL_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FROM
 
     labels = add_verb(verbs, "labels", labels_command, "import labels (path + label columns) from a CSV")
     labels.add_argument("action", choices=["import"])
@@ -145,3 +147,9 @@ def register(verbs: Any) -> None:
     duplicates = add_verb(verbs, "duplicates", duplicates_command, "groups of near-identical images")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                             help=f"cosine similarity that makes two images duplicates (default {DEFAULT_THRESHOLD})")
+    duplicates.add_argument("--verify-from", type=float, default=DEFAULT_VERIFY_FROM,
+                            help="pairs between this cosine and --threshold are duplicates when their pixels agree "
+                                 f"(default {DEFAULT_VERIFY_FROM})")
+    duplicates.add_argument("--pixel-threshold", type=float, default=DEFAULT_PIXEL_THRESHOLD,
+                            help=f"pixel correlation needed below --threshold (default {DEFAULT_PIXEL_THRESHOLD})")
+    duplicates.add_argument("--cnn-only", action="store_true", help="no pixel check: cosine >= --threshold only")

@@ -94,3 +94,13 @@ def test_cli_train_classifier_reports_accuracy_and_skipped_rows(demo_clone, tmp_
     assert "held out 29 (random stratified 20% (seed 0)): accuracy" in out
     assert "skipped 1 rows naming images not in the index" in out
     assert "rows: true class, columns: predicted" in out
+
+
+def test_cli_search_by_class_shows_the_predicted_class(trained, capsys):
+    index, _ = trained
+    folder = str(index.folder)
+    index.close()
+    shoe = str(sorted((DEMO_GALLERY / "shoes").glob("*.jpg"))[1])
+    assert main(["search", shoe, "--by-class", "-k", "3", "--index", folder]) == 0
+    out = capsys.readouterr().out
+    assert "predicted class: shoes (" in out and out.count("/shoes/") == 4  # the query line and 3 matches

@@ -2,7 +2,7 @@
 
 Pairs of images whose CNN vectors have cosine >= threshold (a FAISS range search) are duplicates;
 pairs a little below it (cosine >= verify_from) are duplicates when their pixels agree too: the
-correlation of small grey thumbnails, trying centre crops of up to 10% on either side, must reach
+correlation of small colour thumbnails, trying centre crops of up to 10% on either side, must reach
 pixel_threshold (this recovers cropped and rotated copies that the CNN alone scores like two different
 photos of similar things). Duplicates are joined into groups (connected components, i.e. union-find);
 identical files (same content hash) always are. Each group recommends one copy to keep: the largest
@@ -122,14 +122,14 @@ def _weakest_link(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64],
     return best
 
 
-_GREY_CACHE: dict[str, Image.Image | None] = {}
+_SMALL_CACHE: dict[str, Image.Image | None] = {}
 
 
 def pixel_correlation(first: str, second: str) -> float:
-    """Best correlation of the two images as small grey thumbnails (brightness and contrast removed),
+    """Best correlation of the two images as small colour thumbnails (brightness and contrast removed),
     over centre crops of up to 10% of either image: high for crops, resizes, recompressions, small
     rotations and brightness changes of one photo; -1 when either cannot be read."""
-    images = [_grey(first), _grey(second)]
+    images = [_small(first), _small(second)]
     if images[0] is None or images[1] is None:
         return -1.0
     best = -1.0
@@ -140,17 +140,17 @@ def pixel_correlation(first: str, second: str) -> float:
     return best
 
 
-def _grey(path: str) -> Image.Image | None:
+def _small(path: str) -> Image.Image | None:
     from lookalike.images import ImageError, load_image
 
-    if path not in _GREY_CACHE:
-        if len(_GREY_CACHE) > 4096:
-            _GREY_CACHE.clear()
+    if path not in _SMALL_CACHE:
+        if len(_SMALL_CACHE) > 4096:
+            _SMALL_CACHE.clear()
         try:
-            _GREY_CACHE[path] = load_image(path, target_side=4 * PIXEL_SIDE).pixels.convert("L")
+            _SMALL_CACHE[path] = load_image(path, target_side=4 * PIXEL_SIDE).pixels
         except ImageError:
-            _GREY_CACHE[path] = None
-    return _GREY_CACHE[path]
+            _SMALL_CACHE[path] = None
+    return _SMALL_CACHE[path]
 
 
 def _thumbnail(image: Image.Image, crop: float) -> npt.NDArray[np.float32]:

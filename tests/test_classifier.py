@@ -104,3 +104,18 @@ def test_cli_search_by_class_shows_the_predicted_class(trained, capsys):
     assert main(["search", shoe, "--by-class", "-k", "3", "--index", folder]) == 0
     out = capsys.readouterr().out
     assert "predicted class: shoes (" in out and out.count("/shoes/") == 4  # the query line and 3 matches
+
+
+def test_cli_evaluate_compares_plain_and_classify_then_search(demo_copy, tmp_path, capsys):
+    photos = sorted(demo_copy.glob("*/*.jpg"))
+    rows = ["path,label,split"] + [f"{p.relative_to(demo_copy)},{p.parent.name},{'test' if n % 3 == 0 else 'train'}"
+                                    for n, p in enumerate(photos)]
+    (demo_copy / "labels.csv").write_text("\n".join(rows) + "\n")
+    folder = str(tmp_path / "idx")
+    assert main(["index", str(demo_copy), "--index", folder]) == 0
+    assert main(["train-classifier", "--index", folder, "--labels", str(demo_copy / "labels.csv")]) == 0
+    assert "held out 10 (split 'test' of the CSV)" in capsys.readouterr().out
+    assert main(["evaluate", str(demo_copy), "--index", folder, "--by-class", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert (scores["queries"], scores["gallery"]) == (10, 20)
+    assert 0 <= scores["plain_map"] <= 1 and scores["class_p10"] <= 1 and scores["accuracy"] >= 0.5

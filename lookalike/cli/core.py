@@ -88,7 +88,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
             if args.by_class:
                 compared = evaluate_dataset_by_class(index, args.dataset, args.query_split or "test",
                                                      args.gallery_split or "train", parse_by_class(args.by_class))
-                print(json.dumps({"index": str(folder), **compared.to_dict()}, indent=None if args.json else 2))
+                print(json.dumps({"index": str(folder), **compared.to_dict()}) if args.json else
+                      f"{folder}: classifier accuracy {compared.accuracy:.4f} on {compared.queries} queries; "
+                      f"mAP plain {compared.plain_map:.4f} -> by class {compared.class_map:.4f}; "
+                      f"P@10 plain {compared.plain_p10:.4f} -> by class {compared.class_p10:.4f}")
                 continue
             scores = evaluate_index(index, args.dataset, args.query_split, args.gallery_split, args.attribute)
             rows.append({"index": str(folder), "model": index.info()["model"], **scores.to_dict()})

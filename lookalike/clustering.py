@@ -27,6 +27,7 @@ from lookalike.labels import LabelImport, labelled_ids
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex
+    from lookalike.search import SearchResult
 
 CLUSTERS_FILE = "clusters.npz"  # the last clustering, kept in the index folder for `cluster label`
 CLUSTER_LABEL = "cluster"  # label name under which each image's cluster is stored (search --where cluster=3)
@@ -191,6 +192,27 @@ def write_clustering(index: ImageIndex, clustering: Clustering, folder: Path, re
             title = f"cluster {cluster}: {report.sizes[cluster]} images" + _majority(members, truth)
             written.append(contact_sheet([paths[i] for i in members], folder / f"cluster-{cluster:03d}.png", title))
     return written
+
+
+def nearest_clusters(clustering: Clustering, vector: Vectors, count: int = 1) -> list[int]:
+    """The clusters whose centroids are most similar to a vector, most similar first."""
+    return np.argsort(-(clustering.centroids @ np.asarray(vector, dtype=np.float32).ravel()))[:count].tolist()
+
+
+def search_by_cluster(index: ImageIndex, query: str | os.PathLike[str] | bytes | int, k: int = 10,
+                      clusters: int = 1, **options: Any) -> SearchResult:
+    """Cluster-then-search (the idea of an inverted file): only images of the `clusters` clusters nearest
+    the query are searched, using the last clustering of the index."""
+    clustering = Clustering.load(index.folder)
+    if isinstance(query, int | np.integer):
+        vector = index.store.vectors([int(query)])[0]
+    else:
+        known = None if isinstance(query, bytes) else index.store.record_by_path(os.path.abspath(query))
+        vector = index.store.vectors([known.id])[0] if known else index.embed_image(query)[0]
+    chosen = nearest_clusters(clustering, vector, clusters)
+    where = dict(options.pop("where", None) or {})
+    where[CLUSTER_LABEL] = [str(c) for c in chosen]
+    return index.search(query, k=k, where=where, **options)
 
 
 def representatives(clustering: Clustering, cluster: int, count: int = SHEET_SIZE) -> list[int]:

@@ -109,3 +109,22 @@ def test_cli_cluster_label_needs_a_clustering_first(demo_clone, tmp_path, capsys
     assert "run `lookalike cluster" in capsys.readouterr().err
     assert main(["cluster", "--index", folder, "--k", "4", "--out", str(tmp_path / "c")]) == 0
     assert "k=4 (given)" in capsys.readouterr().out
+
+
+def test_search_by_cluster_stays_in_the_nearest_clusters(demo_clone, capsys):
+    from lookalike.clustering import nearest_clusters, search_by_cluster
+
+    cluster_index(demo_clone, k=6, sheets=False)
+    clustering = Clustering.load(demo_clone.folder)
+    query = int(clustering.ids[0])
+    own = int(clustering.assignments[0])
+    assert nearest_clusters(clustering, demo_clone.store.vectors([query])[0], 1) == [own]
+    result = search_by_cluster(demo_clone, query, k=200)
+    assert len(result.matches) == clustering.sizes()[own] - 1  # every other member, and nothing else
+    assert {m.labels["cluster"] for m in result.matches} == {str(own)}
+    wider = search_by_cluster(demo_clone, query, k=200, clusters=2)
+    assert len({m.labels["cluster"] for m in wider.matches}) == 2
+    folder = str(demo_clone.folder)
+    demo_clone.close()
+    assert main(["search", "--id", str(query), "--by-cluster", "-k", "3", "--index", folder]) == 0
+    assert capsys.readouterr().out.count("\n") == 5  # query line, header, 3 matches

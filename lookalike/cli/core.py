@@ -55,7 +55,13 @@ def search_command(args: argparse.Namespace) -> int:
     filters = {"where": parse_where(args.where) or None, "path_prefix": args.path_prefix}
     with open_index(args) as index:
         query = args.id if args.id is not None else args.query
-        if args.by_class:
+        if args.by_cluster:
+            from lookalike.clustering import search_by_cluster
+
+            query = index.random_id(args.seed) if args.random else query
+            result = search_by_cluster(index, query, k=args.k, clusters=args.by_cluster, metric=args.metric,
+                                       min_score=args.min_score, **filters)
+        elif args.by_class:
             query = index.random_id(args.seed) if args.random else query
             result = search_by_class(index, query, k=args.k, at_most=parse_by_class(args.by_class),
                                      confidence=args.class_confidence, metric=args.metric,
@@ -130,6 +136,8 @@ def register(verbs: Any) -> None:
                         help="classify the query (train-classifier first) and search within its class; "
                              "topN widens to up to N classes until --class-confidence is reached")
     search.add_argument("--class-confidence", type=float, default=DEFAULT_CONFIDENCE)
+    search.add_argument("--by-cluster", type=int, nargs="?", const=1, metavar="N",
+                        help="search only the N clusters nearest the query (after `lookalike cluster`)")
 
     add_verb(verbs, "info", info_command, "describe an index")
 

@@ -264,36 +264,42 @@ class ImageIndex:
 
     def search(self, query: str | os.PathLike[str] | bytes | int | None = None, k: int = 10,
                metric: str = "cosine", min_score: float | None = None, random_query: bool = False,
-               seed: int | None = None) -> SearchResult:
-        """Most similar indexed images to an image file, image bytes, an indexed id, or a random image."""
+               seed: int | None = None, where: dict[str, str | Sequence[str]] | None = None,
+               path_prefix: str | None = None) -> SearchResult:
+        """Most similar indexed images to an image file, image bytes, an indexed id, or a random image.
+        `where` (label name -> value or list of values) and `path_prefix` filter inside the search."""
         check_metric(metric)
+        filters = {"where": where, "path_prefix": path_prefix}
         if random_query:
             query = self.random_id(seed)
         if isinstance(query, int | np.integer):
-            return self.search_by_id(int(query), k=k, metric=metric, min_score=min_score)
+            return self.search_by_id(int(query), k=k, metric=metric, min_score=min_score, **filters)
         if query is None:
             raise ValueError("give a query image, an indexed id, or random_query=True")
         if not isinstance(query, bytes):
             known = self.store.record_by_path(os.path.abspath(query))
             if known is not None and known.size == os.path.getsize(query):
-                return self.search_by_id(known.id, k=k, metric=metric, min_score=min_score)
+                return self.search_by_id(known.id, k=k, metric=metric, min_score=min_score, **filters)
         vector, timings = self.embed_image(query)
         label = "<uploaded image>" if isinstance(query, bytes) else os.fsdecode(query)
-        return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=label, timings=timings)
+        return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=label, timings=timings,
+                                     **filters)
 
     def search_by_id(self, image_id: int, k: int = 10, metric: str = "cosine",
-                     min_score: float | None = None) -> SearchResult:
+                     min_score: float | None = None, where: dict[str, str | Sequence[str]] | None = None,
+                     path_prefix: str | None = None) -> SearchResult:
         record = self.store.record(image_id)
         if record is None:
             raise KeyError(f"no image with id {image_id} in the index")
         vector = self.store.vectors([image_id])[0]
         return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=record.path,
-                                     exclude={image_id})
+                                     exclude={image_id}, where=where, path_prefix=path_prefix)
 
     def search_by_vector(self, vector: np.ndarray, k: int = 10, metric: str = "cosine",
                          min_score: float | None = None, query: str = "<vector>",
                          timings: dict[str, float] | None = None, exclude: set[int] | None = None,
-                         model: dict[str, Any] | None = None) -> SearchResult:
+                         model: dict[str, Any] | None = None, where: dict[str, str | Sequence[str]] | None = None,
+                         path_prefix: str | None = None) -> SearchResult:
         """Search with a vector; `model` (an embedder description) is checked against the index's."""
         if model is not None:
             _check_same_model(self.manifest["embedder"], model)
@@ -308,7 +314,12 @@ class ImageIndex:
             return SearchResult([], query, metric, timings | {"search": 0.0})
         started = time.perf_counter()
         exclude = exclude or set()
-        inner, ids = self.store.search(vector, k + len(exclude))
+        allowed = None
+        if where or path_prefix is not None:
+            allowed = self.store.ids_matching(where, path_prefix)
+            if len(allowed) == 0:
+                return SearchResult([], query, metric, timings | {"search": (time.perf_counter() - started) * 1e3})
+        inner, ids = self.store.search(vector, k + len(exclude), allowed_ids=allowed)
         scores = scores_from_inner_products(inner[0], metric)
         timings["search"] = (time.perf_counter() - started) * 1e3
         matches = [self._match(int(i), float(s)) for i, s in zip(ids[0], scores, strict=True)
@@ -350,6 +361,12 @@ class ImageIndex:
         self.manifest.pop("reduction", None)
         write_manifest(self.folder, self.manifest)
         self.store.save()
+
+    def import_labels(self, csv_path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Any:
+        """Labels from a CSV (path + one column per label); see lookalike.labels.import_labels."""
+        from lookalike.labels import import_labels
+
+        return import_labels(self, csv_path, root)
 
     # --- facts ------------------------------------------------------------------------------
     def vectors(self) -> tuple[np.ndarray, Matrix]:

@@ -202,6 +202,28 @@ class VectorStore:
         rows = self.db.execute("SELECT name, value FROM labels WHERE image_id = ?", (image_id,))
         return dict(rows.fetchall())
 
+    def label_values(self, name: str) -> dict[int, str]:
+        """Every image's value of one label attribute (images without it are left out)."""
+        rows = self.db.execute("SELECT image_id, value FROM labels WHERE name = ?", (name,))
+        return {int(image_id): value for image_id, value in rows}
+
+    def ids_matching(self, where: dict[str, str | Sequence[str]] | None = None,
+                     path_prefix: str | None = None) -> Ids:
+        """Ids whose labels match every `where` entry (a list of values means any of them) and
+        whose absolute path starts with `path_prefix` (a plain string prefix)."""
+        ids = set(self.ids().tolist())
+        for name, wanted in (where or {}).items():
+            values = [wanted] if isinstance(wanted, str) else list(wanted)
+            marks = ",".join("?" * len(values))
+            rows = self.db.execute(f"SELECT image_id FROM labels WHERE name = ? AND value IN ({marks})",
+                                   (name, *values))
+            ids &= {int(row[0]) for row in rows}
+        if path_prefix is not None:
+            prefix = os.path.abspath(path_prefix)
+            ids = {i for i, path in self.db.execute("SELECT id, path FROM images")
+                   if i in ids and os.path.normpath(os.path.join(self.root, os.fsdecode(path))).startswith(prefix)}
+        return np.asarray(sorted(ids), dtype=np.int64)
+
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         """Top-k inner products per query; `allowed_ids` restricts the search inside the backend."""
         k = max(1, min(k, self.backend.count))

@@ -96,3 +96,18 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
     index.add_folder(DEMO_GALLERY)
     yield index
     index.close()
+
+
+@pytest.fixture
+def demo_clone(tmp_path: Path, demo_index: ImageIndex) -> ImageIndex:
+    """A writable index of the demo gallery, copied from demo_index's records and vectors (no embedding)."""
+    from lookalike.store import NewImage
+
+    index = ImageIndex.create(tmp_path / "demo-clone")
+    ids, vectors = demo_index.vectors()
+    records = [demo_index.store.record(int(i)) for i in ids]
+    index.store.add([NewImage(r.path, r.content_hash, r.size, r.mtime, r.width, r.height) for r in records], vectors)
+    index.store.commit()
+    index.store.save()
+    yield index
+    index.close()

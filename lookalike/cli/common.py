@@ -88,6 +88,8 @@ def print_result(result: SearchResult, as_json: bool) -> None:
         return
     timing = ", ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings.items())
     print(f"query: {result.query}  ({result.metric}; {timing})")
+    if result.predicted_class:
+        print("predicted class: " + ", ".join(f"{name} ({p:.2f})" for name, p in result.predicted_class.items()))
     if not result.matches:
         print("no matches")
     print(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")

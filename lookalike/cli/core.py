@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from lookalike.classifier import DEFAULT_CONFIDENCE, evaluate_dataset_by_class, parse_by_class, search_by_class
 from lookalike.cli.common import (
     CommandError,
     add_model_options,
@@ -22,6 +23,7 @@ from lookalike.cli.common import (
 )
 from lookalike.evaluation import evaluate_index
 from lookalike.index import ImageIndex
+from lookalike.labels import parse_where
 from lookalike.search import METRICS
 
 
@@ -57,10 +59,23 @@ def search_command(args: argparse.Namespace) -> int:
         raise CommandError("give exactly one query: an image path, --id N, or --random")
     if args.query is not None and not os.path.exists(args.query):
         raise CommandError(f"query image not found: {args.query}")
+    filters = {"where": parse_where(args.where) or None, "path_prefix": args.path_prefix}
     with open_index(args) as index:
         query = args.id if args.id is not None else args.query
-        result = index.search(query, k=args.k, metric=args.metric, min_score=args.min_score,
-                              random_query=args.random, seed=args.seed)
+        if args.by_cluster:
+            from lookalike.clustering import search_by_cluster
+
+            query = index.random_id(args.seed) if args.random else query
+            result = search_by_cluster(index, query, k=args.k, clusters=args.by_cluster, metric=args.metric,
+                                       min_score=args.min_score, **filters)
+        elif args.by_class:
+            query = index.random_id(args.seed) if args.random else query
+            result = search_by_class(index, query, k=args.k, at_most=parse_by_class(args.by_class),
+                                     confidence=args.class_confidence, metric=args.metric,
+                                     min_score=args.min_score, **filters)
+        else:
+            result = index.search(query, k=args.k, metric=args.metric, min_score=args.min_score,
+                                  random_query=args.random, seed=args.seed, **filters)
     print_result(result, args.json)
     return 0
 
@@ -84,12 +99,20 @@ def evaluate_command(args: argparse.Namespace) -> int:
             if len(index) == 0 or args.update:
                 with progress_bar(f"indexing {args.dataset}") as progress:
                     index.add_folder(args.dataset, progress=progress)
+            if args.by_class:
+                compared = evaluate_dataset_by_class(index, args.dataset, args.query_split or "test",
+                                                     args.gallery_split or "train", parse_by_class(args.by_class))
+                print(json.dumps({"index": str(folder), **compared.to_dict()}) if args.json else
+                      f"{folder}: classifier accuracy {compared.accuracy:.4f} on {compared.queries} queries; "
+                      f"mAP plain {compared.plain_map:.4f} -> by class {compared.class_map:.4f}; "
+                      f"P@10 plain {compared.plain_p10:.4f} -> by class {compared.class_p10:.4f}")
+                continue
             scores = evaluate_index(index, args.dataset, args.query_split, args.gallery_split, args.attribute)
             rows.append({"index": str(folder), "model": index.info()["model"], "setting": setting_text(index),
                          **scores.to_dict()})
-    if args.json:
+    if args.json and rows:
         print(json.dumps(rows, indent=2))
-    else:
+    elif rows:
         print(f"{'index':<30} {'model':<20} {'setting':<22} {'mAP':>7} {'P@10':>7} {'queries':>8} {'gallery':>8}")
         for row in rows:
             print(f"{row['index']:<30} {row['model']:<20} {row['setting']:<22} {row['mAP']:>7.4f} "
@@ -116,6 +139,15 @@ def register(verbs: Any) -> None:
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--metric", choices=METRICS, default="cosine")
     search.add_argument("--min-score", type=float, help="drop matches scoring below this")
+    search.add_argument("--where", action="append", metavar="NAME=VALUE",
+                        help="only images with this label (repeat: same name = either value, names = all)")
+    search.add_argument("--path-prefix", help="only images whose path starts with this")
+    search.add_argument("--by-class", nargs="?", const="top1", metavar="topN",
+                        help="classify the query (train-classifier first) and search within its class; "
+                             "topN widens to up to N classes until --class-confidence is reached")
+    search.add_argument("--class-confidence", type=float, default=DEFAULT_CONFIDENCE)
+    search.add_argument("--by-cluster", type=int, nargs="?", const=1, metavar="N",
+                        help="search only the N clusters nearest the query (after `lookalike cluster`)")
 
     add_verb(verbs, "info", info_command, "describe an index")
 
@@ -127,5 +159,7 @@ def register(verbs: Any) -> None:
     evaluate.add_argument("--gallery-split")
     evaluate.add_argument("--attribute", default="label")
     evaluate.add_argument("--update", action="store_true", help="re-sync the index with the folder first")
+    evaluate.add_argument("--by-class", nargs="?", const="top1", metavar="topN",
+                          help="compare plain search with classify-then-search (needs train-classifier)")
     add_model_options(evaluate)
     evaluate.add_argument("--json", action="store_true")

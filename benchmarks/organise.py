@@ -1,0 +1,310 @@
+"""Organising a collection: classify-then-search, clustering and label propagation, near-duplicates,
+and the time to cluster 100k vectors and to map 10k.
+
+    flock /tmp/lookalike-bench.lock python -m benchmarks.organise [--only dups,classify,cluster,speed]
+
+Indexes are built once in benchmarks/out/ (git-ignored) and reused. Writes section "organise".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import collect
+from lookalike.classifier import evaluate_dataset_by_class, train_classifier
+from lookalike.clustering import Clustering, cluster_index, kmeans, nearest_clusters, propagate, representatives
+from lookalike.duplicates import (
+    DEFAULT_PIXEL_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    DEFAULT_VERIFY_FROM,
+    EDITS,
+    find_duplicates,
+    make_edited_copy,
+    pair_precision_recall,
+)
+from lookalike.evaluation import read_labels, retrieval_scores
+from lookalike.index import ImageIndex
+from lookalike.mapping import embed_2d
+from lookalike.settings import datasets_dir
+
+OUT = Path(__file__).resolve().parent / "out"
+RESULTS = OUT / "organise.json"  # parts measured so far, so one part can be re-run alone
+THRESHOLDS = (0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
+
+
+def indexed(name: str, dataset: Path) -> ImageIndex:
+    index = ImageIndex.open_or_create(OUT / f"{name}-index")
+    if len(index) == 0:
+        index.add_folder(dataset)
+    return index
+
+
+# --- classify-then-search on clothing -----------------------------------------------------------
+def classify_part() -> dict:
+    clothing = datasets_dir() / "clothing"
+    with indexed("clothing", clothing) as index:
+        started = time.perf_counter()
+        report = train_classifier(index, clothing / "labels.csv")
+        seconds = time.perf_counter() - started
+        top1 = evaluate_dataset_by_class(index, clothing, "test", "train", at_most=1)
+        top2 = evaluate_dataset_by_class(index, clothing, "test", "train", at_most=2)
+    return {"accuracy": report.accuracy, "train": report.train_count, "test": report.test_count,
+            "train_seconds": seconds, "top1": top1.to_dict(), "top2": top2.to_dict()}
+
+
+# --- Corel-1K clustering and label propagation --------------------------------------------------
+def cluster_part() -> dict:
+    corel = datasets_dir() / "corel1k"
+    with indexed("corel", corel) as index:
+        index.import_labels(corel / "labels.csv")
+        auto = cluster_index(index, k=None, out=OUT / "corel-clusters-auto", sheets=False)
+        report = cluster_index(index, k=10, out=OUT / "corel-clusters")  # the one kept for propagation
+        clustering = Clustering.load(index.folder)
+        truth = index.store.label_values("label")
+        propagation = {}
+        for per_cluster in (1, 5):
+            propagation[f"nearest_centroid_{per_cluster}"] = _propagation_accuracy(
+                clustering, truth, lambda c, n=per_cluster: representatives(clustering, c, n))
+            propagation[f"random_{per_cluster}"] = float(np.mean([_propagation_accuracy(
+                clustering, truth, lambda c, n=per_cluster, s=seed: _random_members(clustering, c, n, s))
+                for seed in range(5)]))
+    return {"k10": report.to_dict(), "auto": {"k": auto.k, "purity": auto.purity, "nmi": auto.nmi,
+                                             "criterion": auto.criterion},
+            "propagation": propagation}
+
+
+def by_cluster_part() -> dict:
+    """Cluster-then-search on Corel-1K (queries vs gallery): mAP when only the nearest 1, 2 or 3 of
+    the k=10 clusters are searched (the rest ranked after), against plain search."""
+    corel = datasets_dir() / "corel1k"
+    with indexed("corel", corel) as index:
+        index.import_labels(corel / "labels.csv")
+        cluster_index(index, k=10, sheets=False)
+        clustering = Clustering.load(index.folder)
+        labels, splits = index.store.label_values("label"), index.store.label_values("split")
+        cluster_of = dict(zip(clustering.ids.tolist(), clustering.assignments.tolist(), strict=True))
+        queries = sorted(i for i, s in splits.items() if s == "query")
+        gallery = sorted(i for i, s in splits.items() if s == "gallery")
+        similarity = index.store.vectors(queries) @ index.store.vectors(gallery).T
+        query_labels, gallery_labels = np.array([labels[i] for i in queries]), np.array([labels[i] for i in gallery])
+        gallery_clusters = np.array([cluster_of[i] for i in gallery])
+        result = {"plain": retrieval_scores(similarity, query_labels, gallery_labels)}
+        for probes in (1, 2, 3):
+            chosen = [nearest_clusters(clustering, v, probes) for v in index.store.vectors(queries)]
+            allowed = np.array([np.isin(gallery_clusters, c) for c in chosen])
+            result[f"clusters_{probes}"] = retrieval_scores(similarity + 4.0 * allowed, query_labels, gallery_labels)
+            result[f"searched_share_{probes}"] = float(allowed.mean())
+    return result
+
+
+def _random_members(clustering: Clustering, cluster: int, count: int, seed: int) -> list[int]:
+    members = clustering.ids[clustering.assignments == cluster].tolist()
+    return random.Random(seed * 1000 + cluster).sample(members, min(count, len(members)))
+
+
+def _propagation_accuracy(clustering: Clustering, truth: dict[int, str], pick) -> float:
+    human = {i: truth[i] for c in range(clustering.k) for i in pick(c)}
+    labels, _ = propagate(clustering, human)
+    scored = [i for i in clustering.ids.tolist() if i not in human]
+    return float(np.mean([labels[i].label == truth[i] for i in scored]))
+
+
+# --- near-duplicates on edited real photos ------------------------------------------------------
+def build_duplicate_set(edited: int = 200, distinct: int = 800, seed: int = 0) -> tuple[Path, list[tuple[str, str]]]:
+    """`edited` clothing photos each with one edited copy (edits in turn) plus `distinct` other photos."""
+    folder = OUT / ("duplicates-set" if seed == 0 else f"duplicates-set-{seed}")
+    truth_file = folder / "pairs.json"
+    if truth_file.exists():
+        return folder, [tuple(p) for p in json.loads(truth_file.read_text())]
+    photos = sorted(i.path for i in read_labels(datasets_dir() / "clothing"))
+    chosen = random.Random(seed).sample(photos, edited + distinct)
+    pairs = []
+    edits = list(EDITS)
+    for n, source in enumerate(chosen):
+        original = folder / "photos" / f"{n:04d}.jpg"
+        make_edited_copy(source, original, "copy")
+        if n < edited:
+            edit = edits[n % len(edits)]
+            copy = folder / "photos" / f"{n:04d}-{edit}.jpg"
+            make_edited_copy(source, copy, edit)
+            pairs.append((str(original), str(copy)))
+    truth_file.write_text(json.dumps(pairs))
+    return folder, pairs
+
+
+def _score_duplicates(index: ImageIndex, pairs: list[tuple[str, str]], **options) -> dict:
+    started = time.perf_counter()
+    groups = find_duplicates(index, **options)
+    seconds = time.perf_counter() - started
+    precision, recall, found, true = pair_precision_recall([g.paths for g in groups], pairs)
+    truth = {tuple(sorted(pair)) for pair in pairs}
+    false = sorted({(Path(a).name, Path(b).name) for g in groups for a in g.paths for b in g.paths
+                    if a < b and (a, b) not in truth})
+    return {"precision": precision, "recall": recall, "found_pairs": found, "true_pairs": true, "seconds": seconds,
+            "images": len(index), "missed_by_edit": _missed_by_edit(groups, pairs), "false_pairs": false}
+
+
+def duplicates_part() -> dict:
+    """CNN-only thresholds and the default rule (CNN + pixel check) on the tuning set (seed 0), then the
+    default rule on a second set of other photos (seed 1) that played no part in choosing it."""
+    folder, pairs = build_duplicate_set()
+    with indexed("duplicates", folder / "photos") as index:
+        cnn_only = {str(t): _score_duplicates(index, pairs, threshold=t, verify_from=None) for t in THRESHOLDS}
+        default = _score_duplicates(index, pairs)
+    folder, pairs = build_duplicate_set(seed=1)
+    with indexed("duplicates-1", folder / "photos") as index:
+        held_out = _score_duplicates(index, pairs)
+        held_out_cnn = _score_duplicates(index, pairs, threshold=DEFAULT_THRESHOLD, verify_from=None)
+    return {"thresholds": cnn_only, "default": default, "held_out": held_out, "held_out_cnn_only": held_out_cnn}
+
+
+def _missed_by_edit(groups, pairs) -> dict[str, int]:
+    together = {(a, b) for g in groups for a in g.paths for b in g.paths if a < b}
+    missed: dict[str, int] = {}
+    for a, b in pairs:
+        if tuple(sorted((a, b))) not in together:
+            edit = Path(b).stem.split("-", 1)[1]
+            missed[edit] = missed.get(edit, 0) + 1
+    return missed
+
+
+# --- speed: 100k vectors clustered, 10k mapped --------------------------------------------------
+def derived_vectors(count: int, noise: float = 0.35, seed: int = 0) -> np.ndarray:
+    """Noisy copies of the real clothing embeddings (unit length): real structure, any size."""
+    with indexed("clothing", datasets_dir() / "clothing") as index:
+        _, real = index.vectors()
+    rng = np.random.default_rng(seed)
+    base = real[rng.integers(0, len(real), count)]
+    noisy = base + rng.normal(0, noise / np.sqrt(real.shape[1]), base.shape).astype(np.float32)
+    return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+
+
+def speed_part() -> dict:
+    vectors = derived_vectors(100_000)
+    result = {}
+    for k in (100, 1000):
+        started = time.perf_counter()
+        kmeans(vectors, k)
+        result[f"kmeans_100k_k{k}_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    embed_2d(vectors[:10_000])
+    result["tsne_10k_seconds"] = time.perf_counter() - started
+    result["dimension"] = int(vectors.shape[1])
+    return result
+
+
+# --- the section ----------------------------------------------------------------------------------
+def section(results: dict) -> str:
+    lines = ["## Organising: classify-then-search, clustering, label propagation, near-duplicates", "",
+             collect.machine_line() + " Other helpers' work was running on the same 2 cores.", "",
+             "Script: `benchmarks/organise.py`. Model: efficientnet-lite0, cosine. Parts finished at: "
+             + ", ".join(f"{part} {r.get('measured', '?')}" for part, r in results.items()) + ".", ""]
+    if "classify" in results:
+        c = results["classify"]
+        lines += ["### Classify-then-search (clothing: train split = classifier training set and gallery, "
+                  "test split = queries)", "",
+                  f"Logistic regression on the stored vectors: test accuracy **{c['accuracy']:.4f}** "
+                  f"({c['train']} training images, {c['test']} test images, trained in {c['train_seconds']:.0f} s).",
+                  "", "| search | mAP | P@10 |", "| --- | ---: | ---: |",
+                  f"| plain | {c['top1']['plain_map']:.4f} | {c['top1']['plain_p10']:.4f} |",
+                  f"| classify-then-search (top class) | {c['top1']['class_map']:.4f} | "
+                  f"{c['top1']['class_p10']:.4f} |",
+                  f"| classify-then-search (top2 fallback, confidence 0.8) | {c['top2']['class_map']:.4f} | "
+                  f"{c['top2']['class_p10']:.4f} |", "",
+                  "The filtered search returns only gallery images of the predicted class(es); for mAP over the "
+                  "whole gallery the other images are ranked after them. Relevance is the same label the gallery "
+                  "is filtered by, so a correctly classified query scores AP = 1: the mAP gain mostly measures "
+                  "the classifier's accuracy. With the top2 fallback a mixed result list is returned when the "
+                  "classifier is unsure, which scores lower on this label-only mAP.", ""]
+    if "cluster" in results:
+        c = results["cluster"]
+        k10, auto, prop = c["k10"], c["auto"], c["propagation"]
+        lines += ["### Clustering and label propagation (Corel-1K, all 1,000 images)", "",
+                  f"Spherical k-means (FAISS), k=10: purity **{k10['purity']:.4f}**, NMI **{k10['nmi']:.4f}**, "
+                  f"sizes {k10['sizes']}.", "",
+                  f"Automatic k (best mean cosine silhouette for k in 2..20): k={auto['k']}, "
+                  f"purity {auto['purity']:.4f}, "
+                  f"NMI {auto['nmi']:.4f}.", "",
+                  "Label propagation (k=10; each cluster takes the majority of its labelled members; accuracy on "
+                  "the images not labelled by hand):", "",
+                  "| labelled per cluster | chosen as | accuracy |", "| ---: | --- | ---: |",
+                  f"| 1 | nearest the centroid (first on the contact sheet) | {prop['nearest_centroid_1']:.4f} |",
+                  f"| 1 | random member (mean of 5 draws) | {prop['random_1']:.4f} |",
+                  f"| 5 | nearest the centroid | {prop['nearest_centroid_5']:.4f} |",
+                  f"| 5 | random members (mean of 5 draws) | {prop['random_5']:.4f} |", ""]
+    if "bycluster" in results:
+        b = results["bycluster"]
+        lines += ["### Cluster-then-search (Corel-1K, 100 queries vs 900 gallery, k=10 clusters of all 1,000)", "",
+                  "The query is assigned to its nearest centroid(s); only images of those clusters are searched "
+                  "(`search --by-cluster N`), the rest ranked after them for mAP.", "",
+                  "| search | share of gallery searched | mAP | P@10 |", "| --- | ---: | ---: | ---: |",
+                  f"| plain | 1.00 | {b['plain'][0]:.4f} | {b['plain'][1]:.4f} |"]
+        lines += [f"| nearest {n} cluster{'s' if n > 1 else ''} | {b[f'searched_share_{n}']:.2f} | "
+                  f"{b[f'clusters_{n}'][0]:.4f} | {b[f'clusters_{n}'][1]:.4f} |" for n in (1, 2, 3)]
+        lines.append("")
+    if "dups" in results:
+        d = results["dups"]
+        rule = (f"cosine >= {DEFAULT_THRESHOLD}, or cosine >= {DEFAULT_VERIFY_FROM} and pixel correlation >= "
+                f"{DEFAULT_PIXEL_THRESHOLD}")
+        lines += ["### Near-duplicates (edited real photos)", "",
+                  "200 clothing photos each with one edited copy (edits in turn: exact copy, resize 50%, JPEG "
+                  "quality 30, crop 5%, crop 10%, rotate 3 degrees, brightness +20%) mixed with 800 other clothing "
+                  "photos: 1,200 images, 200 true pairs. A found pair is two images in one group. The tuning set "
+                  "(seed 0) chose the rule; the held-out set (seed 1, other photos) checks it.", "",
+                  "| rule | set | precision | recall | pairs found | missed, by edit |",
+                  "| --- | --- | ---: | ---: | ---: | --- |"]
+        for name, row, which in ((f"**default**: {rule}", d["default"], "tuning"),
+                                 (f"**default**: {rule}", d["held_out"], "held-out"),
+                                 (f"CNN only, cosine >= {DEFAULT_THRESHOLD}", d["held_out_cnn_only"], "held-out"),
+                                 *((f"CNN only, cosine >= {t}", r, "tuning") for t, r in d["thresholds"].items())):
+            lines.append(f"| {name} | {which} | {row['precision']:.4f} | {row['recall']:.4f} | {row['found_pairs']} "
+                         f"| {row['missed_by_edit'] or 'none'} |")
+        false = ", ".join(f"{a}/{b}" for a, b in d["held_out"]["false_pairs"]) or "none"
+        lines += ["", f"False pairs of the default rule on the held-out set: {false} (files named by a plain "
+                  "number are different photos of the dataset, NNNN-edit.jpg an edited copy of NNNN.jpg). Looked at "
+                  "by eye (held-out run of 04:43 UTC): 0320/0718 is the same photo stored twice in the clothing "
+                  "dataset (a true duplicate the set does not know about); the others are garments of one kind "
+                  "photographed on the same background, joined by cosine >= 0.92 alone.", "",
+                  "Target: precision and recall >= 0.95. The CNN alone cannot reach both: different garments "
+                  "photographed the same way (jeans on the same wall) score like 10%-cropped copies; the pixel check "
+                  "on the band below the threshold separates them.", ""]
+    if "speed" in results:
+        s = results["speed"]
+        lines += ["### Speed", "",
+                  f"- k-means of 100,000 vectors ({s['dimension']}-d, noisy copies of the 3,781 real clothing "
+                  f"embeddings), 20 iterations: k=100 in **{s['kmeans_100k_k100_seconds']:.1f} s**, k=1000 in "
+                  f"{s['kmeans_100k_k1000_seconds']:.1f} s (target < 60 s). FAISS trains on at most 256 points "
+                  "per centroid, then assigns all.",
+                  f"- t-SNE map of 10,000 such vectors (PCA to 50, then scikit-learn t-SNE): "
+                  f"**{s['tsne_10k_seconds']:.0f} s**.", ""]
+    return "\n".join(lines)
+
+
+PARTS = {"classify": classify_part, "cluster": cluster_part, "bycluster": by_cluster_part, "dups": duplicates_part,
+         "speed": speed_part}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: " + ", ".join(PARTS))
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for part in args.only.split(","):
+        started = time.perf_counter()
+        results[part] = PARTS[part]() | {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        print(f"{part}: {time.perf_counter() - started:.0f} s", json.dumps(results[part], default=str)[:2000])
+        RESULTS.write_text(json.dumps(results, indent=2, default=str))
+    print(collect.write_section("organise", section(results)))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    main()

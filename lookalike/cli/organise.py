@@ -1,0 +1,155 @@
+"""Organising verbs: labels import, train-classifier, cluster (and cluster label), map, duplicates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from lookalike.cli.common import add_verb, open_index
+
+
+def labels_command(args: argparse.Namespace) -> int:
+    with open_index(args) as index:
+        report = index.import_labels(args.csv, root=args.root)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0
+
+
+def train_classifier_command(args: argparse.Namespace) -> int:
+    from lookalike.classifier import CONFUSION_TXT, train_classifier
+
+    with open_index(args) as index:
+        report = train_classifier(index, args.labels, attribute=args.attribute, test_fraction=args.test_fraction,
+                                  seed=args.seed)
+        confusion = (index.folder / CONFUSION_TXT).read_text()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(f"trained on {report.train_count} images, {len(report.classes)} classes; held out {report.test_count} "
+          f"({report.held_out}): accuracy {report.accuracy:.4f}")
+    print(report.skipped.summary())
+    print(confusion, end="")
+    print("saved: " + ", ".join(report.files))
+    return 0
+
+
+def cluster_command(args: argparse.Namespace) -> int:
+    from lookalike.clustering import cluster_index, propagate_labels
+
+    if args.action == "label":
+        if not args.labels:
+            raise ValueError("cluster label needs --labels FEW.csv (path,label for a few images per cluster)")
+        with open_index(args) as index:
+            report = propagate_labels(index, args.labels, out=args.out, attribute=args.attribute,
+                                      truth_csv=args.truth, unlabelled=args.unlabelled)
+        _print_propagation(report, args.json)
+        return 0
+    with open_index(args) as index:
+        report = cluster_index(index, k=args.k, out=args.out, attribute=args.attribute, seed=args.seed,
+                               k_range=(args.k_min, args.k_max))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(f"k={report.k} ({report.criterion}) in {report.seconds:.1f}s; sizes: {report.sizes}")
+    if report.purity is not None:
+        print(f"against {report.labelled} {args.attribute!r} labels: purity {report.purity:.4f}, NMI {report.nmi:.4f}")
+    print(f"contact sheets, clusters.csv and summary.json in {report.files[0]}")
+    return 0
+
+
+def _print_propagation(report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    for warning in report.warnings:
+        print(f"lookalike: warning: {warning}", file=sys.stderr)
+    print(report.skipped.summary())
+    print(f"{report.labelled_images} labelled images spread to {report.propagated} images; written to {report.output}")
+    if report.accuracy is not None:
+        print(f"accuracy against ground truth on {report.evaluated} images not labelled by hand: "
+              f"{report.accuracy:.4f}")
+
+
+def map_command(args: argparse.Namespace) -> int:
+    from lookalike.mapping import map_index
+
+    with open_index(args) as index:
+        report = map_index(index, args.out, colour_by=args.colour_by or None, method=args.method, seed=args.seed,
+                           thumbnails=not args.no_thumbnails)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"{report.method} map of {report.count} images in {report.seconds:.1f}s "
+              f"(colour: {report.colour_by or 'none'}): " + ", ".join(report.files))
+    return 0
+
+
+def duplicates_command(args: argparse.Namespace) -> int:
+    from lookalike.duplicates import find_duplicates
+
+    with open_index(args) as index:
+        groups = find_duplicates(index, threshold=args.threshold,
+                                 verify_from=None if args.cnn_only else args.verify_from,
+                                 pixel_threshold=args.pixel_threshold)
+    if args.json:
+        print(json.dumps([g.to_dict() for g in groups], indent=2))
+        return 0
+    if not groups:
+        print(f"no near-duplicates at cosine >= {args.threshold}")
+    for number, group in enumerate(groups, 1):
+        print(f"group {number}: {len(group.paths)} images (similarity >= {group.min_similarity:.3f})")
+        for path in group.paths:
+            print(f"  {'keep' if path == group.keep else '    '}  {path}")
+    extra = sum(len(g.paths) - 1 for g in groups)
+    print(f"{len(groups)} groups; {extra} images could go (keeping one per group)")
+    return 0
+
+
+def register(verbs: Any) -> None:
+    from lookalike.duplicates import DEFAULT_PIXEL_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FROM
+
+    labels = add_verb(verbs, "labels", labels_command, "import labels (path + label columns) from a CSV")
+    labels.add_argument("action", choices=["import"])
+    labels.add_argument("csv", metavar="CSV", help="paths relative to the CSV's folder unless absolute")
+    labels.add_argument("--root", help="folder the CSV's relative paths start from")
+
+    train = add_verb(verbs, "train-classifier", train_classifier_command,
+                     "train a classifier on the stored vectors (logistic regression) for search --by-class")
+    train.add_argument("--labels", required=True, help="CSV with path,label[,split]")
+    train.add_argument("--attribute", default="label")
+    train.add_argument("--test-fraction", type=float, default=0.2, help="held out when the CSV has no test split")
+    train.add_argument("--seed", type=int, default=0)
+
+    cluster = add_verb(verbs, "cluster", cluster_command,
+                       "group images by content (k-means); `cluster label` spreads a few labels per cluster")
+    cluster.add_argument("action", nargs="?", choices=["label"], help="propagate labels over the last clustering")
+    cluster.add_argument("--k", type=int, help="number of clusters (default: automatic, best silhouette)")
+    cluster.add_argument("--k-min", type=int, default=2)
+    cluster.add_argument("--k-max", type=int, default=20)
+    cluster.add_argument("--out", help="output folder (default INDEX/clusters) or, for label, the CSV to write")
+    cluster.add_argument("--attribute", default="label", help="label used for purity/NMI and propagation")
+    cluster.add_argument("--labels", help="label: CSV of a few labelled images (path,label)")
+    cluster.add_argument("--truth", help="label: CSV of ground-truth labels to score the propagation against")
+    cluster.add_argument("--unlabelled", choices=["nearest", "leave"], default="nearest",
+                         help="label: a cluster without labelled member takes the nearest cluster's label "
+                              "(low confidence) or stays unlabelled")
+    cluster.add_argument("--seed", type=int, default=0)
+
+    mapping = add_verb(verbs, "map", map_command, "2-D map of the collection (PNG and interactive HTML)")
+    mapping.add_argument("--out", required=True, help="output folder")
+    mapping.add_argument("--colour-by", default="label", help="label to colour by (e.g. label, cluster; '' for none)")
+    mapping.add_argument("--method", default="tsne", choices=["tsne", "umap"])
+    mapping.add_argument("--no-thumbnails", action="store_true", help="skip the PNG with thumbnails")
+    mapping.add_argument("--seed", type=int, default=0)
+
+    duplicates = add_verb(verbs, "duplicates", duplicates_command, "groups of near-identical images")
+    duplicates.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                            help=f"cosine similarity that makes two images duplicates (default {DEFAULT_THRESHOLD})")
+    duplicates.add_argument("--verify-from", type=float, default=DEFAULT_VERIFY_FROM,
+                            help="pairs between this cosine and --threshold are duplicates when their pixels agree "
+                                 f"(default {DEFAULT_VERIFY_FROM})")
+    duplicates.add_argument("--pixel-threshold", type=float, default=DEFAULT_PIXEL_THRESHOLD,
+                            help=f"pixel correlation needed below --threshold (default {DEFAULT_PIXEL_THRESHOLD})")
+    duplicates.add_argument("--cnn-only", action="store_true", help="no pixel check: cosine >= --threshold only")

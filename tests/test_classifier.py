@@ -1,0 +1,121 @@
+"""Classifier on stored vectors: held-out accuracy, confusion matrix, classify-then-search, model check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import DEMO_GALLERY
+
+from lookalike.classifier import (
+    CONFUSION_PNG,
+    CONFUSION_TXT,
+    DESCRIPTION_FILE,
+    evaluate_by_class,
+    load_classifier,
+    parse_by_class,
+    search_by_class,
+    train_classifier,
+)
+from lookalike.cli import main
+from lookalike.index import ModelMismatchError
+
+LABELS = DEMO_GALLERY / "labels.csv"
+
+
+@pytest.fixture
+def trained(demo_clone):
+    report = train_classifier(demo_clone, LABELS, test_fraction=0.3)
+    return demo_clone, report
+
+
+def test_classifier_is_accurate_on_held_out_demo_photos(trained):
+    index, report = trained
+    assert report.train_count + report.test_count == 144 and report.test_count == 44
+    assert report.accuracy >= 0.7  # 10 clothing types, ~10 training photos each
+    assert report.confusion.sum() == 44 and report.confusion.trace() / 44 == pytest.approx(report.accuracy)
+    text = (index.folder / CONFUSION_TXT).read_text()
+    assert text.startswith(f"held-out accuracy {report.accuracy:.4f}") and "t-shirt" in text
+    assert (index.folder / CONFUSION_PNG).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_search_by_class_returns_only_the_predicted_class(trained):
+    index, _ = trained
+    shoe = str(sorted((DEMO_GALLERY / "shoes").glob("*.jpg"))[0])
+    result = search_by_class(index, shoe, k=10)
+    assert list(result.predicted_class) == ["shoes"] and 0.5 < result.predicted_class["shoes"] <= 1.0
+    assert len(result.matches) == 10 and {m.labels["label"] for m in result.matches} == {"shoes"}
+
+
+def test_top2_fallback_widens_to_two_classes_when_unsure(trained):
+    index, _ = trained
+    unsure = search_by_class(index, 5, k=30, at_most=2, confidence=1.01)  # never sure enough: two classes
+    assert len(unsure.predicted_class) == 2
+    assert {m.labels["label"] for m in unsure.matches} <= set(unsure.predicted_class)
+    sure = search_by_class(index, 5, k=30, at_most=2, confidence=0.0)
+    assert len(sure.predicted_class) == 1
+    assert parse_by_class("top3") == 3
+    with pytest.raises(ValueError, match="topN"):
+        parse_by_class("best")
+
+
+def test_classify_then_search_beats_plain_on_held_out_queries(trained):
+    index, _ = trained
+    classifier = load_classifier(index)
+    labels = index.store.label_values("label")
+    ids = sorted(labels)
+    queries, gallery = ids[::4], [i for i in ids if i not in ids[::4]]
+    scores = evaluate_by_class(index, classifier, queries, [labels[i] for i in queries],
+                               gallery, [labels[i] for i in gallery])
+    assert scores.class_map > scores.plain_map and scores.queries == len(queries)
+
+
+def test_classifier_trained_on_another_model_is_refused(trained, capsys):
+    index, _ = trained
+    description = json.loads((index.folder / DESCRIPTION_FILE).read_text())
+    description["embedder"]["model"] = "resnet50"
+    (index.folder / DESCRIPTION_FILE).write_text(json.dumps(description))
+    with pytest.raises(ModelMismatchError, match="trained on another model"):
+        load_classifier(index)
+    folder = str(index.folder)
+    index.close()
+    assert main(["search", "--id", "3", "--by-class", "--index", folder]) == 2
+    assert "train it again" in capsys.readouterr().err
+
+
+def test_cli_train_classifier_reports_accuracy_and_skipped_rows(demo_clone, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    rows = LABELS.read_text().splitlines()
+    labels.write_text("\n".join([rows[0]] + [f"{DEMO_GALLERY}/{row}" for row in rows[1:]] + ["not/here.jpg,hat"]))
+    folder = str(demo_clone.folder)
+    demo_clone.close()
+    assert main(["train-classifier", "--index", folder, "--labels", str(labels)]) == 0
+    out = capsys.readouterr().out
+    assert "held out 29 (random stratified 20% (seed 0)): accuracy" in out
+    assert "skipped 1 rows naming images not in the index" in out
+    assert "rows: true class, columns: predicted" in out
+
+
+def test_cli_search_by_class_shows_the_predicted_class(trained, capsys):
+    index, _ = trained
+    folder = str(index.folder)
+    index.close()
+    shoe = str(sorted((DEMO_GALLERY / "shoes").glob("*.jpg"))[1])
+    assert main(["search", shoe, "--by-class", "-k", "3", "--index", folder]) == 0
+    out = capsys.readouterr().out
+    assert "predicted class: shoes (" in out and out.count("/shoes/") == 4  # the query line and 3 matches
+
+
+def test_cli_evaluate_compares_plain_and_classify_then_search(demo_copy, tmp_path, capsys):
+    photos = sorted(demo_copy.glob("*/*.jpg"))
+    rows = ["path,label,split"] + [f"{p.relative_to(demo_copy)},{p.parent.name},{'test' if n % 3 == 0 else 'train'}"
+                                    for n, p in enumerate(photos)]
+    (demo_copy / "labels.csv").write_text("\n".join(rows) + "\n")
+    folder = str(tmp_path / "idx")
+    assert main(["index", str(demo_copy), "--index", folder]) == 0
+    assert main(["train-classifier", "--index", folder, "--labels", str(demo_copy / "labels.csv")]) == 0
+    assert "held out 10 (split 'test' of the CSV)" in capsys.readouterr().out
+    assert main(["evaluate", str(demo_copy), "--index", folder, "--by-class", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert (scores["queries"], scores["gallery"]) == (10, 20)
+    assert 0 <= scores["plain_map"] <= 1 and scores["class_p10"] <= 1 and scores["accuracy"] >= 0.5

@@ -1,0 +1,130 @@
+"""k-means clustering of an index, contact sheets, purity/NMI, and label propagation."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from conftest import DEMO_GALLERY
+
+from lookalike.cli import main
+from lookalike.clustering import Clustering, cluster_index, cluster_quality, kmeans, propagate_labels, representatives
+
+
+def _few_labels(index, path, per_cluster=1, clusters=None):
+    """A CSV labelling the images nearest each centroid with their true label (as a person would)."""
+    clustering = Clustering.load(index.folder)
+    truth = index.store.label_values("label")
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        for cluster in clusters if clusters is not None else range(clustering.k):
+            for image_id in representatives(clustering, cluster, per_cluster):
+                writer.writerow([index.store.record(image_id).path, truth[image_id]])
+    return path
+
+
+def test_k_larger_than_the_collection_is_a_clear_error(demo_clone, capsys):
+    with pytest.raises(ValueError, match=r"k=200 is larger than the collection \(144 images\)"):
+        cluster_index(demo_clone, k=200)
+    folder = str(demo_clone.folder)
+    demo_clone.close()
+    assert main(["cluster", "--index", folder, "--k", "500"]) == 2
+    assert "larger than the collection" in capsys.readouterr().err
+
+
+def test_clusters_of_demo_clothing_are_mostly_pure_with_sheets(demo_clone, tmp_path):
+    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
+    report = cluster_index(demo_clone, k=10, out=tmp_path / "out")
+    assert sum(report.sizes) == 144 and len(report.sizes) == 10
+    assert report.purity > 0.45 and report.nmi > 0.4 and report.labelled == 144  # chance: about 0.2 and 0.1
+    sheets = sorted((tmp_path / "out").glob("cluster-*.png"))
+    assert len(sheets) == 10 and sheets[0].read_bytes()[:4] == b"\x89PNG"
+    with open(tmp_path / "out" / "clusters.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 144 and {int(r["cluster"]) for r in rows} == set(range(10))
+    assert demo_clone.search(1, k=3, where={"cluster": rows[0]["cluster"]}).matches  # stored as a label
+
+
+def test_automatic_k_picks_the_best_silhouette_in_range(demo_clone):
+    report = cluster_index(demo_clone, k=None, k_range=(3, 8), sheets=False)
+    assert set(report.silhouettes) <= set(range(3, 9)) and report.k == max(report.silhouettes,
+                                                                           key=report.silhouettes.get)
+    assert "silhouette" in report.criterion
+
+
+def test_purity_and_nmi_of_a_perfect_and_a_useless_clustering():
+    labels = ["a"] * 5 + ["b"] * 5
+    assert cluster_quality([0] * 5 + [1] * 5, labels) == pytest.approx((1.0, 1.0))
+    purity, nmi = cluster_quality([0] * 10, labels)
+    assert purity == 0.5 and nmi == pytest.approx(0.0)
+
+
+def test_kmeans_finds_well_separated_groups():
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, 32, dtype=np.float32)
+    points = np.repeat(centres, 50, axis=0) + rng.normal(0, 0.05, (400, 32)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    clustering = kmeans(points, 8)
+    purity, _ = cluster_quality(clustering.assignments, np.repeat(np.arange(8), 50).astype(str).tolist())
+    assert purity == 1.0 and clustering.similarity.min() > 0.8
+
+
+def test_one_label_per_cluster_spreads_to_every_image(demo_clone, tmp_path):
+    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
+    cluster_index(demo_clone, k=10, sheets=False)
+    few = _few_labels(demo_clone, tmp_path / "few.csv")
+    report = propagate_labels(demo_clone, few, out=tmp_path / "spread.csv")
+    assert report.labelled_images == 10 and report.propagated == 144 and report.clusters_without_labels == []
+    assert report.evaluated == 134 and report.accuracy > 0.4  # 10 clothing types: chance is about 0.1
+    with open(tmp_path / "spread.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 144 and all(r["label"] for r in rows)
+    assert sum(r["source"] == "human" and r["confidence"] == "1.000" for r in rows) == 10
+
+
+def test_cluster_without_labelled_member_is_warned_and_borrows_or_stays_empty(demo_clone, tmp_path):
+    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
+    cluster_index(demo_clone, k=10, sheets=False)
+    few = _few_labels(demo_clone, tmp_path / "few.csv", clusters=range(8))
+    with open(few, "a") as handle:
+        handle.write("nowhere/photo.jpg,hat\n")
+    borrowed = propagate_labels(demo_clone, few, out=tmp_path / "nearest.csv")
+    assert borrowed.clusters_without_labels == [8, 9] and len(borrowed.skipped.unknown) == 1
+    assert any("clusters 8, 9 have no labelled member" in w and "nearest" in w for w in borrowed.warnings)
+    with open(tmp_path / "nearest.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["cluster"] in ("8", "9")]
+    assert rows and all(r["source"].startswith("nearest cluster") and float(r["confidence"]) <= 0.5 for r in rows)
+    left = propagate_labels(demo_clone, few, out=tmp_path / "left.csv", unlabelled="leave")
+    assert left.propagated == 144 - len(rows) and any("left unlabelled" in w for w in left.warnings)
+
+
+def test_cli_cluster_label_needs_a_clustering_first(demo_clone, tmp_path, capsys):
+    few = tmp_path / "few.csv"
+    few.write_text("path,label\n")
+    folder = str(demo_clone.folder)
+    demo_clone.close()
+    assert main(["cluster", "label", "--index", folder, "--labels", str(few)]) == 2
+    assert "run `lookalike cluster" in capsys.readouterr().err
+    assert main(["cluster", "--index", folder, "--k", "4", "--out", str(tmp_path / "c")]) == 0
+    assert "k=4 (given)" in capsys.readouterr().out
+
+
+def test_search_by_cluster_stays_in_the_nearest_clusters(demo_clone, capsys):
+    from lookalike.clustering import nearest_clusters, search_by_cluster
+
+    cluster_index(demo_clone, k=6, sheets=False)
+    clustering = Clustering.load(demo_clone.folder)
+    query = int(clustering.ids[0])
+    own = int(clustering.assignments[0])
+    assert nearest_clusters(clustering, demo_clone.store.vectors([query])[0], 1) == [own]
+    result = search_by_cluster(demo_clone, query, k=200)
+    assert len(result.matches) == clustering.sizes()[own] - 1  # every other member, and nothing else
+    assert {m.labels["cluster"] for m in result.matches} == {str(own)}
+    wider = search_by_cluster(demo_clone, query, k=200, clusters=2)
+    assert len({m.labels["cluster"] for m in wider.matches}) == 2
+    folder = str(demo_clone.folder)
+    demo_clone.close()
+    assert main(["search", "--id", str(query), "--by-cluster", "-k", "3", "--index", folder]) == 0
+    assert capsys.readouterr().out.count("\n") == 5  # query line, header, 3 matches

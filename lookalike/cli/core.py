@@ -53,7 +53,7 @@ def search_command(args: argparse.Namespace) -> int:
     with open_index(args) as index:
         query = args.id if args.id is not None else args.query
         result = index.search(query, k=args.k, metric=args.metric, min_score=args.min_score,
-                              random_query=args.random, seed=args.seed)
+                              random_query=args.random, seed=args.seed, method=args.method)
     print_result(result, args.json)
     return 0
 
@@ -106,6 +106,8 @@ def register(verbs: Any) -> None:
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--metric", choices=METRICS, default="cosine")
     search.add_argument("--min-score", type=float, help="drop matches scoring below this")
+    search.add_argument("--method", default="cosine",
+                        help="cosine, euclidean, or a similarity model trained with train-similarity")
 
     add_verb(verbs, "info", info_command, "describe an index")
 

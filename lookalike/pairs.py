@@ -101,7 +101,7 @@ class PairSet:
         eval_size = int(round(size * eval_fraction))
         train = _sample_pairs(values, np.flatnonzero(in_train), size - eval_size, rng, attribute, "training")
         held_out = _sample_pairs(values, np.flatnonzero(~in_train), eval_size, rng, attribute, "evaluation")
-        return cls(attribute, str(dataset), paths, values, vectors, in_train, train, held_out, seed)
+        return cls(attribute, os.path.abspath(dataset), paths, values, vectors, in_train, train, held_out, seed)
 
     def vectors_of(self, pairs: Pairs) -> tuple[Matrix, Matrix]:
         return self.vectors[pairs.first], self.vectors[pairs.second]

@@ -19,7 +19,7 @@ from lookalike.evaluation import evaluate_index, read_labels, retrieval_scores
 from lookalike.index import ImageIndex
 from lookalike.pairs import PairSet
 from lookalike.settings import datasets_dir
-from lookalike.similarity import DEFAULT_CANDIDATES, METHODS, make_method, save_method, score_matrix
+from lookalike.similarity import DEFAULT_CANDIDATES, METHODS, fit_method, make_method, save_method, score_matrix
 from lookalike.study import measure, run_study
 
 OUT = collect.HERE / "out"
@@ -72,7 +72,7 @@ def main() -> None:
     train_pairs = PairSet.build(dataset, "label", index, seed=0, split="train", eval_fraction=0.2)
     retrieval = []
     for name in dict.fromkeys([best.method, "projection", "logreg"]):
-        method = make_method(name).fit(train_pairs.training_data())
+        method = fit_method(make_method(name), train_pairs.training_data())
         held_out = measure(name, True, method.score(*train_pairs.vectors_of(train_pairs.eval)), train_pairs.eval.same)
         started = time.perf_counter()
         full = retrieval_scores(score_matrix(method, queries, gallery), query_labels, gallery_labels)
@@ -108,7 +108,7 @@ def write(study, described, best, cosine, retrieval, search_ms) -> None:
         "balanced, seed 0", "",
         study.to_markdown(), "",
         "Accuracy is at the best threshold chosen on the held-out pairs (an upper bound for a fixed threshold). "
-        "`logreg`, `forest`, `boosting`: classifiers on the symmetric pair features |a-b| and a*b "
+        "`logreg`, `forest`: classifiers on the symmetric pair features |a-b| and a*b "
         "(logreg standardised, C=0.01). `projection`: cosine after an LDA projection learned from the training "
         "images' labels, Platt-calibrated. `agreement`: sum_c p(c|a) p(c|b) from a standardised logistic "
         "regression on the training images' labels, Platt-calibrated on out-of-fold probabilities.", "",

@@ -27,6 +27,7 @@ from lookalike.similarity import (
     STUDY_METHODS,
     SimilarityMethod,
     describe_method,
+    fit_method,
     make_method,
     save_method,
 )
@@ -121,7 +122,7 @@ def run_study(pair_set: PairSet, methods: Sequence[str] = STUDY_METHODS, progres
     for name in tqdm(methods, desc="methods", disable=not progress):
         method = make_method(name)
         started = time.perf_counter()
-        method.fit(training)
+        fit_method(method, training)
         fit_seconds = time.perf_counter() - started
         results.append(measure(name, method.learned, method.score(first, second), truth, fit_seconds))
         trained[name] = method
@@ -163,7 +164,7 @@ def train_similarity(index: ImageIndex, dataset: str | Path, attribute: str = "l
     pair_set = PairSet.build(dataset, attribute, index, size=size, eval_fraction=eval_fraction, seed=seed,
                              split=split)
     started = time.perf_counter()
-    model.fit(pair_set.training_data())
+    fit_method(model, pair_set.training_data())
     fit_seconds = time.perf_counter() - started
     held_out = measure(method, True, model.score(*pair_set.vectors_of(pair_set.eval)), pair_set.eval.same,
                        fit_seconds)

@@ -41,12 +41,11 @@ def split_vectors(index: ImageIndex, dataset: Path, split: str) -> tuple[np.ndar
     return vectors, np.array([row.label for row in rows])
 
 
-def search_path_map(method, queries, query_labels, gallery, gallery_labels) -> float:
+def search_path_map(learned, queries, query_labels, gallery, gallery_labels, candidates: int) -> float:
     """mAP of what `search --method` does: the top candidates by cosine re-ranked, the rest left in cosine order."""
     cosine = queries @ gallery.T
-    learned = score_matrix(method, queries, gallery)
     combined = cosine - 10.0  # below every probability
-    top = np.argsort(-cosine, axis=1, kind="stable")[:, :DEFAULT_CANDIDATES]
+    top = np.argsort(-cosine, axis=1, kind="stable")[:, :candidates]
     rows = np.arange(len(queries))[:, None]
     combined[rows, top] = learned[rows, top]
     return retrieval_scores(combined, query_labels, gallery_labels)[0]
@@ -75,10 +74,12 @@ def main() -> None:
         method = fit_method(make_method(name), train_pairs.training_data())
         held_out = measure(name, True, method.score(*train_pairs.vectors_of(train_pairs.eval)), train_pairs.eval.same)
         started = time.perf_counter()
-        full = retrieval_scores(score_matrix(method, queries, gallery), query_labels, gallery_labels)
+        learned = score_matrix(method, queries, gallery)
         full_seconds = time.perf_counter() - started
-        reranked = search_path_map(method, queries, query_labels, gallery, gallery_labels)
-        retrieval.append((name, held_out.pearson, full[0], full[1], reranked, full_seconds / len(queries) * 1e3))
+        full = retrieval_scores(learned, query_labels, gallery_labels)
+        reranked = [search_path_map(learned, queries, query_labels, gallery, gallery_labels, candidates)
+                    for candidates in (DEFAULT_CANDIDATES, 1000)]
+        retrieval.append((name, held_out.pearson, full[0], full[1], *reranked, full_seconds / len(queries) * 1e3))
         print(retrieval[-1])
         if name == best.method:
             save_method(index, method, {"pairs": train_pairs.describe() | {"split": "train"}}, name=f"{name}-train")
@@ -96,7 +97,7 @@ def time_search(index: ImageIndex, name: str, queries: np.ndarray) -> float:
 
 
 def write(study, described, best, cosine, retrieval, search_ms) -> None:
-    best_map = max(r[4] for r in retrieval if r[0] == best.method)
+    chosen = next(r for r in retrieval if r[0] == best.method)
     lines = [
         "## Similarity methods: pair-correlation study and learned re-ranking (clothing)", "",
         collect.machine_line() + " Other helpers' work was running on the same 2 cores.", "",
@@ -121,13 +122,19 @@ def write(study, described, best, cosine, retrieval, search_ms) -> None:
         f"Cosine baseline: mAP {cosine.mean_average_precision:.3f}, P@10 {cosine.precision_at_10:.3f} "
         f"({cosine.queries} queries, {cosine.gallery} gallery).", "",
         "| method | Pearson on held-out train-split pairs | mAP, every gallery image re-scored | P@10 | "
-        f"mAP, search path (top {DEFAULT_CANDIDATES} by cosine re-ranked) | scoring ms/query (whole gallery) |",
-        "|---|---|---|---|---|---|",
+        f"mAP, top {DEFAULT_CANDIDATES} by cosine re-ranked (search default) | mAP, top 1000 re-ranked | "
+        "scoring ms/query (whole gallery) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {n} | {p:.3f} | {m:.3f} | {p10:.3f} | {r:.3f} | {ms:.1f} |" for n, p, m, p10, r, ms in retrieval]
-    lines += ["", f"Target mAP >= {TARGET_MAP} with {best.method}: "
-              f"{'met' if best_map >= TARGET_MAP else 'NOT met'} on the search path ({best_map:.3f}). "
-              f"`search --method {best.method}-train` takes {search_ms:.1f} ms per query "
+    lines += [f"| {n} | {p:.3f} | {m:.3f} | {p10:.3f} | {r300:.3f} | {r1000:.3f} | {ms:.1f} |"
+              for n, p, m, p10, r300, r1000, ms in retrieval]
+    name, _, full_map, _, top_map = chosen[:5]
+    lines += ["", f"Target mAP >= {TARGET_MAP} with {name}: {'met' if full_map >= TARGET_MAP else 'NOT met'} when "
+              f"every gallery image is re-scored ({full_map:.3f}); re-ranking only the top {DEFAULT_CANDIDATES} "
+              f"cosine candidates gives {top_map:.3f} ({'met' if top_map >= TARGET_MAP else 'NOT met'}): mAP ranks "
+              f"all {cosine.gallery} gallery images and the larger types (up to 795 t-shirts) cannot fit in the "
+              "candidates, so the rest stay in cosine order. "
+              f"`search --method {name}-train` takes {search_ms:.1f} ms per query "
               f"(vector search + re-ranking {DEFAULT_CANDIDATES} candidates)."]
     print(collect.write_section("similarity", "\n".join(lines)))
 

@@ -25,6 +25,7 @@ from lookalike.study import measure, run_study
 OUT = collect.HERE / "out"
 TARGET_PEARSON = 0.85
 TARGET_MAP = 0.75
+IMAGE_WISE = ("projection", "agreement")  # methods search scores over the whole index
 
 
 def clothing_index(dataset: Path) -> ImageIndex:
@@ -122,20 +123,23 @@ def write(study, described, best, cosine, retrieval, search_ms) -> None:
         f"Cosine baseline: mAP {cosine.mean_average_precision:.3f}, P@10 {cosine.precision_at_10:.3f} "
         f"({cosine.queries} queries, {cosine.gallery} gallery).", "",
         "| method | Pearson on held-out train-split pairs | mAP, every gallery image re-scored | P@10 | "
-        f"mAP, top {DEFAULT_CANDIDATES} by cosine re-ranked (search default) | mAP, top 1000 re-ranked | "
-        "scoring ms/query (whole gallery) |",
-        "|---|---|---|---|---|---|---|",
+        f"mAP, top {DEFAULT_CANDIDATES} by cosine re-ranked | mAP, top 1000 re-ranked | scoring ms/query "
+        "(whole gallery) | `search --method` does |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {n} | {p:.3f} | {m:.3f} | {p10:.3f} | {r300:.3f} | {r1000:.3f} | {ms:.1f} |"
+    lines += [f"| {n} | {p:.3f} | {m:.3f} | {p10:.3f} | {r300:.3f} | {r1000:.3f} | {ms:.1f} | "
+              f"{'every image' if n in IMAGE_WISE else f'top {DEFAULT_CANDIDATES}'} |"
               for n, p, m, p10, r300, r1000, ms in retrieval]
     name, _, full_map, _, top_map = chosen[:5]
-    lines += ["", f"Target mAP >= {TARGET_MAP} with {name}: {'met' if full_map >= TARGET_MAP else 'NOT met'} when "
-              f"every gallery image is re-scored ({full_map:.3f}); re-ranking only the top {DEFAULT_CANDIDATES} "
-              f"cosine candidates gives {top_map:.3f} ({'met' if top_map >= TARGET_MAP else 'NOT met'}): mAP ranks "
-              f"all {cosine.gallery} gallery images and the larger types (up to 795 t-shirts) cannot fit in the "
-              "candidates, so the rest stay in cosine order. "
-              f"`search --method {name}-train` takes {search_ms:.1f} ms per query "
-              f"(vector search + re-ranking {DEFAULT_CANDIDATES} candidates)."]
+    searched = full_map if name in IMAGE_WISE else top_map
+    lines += ["", f"Target mAP >= {TARGET_MAP} with the best method, {name}: "
+              f"{'met' if searched >= TARGET_MAP else 'NOT met'} ({searched:.3f}, as `search --method {name}` "
+              f"ranks). `projection` and `agreement` embed each image on its own, so search scores every indexed "
+              f"image; re-ranking only the top {DEFAULT_CANDIDATES} cosine candidates would give {top_map:.3f}, "
+              f"because mAP ranks all {cosine.gallery} gallery images and the larger types (up to 795 t-shirts) do "
+              "not fit in the candidates (the rest stay in cosine order). The pair classifiers (logreg, forest) "
+              f"re-rank the top {DEFAULT_CANDIDATES}. `search --method {name}-train` on the whole clothing index "
+              f"({cosine.queries} + {cosine.gallery} + validation images) takes {search_ms:.1f} ms per query."]
     print(collect.write_section("similarity", "\n".join(lines)))
 
 

@@ -116,17 +116,23 @@ class Projection:
     def fit(self, data: TrainingData) -> Projection:
         self.lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(data.image_vectors,
                                                                                     data.image_values)
-        self.calibration = Calibration().fit(self._cosine(data.first, data.second), data.same)
+        self.calibration = Calibration().fit(self._cosine(self.embed(data.first), self.embed(data.second)),
+                                             data.same)
         return self
 
-    def project(self, vectors: Matrix) -> Matrix:
+    def embed(self, vectors: Matrix) -> Matrix:
+        """Each image on its own, in the space where the method compares images."""
         return _unit(self.lda.transform(vectors))
 
     def _cosine(self, a: Matrix, b: Matrix) -> Scores:
-        return np.einsum("ij,ij->i", self.project(a), self.project(b))
+        return np.einsum("ij,ij->i", a, b)
+
+    def compare(self, a: Matrix, b: Matrix) -> Scores:
+        """Scores of embedded pairs: score(a, b) == compare(embed(a), embed(b))."""
+        return self.calibration(self._cosine(a, b))
 
     def score(self, a: Matrix, b: Matrix) -> Scores:
-        return self.calibration(self._cosine(a, b))
+        return self.compare(self.embed(a), self.embed(b))
 
 
 class Agreement:
@@ -146,6 +152,15 @@ class Agreement:
         self.calibration = Calibration().fit(agreement, data.same)
         return self
 
+    def embed(self, vectors: Matrix) -> Matrix:
+        return self.classifier.predict_proba(vectors)
+
+    def compare(self, a: Matrix, b: Matrix) -> Scores:
+        return self.calibration(_log_agreement(a, b))
+
+    def score(self, a: Matrix, b: Matrix) -> Scores:
+        return self.compare(self.embed(a), self.embed(b))
+
     def _out_of_fold(self, data: TrainingData) -> npt.NDArray[np.float64]:
         smallest = int(np.unique(data.image_values, return_counts=True)[1].min())
         folds = min(5, smallest)
@@ -155,8 +170,6 @@ class Agreement:
         return cross_val_predict(self.classifier, data.image_vectors, data.image_values, cv=splitter,
                                  method="predict_proba")
 
-    def score(self, a: Matrix, b: Matrix) -> Scores:
-        return self.calibration(_log_agreement(self.classifier.predict_proba(a), self.classifier.predict_proba(b)))
 
 
 def _log_agreement(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> Scores:
@@ -265,26 +278,55 @@ def load_method(index: ImageIndex, name: str) -> SimilarityMethod:
 def rerank_search(index: ImageIndex, vector: Matrix, method: str, k: int = 10, min_score: float | None = None,
                   query: str = "<vector>", timings: dict[str, float] | None = None, exclude: set[int] | None = None,
                   candidates: int = DEFAULT_CANDIDATES) -> SearchResult:
-    """Top `max(k, candidates)` by cosine, re-scored by a trained method; scores are P(similar)."""
+    """Matches scored by a trained method; scores are its probability of "similar".
+
+    Methods that embed images one by one (projection, agreement) score every indexed image (their
+    embeddings of the index are computed once and cached); pair classifiers (logreg, forest)
+    re-rank the top `max(k, candidates)` images by cosine.
+    """
     model = load_method(index, method)
     timings = dict(timings or {})
     exclude = exclude or set()
+    query_vector = np.asarray(vector, np.float32).reshape(1, -1)
     started = time.perf_counter()
-    _, found = index.store.search(np.asarray(vector, np.float32).reshape(1, -1), max(k, candidates) + len(exclude))
-    ids = [int(i) for i in found[0] if i >= 0 and int(i) not in exclude]
-    timings["search"] = (time.perf_counter() - started) * 1e3
-    if not ids:
-        return SearchResult([], query, method, timings | {"rerank": 0.0})
-    started = time.perf_counter()
-    gallery = index.store.vectors(ids)
-    scores = model.score(np.repeat(np.asarray(vector, np.float32).reshape(1, -1), len(ids), axis=0), gallery)
-    order = np.argsort(-scores, kind="stable")
+    if hasattr(model, "embed"):
+        ids, embedded = _embedded_index(index, method, model)
+        keep = ~np.isin(ids, list(exclude))
+        ids, embedded = ids[keep], embedded[keep]
+        timings["search"] = (time.perf_counter() - started) * 1e3
+        if len(ids) == 0:
+            return SearchResult([], query, method, timings)
+        started = time.perf_counter()
+        scores = model.compare(np.repeat(model.embed(query_vector), len(ids), axis=0), embedded)
+    else:
+        _, found = index.store.search(query_vector, max(k, candidates) + len(exclude))
+        ids = np.array([int(i) for i in found[0] if i >= 0 and int(i) not in exclude], dtype=np.int64)
+        timings["search"] = (time.perf_counter() - started) * 1e3
+        if len(ids) == 0:
+            return SearchResult([], query, method, timings)
+        started = time.perf_counter()
+        scores = model.score(np.repeat(query_vector, len(ids), axis=0), index.store.vectors(ids.tolist()))
+    order = np.argsort(-scores, kind="stable")[:k]
     timings["rerank"] = (time.perf_counter() - started) * 1e3
     matches = []
     for position in order:
-        if len(matches) == k or (min_score is not None and scores[position] < min_score):
+        if min_score is not None and scores[position] < min_score:
             break
-        record = index.store.record(ids[position])
+        record = index.store.record(int(ids[position]))
         assert record is not None
         matches.append(Match(record.id, record.path, float(scores[position]), index.store.labels(record.id)))
     return SearchResult(matches, query, method, timings)
+
+
+_embedded: dict[tuple[str, str], tuple[tuple[int, int], npt.NDArray[np.int64], Matrix]] = {}
+
+
+def _embedded_index(index: ImageIndex, name: str, model: Any) -> tuple[npt.NDArray[np.int64], Matrix]:
+    """Every indexed image embedded by the model, recomputed when the index or the model changes."""
+    key = (str(index.folder), name)
+    version = (index.store.generation, id(model))
+    if key not in _embedded or _embedded[key][0] != version:
+        ids, vectors = index.vectors()
+        with threadpool_limits(limits=1, user_api="blas"):
+            _embedded[key] = (version, ids, model.embed(vectors) if len(ids) else np.zeros((0, 1)))
+    return _embedded[key][1], _embedded[key][2]

@@ -18,6 +18,7 @@ from lookalike.similarity import (
     load_method,
     make_method,
     pair_features,
+    rerank_search,
     save_method,
     trained_methods,
 )
@@ -93,6 +94,21 @@ def test_search_with_a_learned_method_returns_probabilities_best_first(own_index
     # the query's own type should fill the top of the list (the demo gallery has 14 of each)
     query_type = own_index.store.record(query).path.split("/")[-2]
     assert sum(m.path.split("/")[-2] == query_type for m in result.matches) >= 6
+
+
+def test_image_wise_methods_score_every_image_and_pair_classifiers_the_candidates(own_index, trained, demo_pairs):
+    save_method(own_index, trained["projection"], {"pairs": demo_pairs.describe()})
+    save_method(own_index, trained["logreg"], {"pairs": demo_pairs.describe()})
+    query = own_index.random_id(seed=5)
+    everything = own_index.search(query, k=500, method="projection")
+    assert len(everything.matches) == len(own_index) - 1
+    vectors = own_index.store.vectors([query] + [m.id for m in everything.matches])
+    direct = trained["projection"].score(np.repeat(vectors[:1], len(vectors) - 1, axis=0), vectors[1:])
+    assert np.allclose([m.score for m in everything.matches], direct)
+    limited = rerank_search(own_index, vectors[0], "logreg", k=10, exclude={query}, candidates=40)
+    cosine_top = {m.id for m in own_index.search(query, k=40).matches}
+    assert len(limited.matches) == 10 and {m.id for m in limited.matches} <= cosine_top
+    assert [m.score for m in limited.matches] == sorted((m.score for m in limited.matches), reverse=True)
 
 
 def test_min_score_drops_improbable_matches(own_index, trained, demo_pairs):

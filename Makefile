@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_QUERY := demo/gallery/dress/$(shell ls demo/gallery/dress | head -n 1)
+DEMO_QUERY := demo/gallery/shoes/$(shell ls demo/gallery/shoes | head -n 1)
 
 .PHONY: demo test lint setup clean
 

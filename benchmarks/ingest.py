@@ -1,0 +1,97 @@
+"""Core benchmark: network-only vs end-to-end indexing throughput, search latency, retrieval quality.
+
+Run: python -m benchmarks.ingest   (reads LOOKALIKE_DATASETS, default ../shared/datasets)
+Writes the "core" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.collect import machine_line, write_section
+from lookalike.embedders import get_embedder
+from lookalike.evaluation import evaluate_index
+from lookalike.index import ImageIndex
+from lookalike.settings import datasets_dir
+
+
+def network_only_throughput(batches: int = 8, batch_size: int = 32) -> float:
+    embedder = get_embedder()
+    batch = np.random.default_rng(0).standard_normal((batch_size, 3, 224, 224)).astype(np.float32)
+    embedder.embed_batch(batch)  # warm-up (and the one-time export)
+    started = time.perf_counter()
+    for _ in range(batches):
+        embedder.embed_batch(batch)
+    return batches * batch_size / (time.perf_counter() - started)
+
+
+def index_dataset(dataset: Path, folder: Path) -> tuple[ImageIndex, float]:
+    index = ImageIndex.create(folder)
+    index.embedder.embed_batch(np.zeros((1, 3, 224, 224), np.float32))  # model load outside the timing
+    report = index.add_folder(dataset)
+    return index, report.added / report.seconds
+
+
+def search_latency(index: ImageIndex, queries: int = 300) -> tuple[float, float]:
+    ids = index.store.ids()
+    rng = np.random.default_rng(1)
+    times = []
+    for image_id in rng.choice(ids, size=queries):
+        result = index.search_by_id(int(image_id), k=10)
+        times.append(result.timings["search"])
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def upload_latency(index: ImageIndex, photos: list[Path]) -> tuple[float, float]:
+    times = []
+    for photo in photos:
+        started = time.perf_counter()
+        index.search(photo.read_bytes(), k=10)
+        times.append((time.perf_counter() - started) * 1e3)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def main() -> None:
+    data = datasets_dir()
+    work = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
+    try:
+        network = network_only_throughput()
+        clothing, end_to_end = index_dataset(data / "clothing", work / "clothing")
+        p50, p99 = search_latency(clothing)
+        photos = sorted((data / "clothing" / "test").rglob("*.jpg"))[:100]
+        upload_p50, upload_p99 = upload_latency(clothing, photos)
+        clothing_scores = evaluate_index(clothing, data / "clothing")
+        corel, _ = index_dataset(data / "corel1k", work / "corel")
+        corel_scores = evaluate_index(corel, data / "corel1k")
+        count = len(clothing)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = end_to_end / network
+    write_section("core", f"""## Core: indexing throughput, search latency, retrieval quality (benchmarks/ingest.py)
+
+{machine_line()} Model efficientnet-lite0 on ONNX Runtime (CPU), batch 32.
+
+| measure | value | target |
+|---|---|---|
+| network-only throughput (synthetic batches) | {network:.0f} images/s | |
+| end-to-end indexing of clothing ({count} real photos: decode + embed + store) | {end_to_end:.0f} images/s | >= 100 |
+| end-to-end / network-only | {ratio:.2f} | >= 0.80 |
+| search latency by indexed id, exact, {count} images, p50 / p99 | {p50:.2f} / {p99:.2f} ms | |
+| search by image bytes (decode + embed + search), p50 / p99 | {upload_p50:.1f} / {upload_p99:.1f} ms | |
+
+| dataset | queries vs gallery | mAP | P@10 | reference (mAP / P@10) |
+|---|---|---|---|---|
+| Corel-1K | {corel_scores.queries} query vs {corel_scores.gallery} gallery | \
+{corel_scores.mean_average_precision:.4f} | {corel_scores.precision_at_10:.4f} | 0.90 / 0.96 |
+| clothing | {clothing_scores.queries} test vs {clothing_scores.gallery} train | \
+{clothing_scores.mean_average_precision:.4f} | {clothing_scores.precision_at_10:.4f} | 0.53 / 0.76 |
+""")
+
+
+if __name__ == "__main__":
+    main()

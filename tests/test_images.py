@@ -1,0 +1,117 @@
+"""Decoding: every kind of junk becomes an ImageError with a reason; every mode becomes upright RGB."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import DEMO_GALLERY, write_photo
+from PIL import Image
+
+from lookalike.images import ImageError, load_image, resize_and_crop, to_rgb
+
+A_REAL_PHOTO = next((DEMO_GALLERY / "shoes").glob("*.jpg"))
+
+
+def test_zero_byte_file_is_reported_as_empty(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(tmp_path / "empty.jpg")
+
+
+def test_truncated_jpeg_is_reported_as_truncated(tmp_path):
+    data = A_REAL_PHOTO.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_text_named_jpg_is_not_an_image(tmp_path):
+    (tmp_path / "notes.jpg").write_text("shopping list: milk, eggs")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(tmp_path / "notes.jpg")
+
+
+def test_unsupported_format_is_reported(tmp_path):
+    (tmp_path / "vector.jpg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><rect/></svg>')
+    with pytest.raises(ImageError, match="unsupported format"):
+        load_image(tmp_path / "vector.jpg")
+
+
+def test_decompression_bomb_is_refused_with_a_clear_message(tmp_path):
+    Image.new("1", (12_000, 8_000)).save(tmp_path / "bomb.png")  # 96 Mpx, a few KiB on disk
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+
+
+def test_one_pixel_image_is_too_small(tmp_path):
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    with pytest.raises(ImageError, match="too small"):
+        load_image(tmp_path / "dot.png")
+
+
+def test_unreadable_file_is_reported(tmp_path, monkeypatch):
+    path = write_photo(tmp_path / "secret.png", seed=1)
+    if os.geteuid() != 0:
+        path.chmod(0)
+    else:  # root reads everything: answer the access check as it would be answered for a user
+        monkeypatch.setattr(os, "access", lambda candidate, mode: str(candidate) != str(path))
+    with pytest.raises(ImageError, match="permission denied"):
+        load_image(path)
+
+
+def test_broken_symlink_is_reported(tmp_path):
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ImageError, match="broken symbolic link"):
+        load_image(tmp_path / "link.jpg")
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "never-there.jpg")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    wide = Image.new("RGB", (120, 60), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    wide.save(tmp_path / "rotated.jpg", exif=exif)
+    decoded = load_image(tmp_path / "rotated.jpg")
+    assert decoded.pixels.size == (60, 120)
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "LA", "CMYK", "I;16", "1"])
+def test_every_mode_becomes_rgb(tmp_path, mode):
+    path = tmp_path / f"image-{mode.replace(';', '')}.{'tif' if mode in ('CMYK', 'I;16') else 'png'}"
+    write_photo(path, seed=3, mode=mode)
+    assert load_image(path).pixels.mode == "RGB"
+
+
+def test_transparent_areas_are_composited_on_white():
+    image = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
+    assert to_rgb(image).getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_gif_uses_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (40, 40), colour) for colour in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    red, green, blue = load_image(tmp_path / "anim.gif").pixels.getpixel((10, 10))
+    assert red > 200 and blue < 50
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_its_true_size(tmp_path):
+    Image.fromarray(np.full((2000, 3000, 3), 128, np.uint8)).save(tmp_path / "big.jpg")
+    decoded = load_image(tmp_path / "big.jpg", target_side=224)
+    assert (decoded.width, decoded.height) == (3000, 2000)
+    assert 224 <= min(decoded.pixels.size) < 500
+
+
+def test_bytes_are_decoded_like_files():
+    decoded = load_image(A_REAL_PHOTO.read_bytes())
+    assert decoded.pixels.mode == "RGB" and decoded.width > 0
+
+
+def test_resize_and_crop_gives_a_centred_square():
+    image = Image.new("RGB", (400, 300))
+    assert resize_and_crop(image, 224).size == (224, 224)

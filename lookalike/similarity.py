@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -219,6 +220,11 @@ def score_matrix(method: SimilarityMethod, queries: Matrix, gallery: Matrix) -> 
     """Every query against every gallery image (for evaluation), one query row at a time."""
     scores = np.empty((len(queries), len(gallery)), dtype=np.float32)
     with threadpool_limits(limits=1, user_api="blas"):
+        if hasattr(method, "embed"):  # embed each image once, then compare
+            embedded_queries, embedded_gallery = method.embed(queries), method.embed(gallery)
+            for row, query in enumerate(embedded_queries):
+                scores[row] = method.compare(np.repeat(query[None], len(gallery), axis=0), embedded_gallery)
+            return scores
         for row, query in enumerate(queries):
             scores[row] = method.score(np.repeat(query[None], len(gallery), axis=0), gallery)
     return scores
@@ -229,6 +235,8 @@ def save_method(index: ImageIndex, method: SimilarityMethod, trained_on: dict[st
                 name: str | None = None) -> Path:
     """Store a trained method as INDEX/similarity/NAME.joblib, with NAME.json saying what it learned from."""
     name = name or method.name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"model name {name!r}: use letters, digits, '-', '_' and '.'")
     if name in METRICS:
         raise ValueError(f"{name!r} is a built-in measure; give the trained model another name")
     folder = index.folder / MODELS_FOLDER

@@ -20,6 +20,7 @@ from lookalike.similarity import (
     pair_features,
     rerank_search,
     save_method,
+    score_matrix,
     trained_methods,
 )
 
@@ -145,6 +146,16 @@ def test_an_untrained_method_name_is_a_clear_error(own_index):
 def test_a_fixed_measure_cannot_be_saved_as_a_model(own_index, trained):
     with pytest.raises(ValueError, match="built-in"):
         save_method(own_index, trained["logreg"], {}, name="cosine")
+    with pytest.raises(ValueError, match="model name"):
+        save_method(own_index, trained["logreg"], {}, name="../outside")
+
+
+def test_score_matrix_matches_pairwise_scores(trained, demo_pairs):
+    vectors = demo_pairs.vectors[:12]
+    for name in ("agreement", "logreg"):
+        matrix = score_matrix(trained[name], vectors[:3], vectors)
+        pairwise = trained[name].score(np.repeat(vectors[1:2], 12, axis=0), vectors)
+        assert np.allclose(matrix[1], pairwise)
 
 
 def test_cli_trains_then_searches_with_the_model(own_index, capsys):

@@ -61,6 +61,7 @@ def main() -> None:
     study = run_study(pair_set, METHODS)
     print(study.to_text())
     files = study.write(OUT / "similarity-study")
+    collect.SECTIONS.mkdir(exist_ok=True)
     shutil.copy(files["plot"], collect.SECTIONS / "similarity_study.png")
     best = study.best_learned()
     described = pair_set.describe()

@@ -265,41 +265,43 @@ class ImageIndex:
     def search(self, query: str | os.PathLike[str] | bytes | int | None = None, k: int = 10,
                metric: str = "cosine", min_score: float | None = None, random_query: bool = False,
                seed: int | None = None, where: dict[str, str | Sequence[str]] | None = None,
-               path_prefix: str | None = None) -> SearchResult:
+               path_prefix: str | None = None, method: str = "cosine") -> SearchResult:
         """Most similar indexed images to an image file, image bytes, an indexed id, or a random image.
-        `where` (label name -> value or list of values) and `path_prefix` filter inside the search."""
+        `where` (label name -> value or list of values) and `path_prefix` filter inside the search;
+        `method` is cosine, euclidean or the name of a similarity model trained for this index."""
         check_metric(metric)
         filters = {"where": where, "path_prefix": path_prefix}
         if random_query:
             query = self.random_id(seed)
         if isinstance(query, int | np.integer):
-            return self.search_by_id(int(query), k=k, metric=metric, min_score=min_score, **filters)
+            return self.search_by_id(int(query), k=k, metric=metric, min_score=min_score, method=method, **filters)
         if query is None:
             raise ValueError("give a query image, an indexed id, or random_query=True")
         if not isinstance(query, bytes):
             known = self.store.record_by_path(os.path.abspath(query))
             if known is not None and known.size == os.path.getsize(query):
-                return self.search_by_id(known.id, k=k, metric=metric, min_score=min_score, **filters)
+                return self.search_by_id(known.id, k=k, metric=metric, min_score=min_score, method=method,
+                                         **filters)
         vector, timings = self.embed_image(query)
         label = "<uploaded image>" if isinstance(query, bytes) else os.fsdecode(query)
         return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=label, timings=timings,
-                                     **filters)
+                                     method=method, **filters)
 
     def search_by_id(self, image_id: int, k: int = 10, metric: str = "cosine",
                      min_score: float | None = None, where: dict[str, str | Sequence[str]] | None = None,
-                     path_prefix: str | None = None) -> SearchResult:
+                     path_prefix: str | None = None, method: str = "cosine") -> SearchResult:
         record = self.store.record(image_id)
         if record is None:
             raise KeyError(f"no image with id {image_id} in the index")
         vector = self.store.vectors([image_id])[0]
         return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=record.path,
-                                     exclude={image_id}, where=where, path_prefix=path_prefix)
+                                     exclude={image_id}, where=where, path_prefix=path_prefix, method=method)
 
     def search_by_vector(self, vector: np.ndarray, k: int = 10, metric: str = "cosine",
                          min_score: float | None = None, query: str = "<vector>",
                          timings: dict[str, float] | None = None, exclude: set[int] | None = None,
                          model: dict[str, Any] | None = None, where: dict[str, str | Sequence[str]] | None = None,
-                         path_prefix: str | None = None) -> SearchResult:
+                         path_prefix: str | None = None, method: str = "cosine") -> SearchResult:
         """Search with a vector; `model` (an embedder description) is checked against the index's."""
         if model is not None:
             _check_same_model(self.manifest["embedder"], model)
@@ -309,6 +311,16 @@ class ImageIndex:
             raise ModelMismatchError(
                 f"query vector has {vector.shape[1]} dimensions, the index holds {self.embedder.dimension}{reduced}"
             )
+        if method == "euclidean":
+            metric = method
+        elif method != "cosine":  # a learned similarity re-ranks the vector index's candidates
+            from lookalike.similarity import rerank_search
+
+            if where or path_prefix:
+                raise ValueError(f"filters (where, path_prefix) are not supported with the learned method {method!r}")
+
+            return rerank_search(self, vector, method, k=k, min_score=min_score, query=query, timings=timings,
+                                 exclude=exclude)
         timings = dict(timings or {})
         if len(self.store) == 0:
             return SearchResult([], query, metric, timings | {"search": 0.0})

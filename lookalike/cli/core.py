@@ -75,7 +75,7 @@ def search_command(args: argparse.Namespace) -> int:
                                      min_score=args.min_score, **filters)
         else:
             result = index.search(query, k=args.k, metric=args.metric, min_score=args.min_score,
-                                  random_query=args.random, seed=args.seed, **filters)
+                                  random_query=args.random, seed=args.seed, method=args.method, **filters)
     print_result(result, args.json)
     return 0
 
@@ -148,6 +148,8 @@ def register(verbs: Any) -> None:
     search.add_argument("--class-confidence", type=float, default=DEFAULT_CONFIDENCE)
     search.add_argument("--by-cluster", type=int, nargs="?", const=1, metavar="N",
                         help="search only the N clusters nearest the query (after `lookalike cluster`)")
+    search.add_argument("--method", default="cosine",
+                        help="cosine, euclidean, or a similarity model trained with train-similarity")
 
     add_verb(verbs, "info", info_command, "describe an index")
 

@@ -1,0 +1,340 @@
+"""How alike two images are, from their vectors: fixed measures and models learned from labels.
+
+Every method scores rows of two matrices pairwise, `score(a, b)[i]` for the pair (a[i], b[i]), and
+is symmetric by construction: score(a, b) == score(b, a) exactly. Learned methods return the
+probability that the pair is "similar" (same value of the attribute they were trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from lookalike.embedders import Matrix
+from lookalike.index import ImageIndex, ModelMismatchError
+from lookalike.pairs import TrainingData
+from lookalike.search import METRICS, Match, SearchResult
+
+Scores = npt.NDArray[np.float64]
+MODELS_FOLDER = "similarity"
+DEFAULT_CANDIDATES = 300  # images the vector index retrieves for a learned method to re-rank
+EMBEDDER_KEYS = ("model", "version", "dimension", "layer", "pool", "preprocessing")
+
+
+class SimilarityMethod(Protocol):
+    name: str
+    learned: bool
+
+    def fit(self, data: TrainingData) -> SimilarityMethod:
+        ...
+
+    def score(self, a: Matrix, b: Matrix) -> Scores:
+        """Pairwise scores of rows a[i], b[i]; higher means more alike."""
+        ...
+
+
+# --- fixed measures -------------------------------------------------------------------------
+class Cosine:
+    name, learned = "cosine", False
+
+    def fit(self, data: TrainingData) -> Cosine:
+        return self
+
+    def score(self, a: Matrix, b: Matrix) -> Scores:
+        return np.einsum("ij,ij->i", _unit(a), _unit(b))
+
+
+class InverseEuclidean:
+    name, learned = "euclidean", False
+
+    def fit(self, data: TrainingData) -> InverseEuclidean:
+        return self
+
+    def score(self, a: Matrix, b: Matrix) -> Scores:
+        return 1.0 / (1.0 + np.linalg.norm(np.asarray(a, np.float64) - b, axis=1))
+
+
+# --- classifiers on symmetric pair features -------------------------------------------------------
+def pair_features(a: Matrix, b: Matrix) -> Matrix:
+    """|a - b| and a * b: both unchanged when a and b swap."""
+    return np.hstack([np.abs(a - b), a * b]).astype(np.float32)
+
+
+class PairClassifier:
+    """Any scikit-learn classifier trained on pair features of labelled pairs."""
+
+    learned = True
+
+    def __init__(self, name: str, make_estimator: Any):
+        self.name = name
+        self.make_estimator = make_estimator
+        self.estimator: Any = None
+
+    def fit(self, data: TrainingData) -> PairClassifier:
+        self.estimator = self.make_estimator(data.seed)
+        self.estimator.fit(pair_features(data.first, data.second), data.same)
+        return self
+
+    def score(self, a: Matrix, b: Matrix) -> Scores:
+        return self.estimator.predict_proba(pair_features(a, b))[:, 1]
+
+
+# --- methods that learn what the attribute looks like from the labelled images --------------------
+class Calibration:
+    """Platt scaling: a score's probability of "similar", fitted on training pairs."""
+
+    def __init__(self) -> None:
+        self.model = LogisticRegression()
+
+    def fit(self, raw: Scores, same: npt.NDArray[np.int8]) -> Calibration:
+        self.model.fit(raw.reshape(-1, 1), same)
+        return self
+
+    def __call__(self, raw: Scores) -> Scores:
+        return self.model.predict_proba(np.asarray(raw).reshape(-1, 1))[:, 1]
+
+
+class Projection:
+    """Cosine after a linear discriminant projection learned from the training images' values."""
+
+    name, learned = "projection", True
+
+    def fit(self, data: TrainingData) -> Projection:
+        self.lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(data.image_vectors,
+                                                                                    data.image_values)
+        self.calibration = Calibration().fit(self._cosine(self.embed(data.first), self.embed(data.second)),
+                                             data.same)
+        return self
+
+    def embed(self, vectors: Matrix) -> Matrix:
+        """Each image on its own, in the space where the method compares images."""
+        return _unit(self.lda.transform(vectors))
+
+    def _cosine(self, a: Matrix, b: Matrix) -> Scores:
+        return np.einsum("ij,ij->i", a, b)
+
+    def compare(self, a: Matrix, b: Matrix) -> Scores:
+        """Scores of embedded pairs: score(a, b) == compare(embed(a), embed(b))."""
+        return self.calibration(self._cosine(a, b))
+
+    def score(self, a: Matrix, b: Matrix) -> Scores:
+        return self.compare(self.embed(a), self.embed(b))
+
+
+class Agreement:
+    """P(similar) from how much two images agree on a classifier's value probabilities, sum_c p(c|a) p(c|b).
+
+    The classifier (standardised logistic regression) learns the values of the training images; the
+    calibration is fitted on out-of-fold probabilities, so it sees the classifier's unseen-image errors.
+    """
+
+    name, learned = "agreement", True
+
+    def fit(self, data: TrainingData) -> Agreement:
+        self.classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, tol=1e-3, max_iter=2000))
+        out_of_fold = self._out_of_fold(data)
+        self.classifier.fit(data.image_vectors, data.image_values)
+        agreement = _log_agreement(out_of_fold[data.first_image], out_of_fold[data.second_image])
+        self.calibration = Calibration().fit(agreement, data.same)
+        return self
+
+    def embed(self, vectors: Matrix) -> Matrix:
+        return self.classifier.predict_proba(vectors)
+
+    def compare(self, a: Matrix, b: Matrix) -> Scores:
+        return self.calibration(_log_agreement(a, b))
+
+    def score(self, a: Matrix, b: Matrix) -> Scores:
+        return self.compare(self.embed(a), self.embed(b))
+
+    def _out_of_fold(self, data: TrainingData) -> npt.NDArray[np.float64]:
+        smallest = int(np.unique(data.image_values, return_counts=True)[1].min())
+        folds = min(5, smallest)
+        if folds < 2:
+            return self.classifier.fit(data.image_vectors, data.image_values).predict_proba(data.image_vectors)
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=data.seed)
+        return cross_val_predict(self.classifier, data.image_vectors, data.image_values, cv=splitter,
+                                 method="predict_proba")
+
+
+
+def _log_agreement(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> Scores:
+    return np.log(np.clip(np.einsum("ij,ij->i", p, q), 1e-9, 1.0))
+
+
+def _unit(vectors: Matrix) -> npt.NDArray[np.float64]:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _logreg(seed: int) -> Any:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=3000))
+
+
+def _forest(seed: int) -> Any:
+    return RandomForestClassifier(n_estimators=200, max_features="sqrt", min_samples_leaf=2, n_jobs=1,
+                                  random_state=seed)
+
+
+def make_method(name: str) -> SimilarityMethod:
+    """A fresh, untrained method by name."""
+    makers: dict[str, Any] = {
+        "cosine": Cosine, "euclidean": InverseEuclidean,
+        "logreg": lambda: PairClassifier("logreg", _logreg), "forest": lambda: PairClassifier("forest", _forest),
+        "projection": Projection, "agreement": Agreement,
+    }
+    if name not in makers:
+        raise ValueError(f"unknown similarity method {name!r}; choose from {', '.join(makers)}")
+    return makers[name]()
+
+
+METHODS = ("cosine", "euclidean", "logreg", "forest", "projection", "agreement")
+LEARNED_METHODS = tuple(m for m in METHODS if m not in METRICS)
+STUDY_METHODS = METHODS
+BEST_METHOD = "agreement"
+
+
+def fit_method(method: SimilarityMethod, data: TrainingData) -> SimilarityMethod:
+    """Train with one BLAS thread: these problems are small, and OpenBLAS threads competing with other
+    processes for the cores made training 10 to 80 times slower on a busy 2-core machine."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return method.fit(data)
+
+
+def score_matrix(method: SimilarityMethod, queries: Matrix, gallery: Matrix) -> npt.NDArray[np.float32]:
+    """Every query against every gallery image (for evaluation), one query row at a time."""
+    scores = np.empty((len(queries), len(gallery)), dtype=np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if hasattr(method, "embed"):  # embed each image once, then compare
+            embedded_queries, embedded_gallery = method.embed(queries), method.embed(gallery)
+            for row, query in enumerate(embedded_queries):
+                scores[row] = method.compare(np.repeat(query[None], len(gallery), axis=0), embedded_gallery)
+            return scores
+        for row, query in enumerate(queries):
+            scores[row] = method.score(np.repeat(query[None], len(gallery), axis=0), gallery)
+    return scores
+
+
+# --- trained models inside an index folder --------------------------------------------------------------
+def save_method(index: ImageIndex, method: SimilarityMethod, trained_on: dict[str, Any],
+                name: str | None = None) -> Path:
+    """Store a trained method as INDEX/similarity/NAME.joblib, with NAME.json saying what it learned from."""
+    name = name or method.name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"model name {name!r}: use letters, digits, '-', '_' and '.'")
+    if name in METRICS:
+        raise ValueError(f"{name!r} is a built-in measure; give the trained model another name")
+    folder = index.folder / MODELS_FOLDER
+    folder.mkdir(exist_ok=True)
+    joblib.dump(method, folder / f"{name}.joblib")
+    description = {"name": name, "method": method.name, "embedder": index.manifest["embedder"],
+                   "trained": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | trained_on
+    (folder / f"{name}.json").write_text(json.dumps(description, indent=2, default=str))
+    _loaded.pop((str(index.folder), name), None)
+    return folder / f"{name}.joblib"
+
+
+def trained_methods(index: ImageIndex) -> list[str]:
+    return sorted(p.stem for p in (index.folder / MODELS_FOLDER).glob("*.json"))
+
+
+def describe_method(index: ImageIndex, name: str) -> dict[str, Any]:
+    path = index.folder / MODELS_FOLDER / f"{name}.json"
+    if not path.exists():
+        trained = ", ".join(trained_methods(index)) or "none yet"
+        raise FileNotFoundError(f"no similarity model {name!r} in {index.folder} (trained: {trained}; built in: "
+                                f"{', '.join(METRICS)}); train one with `lookalike train-similarity`")
+    return json.loads(path.read_text())
+
+
+_loaded: dict[tuple[str, str], tuple[float, SimilarityMethod]] = {}
+
+
+def load_method(index: ImageIndex, name: str) -> SimilarityMethod:
+    """A trained method of this index; refused when it learned from another embedder's vectors."""
+    description = describe_method(index, name)
+    recorded, current = description["embedder"], index.manifest["embedder"]
+    different = [k for k in EMBEDDER_KEYS if recorded.get(k) != current.get(k)]
+    if different:
+        details = "; ".join(f"{k}: model {recorded.get(k)!r} vs index {current.get(k)!r}" for k in different)
+        raise ModelMismatchError(f"similarity model {name!r} was trained on another embedder's vectors ({details}); "
+                                 "retrain it on this index")
+    path = index.folder / MODELS_FOLDER / f"{name}.joblib"
+    stamp = os.path.getmtime(path)
+    key = (str(index.folder), name)
+    if key not in _loaded or _loaded[key][0] != stamp:
+        _loaded[key] = (stamp, joblib.load(path))
+    return _loaded[key][1]
+
+
+# --- search: the vector index proposes, the learned method decides ---------------------------------------
+def rerank_search(index: ImageIndex, vector: Matrix, method: str, k: int = 10, min_score: float | None = None,
+                  query: str = "<vector>", timings: dict[str, float] | None = None, exclude: set[int] | None = None,
+                  candidates: int = DEFAULT_CANDIDATES) -> SearchResult:
+    """Matches scored by a trained method; scores are its probability of "similar".
+
+    Methods that embed images one by one (projection, agreement) score every indexed image (their
+    embeddings of the index are computed once and cached); pair classifiers (logreg, forest)
+    re-rank the top `max(k, candidates)` images by cosine.
+    """
+    model = load_method(index, method)
+    timings = dict(timings or {})
+    exclude = exclude or set()
+    query_vector = np.asarray(vector, np.float32).reshape(1, -1)
+    started = time.perf_counter()
+    if hasattr(model, "embed"):
+        ids, embedded = _embedded_index(index, method, model)
+        keep = ~np.isin(ids, list(exclude))
+        ids, embedded = ids[keep], embedded[keep]
+        timings["search"] = (time.perf_counter() - started) * 1e3
+        if len(ids) == 0:
+            return SearchResult([], query, method, timings)
+        started = time.perf_counter()
+        scores = model.compare(np.repeat(model.embed(query_vector), len(ids), axis=0), embedded)
+    else:
+        _, found = index.store.search(query_vector, max(k, candidates) + len(exclude))
+        ids = np.array([int(i) for i in found[0] if i >= 0 and int(i) not in exclude], dtype=np.int64)
+        timings["search"] = (time.perf_counter() - started) * 1e3
+        if len(ids) == 0:
+            return SearchResult([], query, method, timings)
+        started = time.perf_counter()
+        scores = model.score(np.repeat(query_vector, len(ids), axis=0), index.store.vectors(ids.tolist()))
+    order = np.argsort(-scores, kind="stable")[:k]
+    timings["rerank"] = (time.perf_counter() - started) * 1e3
+    matches = []
+    for position in order:
+        if min_score is not None and scores[position] < min_score:
+            break
+        record = index.store.record(int(ids[position]))
+        assert record is not None
+        matches.append(Match(record.id, record.path, float(scores[position]), index.store.labels(record.id)))
+    return SearchResult(matches, query, method, timings)
+
+
+_embedded: dict[tuple[str, str], tuple[tuple[int, int], npt.NDArray[np.int64], Matrix]] = {}
+
+
+def _embedded_index(index: ImageIndex, name: str, model: Any) -> tuple[npt.NDArray[np.int64], Matrix]:
+    """Every indexed image embedded by the model, recomputed when the index or the model changes."""
+    key = (str(index.folder), name)
+    version = (index.store.generation, id(model))
+    if key not in _embedded or _embedded[key][0] != version:
+        ids, vectors = index.vectors()
+        with threadpool_limits(limits=1, user_api="blas"):
+            _embedded[key] = (version, ids, model.embed(vectors) if len(ids) else np.zeros((0, 1)))
+    return _embedded[key][1], _embedded[key][2]

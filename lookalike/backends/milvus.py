@@ -121,7 +121,13 @@ def connect(location: MilvusLocation) -> Any:
             socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
         except OSError as error:
             raise ConnectionError(f"cannot reach the Milvus server at {address}: {error}") from None
-    client = MilvusClient(uri=location.uri, timeout=30)
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        client = MilvusClient(uri=location.uri, timeout=30)
+    except MilvusException as error:
+        where = "the Milvus Lite file" if location.lite else "the Milvus server at"
+        raise ConnectionError(f"cannot use {where} {location.uri.removeprefix('http://')}: {error.message}") from None
     _clients[location.uri] = client
     return client
 
@@ -222,7 +228,8 @@ class MilvusBackend:
         os.replace(partial, Path(folder) / STAMP)
 
     @classmethod
-    def load(cls, folder: Path, generation: int, dimension: int, location: str, owner: str = "") -> MilvusBackend | None:
+    def load(cls, folder: Path, generation: int, dimension: int, location: str,
+             owner: str = "") -> MilvusBackend | None:
         """The collection when it holds this generation; None (rebuild) when it is missing or stale."""
         try:
             stamp = json.loads((Path(folder) / STAMP).read_text())
@@ -236,4 +243,5 @@ class MilvusBackend:
             return None
         backend = cls(dimension, location, owner, client=client)
         backend.check_owner()
+        client.load_collection(parsed.collection)  # a reopened collection is "released" until loaded
         return backend

@@ -122,10 +122,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Join the cluster at `address` or start a local instance; False when Ray was already running."""
     import ray
 
+    if address:
+        check_reachable(address)
     if ray.is_initialized():
         return False
     if address:
-        check_reachable(address)
         ray.init(address=address, log_to_driver=True)
     else:
         # local workers import this lookalike and share its model cache

@@ -34,6 +34,9 @@ def index_command(args: argparse.Namespace) -> int:
             else:
                 report = index.add_folder(args.photos, progress=progress)
         print_report(report, index, args.json)
+        if args.ray is not None and not args.json:
+            print(f"ray: {report.workers} workers, start-up {report.startup_seconds:.1f}s, "
+                  f"{report.resumed} images merged from the shards of an interrupted run")
     return 0
 
 

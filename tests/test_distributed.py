@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -138,3 +140,52 @@ def test_cli_index_with_ray_and_an_unreachable_address(ray_cluster, photos, tmp_
     assert main(["index", str(photos), "--index", str(tmp_path / "other"), "--ray", "127.0.0.1:9"]) == 2
     assert time.perf_counter() - started < 15
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
+
+
+def _our_actor_processes() -> list[int]:
+    """Embedding actors of the Ray instance this test process started (never anyone else's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "MapBatches(EmbedWorker)" in title and _descends_from(int(entry.name), os.getpid()):
+            found.append(int(entry.name))
+    return found
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+    return False
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(ray_cluster, photos, local_index, tmp_path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setattr(distributed, "SHARD_ROWS", 4)
+    killed = []
+
+    def kill_a_worker_once(done: int, total: int) -> None:
+        if not killed:
+            victims = _our_actor_processes()
+            assert victims, "no embedding actor found to kill"
+            os.kill(victims[0], signal.SIGKILL)
+            killed.append(victims[0])
+
+    with ImageIndex.create(tmp_path / "index") as index:
+        report = ingest_with_ray(index, photos, batch_size=2, progress=kill_a_worker_once)
+        got = vectors_by_path(index)
+    assert killed
+    assert report.added == 20
+    expected = vectors_by_path(local_index[0])
+    assert set(got) == set(expected)
+    for path, vector in expected.items():
+        np.testing.assert_allclose(got[path], vector, atol=1e-5)

@@ -127,7 +127,9 @@ def connect(location: MilvusLocation) -> Any:
         client = MilvusClient(uri=location.uri, timeout=30)
     except MilvusException as error:
         where = "the Milvus Lite file" if location.lite else "the Milvus server at"
-        raise ConnectionError(f"cannot use {where} {location.uri.removeprefix('http://')}: {error.message}") from None
+        hint = " (one process at a time can open a Milvus Lite file: is another one using it?)" if location.lite else ""
+        raise ConnectionError(f"cannot use {where} {location.uri.removeprefix('http://')}: {error.message}{hint}") \
+            from None
     _clients[location.uri] = client
     return client
 

@@ -6,6 +6,7 @@ Run: flock /tmp/lookalike-bench.lock python -m benchmarks.distributed
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,8 +125,9 @@ def capacity(per_image_core_seconds: float, bytes_per_vector: dict[str, float], 
     return lines
 
 
-def main() -> None:
-    photos = datasets_dir() / "clothing"
+def main(argv: list[str]) -> None:
+    """With a folder argument (a quick check on a few photos), print the section instead of writing it."""
+    photos = Path(argv[0]) if argv else datasets_dir() / "clothing"
     count = sum(1 for _ in walk_images(photos))
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as scratch:
         root = Path(scratch)
@@ -135,21 +137,20 @@ def main() -> None:
         for run in runs:
             print(run)
         ids, vectors = embedded.vectors()
+        embedded.close()  # checkpoints SQLite's write-ahead log into the database file
         stores = compare_stores(vectors, ids, root / "milvus.db")
         print(stores)
-        embedded.store.save()
         faiss_file = next(root.joinpath("embedded").glob("vectors-*.faiss"))
         bytes_per_vector = {"sqlite": folder_bytes(root / "embedded" / "images.sqlite") / len(ids),
                             "faiss": folder_bytes(faiss_file) / len(ids),
                             "milvus": folder_bytes(root / "milvus.db") / len(ids)}
-        embedded.close()
     one, two = runs
-    per_image = two["cpus"] / two["steady"]
+    per_image = two["cpus"] / (two["steady"] if np.isfinite(two["steady"]) else two["rate"])
     lines = [
         "## Distributed ingestion (Ray) and the Milvus store",
         "",
         collect.machine_line(),
-        f"`benchmarks/distributed.py`: {count:,} photos of `clothing/` (JPEG), model efficientnet-lite0, local Ray "
+        f"`benchmarks/distributed.py`: {count:,} photos of `{photos.name}/` (JPEG), efficientnet-lite0, local Ray "
         f"instance (`ray.init(num_cpus=N)`, one ONNX Runtime actor per CPU, 1 intra-op thread each). Other helpers' "
         f"work was running on the same 2 cores, so absolute rates are noisy (load average at the end: "
         f"{os.getloadavg()[0]:.1f}).",
@@ -174,7 +175,7 @@ def main() -> None:
         "",
         "### FAISS vs Milvus Lite, same vectors, exact search (FLAT, inner product)",
         "",
-        f"{len(ids):,} clothing vectors (1280-d), {stores['queries']} queries (indexed vectors), top-{K}:",
+        f"{len(ids):,} {photos.name} vectors (1280-d), {stores['queries']} queries (indexed vectors), top-{K}:",
         "",
         "| store | add all (s) | search ms/query |",
         "|---|---:|---:|",
@@ -190,8 +191,11 @@ def main() -> None:
         "",
         *capacity(per_image, bytes_per_vector, vectors.shape[1]),
     ]
-    print(collect.write_section("distributed", "\n".join(lines)))
+    if argv:
+        print("\n".join(lines))
+    else:
+        print(collect.write_section("distributed", "\n".join(lines)))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

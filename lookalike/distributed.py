@@ -40,7 +40,6 @@ BATCH_SIZE = 32  # images per actor call
 CONNECT_SECONDS = 5.0
 DEFAULT_RAY_PORT = 6379
 THREADS_VARIABLE = "LOOKALIKE_ONNX_THREADS"
-TASK_RETRIES = 3  # per batch, when its worker dies
 
 Progress = Callable[[int, int], None]
 
@@ -174,8 +173,7 @@ def _embed_on_ray(index: ImageIndex, paths: list[str], shards: Path, report: Dis
             compute=ray.data.ActorPoolStrategy(size=report.workers),
             fn_constructor_kwargs={"model": index.embedder.name,
                                    "version": index.manifest["embedder"]["version"]},
-            max_restarts=-1, max_task_retries=TASK_RETRIES,  # dead actors come back; a file that kills
-        )                                                     # its worker fails the run after a few tries
+        )  # Ray Data restarts dead actors and retries their batches (its defaults, not overridden here)
         done = 0
         for shard_rows in _shard_sized(embedded.iter_batches(batch_size=None, batch_format="numpy")):
             shard = write_shard(shards, shard_rows)

@@ -317,7 +317,8 @@ def merge_shard(index: ImageIndex, shard: Path, report: IndexReport, check_files
     if vectors.shape[1] != index.embedder.dimension:
         raise ValueError(f"shard {shard} holds {vectors.shape[1]}-d vectors, the index {index.embedder.dimension}-d")
     merged = 0
-    for row, vector in zip(table.to_pylist(), vectors, strict=True):
+    new_images, new_rows = [], []
+    for number, row in enumerate(table.to_pylist()):
         if row["error"]:
             report.failures.append(Failure(Path(row["path"]), row["error"]))
             continue
@@ -327,12 +328,14 @@ def merge_shard(index: ImageIndex, shard: Path, report: IndexReport, check_files
                          row["size"], row["mtime"], row["width"], row["height"])
         known = index.store.record_by_path(image.path)
         if known is None:
-            index.store.add([image], vector.reshape(1, -1))
-            report.added += 1
+            new_images.append(image)
+            new_rows.append(number)
         else:
-            index.store.replace(known.id, image, vector)
+            index.store.replace(known.id, image, vectors[number])
             report.updated += 1
         merged += 1
+    index.store.add(new_images, vectors[new_rows])  # one batch: one backend insert, not one per image
+    report.added += len(new_images)
     index.store.commit()
     shard.unlink()
     return merged

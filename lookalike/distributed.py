@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
+import ray.data
 
 from lookalike.embedders import get_embedder
 from lookalike.files import content_hash, stat_file, walk_images
@@ -120,8 +122,6 @@ def _plan(index: ImageIndex, source: str, report: DistributedReport) -> list[str
 # --- Ray ----------------------------------------------------------------------------------------
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Join the cluster at `address` or start a local instance; False when Ray was already running."""
-    import ray
-
     if address:
         check_reachable(address)
     if ray.is_initialized():
@@ -153,9 +153,6 @@ def check_reachable(address: str) -> None:
 def _embed_on_ray(index: ImageIndex, paths: list[str], shards: Path, report: DistributedReport,
                   address: str | None, num_cpus: int | None, workers: int | None, batch_size: int,
                   progress: Progress | None) -> None:
-    import ray
-    import ray.data
-
     connecting = time.perf_counter()
     started_here = start_ray(address, num_cpus)
     report.startup_seconds = time.perf_counter() - connecting
@@ -223,8 +220,6 @@ class EmbedWorker:
 
 def _assigned_cpus() -> int:
     try:
-        import ray
-
         return int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
     except Exception:  # noqa: BLE001 - outside Ray: one thread per session is the safe budget
         return 1

@@ -112,8 +112,11 @@ def connect(location: MilvusLocation) -> Any:
     """A client for the location, failing fast (with the address) when a server does not answer."""
     if location.uri in _clients:
         return _clients[location.uri]
-    from pymilvus import MilvusClient
-
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        raise ValueError("a Milvus store needs pymilvus (and milvus-lite for .db files): "
+                         "pip install 'lookalike[distributed]'") from None
     if not location.lite:
         address = location.uri.removeprefix("http://")
         host, _, port = address.rpartition(":")

@@ -27,8 +27,11 @@ def index_command(args: argparse.Namespace) -> int:
                                    store=args.store) as index:
         with progress_bar("embedding") as progress:
             if args.ray is not None:
-                from lookalike.distributed import ingest_with_ray
-
+                try:
+                    from lookalike.distributed import ingest_with_ray
+                except ImportError as error:
+                    raise CommandError(f"--ray needs the distributed extra: pip install 'lookalike[distributed]' "
+                                       f"({error})") from None
                 report = ingest_with_ray(index, args.photos, address=args.ray or None, num_cpus=args.ray_cpus,
                                          progress=progress)
             else:

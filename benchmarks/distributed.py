@@ -52,6 +52,27 @@ def embedded_run(photos: Path, folder: Path) -> tuple[float, int, ImageIndex]:
     return time.perf_counter() - started, report.added, index
 
 
+MAIN_CHECKOUT = Path(os.environ.get("LOOKALIKE_MAIN", "/work/main"))
+_TIMED_INDEX = """
+import sys, tempfile, time
+from lookalike.index import ImageIndex
+with tempfile.TemporaryDirectory() as folder, ImageIndex.create(folder + "/index") as index:
+    started = time.perf_counter()
+    report = index.add_folder(sys.argv[1])
+    print(report.added / (time.perf_counter() - started))
+"""
+
+
+def embedded_rate(code: Path, photos: Path) -> float:
+    """Images/s of the embedded path with the lookalike found in `code` (this branch or main), in a fresh process."""
+    import subprocess
+
+    environment = os.environ | {"PYTHONPATH": str(code)}
+    output = subprocess.run([sys.executable, "-c", _TIMED_INDEX, str(photos)], cwd=code, env=environment,
+                            capture_output=True, text=True, check=True).stdout
+    return float(output.strip().splitlines()[-1])
+
+
 def ray_run(photos: Path, folder: Path, cpus: int) -> dict[str, float]:
     import ray
 
@@ -170,7 +191,15 @@ def main(argv: list[str]) -> None:
         root = Path(scratch)
         seconds, embedded_added, embedded = embedded_run(photos, root / "embedded")
         print(f"embedded: {embedded_added / seconds:.1f} images/s")
+        here = Path(__file__).resolve().parent.parent
+        rates = {"branch": [embedded_added / seconds], "main": []}
+        if MAIN_CHECKOUT.is_dir() and MAIN_CHECKOUT.resolve() != here:
+            rates["main"].append(embedded_rate(MAIN_CHECKOUT, photos))
         runs = [ray_run(photos, root / f"ray-{cpus}", cpus) for cpus in (1, 2)]
+        rates["branch"].append(embedded_rate(here, photos))
+        if rates["main"]:
+            rates["main"].append(embedded_rate(MAIN_CHECKOUT, photos))
+        print(rates)
         for run in runs:
             print(run)
         ids, vectors = embedded.vectors()
@@ -205,15 +234,17 @@ def main(argv: list[str]) -> None:
     lines += [
         "",
         f"- 2 vs 1 worker CPUs: **{two['rate'] / one['rate']:.2f}x** end to end, "
-        f"{two['steady'] / one['steady']:.2f}x steady (ideal 2x: the second worker CPU competes with the other "
-        "work on the same 2 cores). Ray on 2 CPUs vs the embedded path: "
-        f"{two['rate'] / (embedded_added / seconds):.2f}x end to end; the runs were minutes apart under different "
-        "load, so this ratio mostly reflects the load, not the paths.",
+        f"{two['steady'] / one['steady']:.2f}x steady (ideal: 2x; runs minutes apart see different load from "
+        "the other work on these cores). Ray on 2 CPUs vs the embedded path's first run: "
+        f"{two['rate'] / (embedded_added / seconds):.2f}x end to end.",
+        "- The embedded path (still the default; Ray is imported only with `--ray`), images/s on all of "
+        f"{photos.name}/ in a fresh process, before and after the Ray runs: this branch "
+        f"{' / '.join(f'{r:.1f}' for r in rates['branch'])}"
+        + (f", main ({MAIN_CHECKOUT}) {' / '.join(f'{r:.1f}' for r in rates['main'])}" if rates["main"] else "")
+        + ". The core's reference on an idle machine is ~160-190 images/s; the gap is the other work on the machine.",
         f"- Ray start-up overhead: {np.mean([r['startup'] for r in runs]):.1f} s to start the local instance, then "
         f"{np.mean([r['first_shard'] for r in runs]):.1f} s until the first shard is merged (actors load the model; "
         "includes the first 256 images). \"Steady\" is images/s between the first and the last merged shard.",
-        "- The embedded path is unchanged by this work (the Ray code is only imported with `--ray`); its rate here "
-        "is the reference for the core's ~160-190 images/s on an idle machine.",
         "",
         "### FAISS vs Milvus Lite, same vectors, exact search (FLAT, inner product)",
         "",

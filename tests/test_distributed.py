@@ -189,3 +189,15 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(ray_cluster, ph
     assert set(got) == set(expected)
     for path, vector in expected.items():
         np.testing.assert_allclose(got[path], vector, atol=1e-5)
+
+
+def test_ray_ingestion_into_a_milvus_store_searches_like_the_local_index(ray_cluster, photos, local_index,
+                                                                         tmp_path) -> None:
+    pytest.importorskip("milvus_lite")
+    with ImageIndex.create(tmp_path / "index", store=f"{tmp_path}/vectors.db/ray_photos") as index:
+        report = ingest_with_ray(index, photos)
+        assert (report.added, index.store.backend.count) == (20, 20)
+        expected_index = local_index[0]
+        for path in sorted(vectors_by_path(expected_index))[:3]:
+            expected = [m.path for m in expected_index.search(path, k=5).matches]
+            assert [m.path for m in index.search(path, k=5).matches] == expected

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.backends import backend_options, store_manifest
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, get_embedder
 from lookalike.files import content_hash, stat_file, walk_images
 from lookalike.images import ImageError, is_image_path, load_image
@@ -72,25 +73,32 @@ class ImageIndex:
         self.folder = folder
         self.embedder = embedder
         self.manifest = manifest
-        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"], load_reduction(folder))
+        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"], load_reduction(folder),
+                                 **backend_options(manifest))
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, weights: Path | None = None,
-               device: str = "cpu", layer: str | None = None, pool: str | None = None) -> ImageIndex:
+               device: str = "cpu", layer: str | None = None, pool: str | None = None,
+               store: str | None = None) -> ImageIndex:
+        """A new index; `store` keeps the vectors in Milvus (milvus://HOST:PORT/COLLECTION or a .db file)."""
         folder = Path(folder)
         if (folder / "manifest.json").exists():
             raise FileExistsError(f"an index already exists in {folder}; open it instead")
         embedder = get_embedder(model, layer=layer, pool=pool, weights=weights, device=device)
+        manifest = new_manifest(embedder.describe()) | store_manifest(store)
         folder.mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(embedder.describe())
+        index = cls(folder, embedder, manifest)  # reaches the store before the folder becomes an index
         write_manifest(folder, manifest)
-        return cls(folder, embedder, manifest)
+        return index
 
     @classmethod
-    def open(cls, folder: str | os.PathLike[str], weights: Path | None = None, device: str = "cpu") -> ImageIndex:
+    def open(cls, folder: str | os.PathLike[str], weights: Path | None = None, device: str = "cpu",
+             store: str | None = None) -> ImageIndex:
         folder = Path(folder)
         manifest = read_manifest(folder)
+        if store is not None and store_manifest(store).get("store") != manifest.get("store"):
+            raise ValueError(f"{folder} keeps its vectors in {manifest.get('store', 'faiss')}, not {store}")
         recorded = manifest["embedder"]
         weights = weights or recorded.get("weights_file")
         embedder = get_embedder(recorded["model"], layer=recorded.get("layer"), pool=recorded.get("pool"),
@@ -399,6 +407,7 @@ class ImageIndex:
             "reduction": _reduction_text(self.manifest.get("reduction")),
             "count": len(self.store),
             "index_type": self.manifest["index_type"],
+            "store": self.manifest.get("store", "faiss"),
             "disk_bytes": self.store.disk_bytes(),
             "created": self.manifest["created"],
         }

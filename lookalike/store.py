@@ -72,12 +72,15 @@ class NewImage:
 class VectorStore:
     """Vectors with their image records, searchable by inner product."""
 
-    def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip", reduction: Any = None):
+    def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip", reduction: Any = None,
+                 **backend_options: Any):
+        """`backend_options` locate a backend kept outside the folder (see backends.backend_options)."""
         self.folder = Path(folder)
         self.root = os.path.abspath(folder)
         self.dimension = dimension
         self.index_type = index_type
         self.reduction = reduction  # e.g. PCA: SQLite keeps full vectors, the backend searches reduced ones
+        self.backend_options = backend_options
         self.db = sqlite3.connect(self.folder / DATABASE, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -263,13 +266,14 @@ class VectorStore:
         return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())
 
     def _load_or_rebuild(self) -> VectorBackend:
-        backend = load_backend(self.index_type, self.searchable_dimension, self.folder, self.generation)
+        backend = load_backend(self.index_type, self.searchable_dimension, self.folder, self.generation,
+                               **self.backend_options)
         if backend is not None and backend.count == len(self):
             return backend
         return self._rebuild()
 
     def _rebuild(self) -> VectorBackend:
-        backend = new_backend(self.index_type, self.searchable_dimension)
+        backend = new_backend(self.index_type, self.searchable_dimension, **self.backend_options)
         batch_ids: list[int] = []
         batch_vectors: list[npt.NDArray[np.float32]] = []
         for image_id, blob in self.db.execute("SELECT id, vector FROM images ORDER BY id"):
@@ -285,7 +289,9 @@ class VectorStore:
     # --- paths --------------------------------------------------------------------------
     def _encode(self, path: str) -> bytes:
         """Paths relative to the index folder (so index and photos can move together), as bytes
-        (so file names that are not valid UTF-8 survive)."""
+        (so file names that are not valid UTF-8 survive). URIs (s3://...) are kept as they are."""
+        if "://" in path:
+            return os.fsencode(path)
         absolute = os.path.abspath(path)
         try:
             stored = os.path.relpath(absolute, self.root)
@@ -294,7 +300,8 @@ class VectorStore:
         return os.fsencode(stored)
 
     def _record(self, row: tuple) -> ImageRecord:
-        path = os.path.normpath(os.path.join(self.root, os.fsdecode(row[1])))
+        stored = os.fsdecode(row[1])
+        path = stored if "://" in stored else os.path.normpath(os.path.join(self.root, stored))
         return ImageRecord(row[0], path, row[2], row[3], row[4], row[5], row[6])
 
 

@@ -38,8 +38,9 @@ class VectorBackend(Protocol):
 def _registry() -> dict[str, Any]:
     """Index types by name. A new backend adds one line here."""
     from lookalike.backends.faiss_flat import FlatBackend
+    from lookalike.backends.milvus import MilvusBackend
 
-    return {FlatBackend.kind: FlatBackend}
+    return {FlatBackend.kind: FlatBackend, MilvusBackend.kind: MilvusBackend}
 
 
 def _backend_class(kind: str) -> Any:
@@ -49,10 +50,31 @@ def _backend_class(kind: str) -> Any:
     return registry[kind]
 
 
-def new_backend(kind: str, dimension: int) -> VectorBackend:
-    return _backend_class(kind)(dimension)
+def new_backend(kind: str, dimension: int, **options: Any) -> VectorBackend:
+    """An empty backend; `options` (from backend_options) say where a store outside the folder lives."""
+    return _backend_class(kind)(dimension, **options)
 
 
-def load_backend(kind: str, dimension: int, folder: Path, generation: int) -> VectorBackend | None:
+def load_backend(kind: str, dimension: int, folder: Path, generation: int, **options: Any) -> VectorBackend | None:
     """The saved backend for this generation, or None when it is missing, stale or damaged."""
-    return _backend_class(kind).load(folder, generation, dimension)
+    return _backend_class(kind).load(folder, generation, dimension, **options)
+
+
+def store_manifest(store: str | None) -> dict[str, Any]:
+    """Manifest entries for a `--store` choice: nothing for the embedded FAISS store."""
+    if store is None or store in ("faiss", "flat-ip"):
+        return {}
+    from lookalike.backends.milvus import is_milvus_store, parse_store
+
+    if not is_milvus_store(store):
+        raise ValueError(f"unknown store {store!r}: use faiss (default), milvus://HOST:PORT/COLLECTION "
+                         "or a Milvus Lite file (path/file.db or milvus-lite:///path/file.db/COLLECTION)")
+    return {"index_type": "milvus", "store": str(parse_store(store))}
+
+
+def backend_options(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a backend outside the index folder needs: its location and the model that owns it."""
+    if "store" not in manifest:
+        return {}
+    embedder = manifest["embedder"]
+    return {"location": manifest["store"], "owner": f"{embedder['model']} {embedder['version']}"}

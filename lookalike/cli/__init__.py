@@ -15,7 +15,7 @@ from lookalike.manifest import IndexFormatError
 VERB_MODULES = [core, models, organise, serve, similarity]  # each has register(verbs), adding its subcommands
 
 EXPECTED_ERRORS = (CommandError, ImageError, ModelMismatchError, IndexFormatError, KeyError, ValueError,
-                   FileNotFoundError, FileExistsError, NotADirectoryError)
+                   FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,17 +30,29 @@ from lookalike.search import METRICS
 def index_command(args: argparse.Namespace) -> int:
     created = not os.path.exists(os.path.join(args.index, "manifest.json"))
     with ImageIndex.open_or_create(args.index, model=args.model, layer=args.layer, pool=args.pool,
-                                   weights=args.weights, device=args.device) as index:
+                                   weights=args.weights, device=args.device, store=args.store) as index:
         with progress_bar("embedding") as progress:
-            report = index.add_folder(args.photos, progress=progress)
+            if args.ray is not None:
+                try:
+                    from lookalike.distributed import ingest_with_ray
+                except ImportError as error:
+                    raise CommandError(f"--ray needs the distributed extra: pip install 'lookalike[distributed]' "
+                                       f"({error})") from None
+                report = ingest_with_ray(index, args.photos, address=args.ray or None, num_cpus=args.ray_cpus,
+                                         progress=progress)
+            else:
+                report = index.add_folder(args.photos, progress=progress)
         apply_pca_options(index, args, created)
         print_report(report, index, args.json)
+        if args.ray is not None and not args.json:
+            print(f"ray: {report.workers} workers, start-up {report.startup_seconds:.1f}s, "
+                  f"{report.resumed} images merged from the shards of an interrupted run")
     return 0
 
 
 def add_command(args: argparse.Namespace) -> int:
     with ImageIndex.open_or_create(args.index, model=args.model, layer=args.layer, pool=args.pool,
-                                   weights=args.weights, device=args.device) as index:
+                                   weights=args.weights, device=args.device, store=args.store) as index:
         with progress_bar("embedding") as progress:
             report = index.add_files(args.files, progress=progress)
         print_report(report, index, args.json)
@@ -120,13 +132,23 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", help="where a new index keeps its vectors: faiss (default), "
+                        "milvus://HOST:PORT/COLLECTION, or a Milvus Lite file (path/file.db[/COLLECTION])")
+
+
 def register(verbs: Any) -> None:
     index = add_verb(verbs, "index", index_command, "index (or re-sync) every image under a folder", model=True)
-    index.add_argument("photos", metavar="PHOTOS_DIR")
+    index.add_argument("photos", metavar="PHOTOS_DIR", help="a folder, or with --ray an fsspec URI (s3://...)")
     add_pca_options(index)
+    index.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="embed on Ray: a local instance, or the cluster at ADDRESS (HOST:PORT, ray://..., auto)")
+    index.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    add_store_option(index)
 
     add = add_verb(verbs, "add", add_command, "add or update single image files", model=True)
     add.add_argument("files", nargs="+", metavar="FILE")
+    add_store_option(add)
 
     remove = add_verb(verbs, "remove", remove_command, "remove image files from the index")
     remove.add_argument("files", nargs="+", metavar="FILE")

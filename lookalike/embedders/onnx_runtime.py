@@ -26,7 +26,8 @@ def select_providers(device: str = "cpu", available: list[str] | None = None) ->
 def open_session(model_path: Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    # LOOKALIKE_ONNX_THREADS: a thread budget when several sessions share a machine (e.g. Ray actors)
+    options.intra_op_num_threads = threads or int(os.environ.get("LOOKALIKE_ONNX_THREADS") or 0) or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     if os.environ.get("LOOKALIKE_ORT_SPINNING", "1") == "0":  # latency-bound serving on shared cores (web/tuning.py)

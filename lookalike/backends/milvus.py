@@ -1,0 +1,252 @@
+"""Vectors in Milvus: a server or cluster (`milvus://HOST:PORT/COLLECTION`) or a Milvus Lite file
+(`milvus-lite:///path/file.db/COLLECTION`, or simply `path/file.db`).
+
+Like FAISS, the collection is a searchable copy: SQLite (store.py) stays the source of truth and
+the collection is rebuilt from it when it is stale. A collection belongs to one model: its
+properties record the model and the dimension, and a collection made by another is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from lookalike.backends import Ids, Matrix
+
+DEFAULT_COLLECTION = "lookalike"
+DEFAULT_PORT = 19530
+EXACT_INDEX = "FLAT"
+# Milvus Lite accepts any index type name and silently searches by brute force, so only the
+# types it really builds are allowed there.
+LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT")
+SERVER_INDEX_TYPES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "SCANN", "AUTOINDEX")
+INDEX_PARAMETERS = {"IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 1024}, "IVF_PQ": {"nlist": 1024, "m": 32},
+                    "HNSW": {"M": 16, "efConstruction": 200}}
+SEARCH_PARAMETERS = {"IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}, "IVF_PQ": {"nprobe": 32},
+                     "HNSW": {"ef": 128}}
+MAX_TOP_K = 16384  # Milvus' limit on k per query
+INSERT_ROWS = 2048  # rows per insert request (about 10 MB of 1280-d vectors)
+CONNECT_SECONDS = 5.0
+STAMP = "milvus-generation.json"
+OWNER_PROPERTY = "lookalike.model"
+_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_clients: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class MilvusLocation:
+    """Where a collection lives: `uri` is what MilvusClient connects to (http://HOST:PORT or a .db file)."""
+
+    uri: str
+    collection: str
+    index_type: str = EXACT_INDEX
+
+    @property
+    def lite(self) -> bool:
+        return not self.uri.startswith("http")
+
+    def __str__(self) -> str:
+        query = "" if self.index_type == EXACT_INDEX else f"?index={self.index_type}"
+        if self.lite:
+            return f"milvus-lite://{self.uri}/{self.collection}{query}"
+        return f"milvus://{self.uri.removeprefix('http://')}/{self.collection}{query}"
+
+
+def is_milvus_store(store: str) -> bool:
+    return store.startswith(("milvus://", "milvus-lite://")) or ".db" in store
+
+
+def parse_store(store: str) -> MilvusLocation:
+    """A store string as a location, with the index type checked (Milvus Lite would accept anything)."""
+    parts = urlsplit(store)
+    options = parse_qs(parts.query)
+    index_type = options.pop("index", [EXACT_INDEX])[0].upper()
+    if options:
+        raise ValueError(f"unknown store option(s) {', '.join(options)} in {store!r}; only ?index=TYPE is known")
+    if parts.scheme == "milvus":
+        if not parts.hostname:
+            raise ValueError(f"no host in {store!r}; expected milvus://HOST:PORT/COLLECTION")
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"bad port in {store!r}; expected milvus://HOST:PORT/COLLECTION") from None
+        location = MilvusLocation(f"http://{parts.hostname}:{port}", _collection(parts.path.strip("/"), store),
+                                  index_type)
+    else:
+        path = parts.path if parts.scheme == "milvus-lite" else store.split("?")[0]
+        location = _lite_location(path, store, index_type)
+    allowed = LITE_INDEX_TYPES if location.lite else SERVER_INDEX_TYPES
+    if index_type not in allowed:
+        where = "Milvus Lite" if location.lite else "Milvus"
+        raise ValueError(f"index type {index_type!r} is not supported by {where}; choose one of {', '.join(allowed)}")
+    return location
+
+
+def _lite_location(path: str, store: str, index_type: str) -> MilvusLocation:
+    database, _, collection = path.partition(".db")
+    if not _:
+        raise ValueError(f"a Milvus Lite store is a .db file: {store!r}")
+    database = os.path.abspath(database + ".db")
+    if not Path(database).parent.is_dir():
+        raise FileNotFoundError(f"folder for the Milvus Lite file does not exist: {Path(database).parent}")
+    return MilvusLocation(database, _collection(collection.strip("/"), store), index_type)
+
+
+def _collection(name: str, store: str) -> str:
+    name = name or DEFAULT_COLLECTION
+    if not _COLLECTION_NAME.match(name):
+        raise ValueError(f"bad Milvus collection name {name!r} in {store!r}: letters, digits and _ only, "
+                         "not starting with a digit")
+    return name
+
+
+def connect(location: MilvusLocation) -> Any:
+    """A client for the location, failing fast (with the address) when a server does not answer."""
+    if location.uri in _clients:
+        return _clients[location.uri]
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        raise ValueError("a Milvus store needs pymilvus (and milvus-lite for .db files): "
+                         "pip install 'lookalike[distributed]'") from None
+    if not location.lite:
+        address = location.uri.removeprefix("http://")
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+        except OSError as error:
+            raise ConnectionError(f"cannot reach the Milvus server at {address}: {error}") from None
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        client = MilvusClient(uri=location.uri, timeout=30)
+    except MilvusException as error:
+        where = "the Milvus Lite file" if location.lite else "the Milvus server at"
+        hint = " (one process at a time can open a Milvus Lite file: is another one using it?)" if location.lite else ""
+        raise ConnectionError(f"cannot use {where} {location.uri.removeprefix('http://')}: {error.message}{hint}") \
+            from None
+    _clients[location.uri] = client
+    return client
+
+
+class MilvusBackend:
+    """Inner-product search in one Milvus collection; ids are the SQLite image ids."""
+
+    kind = "milvus"
+
+    def __init__(self, dimension: int, location: str, owner: str = "", client: Any = None):
+        """A fresh, empty collection (an existing one made by this model is emptied, another is refused)."""
+        self.dimension = dimension
+        self.location = parse_store(location)
+        self.owner = owner
+        self.client = client or connect(self.location)
+        self.collection = self.location.collection
+        self._count: int | None = None
+        if client is None:
+            self._create()
+
+    # --- the collection ---------------------------------------------------------------------
+    def _create(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if self.client.has_collection(self.collection):
+            self.check_owner()
+            self.client.drop_collection(self.collection)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type=self.location.index_type, metric_type="IP",
+                        params=INDEX_PARAMETERS.get(self.location.index_type, {}))
+        self.client.create_collection(self.collection, schema=schema, index_params=index,
+                                      consistency_level="Strong", properties={OWNER_PROPERTY: self.owner})
+        built = self.client.describe_index(self.collection, "vector").get("index_type")
+        if built != self.location.index_type:
+            raise ValueError(f"Milvus built a {built} index instead of {self.location.index_type} in {self.location}")
+        self._count = 0
+
+    def check_owner(self) -> None:
+        """Refuse a collection made for another model or dimension."""
+        described = self.client.describe_collection(self.collection)
+        vector = next((f for f in described["fields"] if f["name"] == "vector"), None)
+        dimension = int(vector["params"].get("dim", 0)) if vector else None
+        owner = described.get("properties", {}).get(OWNER_PROPERTY)
+        if dimension != self.dimension or owner is None or (self.owner and owner != self.owner):
+            made_by = f"{owner or 'not lookalike'}, {dimension} dimensions"
+            raise ValueError(f"Milvus collection {self.collection!r} at {self.location} was made by another model "
+                             f"({made_by}); this index needs {self.owner or 'its model'}, {self.dimension} "
+                             "dimensions: choose another collection")
+
+    # --- the VectorBackend protocol -----------------------------------------------------------
+    @property
+    def count(self) -> int:
+        if self._count is None:
+            rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+            self._count = int(rows[0]["count(*)"])
+        return self._count
+
+    def add(self, ids: Ids, vectors: Matrix) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        for start in range(0, len(ids), INSERT_ROWS):
+            rows = [{"id": int(i), "vector": v} for i, v in zip(ids[start:start + INSERT_ROWS],
+                                                                 vectors[start:start + INSERT_ROWS], strict=True)]
+            self.client.insert(self.collection, rows)
+        if self._count is not None:
+            self._count += len(ids)
+
+    def remove(self, ids: Ids) -> None:
+        if len(ids):
+            self.client.delete(self.collection, ids=[int(i) for i in ids])
+            self._count = None  # ids that were not there are not counted: ask again
+
+    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dimension)
+        scores = np.full((len(queries), k), np.finfo(np.float32).min, dtype=np.float32)
+        found = np.full((len(queries), k), -1, dtype=np.int64)
+        if allowed_ids is not None and len(allowed_ids) == 0:
+            return scores, found
+        expression = "" if allowed_ids is None else f"id in [{','.join(str(int(i)) for i in allowed_ids)}]"
+        params = {"metric_type": "IP", "params": SEARCH_PARAMETERS.get(self.location.index_type, {})}
+        hits = self.client.search(self.collection, data=list(queries), limit=min(k, MAX_TOP_K), filter=expression,
+                                  search_params=params, output_fields=["id"])
+        for row, matches in enumerate(hits):
+            for rank, match in enumerate(matches):
+                found[row, rank] = int(match["id"])
+                scores[row, rank] = float(match["distance"])
+        return scores, found
+
+    def save(self, folder: Path, generation: int) -> None:
+        """Flush the collection, then record which database generation it holds."""
+        self.client.flush(self.collection)
+        stamp = {"generation": generation, "store": str(self.location), "collection": self.collection}
+        partial = Path(folder) / (STAMP + ".partial")
+        partial.write_text(json.dumps(stamp))
+        os.replace(partial, Path(folder) / STAMP)
+
+    @classmethod
+    def load(cls, folder: Path, generation: int, dimension: int, location: str,
+             owner: str = "") -> MilvusBackend | None:
+        """The collection when it holds this generation; None (rebuild) when it is missing or stale."""
+        try:
+            stamp = json.loads((Path(folder) / STAMP).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        parsed = parse_store(location)
+        client = connect(parsed)
+        if stamp.get("generation") != generation or stamp.get("store") != str(parsed):
+            return None
+        if not client.has_collection(parsed.collection):
+            return None
+        backend = cls(dimension, location, owner, client=client)
+        backend.check_owner()
+        client.load_collection(parsed.collection)  # a reopened collection is "released" until loaded
+        return backend

@@ -19,7 +19,6 @@ from PIL import Image
 from lookalike.index import ImageIndex
 from lookalike.web import ServerSettings, create_app
 from lookalike.web.logs import JsonFormatter
-from lookalike.web.search_api import search_parameters
 
 PER_LABEL = 2
 LABELS = sorted(p.name for p in DEMO_GALLERY.iterdir() if p.is_dir())
@@ -208,14 +207,19 @@ def test_unknown_id_and_unknown_index_are_404(client: TestClient) -> None:
     assert client.delete("/api/indexes/clothes/images/9999").status_code == 404
 
 
-@pytest.mark.parametrize("option", [{"method": "forest"}, {"where": "label=dress"}, {"by_class": "true"}])
-def test_search_options_the_index_lacks_are_refused_clearly(client: TestClient, option: dict) -> None:
-    name = next(iter(option))
-    if name in search_parameters() or (name == "by_class" and client.get("/api/indexes/clothes").json()
-                                       ["capabilities"]["by_class"]):
-        pytest.skip(f"this installation supports {name}")
-    response = client.get("/api/indexes/clothes/search", params={"id": 1, **option})
-    assert response.status_code == 422 and name in response.json()["detail"]
+def test_untrained_method_is_404_naming_how_to_train_it(client: TestClient) -> None:
+    response = client.get("/api/indexes/clothes/search", params={"id": 1, "method": "forest"})
+    assert response.status_code == 404 and "train-similarity" in response.json()["detail"]
+
+
+def test_by_class_without_a_classifier_is_422(client: TestClient) -> None:
+    response = client.get("/api/indexes/clothes/search", params={"id": 1, "by_class": "true"})
+    assert response.status_code == 422 and "train-classifier" in response.json()["detail"]
+
+
+def test_filter_on_a_label_no_image_has_returns_no_matches(client: TestClient) -> None:
+    response = client.get("/api/indexes/clothes/search", params={"id": 1, "where": "label=dress"})
+    assert response.status_code == 200 and response.json()["matches"] == []
 
 
 def test_random_search_on_an_empty_index_says_why(empty_index: Path) -> None:

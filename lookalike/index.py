@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.autoselect import plan_index
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, get_embedder
 from lookalike.files import content_hash, stat_file, walk_images
 from lookalike.images import ImageError, is_image_path, load_image
@@ -71,18 +72,22 @@ class ImageIndex:
         self.folder = folder
         self.embedder = embedder
         self.manifest = manifest
-        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"])
+        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"], manifest.get("index_params"))
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, weights: Path | None = None,
-               device: str = "cpu") -> ImageIndex:
+               device: str = "cpu", index_type: str = "flat-ip", expected_count: int = 0,
+               max_memory: str | int | None = None, latency_ms: float | None = None) -> ImageIndex:
+        """A new index; `index_type` 'auto' chooses from expected_count, max_memory and latency_ms."""
         folder = Path(folder)
         if (folder / "manifest.json").exists():
             raise FileExistsError(f"an index already exists in {folder}; open it instead")
         embedder = get_embedder(model, weights=weights, device=device)
+        plan = plan_index(index_type, expected_count, embedder.dimension, max_memory, latency_ms)
         folder.mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(embedder.describe())
+        manifest = new_manifest(embedder.describe(), plan.index_type) | {
+            "index_params": plan.params, "index_choice": plan.reasons}
         write_manifest(folder, manifest)
         return cls(folder, embedder, manifest)
 

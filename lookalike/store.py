@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,11 +72,13 @@ class NewImage:
 class VectorStore:
     """Vectors with their image records, searchable by inner product."""
 
-    def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip"):
+    def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip",
+                 index_params: dict[str, Any] | None = None):
         self.folder = Path(folder)
         self.root = os.path.abspath(folder)
         self.dimension = dimension
         self.index_type = index_type
+        self.index_params = index_params or {}
         self.db = sqlite3.connect(self.folder / DATABASE, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -213,13 +216,13 @@ class VectorStore:
         return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())
 
     def _load_or_rebuild(self) -> VectorBackend:
-        backend = load_backend(self.index_type, self.dimension, self.folder, self.generation)
+        backend = load_backend(self.index_type, self.dimension, self.folder, self.generation, self.index_params)
         if backend is not None and backend.count == len(self):
             return backend
         return self._rebuild()
 
     def _rebuild(self) -> VectorBackend:
-        backend = new_backend(self.index_type, self.dimension)
+        backend = new_backend(self.index_type, self.dimension, self.index_params)
         batch_ids: list[int] = []
         batch_vectors: list[npt.NDArray[np.float32]] = []
         for image_id, blob in self.db.execute("SELECT id, vector FROM images ORDER BY id"):

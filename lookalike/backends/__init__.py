@@ -38,8 +38,10 @@ class VectorBackend(Protocol):
 def _registry() -> dict[str, Any]:
     """Index types by name. A new backend adds one line here."""
     from lookalike.backends.faiss_flat import FlatBackend
+    from lookalike.backends.hnsw import HNSWBackend
+    from lookalike.backends.ivfpq import IVFPQBackend
 
-    return {FlatBackend.kind: FlatBackend}
+    return {FlatBackend.kind: FlatBackend, HNSWBackend.kind: HNSWBackend, IVFPQBackend.kind: IVFPQBackend}
 
 
 def _backend_class(kind: str) -> Any:
@@ -49,10 +51,11 @@ def _backend_class(kind: str) -> Any:
     return registry[kind]
 
 
-def new_backend(kind: str, dimension: int) -> VectorBackend:
-    return _backend_class(kind)(dimension)
+def new_backend(kind: str, dimension: int, params: dict[str, Any] | None = None) -> VectorBackend:
+    return _backend_class(kind)(dimension, **(params or {}))
 
 
-def load_backend(kind: str, dimension: int, folder: Path, generation: int) -> VectorBackend | None:
+def load_backend(kind: str, dimension: int, folder: Path, generation: int,
+                 params: dict[str, Any] | None = None) -> VectorBackend | None:
     """The saved backend for this generation, or None when it is missing, stale or damaged."""
-    return _backend_class(kind).load(folder, generation, dimension)
+    return _backend_class(kind).load(folder, generation, dimension, **(params or {}))

@@ -23,7 +23,7 @@ SMALL_FILTER = 4096  # at most this many allowed ids: search them exactly instea
 class HNSWBackend:
     kind = "hnsw"
 
-    def __init__(self, dimension: int, M: int = 32, ef_construction: int = 80, ef_search: int = 64,  # noqa: N803
+    def __init__(self, dimension: int, M: int = 32, ef_construction: int = 40, ef_search: int = 64,  # noqa: N803
                  index: faiss.IndexHNSWFlat | None = None, row_ids: Ids | None = None):
         self.dimension = dimension
         if index is None:

@@ -170,6 +170,7 @@ def main() -> None:
             if kind != "ivfpq" or size != sizes[-1]:
                 row.pop("backend")
                 shutil.rmtree(row["folder"], ignore_errors=True)
+        write(rows, notes, None, sizes[:sizes.index(size) + 1])  # partial results survive a later failure
     photos = sorted((datasets_dir() / "corel1k" / "queries").rglob("*.jpg"))[:33]
     e2e = end_to_end(last["backend"], photos) if last else None
     write(rows, notes, e2e, sizes)

@@ -105,13 +105,24 @@ class IVFPQBackend:
         """Train IVF and PQ on a sample of the stored vectors, then index them all."""
         if self.nlist is None:
             self.nlist = lists_for(self.count)
-        index = faiss.index_factory(self.dimension, self.factory_string(), faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(index).pq.cp.niter = PQ_ITERATIONS
         alive = np.flatnonzero(self.vectors.row_ids >= 0)
         sample_size = min(len(alive), max(self.min_train, min(MAX_TRAIN, TRAIN_PER_LIST * self.nlist)))
-        sample = np.sort(np.random.default_rng(seed).choice(alive, sample_size, replace=False))
+        rows = np.sort(np.random.default_rng(seed).choice(alive, sample_size, replace=False))
+        sample = self.vectors.vectors_of_rows(rows)
         log.info("training %s on %d vectors", self.factory_string(), sample_size)
-        index.train(self.vectors.vectors_of_rows(sample))
+        if self.transform == "pca":  # FAISS's own PCAR trains very slowly here; the same transform, from NumPy
+            inner = faiss.index_factory(self.reduced_dimension, self.factory_string().split(",", 1)[1],
+                                        faiss.METRIC_INNER_PRODUCT)
+            rotation = _pca_rotation(sample, self.reduced_dimension, seed)
+            rotation.thisown, inner.thisown = False, False  # owned by the index from here on
+            index = faiss.IndexPreTransform(rotation, inner)
+            index.own_fields = True
+        else:
+            index = faiss.index_factory(self.dimension, self.factory_string(), faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.pq.cp.niter = PQ_ITERATIONS
+        ivf.do_polysemous_training = False  # on by default in index_factory; slow, and unused here
+        index.train(sample)
         for ids, vectors in self.vectors.alive_chunks():
             index.add_with_ids(vectors, ids)
         self.index = index
@@ -182,6 +193,21 @@ class IVFPQBackend:
             backend.index = faiss.read_index(str(index_path))
             backend.nlist = faiss.extract_index_ivf(backend.index).nlist
         return backend
+
+
+def _pca_rotation(sample: Matrix, dimension: int, seed: int) -> faiss.LinearTransform:
+    """PCA to `dimension` followed by a random rotation (variance spread evenly over PQ sub-vectors)."""
+    mean = sample.mean(axis=0)
+    centred = sample - mean
+    _, eigenvectors = np.linalg.eigh(centred.T @ centred / len(sample))
+    top = eigenvectors[:, ::-1][:, :dimension].T  # dimension x d, largest variance first
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dimension, dimension)))
+    matrix = (rotation.astype(np.float32) @ top).astype(np.float32)
+    transform = faiss.LinearTransform(sample.shape[1], dimension, True)
+    faiss.copy_array_to_vector(matrix.ravel(), transform.A)
+    faiss.copy_array_to_vector((-matrix @ mean).astype(np.float32), transform.b)
+    transform.is_trained = True
+    return transform
 
 
 def _paths(folder: Path, generation: int) -> tuple[Path, Path, Path, Path]:

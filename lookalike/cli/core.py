@@ -17,13 +17,14 @@ from lookalike.cli.common import (
     print_result,
     progress_bar,
 )
+from lookalike.cli.scale import add_index_type_options, count_photos, open_or_create_index
 from lookalike.evaluation import evaluate_index
 from lookalike.index import ImageIndex
 from lookalike.search import METRICS
 
 
 def index_command(args: argparse.Namespace) -> int:
-    with ImageIndex.open_or_create(args.index, model=args.model, weights=args.weights, device=args.device) as index:
+    with open_or_create_index(args, expected_count=count_photos(args.photos)) as index:
         with progress_bar("embedding") as progress:
             report = index.add_folder(args.photos, progress=progress)
         print_report(report, index, args.json)
@@ -91,6 +92,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def register(verbs: Any) -> None:
     index = add_verb(verbs, "index", index_command, "index (or re-sync) every image under a folder", model=True)
     index.add_argument("photos", metavar="PHOTOS_DIR")
+    add_index_type_options(index)
 
     add = add_verb(verbs, "add", add_command, "add or update single image files", model=True)
     add.add_argument("files", nargs="+", metavar="FILE")

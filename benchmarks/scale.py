@@ -10,8 +10,9 @@ held-out vectors from the same generator; the truth is exact search in the same 
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from lookalike.backends import load_backend, new_backend
 from lookalike.embedders import get_embedder
 from lookalike.images import load_image
 from lookalike.settings import datasets_dir
-from lookalike.tune import recall_at_k, tune_backend
+from lookalike.tune import UnreachableRecallError, recall_at_k, tune_backend
 
 POOL = 1_000_000  # generated vectors; the last HELD_OUT are queries, never indexed
 HELD_OUT = 1_000
@@ -82,8 +83,9 @@ def latencies(backend, queries: np.ndarray) -> tuple[float, float, float]:
     return float(np.percentile(times, 50)), float(np.percentile(times, 99)), qps
 
 
-def measure(kind: str, size: int, base: np.ndarray, queries: np.ndarray, truth: np.ndarray | None) -> dict:
-    params = plan_index(kind, size, base.shape[1]).params
+def measure(kind: str, size: int, base: np.ndarray, queries: np.ndarray, truth: np.ndarray | None,
+            overrides: dict | None = None) -> dict:
+    params = plan_index(kind, size, base.shape[1]).params | (overrides or {})
     print(f"building {kind} over {size} vectors with {params}", flush=True)
     before = rss()["RssAnon"]
     backend, build_s = build(kind, params, base, size)
@@ -99,8 +101,8 @@ def measure(kind: str, size: int, base: np.ndarray, queries: np.ndarray, truth: 
         try:
             report = tune_backend(backend, queries[:TUNE_QUERIES], truth[:TUNE_QUERIES], 0.95, K)
             row["tuned"], row["trials"] = report.params, report.trials
-        except ValueError as error:
-            row["tuned"], row["trials"] = f"unreachable: {error}", []
+        except UnreachableRecallError as error:
+            row["tuned"], row["trials"] = f"unreachable: {error}", error.report.trials
     file_before = rss()["RssFile"]
     row["p50"], row["p99"], row["qps"] = latencies(backend, queries)
     row["mapped_touched"] = rss()["RssFile"] - file_before
@@ -141,10 +143,17 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("sizes", nargs="*", type=int, default=[100_000, POOL - HELD_OUT])
+    parser.add_argument("--types", default="hnsw,ivfpq", help="approximate types to measure (exact always is)")
+    parser.add_argument("--ivfpq-params", default="{}", help="JSON overriding the planned IVF-PQ parameters")
+    parser.add_argument("--append", help="append the results under this title to the existing section")
+    args = parser.parse_args(argv)
+    overrides = {"ivfpq": json.loads(args.ivfpq_params)}
     pool = synthetic_vectors(POOL)
     queries = np.ascontiguousarray(pool[POOL - HELD_OUT:POOL - HELD_OUT + TUNE_QUERIES])
-    sizes = [int(s) for s in sys.argv[1:]] or [100_000, POOL - HELD_OUT]
+    sizes = args.sizes
     rows, notes = [], []
     last = None
     for size in sizes:
@@ -152,32 +161,38 @@ def main() -> None:
         truth = exact.pop("truth")
         rows.append(exact)
         exact.pop("backend")
-        for kind in ("hnsw", "ivfpq"):
+        for kind in args.types.split(","):
             if kind == "hnsw" and size > 200_000:
                 notes.append(f"HNSW at {size:,} was not measured: its flat storage alone needs "
                              f"{size * pool.shape[1] * 4 / 2**30:.1f} GiB (over the 1.5 GB target) and building it "
                              "would take well over 10 minutes on these 2 shared cores.")
                 continue
-            row = measure(kind, size, pool, queries, truth)
+            row = measure(kind, size, pool, queries, truth, overrides.get(kind, {}))
             rows.append(row)
             if kind == "ivfpq":
                 last = row
-            if "trials" in row:
-                sweep = ", ".join(f"{t.params} -> {t.recall:.3f} ({t.ms_per_query:.2f} ms/q batched)"
-                                  for t in row["trials"])
-                notes.append(f"Tuning {kind} at {size:,} (target recall@10 0.95, {TUNE_QUERIES} held-out queries): "
-                             f"{sweep}" + ("" if isinstance(row["tuned"], dict) else f". {row['tuned']}"))
+            sweep = ", ".join(f"{t.params} -> {t.recall:.3f} ({t.ms_per_query:.2f} ms/q batched)"
+                              for t in row["trials"])
+            notes.append(f"Tuning {kind} at {size:,} (target recall@10 0.95, {TUNE_QUERIES} held-out queries): "
+                         f"{sweep}" + ("" if isinstance(row["tuned"], dict) else f". {row['tuned']}"))
             if kind != "ivfpq" or size != sizes[-1]:
                 row.pop("backend")
                 shutil.rmtree(row["folder"], ignore_errors=True)
-        write(rows, notes, None, sizes[:sizes.index(size) + 1])  # partial results survive a later failure
+        if not args.append:
+            write(rows, notes, None, sizes[:sizes.index(size) + 1])  # partial results survive a later failure
     photos = sorted((datasets_dir() / "corel1k" / "queries").rglob("*.jpg"))[:33]
     e2e = end_to_end(last["backend"], photos) if last else None
-    write(rows, notes, e2e, sizes)
+    if args.append:
+        previous = (collect.SECTIONS / "scale.md").read_text().rstrip()
+        lines = [previous, "", f"### {args.append}", "", collect.machine_line(), "", *table(rows), "",
+                 *summary(rows, notes, e2e, sizes)]
+        print("\n".join(lines))
+        collect.write_section("scale", "\n".join(lines))
+    else:
+        write(rows, notes, e2e, sizes)
 
 
 def write(rows: list[dict], notes: list[str], e2e: dict | None, sizes: list[int]) -> None:
-    exact = {r["size"]: r for r in rows if r["type"] == "flat-ip"}
     lines = ["## Scale: approximate indexes on one machine", "", collect.machine_line(), "",
              "Written by `benchmarks/scale.py`. Other helpers' tests and benchmarks were running on the same 2 cores "
              "during this run (load average 4-9), so every time here is pessimistic. Vectors: 1,280-d, synthetic "
@@ -190,6 +205,18 @@ def write(rows: list[dict], notes: list[str], e2e: dict | None, sizes: list[int]
              f"run; parameters were set by `tune_backend` (target 0.95). FAISS {faiss.__version__}.", ""]
     lines += table(rows)
     lines.append("")
+    lines += summary(rows, notes, e2e, sizes)
+    lines += ["- 10M vectors: not measured (10M x 1,280 float32 is 51 GB; it needs PQ-only storage or PCA to 256-d "
+              "and more time than this run had).",
+              "- Targets at 1M: p50 <= 2 ms at recall@10 >= 0.95, index RAM <= 1.5 GB, build <= 10 min; "
+              "compare with the table above (misses are reported as measured)."]
+    print("\n".join(lines))
+    collect.write_section("scale", "\n".join(lines))
+
+
+def summary(rows: list[dict], notes: list[str], e2e: dict | None, sizes: list[int]) -> list[str]:
+    exact = {r["size"]: r for r in rows if r["type"] == "flat-ip"}
+    lines = []
     for size in sizes:
         for row in rows:
             if row["size"] == size and row["type"] != "flat-ip":
@@ -202,12 +229,7 @@ def write(rows: list[dict], notes: list[str], e2e: dict | None, sizes: list[int]
                      f"{e2e['embed']:.1f} ms, search {e2e['search']:.1f} ms, total {e2e['total']:.1f} ms "
                      "(target <= 40 ms).")
     lines += [f"- {note}" for note in notes]
-    lines += ["- 10M vectors: not measured (10M x 1,280 float32 is 51 GB; it needs PQ-only storage or PCA to 256-d "
-              "and more time than this run had).",
-              "- Targets at 1M: p50 <= 2 ms at recall@10 >= 0.95, index RAM <= 1.5 GB, build <= 10 min; "
-              "compare with the table above (misses are reported as measured)."]
-    print("\n".join(lines))
-    collect.write_section("scale", "\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ class TuneReport:
                            for t in self.trials]}
 
 
+class UnreachableRecallError(ValueError):
+    """No setting reaches the target recall; `report` holds every trial."""
+
+    def __init__(self, message: str, report: TuneReport):
+        super().__init__(message)
+        self.report = report
+
+
 def recall_at_k(found: Ids, truth: Ids, query_ids: Ids | None, k: int) -> float:
     """Mean fraction of the true k nearest (the query itself left out) that were found."""
     hits = 0
@@ -95,9 +103,10 @@ def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_rec
             return report
     best = max(report.trials, key=lambda t: t.recall)
     backend.set_search_params(**best.params)  # type: ignore[attr-defined]
-    raise ValueError(f"target recall@{k} {target_recall} cannot be reached by this {backend.kind} index: the best "
-                     f"measured is {best.recall:.3f} with {best.params}; lower the target or rebuild with more "
-                     "bytes per image (or a more exact index type)")
+    raise UnreachableRecallError(
+        f"target recall@{k} {target_recall} cannot be reached by this {backend.kind} index: the best "
+        f"measured is {best.recall:.3f} with {best.params}; lower the target or rebuild with more "
+        "bytes per image (or a more exact index type)", report)
 
 
 def tune_index(index: ImageIndex, target_recall: float = 0.95, sample: int = 500, k: int = 10,

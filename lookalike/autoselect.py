@@ -17,7 +17,7 @@ INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq")
 DEFAULT_LATENCY_MS = 10.0
 FLAT_MS_PER_VALUE = 7e-8  # exact search scans n x d floats: ~90 ms for 1M x 1280 on 2 cores
 HNSW_M = 32
-PQ_BYTES = (32, 16, 8)
+PQ_BYTES = (64, 32, 16, 8)
 MIN_IVF_TRAIN = 20_000
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -56,7 +56,7 @@ def memory_needed(index_type: str, count: int, dimension: int, params: dict[str,
     if index_type == "ivfpq":
         reduced = int(params.get("reduced_dimension") or dimension) if params.get("transform", "pca") else dimension
         nlist = int(params.get("nlist") or lists_for(count))
-        return count * (int(params.get("pq_bytes", 32)) + 8 + 8) + nlist * reduced * 4 + dimension * reduced * 4
+        return count * (int(params.get("pq_bytes", 64)) + 8 + 8) + nlist * reduced * 4 + dimension * reduced * 4
     raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
 
 
@@ -112,7 +112,7 @@ def plan_index(index_type: str = "auto", count: int = 0, dimension: int = 1280, 
 
 
 def _named_plan(index_type: str, count: int, dimension: int, reasons: list[str] | None = None,
-                pq_bytes: int = 32) -> IndexPlan:
+                pq_bytes: int = 64) -> IndexPlan:
     if index_type == "flat-ip":
         params: dict[str, Any] = {}
     elif index_type == "hnsw":

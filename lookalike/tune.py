@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
-RERANK = (10, 20, 50)
+RERANK = (10, 20, 50, 100, 200)
+PLATEAU = 0.002  # more probes that gain less recall than this are not tried
 
 
 @dataclass
@@ -92,6 +93,8 @@ def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_rec
         return report
     extra = 0 if query_ids is None else 1
     for params in settings:
+        if _plateaued(report.trials, params):
+            continue
         backend.set_search_params(**params)  # type: ignore[attr-defined]
         started = time.perf_counter()
         _, found = backend.search(queries, k + extra)
@@ -107,6 +110,14 @@ def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_rec
         f"target recall@{k} {target_recall} cannot be reached by this {backend.kind} index: the best "
         f"measured is {best.recall:.3f} with {best.params}; lower the target or rebuild with more "
         "bytes per image (or a more exact index type)", report)
+
+
+def _plateaued(trials: list[Trial], params: dict[str, int]) -> bool:
+    """True when, at this re-rank depth, the last increase of nprobe gained less than PLATEAU recall."""
+    if "nprobe" not in params:
+        return False
+    same_depth = [t for t in trials if t.params.get("rerank") == params.get("rerank")]
+    return len(same_depth) >= 2 and same_depth[-1].recall - same_depth[-2].recall < PLATEAU
 
 
 def tune_index(index: ImageIndex, target_recall: float = 0.95, sample: int = 500, k: int = 10,

@@ -26,7 +26,7 @@ def test_million_images_in_two_gigabytes_gets_ivfpq_with_reasons():
     plan = plan_index("auto", 1_000_000, 1280, max_memory="2G")
     assert plan.index_type == "ivfpq"
     assert plan.memory_bytes <= 2 * 2**30 < memory_needed("hnsw", 1_000_000, 1280)
-    assert plan.params["nlist"] == 2048 and plan.params["pq_bytes"] == 32
+    assert plan.params["nlist"] == 2048 and plan.params["pq_bytes"] == 64
     assert "HNSW would need" in plan.explain() and "re-ranking" in plan.explain()
 
 

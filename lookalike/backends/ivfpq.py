@@ -43,7 +43,7 @@ def lists_for(count: int) -> int:
 class IVFPQBackend:
     kind = "ivfpq"
 
-    def __init__(self, dimension: int, nlist: int | None = None, pq_bytes: int = 32, transform: str | None = "pca",
+    def __init__(self, dimension: int, nlist: int | None = None, pq_bytes: int = 64, transform: str | None = "pca",
                  reduced_dimension: int | None = 256, nprobe: int = 16, rerank: int = 10, min_train: int = 20_000):
         if transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {transform!r}; choose from {', '.join(map(str, TRANSFORMS))}")

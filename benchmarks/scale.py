@@ -133,7 +133,9 @@ def table(rows: list[dict]) -> list[str]:
     lines = ["| vectors | index | parameters (after tuning) | build | RAM (index) | disk | p50 | p99 | batched q/s "
              "| recall@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        params = {**row["params"], **(row.get("tuned") if isinstance(row.get("tuned"), dict) else {})}
+        used = row.get("tuned") if isinstance(row.get("tuned"), dict) else (  # unreachable: the best trial's
+            max(row["trials"], key=lambda t: t.recall).params if row.get("trials") else {})
+        params = {**row["params"], **used}
         shown = ", ".join(f"{k}={v}" for k, v in params.items() if k in ("M", "ef_search", "nlist", "pq_bytes",
                                                                            "reduced_dimension", "nprobe", "rerank"))
         disk = f"{row['disk'] / 2**20:.0f} MiB" if row["disk"] else "not saved"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.autoselect import plan_index
 from lookalike.backends import backend_options, store_manifest
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, get_embedder
 from lookalike.files import content_hash, stat_file, walk_images
@@ -80,13 +81,17 @@ class ImageIndex:
     @classmethod
     def create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, weights: Path | None = None,
                device: str = "cpu", layer: str | None = None, pool: str | None = None,
-               store: str | None = None) -> ImageIndex:
-        """A new index; `store` keeps the vectors in Milvus (milvus://HOST:PORT/COLLECTION or a .db file)."""
+               store: str | None = None, index_type: str = "flat-ip", expected_count: int = 0,
+               max_memory: str | int | None = None, latency_ms: float | None = None) -> ImageIndex:
+        """A new index. `store` keeps the vectors in Milvus (milvus://HOST:PORT/COLLECTION or a .db file);
+        `index_type` 'auto' chooses from expected_count, max_memory and latency_ms."""
         folder = Path(folder)
         if (folder / "manifest.json").exists():
             raise FileExistsError(f"an index already exists in {folder}; open it instead")
         embedder = get_embedder(model, layer=layer, pool=pool, weights=weights, device=device)
-        manifest = new_manifest(embedder.describe()) | store_manifest(store)
+        plan = plan_index(index_type, expected_count, embedder.dimension, max_memory, latency_ms)
+        manifest = new_manifest(embedder.describe(), plan.index_type) | {
+            "index_params": plan.params, "index_choice": plan.reasons} | store_manifest(store)
         folder.mkdir(parents=True, exist_ok=True)
         index = cls(folder, embedder, manifest)  # reaches the store before the folder becomes an index
         write_manifest(folder, manifest)

@@ -38,9 +38,12 @@ class VectorBackend(Protocol):
 def _registry() -> dict[str, Any]:
     """Index types by name. A new backend adds one line here."""
     from lookalike.backends.faiss_flat import FlatBackend
+    from lookalike.backends.hnsw import HNSWBackend
+    from lookalike.backends.ivfpq import IVFPQBackend
     from lookalike.backends.milvus import MilvusBackend
 
-    return {FlatBackend.kind: FlatBackend, MilvusBackend.kind: MilvusBackend}
+    return {FlatBackend.kind: FlatBackend, HNSWBackend.kind: HNSWBackend, IVFPQBackend.kind: IVFPQBackend,
+            MilvusBackend.kind: MilvusBackend}
 
 
 def _backend_class(kind: str) -> Any:
@@ -50,14 +53,16 @@ def _backend_class(kind: str) -> Any:
     return registry[kind]
 
 
-def new_backend(kind: str, dimension: int, **options: Any) -> VectorBackend:
-    """An empty backend; `options` (from backend_options) say where a store outside the folder lives."""
-    return _backend_class(kind)(dimension, **options)
+def new_backend(kind: str, dimension: int, params: dict[str, Any] | None = None, **options: Any) -> VectorBackend:
+    """An empty backend; `params` tune it (efSearch, nprobe, ...), `options` (from backend_options) say where a
+    store outside the folder lives."""
+    return _backend_class(kind)(dimension, **(params or {}), **options)
 
 
-def load_backend(kind: str, dimension: int, folder: Path, generation: int, **options: Any) -> VectorBackend | None:
+def load_backend(kind: str, dimension: int, folder: Path, generation: int, params: dict[str, Any] | None = None,
+                 **options: Any) -> VectorBackend | None:
     """The saved backend for this generation, or None when it is missing, stale or damaged."""
-    return _backend_class(kind).load(folder, generation, dimension, **options)
+    return _backend_class(kind).load(folder, generation, dimension, **(params or {}), **options)
 
 
 def store_manifest(store: str | None) -> dict[str, Any]:
@@ -73,8 +78,10 @@ def store_manifest(store: str | None) -> dict[str, Any]:
 
 
 def backend_options(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What a backend outside the index folder needs: its location and the model that owns it."""
-    if "store" not in manifest:
-        return {}
-    embedder = manifest["embedder"]
-    return {"location": manifest["store"], "owner": f"{embedder['model']} {embedder['version']}"}
+    """Keyword arguments for the index's backend: its tuned parameters (index_params) and, for a store
+    outside the index folder, its location and the model that owns it."""
+    options = dict(manifest.get("index_params") or {})
+    if "store" in manifest:
+        embedder = manifest["embedder"]
+        options |= {"location": manifest["store"], "owner": f"{embedder['model']} {embedder['version']}"}
+    return options

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 
 from lookalike.backends import Ids, Matrix
+from lookalike.backends.checksums import seal, verified
 
 
 class FlatBackend:
@@ -35,18 +36,19 @@ class FlatBackend:
 
     def save(self, folder: Path, generation: int) -> None:
         target = _path(folder, generation)
-        if not target.exists():
+        if not target.exists() or not _sidecar(target).exists():
             partial = target.with_suffix(".partial")
             faiss.write_index(self.index, str(partial))
             partial.replace(target)
-        for old in folder.glob("vectors-*.faiss"):
-            if old != target:
+            seal(_sidecar(target), [target])
+        for old in folder.glob("vectors-*"):
+            if old not in (target, _sidecar(target)):
                 old.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, folder: Path, generation: int, dimension: int) -> FlatBackend | None:
         path = _path(folder, generation)
-        if not path.exists():
+        if not path.exists() or not verified(_sidecar(path)):
             return None
         try:
             index = faiss.read_index(str(path))
@@ -57,3 +59,7 @@ class FlatBackend:
 
 def _path(folder: Path, generation: int) -> Path:
     return folder / f"vectors-{generation}.faiss"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".sha256.json")

@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lookalike.cli import core, models, organise, serve, similarity
+from lookalike.cli import core, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
 from lookalike.images import ImageError
 from lookalike.index import ModelMismatchError
 from lookalike.manifest import IndexFormatError
 
-VERB_MODULES = [core, models, organise, serve, similarity]  # each has register(verbs), adding its subcommands
+VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
 
 EXPECTED_ERRORS = (CommandError, ImageError, ModelMismatchError, IndexFormatError, KeyError, ValueError,
                    FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError)

@@ -21,6 +21,7 @@ from lookalike.cli.common import (
     progress_bar,
     setting_text,
 )
+from lookalike.cli.scale import add_index_type_options, count_photos, open_or_create_index
 from lookalike.evaluation import evaluate_index
 from lookalike.index import ImageIndex
 from lookalike.labels import parse_where
@@ -29,8 +30,8 @@ from lookalike.search import METRICS
 
 def index_command(args: argparse.Namespace) -> int:
     created = not os.path.exists(os.path.join(args.index, "manifest.json"))
-    with ImageIndex.open_or_create(args.index, model=args.model, layer=args.layer, pool=args.pool,
-                                   weights=args.weights, device=args.device, store=args.store) as index:
+    expected = 0 if args.ray is not None and "://" in args.photos else count_photos(args.photos)
+    with open_or_create_index(args, expected_count=expected) as index:
         with progress_bar("embedding") as progress:
             if args.ray is not None:
                 try:
@@ -145,6 +146,7 @@ def register(verbs: Any) -> None:
                        help="embed on Ray: a local instance, or the cluster at ADDRESS (HOST:PORT, ray://..., auto)")
     index.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     add_store_option(index)
+    add_index_type_options(index)
 
     add = add_verb(verbs, "add", add_command, "add or update single image files", model=True)
     add.add_argument("files", nargs="+", metavar="FILE")

@@ -1,0 +1,140 @@
+"""Choosing an index type and its parameters from collection size, memory budget and latency target.
+
+Like autofaiss: estimate what each index type would cost in RAM and in query time on this
+collection, take the most exact type that fits, and say why. The estimates are rough models
+calibrated on 2 CPU cores (benchmarks/scale.py measures the real numbers).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lookalike.backends.ivfpq import MAX_TRAIN, TRAIN_PER_LIST, lists_for
+
+INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq")
+DEFAULT_LATENCY_MS = 10.0
+FLAT_MS_PER_VALUE = 7e-8  # exact search scans n x d floats: ~90 ms for 1M x 1280 on 2 cores
+HNSW_M = 32
+PQ_BYTES = (64, 32, 16, 8)
+MIN_IVF_TRAIN = 20_000
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+@dataclass
+class IndexPlan:
+    """What to build: an index type, its parameters and the reasons, one line each."""
+
+    index_type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    memory_bytes: int = 0
+
+    def explain(self) -> str:
+        return "\n".join([f"index type: {self.index_type} {self.params or ''}".rstrip(), *self.reasons])
+
+
+def parse_memory(text: str | int | None) -> int | None:
+    """'2G', '1.5GB', '512M', '2GiB' or a number of bytes -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", text.upper())
+    if not match:
+        raise ValueError(f"cannot read memory size {text!r}; write it like 2G, 1.5GB or 512M")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def memory_needed(index_type: str, count: int, dimension: int, params: dict[str, Any] | None = None) -> int:
+    """Estimated RAM (bytes) the searchable index takes for `count` vectors."""
+    params = params or {}
+    if index_type == "flat-ip":
+        return count * (4 * dimension + 16)
+    if index_type == "hnsw":
+        return count * (4 * dimension + 10 * int(params.get("M", HNSW_M)) + 24)
+    if index_type == "ivfpq":
+        reduced = int(params.get("reduced_dimension") or dimension) if params.get("transform", "pca") else dimension
+        nlist = int(params.get("nlist") or lists_for(count))
+        return count * (int(params.get("pq_bytes", 64)) + 8 + 8) + nlist * reduced * 4 + dimension * reduced * 4
+    raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
+
+
+def flat_latency_ms(count: int, dimension: int) -> float:
+    return count * dimension * FLAT_MS_PER_VALUE
+
+
+def plan_index(index_type: str = "auto", count: int = 0, dimension: int = 1280, max_memory: str | int | None = None,
+               latency_ms: float | None = None) -> IndexPlan:
+    """The index to build for about `count` images; 'auto' chooses, a named type is checked against the budget."""
+    budget = parse_memory(max_memory)
+    latency_ms = DEFAULT_LATENCY_MS if latency_ms is None else latency_ms
+    if index_type != "auto":
+        plan = _named_plan(index_type, count, dimension)
+        if budget is not None and plan.memory_bytes > budget:
+            raise ValueError(f"{index_type} needs about {_gib(plan.memory_bytes)} for {count} images, more than "
+                             f"--max-memory {_gib(budget)}; raise the budget or use --index-type auto")
+        return plan
+
+    def fits(kind: str, params: dict[str, Any] | None = None) -> bool:
+        return budget is None or memory_needed(kind, count, dimension, params) <= budget
+
+    exact_ms = flat_latency_ms(count, dimension)
+    size = f"{count} images of {dimension} dimensions"
+    if fits("flat-ip") and exact_ms <= latency_ms:
+        return _named_plan("flat-ip", count, dimension, [
+            f"exact search over {size} takes about {exact_ms:.1f} ms (target {latency_ms:g} ms) and needs "
+            f"{_gib(memory_needed('flat-ip', count, dimension))}{_within(budget)}: no recall is lost"])
+    why_not_flat = (f"exact search would take about {exact_ms:.0f} ms (target {latency_ms:g} ms)"
+                    if exact_ms > latency_ms else
+                    f"exact search needs {_gib(memory_needed('flat-ip', count, dimension))}, over the budget")
+    if fits("hnsw"):
+        return _named_plan("hnsw", count, dimension, [
+            why_not_flat,
+            f"HNSW (M={HNSW_M}) answers in about 1 ms at recall@10 ~0.95-0.99 and needs "
+            f"{_gib(memory_needed('hnsw', count, dimension))}{_within(budget)}",
+            "run `lookalike tune` after indexing to set efSearch for your target recall"])
+    hnsw_needs = memory_needed("hnsw", count, dimension)
+    for pq_bytes in PQ_BYTES:
+        plan = _named_plan("ivfpq", count, dimension, pq_bytes=pq_bytes)
+        if fits("ivfpq", plan.params):
+            plan.reasons = [
+                why_not_flat, f"HNSW would need {_gib(hnsw_needs)}{_over(budget)}",
+                f"IVF-PQ ({plan.params['nlist']} lists, PCA to {plan.params['reduced_dimension']} dimensions, "
+                f"{pq_bytes} bytes per image) needs {_gib(plan.memory_bytes)}{_within(budget)}; the full vectors "
+                f"stay on disk as float16 ({_gib(count * dimension * 2)}, memory-mapped) for exact re-ranking",
+                f"it trains once {plan.params['min_train']} images are indexed (exact search until then); "
+                "run `lookalike tune` afterwards to set nprobe for your target recall"]
+            return plan
+    smallest = memory_needed("ivfpq", count, dimension, _named_plan("ivfpq", count, dimension, pq_bytes=8).params)
+    raise ValueError(f"--max-memory {_gib(budget or 0)} is too small for any index type over {size}: the smallest "
+                     f"(IVF-PQ with 8 bytes per image) needs about {_gib(smallest)}")
+
+
+def _named_plan(index_type: str, count: int, dimension: int, reasons: list[str] | None = None,
+                pq_bytes: int = 64) -> IndexPlan:
+    if index_type == "flat-ip":
+        params: dict[str, Any] = {}
+    elif index_type == "hnsw":
+        params = {"M": HNSW_M, "ef_construction": 40, "ef_search": 64}
+    elif index_type == "ivfpq":
+        nlist = lists_for(count) if count else None  # unknown size: chosen when training
+        params = {"nlist": nlist, "pq_bytes": pq_bytes, "transform": "pca", "reduced_dimension": min(256, dimension),
+                  "nprobe": 16, "rerank": 10,
+                  "min_train": max(MIN_IVF_TRAIN, min(MAX_TRAIN, TRAIN_PER_LIST * (nlist or 0)))}
+    else:
+        raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
+    memory = memory_needed(index_type, count, dimension, params)
+    return IndexPlan(index_type, params, reasons or [f"{index_type} chosen by you"], memory)
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB"
+
+
+def _within(budget: int | None) -> str:
+    return "" if budget is None else f" (budget {_gib(budget)})"
+
+
+def _over(budget: int | None) -> str:
+    return "" if budget is None else f", over the budget of {_gib(budget)}"

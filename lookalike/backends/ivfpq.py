@@ -1,0 +1,216 @@
+"""Compressed search with FAISS IVF + product quantisation, re-ranked exactly.
+
+Before IVF-PQ the vectors are reduced by a learned transform: "pca" (PCA plus a random rotation,
+which spreads variance evenly over the PQ sub-vectors; cheap to train), "opq" (optimised product
+quantisation: better codes, much slower to train) or None.
+
+The IVF-PQ index holds a few dozen bytes per image in RAM and proposes `rerank` x k candidates;
+their full vectors (float16, memory-mapped from `rerank-<generation>.f16`) give the exact inner
+products that order the final k. IVF and PQ must be trained on a sample: until `min_train`
+vectors exist the backend searches the stored vectors exactly (`trained` is False and
+`describe()` says so). Deletion is real in the IVF lists; the re-rank file keeps tombstoned rows
+until `compact()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from lookalike.backends import Ids, Matrix
+from lookalike.backends.checksums import seal, verified
+from lookalike.backends.exact import exact_top_k
+from lookalike.backends.rerank import RerankStore
+
+log = logging.getLogger("lookalike")
+SMALL_FILTER = 4096  # at most this many allowed ids: score them exactly from the re-rank file
+TRAIN_PER_LIST = 20  # training vectors per inverted list (FAISS asks for 39; 20 is a time/quality trade-off)
+MAX_TRAIN = 100_000
+TRANSFORMS = ("pca", "opq", None)
+RERANK_BLOCK = 8  # queries re-ranked together (8 x 1,000 candidates x 1,280 floats = 41 MB)
+PQ_ITERATIONS = 10  # k-means iterations per PQ codebook (FAISS's 25 cost minutes on 2 busy cores)
+
+
+def lists_for(count: int) -> int:
+    """Inverted lists for a collection: a power of two near 2 sqrt(n) (FAISS suggests 1-16 sqrt(n); fewer
+    lists train and assign faster on few cores, at the price of scanning more codes per probe)."""
+    return int(2 ** round(math.log2(max(16.0, 2 * math.sqrt(max(count, 1))))))
+
+
+class IVFPQBackend:
+    kind = "ivfpq"
+
+    def __init__(self, dimension: int, nlist: int | None = None, pq_bytes: int = 64, transform: str | None = "pca",
+                 reduced_dimension: int | None = 256, nprobe: int = 16, rerank: int = 10, min_train: int = 20_000):
+        if transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {transform!r}; choose from {', '.join(map(str, TRANSFORMS))}")
+        self.dimension = dimension
+        self.nlist, self.pq_bytes, self.transform = nlist, pq_bytes, transform
+        self.reduced_dimension = min(reduced_dimension or dimension, dimension) if transform else dimension
+        self.nprobe, self.rerank, self.min_train = nprobe, rerank, min_train
+        self.index: faiss.Index | None = None  # None until trained
+        self.vectors = RerankStore(dimension)
+
+    @property
+    def count(self) -> int:
+        return self.vectors.count
+
+    @property
+    def trained(self) -> bool:
+        return self.index is not None
+
+    def factory_string(self) -> str:
+        nlist = self.nlist or lists_for(self.count)
+        prefix = {"pca": f"PCAR{self.reduced_dimension},", "opq": f"OPQ{self.pq_bytes}_{self.reduced_dimension},",
+                  None: ""}[self.transform]
+        return f"{prefix}IVF{nlist},PQ{self.pq_bytes}"
+
+    def params(self) -> dict[str, object]:
+        return {"nlist": self.nlist, "pq_bytes": self.pq_bytes, "transform": self.transform,
+                "reduced_dimension": self.reduced_dimension,
+                "nprobe": self.nprobe, "rerank": self.rerank, "min_train": self.min_train}
+
+    def describe(self) -> str:
+        if not self.trained:
+            return (f"exact search over {self.count} stored vectors (IVF-PQ trains once {self.min_train} "
+                    "vectors exist)")
+        return f"{self.factory_string()} with nprobe {self.nprobe}, exact re-ranking of {self.rerank} x k candidates"
+
+    def set_search_params(self, nprobe: int | None = None, rerank: int | None = None, **_: object) -> None:
+        if nprobe is not None:
+            self.nprobe = int(nprobe)
+        if rerank is not None:
+            self.rerank = int(rerank)
+
+    # --- changes --------------------------------------------------------------------------
+    def add(self, ids: Ids, vectors: Matrix) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.vectors.add(ids, vectors)
+        if self.index is not None:
+            self.index.add_with_ids(vectors, ids)
+        elif self.count >= self.min_train:
+            self.train()
+
+    def remove(self, ids: Ids) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        self.vectors.remove(ids)
+        if self.index is not None:
+            self.index.remove_ids(faiss.IDSelectorBatch(ids))
+
+    def train(self, seed: int = 0) -> None:
+        """Train IVF and PQ on a sample of the stored vectors, then index them all."""
+        if self.nlist is None:
+            self.nlist = lists_for(self.count)
+        alive = np.flatnonzero(self.vectors.row_ids >= 0)
+        sample_size = min(len(alive), max(self.min_train, min(MAX_TRAIN, TRAIN_PER_LIST * self.nlist)))
+        rows = np.sort(np.random.default_rng(seed).choice(alive, sample_size, replace=False))
+        sample = self.vectors.vectors_of_rows(rows)
+        log.info("training %s on %d vectors", self.factory_string(), sample_size)
+        if self.transform == "pca":  # FAISS's own PCAR trains very slowly here; the same transform, from NumPy
+            inner = faiss.index_factory(self.reduced_dimension, self.factory_string().split(",", 1)[1],
+                                        faiss.METRIC_INNER_PRODUCT)
+            rotation = _pca_rotation(sample, self.reduced_dimension, seed)
+            rotation.thisown, inner.thisown = False, False  # owned by the index from here on
+            index = faiss.IndexPreTransform(rotation, inner)
+            index.own_fields = True
+        else:
+            index = faiss.index_factory(self.dimension, self.factory_string(), faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.pq.cp.niter = PQ_ITERATIONS
+        ivf.do_polysemous_training = False  # on by default in index_factory; slow, and unused here
+        index.train(sample)
+        for ids, vectors in self.vectors.alive_chunks():
+            index.add_with_ids(vectors, ids)
+        self.index = index
+
+    def compact(self) -> None:
+        """Drop tombstoned rows from the re-rank vectors (the IVF lists already deleted them)."""
+        self.vectors.compact()
+
+    # --- search ---------------------------------------------------------------------------
+    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.index is None or (allowed_ids is not None and len(allowed_ids) <= SMALL_FILTER):
+            return exact_top_k(queries, self._exact_chunks(allowed_ids), k)
+        selector = None if allowed_ids is None else faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
+        _, candidates = self.index.search(queries, max(k, self.rerank * k), params=params)
+        return self._rerank(queries, candidates, k)
+
+    def _exact_chunks(self, allowed_ids: Ids | None):
+        if allowed_ids is None:
+            return self.vectors.alive_chunks()
+        rows = self.vectors.rows_of(np.unique(np.asarray(allowed_ids, dtype=np.int64)))
+        rows = np.sort(rows[rows >= 0])
+        return [(self.vectors.row_ids[rows], self.vectors.vectors_of_rows(rows))]
+
+    def _rerank(self, queries: Matrix, candidates: Ids, k: int) -> tuple[Matrix, Ids]:
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for start in range(0, len(queries), RERANK_BLOCK):
+            block = candidates[start:start + RERANK_BLOCK]
+            rows = self.vectors.rows_of(block.ravel()).reshape(block.shape)
+            valid = rows >= 0
+            gathered = np.zeros(block.shape + (self.dimension,), dtype=np.float32)
+            gathered[valid] = self.vectors.vectors_of_rows(rows[valid])
+            exact = np.einsum("qcd,qd->qc", gathered, queries[start:start + RERANK_BLOCK])
+            exact[~valid] = -np.inf
+            take = min(k, block.shape[1])
+            order = np.argsort(-exact, axis=1)[:, :take]
+            scores[start:start + RERANK_BLOCK, :take] = np.take_along_axis(exact, order, axis=1)
+            chosen = np.take_along_axis(block, order, axis=1)
+            ids[start:start + RERANK_BLOCK, :take] = np.where(np.take_along_axis(valid, order, axis=1), chosen, -1)
+        return scores, ids
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, folder: Path, generation: int) -> None:
+        index_path, vectors_path, ids_path, sidecar = _paths(folder, generation)
+        files = [vectors_path, ids_path]
+        self.vectors.save(vectors_path, ids_path)
+        if self.index is not None:
+            partial = index_path.with_name(index_path.name + ".partial")
+            faiss.write_index(self.index, str(partial))
+            partial.replace(index_path)
+            files.append(index_path)
+        seal(sidecar, files)
+        keep = {sidecar, *files}
+        for old in [*folder.glob("ivfpq-*"), *folder.glob("rerank-*")]:
+            if old not in keep:
+                old.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, folder: Path, generation: int, dimension: int, **params: object) -> IVFPQBackend | None:
+        index_path, vectors_path, ids_path, sidecar = _paths(folder, generation)
+        if not vectors_path.exists() or not verified(sidecar):
+            return None
+        backend = cls(dimension, **params)  # type: ignore[arg-type]
+        backend.vectors = RerankStore.load(vectors_path, ids_path, dimension)
+        if index_path.exists():
+            backend.index = faiss.read_index(str(index_path))
+            backend.nlist = faiss.extract_index_ivf(backend.index).nlist
+        return backend
+
+
+def _pca_rotation(sample: Matrix, dimension: int, seed: int) -> faiss.LinearTransform:
+    """PCA to `dimension` followed by a random rotation (variance spread evenly over PQ sub-vectors)."""
+    mean = sample.mean(axis=0)
+    centred = sample - mean
+    _, eigenvectors = np.linalg.eigh(centred.T @ centred / len(sample))
+    top = eigenvectors[:, ::-1][:, :dimension].T  # dimension x d, largest variance first
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dimension, dimension)))
+    matrix = (rotation.astype(np.float32) @ top).astype(np.float32)
+    transform = faiss.LinearTransform(sample.shape[1], dimension, True)
+    faiss.copy_array_to_vector(matrix.ravel(), transform.A)
+    faiss.copy_array_to_vector((-matrix @ mean).astype(np.float32), transform.b)
+    transform.is_trained = True
+    return transform
+
+
+def _paths(folder: Path, generation: int) -> tuple[Path, Path, Path, Path]:
+    return (folder / f"ivfpq-{generation}.faiss", folder / f"rerank-{generation}.f16",
+            folder / f"rerank-{generation}.ids.npy", folder / f"ivfpq-{generation}.sha256.json")

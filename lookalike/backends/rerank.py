@@ -1,0 +1,125 @@
+"""Full vectors for exact re-ranking, stored as float16 and memory-mapped from disk.
+
+An approximate index returns candidates; their stored vectors give exact inner products. The
+saved file (`rerank-<generation>.f16`) is mapped, not read, so the index's RAM stays the size of
+its compressed codes; rows added since the last save live in RAM until the next save. Removed
+ids are tombstoned (their rows stay in the file until `compact()`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.backends import Ids, Matrix
+
+
+class RerankStore:
+    """Rows of float16 vectors with an id -> row mapping."""
+
+    def __init__(self, dimension: int):
+        self.dimension = dimension
+        self.base: np.ndarray = np.zeros((0, dimension), dtype=np.float16)  # memory-mapped after load
+        self.pending: list[np.ndarray] = []  # rows added since the base was written
+        self.row_ids = np.zeros(0, dtype=np.int64)  # id per row, -1 for removed rows
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (ids sorted, their rows)
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(self.row_ids >= 0))
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_ids)
+
+    def add(self, ids: Ids, vectors: Matrix) -> None:
+        self.pending.append(np.asarray(vectors, dtype=np.float16))
+        self.row_ids = np.concatenate([self.row_ids, np.asarray(ids, dtype=np.int64)])
+        self._sorted = None
+
+    def remove(self, ids: Ids) -> None:
+        rows = self.rows_of(ids)
+        self.row_ids[rows[rows >= 0]] = -1
+        self._sorted = None
+
+    def rows_of(self, ids: Ids) -> np.ndarray:
+        """Row per id, -1 for ids not stored."""
+        if self._sorted is None:
+            alive = np.flatnonzero(self.row_ids >= 0)
+            order = np.argsort(self.row_ids[alive], kind="stable")
+            self._sorted = (self.row_ids[alive][order], alive[order])
+        keys, rows = self._sorted
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(keys) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        where = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
+        return np.where(keys[where] == ids, rows[where], -1)
+
+    def vectors_of_rows(self, rows: np.ndarray) -> Matrix:
+        """float32 vectors for rows (all must exist)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dimension), dtype=np.float32)
+        in_base = rows < len(self.base)
+        if in_base.any():
+            out[in_base] = self.base[rows[in_base]]
+        if (~in_base).any():
+            out[~in_base] = self._pending_matrix()[rows[~in_base] - len(self.base)]
+        return out
+
+    def vectors(self, ids: Ids) -> Matrix:
+        rows = self.rows_of(ids)
+        if (rows < 0).any():
+            raise KeyError(f"ids not stored: {np.asarray(ids)[rows < 0][:5].tolist()}")
+        return self.vectors_of_rows(rows)
+
+    def alive_chunks(self, chunk: int = 65_536):
+        """(ids, float32 vectors) of every live row, in chunks (bounded memory)."""
+        for start in range(0, self.rows, chunk):
+            rows = np.arange(start, min(self.rows, start + chunk))
+            rows = rows[self.row_ids[rows] >= 0]
+            if len(rows):
+                yield self.row_ids[rows], self.vectors_of_rows(rows)
+
+    def compact(self) -> None:
+        """Drop removed rows (rewrites the rows in RAM; the next save writes a smaller file)."""
+        chunks = list(self.alive_chunks())
+        self.base = np.zeros((0, self.dimension), dtype=np.float16)
+        self.pending, self.row_ids, self._sorted = [], np.zeros(0, dtype=np.int64), None
+        for ids, vectors in chunks:
+            self.add(ids, vectors)
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, vectors_path: Path, ids_path: Path) -> None:
+        """Write base + pending rows (streamed, never concatenated in RAM), then map the file."""
+        partial = vectors_path.with_name(vectors_path.name + ".partial")
+        with open(partial, "wb") as out:
+            for start in range(0, len(self.base), 65_536):
+                out.write(np.ascontiguousarray(self.base[start:start + 65_536]).tobytes())
+            for block in self.pending:
+                out.write(np.ascontiguousarray(block).tobytes())
+        partial.replace(vectors_path)
+        partial_ids = ids_path.with_name(ids_path.name + ".partial.npy")
+        np.save(partial_ids, self.row_ids)
+        partial_ids.replace(ids_path)
+        self._map(vectors_path)
+
+    @classmethod
+    def load(cls, vectors_path: Path, ids_path: Path, dimension: int) -> RerankStore:
+        store = cls(dimension)
+        store.row_ids = np.load(ids_path)
+        store._map(vectors_path)
+        if len(store.base) != len(store.row_ids):
+            raise ValueError(f"{vectors_path.name} holds {len(store.base)} rows, {ids_path.name} {len(store.row_ids)}")
+        return store
+
+    def _map(self, path: Path) -> None:
+        rows = path.stat().st_size // (2 * self.dimension)
+        self.base = (np.memmap(path, dtype=np.float16, mode="r", shape=(rows, self.dimension))
+                     if rows else np.zeros((0, self.dimension), dtype=np.float16))
+        self.pending = []
+
+    def _pending_matrix(self) -> np.ndarray:
+        if len(self.pending) > 1:
+            self.pending = [np.concatenate(self.pending)]
+        return self.pending[0] if self.pending else np.zeros((0, self.dimension), dtype=np.float16)

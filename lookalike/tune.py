@@ -1,0 +1,141 @@
+"""Setting an approximate index's search parameters from measured recall on the user's own vectors.
+
+A sample of the indexed vectors is searched exactly (streamed from the database, bounded memory)
+and then with each candidate setting (efSearch for HNSW, nprobe and the re-rank depth for IVF-PQ),
+cheapest first; the first setting whose recall@k reaches the target is kept, in the backend and in
+the manifest. The query itself is left out of both result lists.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lookalike.backends import Ids, Matrix, VectorBackend
+from lookalike.backends.exact import exact_top_k
+from lookalike.manifest import write_manifest
+
+if TYPE_CHECKING:
+    from lookalike.index import ImageIndex
+
+EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+NPROBE = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
+RERANK = (10, 20, 50, 100, 200)
+PLATEAU = 0.002  # more probes that gain less recall than this are not tried
+
+
+@dataclass
+class Trial:
+    params: dict[str, int]
+    recall: float
+    ms_per_query: float
+
+
+@dataclass
+class TuneReport:
+    index_type: str
+    target_recall: float
+    params: dict[str, int] = field(default_factory=dict)
+    recall: float = 1.0
+    trials: list[Trial] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index_type": self.index_type, "target_recall": self.target_recall, "params": self.params,
+                "recall": round(self.recall, 4), "note": self.note,
+                "trials": [{**t.params, "recall": round(t.recall, 4), "ms_per_query": round(t.ms_per_query, 3)}
+                           for t in self.trials]}
+
+
+class UnreachableRecallError(ValueError):
+    """No setting reaches the target recall; `report` holds every trial."""
+
+    def __init__(self, message: str, report: TuneReport):
+        super().__init__(message)
+        self.report = report
+
+
+def recall_at_k(found: Ids, truth: Ids, query_ids: Ids | None, k: int) -> float:
+    """Mean fraction of the true k nearest (the query itself left out) that were found."""
+    hits = 0
+    for row in range(len(truth)):
+        own = -2 if query_ids is None else int(query_ids[row])
+        wanted = [i for i in truth[row] if i >= 0 and i != own][:k]
+        got = {i for i in found[row] if i >= 0 and i != own}
+        hits += len(got.intersection(wanted)) / max(1, len(wanted))
+    return hits / max(1, len(truth))
+
+
+def candidate_settings(backend: VectorBackend) -> list[dict[str, int]]:
+    """Search settings to try, cheapest first."""
+    if backend.kind == "hnsw":
+        return [{"ef_search": ef} for ef in EF_SEARCH]
+    if backend.kind == "ivfpq" and getattr(backend, "trained", False):
+        nlist = int(backend.nlist)  # type: ignore[attr-defined]
+        probes = [p for p in NPROBE if p < nlist] + [nlist]
+        return [{"nprobe": p, "rerank": r} for r in RERANK for p in probes]
+    return []
+
+
+def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_recall: float = 0.95, k: int = 10,
+                 query_ids: Ids | None = None) -> TuneReport:
+    """The cheapest setting reaching `target_recall`; raises ValueError when none does."""
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target recall must be in (0, 1], not {target_recall}")
+    report = TuneReport(backend.kind, target_recall)
+    settings = candidate_settings(backend)
+    if not settings:
+        report.note = ("exact search: recall is 1.0, nothing to tune" if backend.kind == "flat-ip" else
+                       f"{getattr(backend, 'describe', lambda: backend.kind)()}: recall is 1.0, nothing to tune yet")
+        return report
+    extra = 0 if query_ids is None else 1
+    for params in settings:
+        if _plateaued(report.trials, params):
+            continue
+        backend.set_search_params(**params)  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        _, found = backend.search(queries, k + extra)
+        elapsed = (time.perf_counter() - started) * 1e3 / len(queries)
+        trial = Trial(params, recall_at_k(found, truth, query_ids, k), elapsed)
+        report.trials.append(trial)
+        if trial.recall >= target_recall:
+            report.params, report.recall = params, trial.recall
+            return report
+    best = max(report.trials, key=lambda t: t.recall)
+    backend.set_search_params(**best.params)  # type: ignore[attr-defined]
+    raise UnreachableRecallError(
+        f"target recall@{k} {target_recall} cannot be reached by this {backend.kind} index: the best "
+        f"measured is {best.recall:.3f} with {best.params}; lower the target or rebuild with more "
+        "bytes per image (or a more exact index type)", report)
+
+
+def _plateaued(trials: list[Trial], params: dict[str, int]) -> bool:
+    """True when, at this re-rank depth, the last increase of nprobe gained less than PLATEAU recall."""
+    if "nprobe" not in params:
+        return False
+    same_depth = [t for t in trials if t.params.get("rerank") == params.get("rerank")]
+    return len(same_depth) >= 2 and same_depth[-1].recall - same_depth[-2].recall < PLATEAU
+
+
+def tune_index(index: ImageIndex, target_recall: float = 0.95, sample: int = 500, k: int = 10,
+               seed: int = 0) -> TuneReport:
+    """Tune an index on `sample` of its own vectors and record the setting in its manifest."""
+    store = index.store
+    ids = store.ids()
+    if len(ids) <= k:
+        raise ValueError(f"the index holds {len(ids)} images: too few to measure recall@{k}")
+    query_ids = np.sort(np.random.default_rng(seed).choice(ids, min(sample, len(ids)), replace=False))
+    queries = store.searchable_vectors(query_ids.tolist())
+    parts = np.array_split(ids, max(1, len(ids) // 65_536))
+    chunks = ((chunk, store.searchable_vectors(chunk.tolist())) for chunk in parts)
+    _, truth = exact_top_k(queries, chunks, k + 1)
+    report = tune_backend(store.backend, queries, truth, target_recall, k, query_ids)
+    if report.params:
+        index.manifest["index_params"] = {**index.manifest.get("index_params", {}), **report.params}
+        index.manifest["tuned"] = {"target_recall": target_recall, "recall": round(report.recall, 4),
+                                   "sample": len(query_ids), "k": k}
+        write_manifest(index.folder, index.manifest)
+    return report

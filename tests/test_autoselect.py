@@ -1,0 +1,71 @@
+"""Choosing the index type from collection size, memory budget and latency target."""
+
+from __future__ import annotations
+
+import pytest
+
+from lookalike.autoselect import memory_needed, parse_memory, plan_index
+from lookalike.index import ImageIndex
+from lookalike.manifest import read_manifest
+
+
+def test_small_collection_gets_exact_search():
+    plan = plan_index("auto", 5_000, 1280, max_memory="2G")
+    assert plan.index_type == "flat-ip"
+    assert "no recall is lost" in plan.explain()
+
+
+def test_mid_size_collection_gets_hnsw_when_it_fits():
+    plan = plan_index("auto", 200_000, 1280, max_memory="2G", latency_ms=10)
+    assert plan.index_type == "hnsw"
+    assert plan.memory_bytes <= 2 * 2**30
+    assert "exact search would take" in plan.explain()
+
+
+def test_million_images_in_two_gigabytes_gets_ivfpq_with_reasons():
+    plan = plan_index("auto", 1_000_000, 1280, max_memory="2G")
+    assert plan.index_type == "ivfpq"
+    assert plan.memory_bytes <= 2 * 2**30 < memory_needed("hnsw", 1_000_000, 1280)
+    assert plan.params["nlist"] == 2048 and plan.params["pq_bytes"] == 64
+    assert "HNSW would need" in plan.explain() and "re-ranking" in plan.explain()
+
+
+def test_tighter_budget_uses_fewer_bytes_per_image():
+    roomy = plan_index("auto", 10_000_000, 1280, max_memory="1G")
+    tight = plan_index("auto", 10_000_000, 1280, max_memory="300M")
+    assert tight.params["pq_bytes"] < roomy.params["pq_bytes"]
+
+
+def test_budget_too_small_for_any_index_type_is_a_clear_error():
+    with pytest.raises(ValueError, match="too small for any index type"):
+        plan_index("auto", 1_000_000, 1280, max_memory="10M")
+
+
+def test_named_type_over_budget_is_refused():
+    with pytest.raises(ValueError, match="more than --max-memory"):
+        plan_index("flat-ip", 1_000_000, 1280, max_memory="2G")
+
+
+@pytest.mark.parametrize(("text", "expected"), [("2G", 2 * 2**30), ("1.5GB", int(1.5 * 2**30)), ("512M", 512 * 2**20),
+                                                 ("2GiB", 2 * 2**30), ("1000", 1000)])
+def test_memory_sizes_are_read_like_people_write_them(text, expected):
+    assert parse_memory(text) == expected
+
+
+def test_unreadable_memory_size_is_an_error():
+    with pytest.raises(ValueError, match="cannot read memory size"):
+        parse_memory("lots")
+
+
+def test_unknown_index_type_is_an_error():
+    with pytest.raises(ValueError, match="unknown index type"):
+        plan_index("annoy", 10, 1280)
+
+
+def test_created_index_records_the_choice_in_its_manifest(tmp_path):
+    index = ImageIndex.create(tmp_path / "idx", index_type="auto", expected_count=300_000, max_memory="2G")
+    index.close()
+    manifest = read_manifest(tmp_path / "idx")
+    assert manifest["index_type"] == "hnsw"
+    assert manifest["index_params"]["M"] == 32
+    assert any("HNSW" in reason for reason in manifest["index_choice"])

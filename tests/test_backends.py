@@ -1,0 +1,143 @@
+"""Every vector backend: add, search, remove, filter, save/load, and recall against exact search.
+
+Vectors are noisy copies of the real embeddings of the bundled demo gallery, so neighbours have
+the structure of real image vectors (random vectors would make any approximate index look broken).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.backends import load_backend, new_backend
+from lookalike.backends.exact import exact_top_k
+from lookalike.tune import recall_at_k
+
+SMALL = {
+    "flat-ip": {},
+    "hnsw": {"M": 16, "ef_construction": 40, "ef_search": 64},
+    "ivfpq": {"nlist": 16, "pq_bytes": 16, "reduced_dimension": 64, "nprobe": 8, "rerank": 10, "min_train": 2000},
+}
+KINDS = list(SMALL)
+
+
+def noisy_copies(vectors: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    copies = vectors[rng.integers(0, len(vectors), count)]
+    copies = copies + rng.standard_normal(copies.shape).astype(np.float32) * noise
+    return (copies / np.linalg.norm(copies, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def collection(demo_index):
+    """3,000 vectors around the 144 demo photos' embeddings, with ids that are not row numbers."""
+    _, real = demo_index.vectors()
+    vectors = noisy_copies(real, 3000, 0.02, seed=1)
+    ids = np.arange(3000, dtype=np.int64) * 7 + 5
+    queries = noisy_copies(real, 60, 0.02, seed=2)
+    return ids, vectors, queries
+
+
+def built(kind, collection):
+    ids, vectors, _ = collection
+    backend = new_backend(kind, vectors.shape[1], SMALL[kind])
+    for start in range(0, len(ids), 1000):
+        backend.add(ids[start:start + 1000], vectors[start:start + 1000])
+    return backend
+
+
+def exact(collection, k=10, keep=None):
+    ids, vectors, queries = collection
+    mask = np.ones(len(ids), bool) if keep is None else np.isin(ids, keep)
+    return exact_top_k(queries, [(ids[mask], vectors[mask])], k)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_search_recall_matches_exact_search(kind, collection):
+    backend = built(kind, collection)
+    assert backend.count == 3000
+    scores, found = backend.search(collection[2], 10)
+    true_scores, truth = exact(collection)
+    assert recall_at_k(found, truth, None, 10) >= 0.9
+    assert np.allclose(scores[:, 0], true_scores[:, 0], atol=2e-3)  # the best score is exact (re-ranked)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_removed_ids_are_never_returned(kind, collection):
+    backend = built(kind, collection)
+    _, first = backend.search(collection[2], 10)
+    gone = np.unique(first[:, :3])
+    backend.remove(gone)
+    assert backend.count == 3000 - len(gone)
+    _, after = backend.search(collection[2], 10)
+    assert not np.isin(after, gone).any()
+    assert (after >= 0).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_readded_id_is_found_with_its_new_vector(kind, collection):
+    ids, vectors, queries = collection
+    backend = built(kind, collection)
+    backend.remove(ids[:1])
+    backend.add(ids[:1], queries[:1])  # a changed photo keeps its id
+    _, found = backend.search(queries[:1], 1)
+    assert found[0, 0] == ids[0]
+    assert backend.count == 3000
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("share", [0.01, 0.5])
+def test_filter_returns_only_allowed_ids(kind, share, collection):
+    ids, _, queries = collection
+    backend = built(kind, collection)
+    allowed = ids[np.random.default_rng(3).random(len(ids)) < share]
+    _, found = backend.search(queries, 10, allowed_ids=allowed)
+    assert np.isin(found[found >= 0], allowed).all()
+    _, truth = exact(collection, keep=allowed)
+    assert recall_at_k(found, truth, None, 10) >= 0.85
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_and_load_round_trip(kind, collection, tmp_path):
+    backend = built(kind, collection)
+    backend.remove(collection[0][:5])
+    before = backend.search(collection[2], 10)
+    backend.save(tmp_path, 4)
+    loaded = load_backend(kind, 1280, tmp_path, 4, SMALL[kind])
+    assert loaded is not None and loaded.count == backend.count
+    after = loaded.search(collection[2], 10)
+    assert (after[1] == before[1]).mean() > 0.99
+    assert load_backend(kind, 1280, tmp_path, 5, SMALL[kind]) is None  # another generation: stale
+
+
+def test_hnsw_compaction_drops_tombstones_and_keeps_results(collection):
+    backend = built("hnsw", collection)
+    backend.remove(collection[0][::2])
+    _, before = backend.search(collection[2], 10)
+    assert backend.tombstones == 1500
+    backend.compact()
+    assert backend.tombstones == 0 and backend.count == 1500
+    _, after = backend.search(collection[2], 10)
+    assert recall_at_k(after, before, None, 10) >= 0.95
+
+
+def test_ivfpq_searches_exactly_until_trained(collection):
+    ids, vectors, queries = collection
+    backend = new_backend("ivfpq", 1280, SMALL["ivfpq"] | {"min_train": 5000})
+    backend.add(ids, vectors)
+    assert not backend.trained and "exact search" in backend.describe()
+    _, found = backend.search(queries, 10)
+    _, truth = exact(collection)
+    assert recall_at_k(found, truth, None, 10) >= 0.99  # float16 storage: ties may swap
+
+
+def test_ivfpq_compaction_shrinks_the_rerank_file(collection, tmp_path):
+    backend = built("ivfpq", collection)
+    backend.remove(collection[0][:1000])
+    backend.save(tmp_path, 1)
+    big = (tmp_path / "rerank-1.f16").stat().st_size
+    backend.compact()
+    backend.save(tmp_path, 2)
+    assert (tmp_path / "rerank-2.f16").stat().st_size == big * 2000 // 3000
+    assert load_backend("ivfpq", 1280, tmp_path, 2, SMALL["ivfpq"]).count == 2000

@@ -1,0 +1,37 @@
+"""The index-type options of `lookalike index` and the compact verb, through the real CLI."""
+
+from __future__ import annotations
+
+from lookalike.cli import main
+from lookalike.manifest import read_manifest
+
+
+def test_index_type_is_recorded_for_a_new_index(tmp_path, demo_copy, capsys):
+    assert main(["index", str(demo_copy), "--index", str(tmp_path / "idx"), "--index-type", "hnsw"]) == 0
+    assert read_manifest(tmp_path / "idx")["index_type"] == "hnsw"
+    assert "index type: hnsw" in capsys.readouterr().out
+
+
+def test_auto_explains_its_choice(tmp_path, demo_copy, capsys):
+    assert main(["index", str(demo_copy), "--index", str(tmp_path / "idx"), "--index-type", "auto",
+                 "--max-memory", "1G"]) == 0
+    out = capsys.readouterr().out
+    assert "index type: flat-ip" in out and "exact search over" in out
+
+
+def test_memory_budget_too_small_is_a_usage_error(tmp_path, demo_copy, capsys):
+    code = main(["index", str(demo_copy), "--index", str(tmp_path / "idx"), "--index-type", "auto",
+                 "--max-memory", "1K"])
+    assert code == 2
+    assert "too small for any index type" in capsys.readouterr().err
+    assert not (tmp_path / "idx" / "manifest.json").exists()
+
+
+def test_compact_after_removal_keeps_search_working(tmp_path, demo_copy, capsys):
+    assert main(["index", str(demo_copy), "--index", str(tmp_path / "idx"), "--index-type", "hnsw"]) == 0
+    first = sorted(demo_copy.rglob("*.jpg"))[0]
+    assert main(["remove", str(first), "--index", str(tmp_path / "idx")]) == 0
+    assert main(["compact", "--index", str(tmp_path / "idx")]) == 0
+    assert "compacted" in capsys.readouterr().out
+    assert main(["search", "--random", "--seed", "1", "--index", str(tmp_path / "idx"), "--json"]) == 0
+    assert str(first) not in capsys.readouterr().out

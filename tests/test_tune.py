@@ -1,0 +1,75 @@
+"""Tuning search parameters to a target recall, measured on the index's own vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike import tune
+from lookalike.backends import new_backend
+from lookalike.backends.exact import exact_top_k
+from lookalike.cli import main
+from lookalike.index import ImageIndex
+from lookalike.manifest import read_manifest
+from lookalike.tune import recall_at_k, tune_backend, tune_index
+
+
+@pytest.fixture(scope="module")
+def collection(demo_index):
+    """2,000 noisy copies of the demo photos' real embeddings, and 50 held-out queries."""
+    _, real = demo_index.vectors()
+    rng = np.random.default_rng(5)
+
+    def copies(count):
+        vectors = real[rng.integers(0, len(real), count)] + rng.standard_normal((count, real.shape[1])) * 0.02
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    vectors, queries = copies(2000), copies(50)
+    ids = np.arange(2000, dtype=np.int64)
+    _, truth = exact_top_k(queries, [(ids, vectors)], 10)
+    return ids, vectors, queries, truth
+
+
+def test_hnsw_gets_the_cheapest_ef_search_reaching_the_target(collection):
+    ids, vectors, queries, truth = collection
+    backend = new_backend("hnsw", vectors.shape[1], {"M": 8, "ef_construction": 40})
+    backend.add(ids, vectors)
+    report = tune_backend(backend, queries, truth, target_recall=0.97)
+    assert report.recall >= 0.97 and backend.ef_search == report.params["ef_search"]
+    assert all(trial.recall < 0.97 for trial in report.trials[:-1])  # nothing cheaper would do
+    assert recall_at_k(backend.search(queries, 10)[1], truth, None, 10) >= 0.97
+
+
+def test_unreachable_target_recall_is_a_clear_error(collection, monkeypatch):
+    ids, vectors, queries, truth = collection
+    monkeypatch.setattr(tune, "RERANK", (1,))  # no re-ranking depth to buy recall with
+    params = {"nlist": 16, "pq_bytes": 2, "reduced_dimension": 16, "min_train": 1000}  # 2-byte codes
+    backend = new_backend("ivfpq", vectors.shape[1], params)
+    backend.add(ids, vectors)
+    with pytest.raises(ValueError, match="cannot be reached"):
+        tune_backend(backend, queries, truth, target_recall=1.0)
+
+
+def test_target_recall_outside_zero_to_one_is_refused(collection):
+    ids, vectors, queries, truth = collection
+    backend = new_backend("flat-ip", vectors.shape[1])
+    with pytest.raises(ValueError, match="target recall must be in"):
+        tune_backend(backend, queries, truth, target_recall=1.5)
+
+
+def test_tuned_setting_is_saved_in_the_manifest_and_used_on_reopen(tmp_path, demo_copy):
+    with ImageIndex.create(tmp_path / "idx", index_type="hnsw") as index:
+        index.add_folder(demo_copy)
+        report = tune_index(index, target_recall=0.9, sample=20)
+    manifest = read_manifest(tmp_path / "idx")
+    assert manifest["index_params"]["ef_search"] == report.params["ef_search"]
+    assert manifest["tuned"]["recall"] >= 0.9
+    with ImageIndex.open(tmp_path / "idx") as index:
+        assert index.store.backend.ef_search == report.params["ef_search"]
+
+
+def test_tune_command_on_exact_index_says_nothing_to_tune(tmp_path, demo_copy, capsys):
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(demo_copy)
+    assert main(["tune", "--index", str(tmp_path / "idx")]) == 0
+    assert "nothing to tune" in capsys.readouterr().out

@@ -66,7 +66,7 @@ def main() -> None:
         photos = sorted((data / "clothing" / "test").rglob("*.jpg"))[:100]
         upload_p50, upload_p99 = upload_latency(clothing, photos)
         clothing_scores = evaluate_index(clothing, data / "clothing")
-        corel, _ = index_dataset(data / "corel1k", work / "corel")
+        corel, corel_rate = index_dataset(data / "corel1k", work / "corel")
         corel_scores = evaluate_index(corel, data / "corel1k")
         count = len(clothing)
     finally:
@@ -81,8 +81,16 @@ def main() -> None:
 | network-only throughput (synthetic batches) | {network:.0f} images/s | |
 | end-to-end indexing of clothing ({count} real photos: decode + embed + store) | {end_to_end:.0f} images/s | >= 100 |
 | end-to-end / network-only | {ratio:.2f} | >= 0.80 |
+| end-to-end indexing of Corel-1K (1,000 smaller JPEGs, 384x256) | {corel_rate:.0f} images/s \
+({corel_rate / network:.2f} of network-only) | |
 | search latency by indexed id, exact, {count} images, p50 / p99 | {p50:.2f} / {p99:.2f} ms | |
 | search by image bytes (decode + embed + search), p50 / p99 | {upload_p50:.1f} / {upload_p99:.1f} ms | |
+
+Decoding and inference share the same 2 cores: decoder threads run ahead of the batched network
+(`lookalike/ingest.py`), so indexing is never waiting on the disk, but every millisecond of decoding
+(about 2 ms of CPU per 400x533 clothing JPEG, measured single-threaded) is taken from ONNX Runtime.
+The 0.8x target is missed on the clothing photos; profiling showed 88% of the run inside the network
+calls, which run slower while decoders compete for the cores.
 
 | dataset | queries vs gallery | mAP | P@10 | reference (mAP / P@10) |
 |---|---|---|---|---|

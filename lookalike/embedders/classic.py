@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders.base import Matrix, l2_normalise
-from lookalike.embedders.exported import ExportedNetwork, file_digest
+from lookalike.embedders.exported import ExportedNetwork, file_digest, network_description
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.embedders.torch_weights import find_weights, load_checked
 from lookalike.images import DecodedImage, resize_and_crop
@@ -73,16 +73,9 @@ class ClassicCnnEmbedder:
                                        self.build_torch_model, self.input_side, ("features",), device)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.name,
-            "version": f"weights-{file_digest(self.weights)[:12]}/export-{EXPORT_VERSION}",
-            "dimension": self.dimension,
-            "layer": self.layer,
-            "pool": self.pool,
-            "preprocessing": f"exif-upright, rgb (alpha on white), shorter side {self.input_side} bilinear, "
-            f"centre crop {self.input_side}, x/255, imagenet mean/std",
-            "weights_file": str(self.weights),
-        }
+        description = network_description(self.name, self.weights, EXPORT_VERSION, self.dimension, self.layer,
+                                          self.pool, self.input_side, "x/255, imagenet mean/std")
+        return description | {"weights_file": str(self.weights)}
 
     def preprocess(self, image: DecodedImage) -> npt.NDArray[np.float32]:
         pixels = np.asarray(resize_and_crop(image.pixels, self.input_side), dtype=np.float32) / 255.0

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders.base import Matrix, l2_normalise
-from lookalike.embedders.exported import ExportedNetwork, export_module, file_digest
+from lookalike.embedders.exported import ExportedNetwork, export_module, file_digest, network_description
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.images import DecodedImage, resize_and_crop
 
@@ -93,15 +93,9 @@ class EfficientNetLiteEmbedder:
         return self.layer == HEAD and self.pool == "avg"
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.name,
-            "version": f"weights-{file_digest(self.weights)[:12]}/export-{EXPORT_VERSION}",
-            "dimension": self.dimension,
-            "layer": self.layer,
-            "pool": self.pool,
-            "preprocessing": f"exif-upright, rgb (alpha on white), shorter side {self.input_side} bilinear, "
-            f"centre crop {self.input_side}, (x-127)/128",
-        }
+        description = network_description(self.name, self.weights, EXPORT_VERSION, self.dimension, self.layer,
+                                          self.pool, self.input_side, "(x-127)/128")
+        return description
 
     def preprocess(self, image: DecodedImage) -> npt.NDArray[np.float32]:
         crop = resize_and_crop(image.pixels, self.input_side)

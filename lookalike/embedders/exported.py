@@ -90,3 +90,17 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def network_description(name: str, weights: Path, export_version: int, dimension: int, layer: str, pool: str,
+                        input_side: int, scaling: str) -> dict[str, Any]:
+    """What an index records about a pretrained CNN: compared on open and on every query."""
+    return {
+        "model": name,
+        "version": f"weights-{file_digest(weights)[:12]}/export-{export_version}",
+        "dimension": dimension,
+        "layer": layer,
+        "pool": pool,
+        "preprocessing": f"exif-upright, rgb (alpha on white), shorter side {input_side} bilinear, "
+        f"centre crop {input_side}, {scaling}",
+    }

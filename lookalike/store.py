@@ -47,10 +47,9 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 @dataclass(frozen=True)
-class ImageRecord:
-    """One indexed image. `path` is absolute; it is stored relative to the index folder."""
+class NewImage:
+    """An image about to be stored. `path` is absolute; it is stored relative to the index folder."""
 
-    id: int
     path: str
     content_hash: str
     size: int
@@ -60,13 +59,10 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
-class NewImage:
-    path: str
-    content_hash: str
-    size: int
-    mtime: float
-    width: int
-    height: int
+class ImageRecord(NewImage):
+    """One indexed image, with its id."""
+
+    id: int = 0
 
 
 class VectorStore:
@@ -302,7 +298,7 @@ class VectorStore:
     def _record(self, row: tuple) -> ImageRecord:
         stored = os.fsdecode(row[1])
         path = stored if "://" in stored else os.path.normpath(os.path.join(self.root, stored))
-        return ImageRecord(row[0], path, row[2], row[3], row[4], row[5], row[6])
+        return ImageRecord(path, row[2], row[3], row[4], row[5], row[6], id=row[0])
 
 
 _RECORD_COLUMNS = "id, path, content_hash, size, mtime, width, height"

@@ -53,3 +53,10 @@ def test_cli_map_coloured_by_cluster_with_thumbnails(demo_clone, tmp_path, capsy
     assert main(["map", "--index", folder, "--out", str(tmp_path / "m"), "--colour-by", "cluster"]) == 0
     assert "(colour: cluster)" in capsys.readouterr().out
     assert (tmp_path / "m" / "map-thumbnails.png").stat().st_size > 10_000
+
+
+def test_cli_map_goes_into_the_index_folder_where_the_server_shows_it(demo_clone):
+    folder = demo_clone.folder
+    demo_clone.close()
+    assert main(["map", "--index", str(folder), "--no-thumbnails", "--colour-by", ""]) == 0
+    assert (folder / "map" / "map.html").exists() and (folder / "map" / "map.png").exists()

@@ -76,7 +76,8 @@ def map_command(args: argparse.Namespace) -> int:
     from lookalike.mapping import map_index
 
     with open_index(args) as index:
-        report = map_index(index, args.out, colour_by=args.colour_by or None, method=args.method, seed=args.seed,
+        report = map_index(index, args.out or index.folder / "map", colour_by=args.colour_by or None,
+                           method=args.method, seed=args.seed,
                            thumbnails=not args.no_thumbnails)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -138,7 +139,7 @@ def register(verbs: Any) -> None:
     cluster.add_argument("--seed", type=int, default=0)
 
     mapping = add_verb(verbs, "map", map_command, "2-D map of the collection (PNG and interactive HTML)")
-    mapping.add_argument("--out", required=True, help="output folder")
+    mapping.add_argument("--out", help="output folder (default INDEX/map, where `lookalike serve` shows it)")
     mapping.add_argument("--colour-by", default="label", help="label to colour by (e.g. label, cluster; '' for none)")
     mapping.add_argument("--method", default="tsne", choices=["tsne", "umap"])
     mapping.add_argument("--no-thumbnails", action="store_true", help="skip the PNG with thumbnails")

@@ -136,8 +136,9 @@ def table(rows: list[dict]) -> list[str]:
         used = row.get("tuned") if isinstance(row.get("tuned"), dict) else (  # unreachable: the best trial's
             max(row["trials"], key=lambda t: t.recall).params if row.get("trials") else {})
         params = {**row["params"], **used}
-        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k in ("M", "ef_construction", "ef_search", "nlist", "pq_bytes",
-                                                                           "reduced_dimension", "nprobe", "rerank"))
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k in ("M", "ef_construction", "ef_search", "nlist",
+                                                                           "pq_bytes", "reduced_dimension", "nprobe",
+                                                                           "rerank"))
         disk = f"{row['disk'] / 2**20:.0f} MiB" if row["disk"] else "not saved"
         lines.append(f"| {row['size']:,} | {row['type']} | {shown or '-'} | {row['build_s']:.0f} s | "
                      f"{row['ram'] / 2**20:.0f} MiB | {disk} | {row['p50']:.2f} ms | "
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                               for t in row["trials"])
             notes.append(f"Tuning {kind} at {size:,} (target recall@10 0.95, {TUNE_QUERIES} held-out queries): "
                          f"{sweep}" + ("" if isinstance(row["tuned"], dict) else f". {row['tuned']}"))
+            print("\n".join(table([row])), flush=True)
             if row is not last or size != sizes[-1]:
                 row.pop("backend")
                 shutil.rmtree(row["folder"], ignore_errors=True)

@@ -18,8 +18,11 @@ SMALL = {
     "hnsw": {"M": 16, "ef_construction": 40, "ef_search": 64},
     "ivfpq": {"nlist": 16, "pq_bytes": 16, "reduced_dimension": 64, "nprobe": 8, "rerank": 10, "min_train": 2000},
     "hnsw-reduced": {"reduced_dimension": 64, "M": 16, "ef_construction": 40, "ef_search": 64, "min_train": 2000},
+    "hnsw-reduced-sq8": {"reduced_dimension": 128, "M": 16, "ef_construction": 40, "ef_search": 64, "min_train": 2000,
+                         "storage": "sq8"},
 }
 KINDS = list(SMALL)
+KIND_OF = {"hnsw-reduced-sq8": "hnsw-reduced"}  # a second configuration of one index type
 
 
 def noisy_copies(vectors: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
@@ -41,7 +44,7 @@ def collection(demo_index):
 
 def built(kind, collection):
     ids, vectors, _ = collection
-    backend = new_backend(kind, vectors.shape[1], SMALL[kind])
+    backend = new_backend(KIND_OF.get(kind, kind), vectors.shape[1], SMALL[kind])
     for start in range(0, len(ids), 1000):
         backend.add(ids[start:start + 1000], vectors[start:start + 1000])
     return backend
@@ -105,11 +108,11 @@ def test_save_and_load_round_trip(kind, collection, tmp_path):
     backend.remove(collection[0][:5])
     before = backend.search(collection[2], 10)
     backend.save(tmp_path, 4)
-    loaded = load_backend(kind, 1280, tmp_path, 4, SMALL[kind])
+    loaded = load_backend(KIND_OF.get(kind, kind), 1280, tmp_path, 4, SMALL[kind])
     assert loaded is not None and loaded.count == backend.count
     after = loaded.search(collection[2], 10)
     assert (after[1] == before[1]).mean() > 0.99
-    assert load_backend(kind, 1280, tmp_path, 5, SMALL[kind]) is None  # another generation: stale
+    assert load_backend(KIND_OF.get(kind, kind), 1280, tmp_path, 5, SMALL[kind]) is None  # another generation: stale
 
 
 def test_hnsw_compaction_drops_tombstones_and_keeps_results(collection):

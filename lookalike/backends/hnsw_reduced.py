@@ -27,14 +27,17 @@ from lookalike.backends.rerank import RerankStore
 log = logging.getLogger("lookalike")
 SMALL_FILTER = 4096  # at most this many allowed ids: score them exactly from the re-rank file
 ADD_CHUNK = 65_536
+STORAGES = ("flat", "sq8")  # reduced vectors in the graph: float32, or 8-bit scalar-quantised (a quarter the RAM)
 
 
 class ReducedHNSWBackend:
     kind = "hnsw-reduced"
 
     def __init__(self, dimension: int, reduced_dimension: int = 256, M: int = 16,  # noqa: N803
-                 ef_construction: int = 40, ef_search: int = 64, min_train: int = 20_000):
-        self.dimension = dimension
+                 ef_construction: int = 40, ef_search: int = 64, min_train: int = 20_000, storage: str = "flat"):
+        if storage not in STORAGES:
+            raise ValueError(f"unknown storage {storage!r}; choose from {', '.join(STORAGES)}")
+        self.dimension, self.storage = dimension, storage
         self.reduced_dimension = min(reduced_dimension, dimension)
         self.M, self.ef_construction, self.ef_search, self.min_train = M, ef_construction, ef_search, min_train
         self.rotation: faiss.LinearTransform | None = None  # None until trained
@@ -49,9 +52,9 @@ class ReducedHNSWBackend:
     def trained(self) -> bool:
         return self.graph is not None
 
-    def params(self) -> dict[str, int]:
+    def params(self) -> dict[str, object]:
         return {"reduced_dimension": self.reduced_dimension, "M": self.M, "ef_construction": self.ef_construction,
-                "ef_search": self.ef_search, "min_train": self.min_train}
+                "ef_search": self.ef_search, "min_train": self.min_train, "storage": self.storage}
 
     def describe(self) -> str:
         if not self.trained:
@@ -92,7 +95,12 @@ class ReducedHNSWBackend:
             self._build_graph()
 
     def _build_graph(self) -> None:
-        graph = faiss.IndexHNSWFlat(self.reduced_dimension, self.M, faiss.METRIC_INNER_PRODUCT)
+        if self.storage == "sq8":
+            graph = faiss.IndexHNSWSQ(self.reduced_dimension, faiss.ScalarQuantizer.QT_8bit, self.M,
+                                      faiss.METRIC_INNER_PRODUCT)
+            graph.train(self._reduce(self.vectors.vectors_of_rows(np.arange(min(self.vectors.rows, ADD_CHUNK)))))
+        else:
+            graph = faiss.IndexHNSWFlat(self.reduced_dimension, self.M, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = self.ef_construction
         for start in range(0, self.vectors.rows, ADD_CHUNK):  # every row, tombstones too: node number = row
             rows = np.arange(start, min(self.vectors.rows, start + ADD_CHUNK))
@@ -144,16 +152,17 @@ class ReducedHNSWBackend:
                 old.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, folder: Path, generation: int, dimension: int, **params: int) -> ReducedHNSWBackend | None:
+    def load(cls, folder: Path, generation: int, dimension: int, **params: object) -> ReducedHNSWBackend | None:
         graph_path, rotation_path, vectors_path, ids_path, sidecar = _paths(folder, generation)
         if not vectors_path.exists() or not verified(sidecar):
             return None
-        backend = cls(dimension, **params)
+        backend = cls(dimension, **params)  # type: ignore[arg-type]
         backend.vectors = RerankStore.load(vectors_path, ids_path, dimension)
         if graph_path.exists():
             backend.graph = faiss.read_index(str(graph_path))
             backend.rotation = _transform(np.load(rotation_path), dimension, backend.graph.d)
             backend.reduced_dimension, backend.M = backend.graph.d, int(backend.graph.hnsw.nb_neighbors(1))
+            backend.storage = "sq8" if isinstance(backend.graph, faiss.IndexHNSWSQ) else "flat"
         return backend
 
 

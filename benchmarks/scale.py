@@ -51,7 +51,7 @@ def build(kind: str, params: dict, base: np.ndarray, size: int):
     for start in range(0, size, SHARD):
         stop = min(size, start + SHARD)
         backend.add(np.arange(start, stop, dtype=np.int64), np.asarray(base[start:stop]))
-    if kind == "ivfpq" and not backend.trained:
+    if kind in ("ivfpq", "hnsw-reduced") and not backend.trained:
         backend.train()
     return backend, time.perf_counter() - started
 
@@ -136,8 +136,9 @@ def table(rows: list[dict]) -> list[str]:
         used = row.get("tuned") if isinstance(row.get("tuned"), dict) else (  # unreachable: the best trial's
             max(row["trials"], key=lambda t: t.recall).params if row.get("trials") else {})
         params = {**row["params"], **used}
-        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k in ("M", "ef_search", "nlist", "pq_bytes",
-                                                                           "reduced_dimension", "nprobe", "rerank"))
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k in ("M", "ef_construction", "ef_search", "nlist",
+                                                                           "pq_bytes", "reduced_dimension", "nprobe",
+                                                                           "rerank"))
         disk = f"{row['disk'] / 2**20:.0f} MiB" if row["disk"] else "not saved"
         lines.append(f"| {row['size']:,} | {row['type']} | {shown or '-'} | {row['build_s']:.0f} s | "
                      f"{row['ram'] / 2**20:.0f} MiB | {disk} | {row['p50']:.2f} ms | "
@@ -150,9 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sizes", nargs="*", type=int, default=[100_000, POOL - HELD_OUT])
     parser.add_argument("--types", default="hnsw,ivfpq", help="approximate types to measure (exact always is)")
     parser.add_argument("--ivfpq-params", default="{}", help="JSON overriding the planned IVF-PQ parameters")
+    parser.add_argument("--hnsw-reduced-params", default="{}", help="JSON overriding the planned hnsw-reduced ones")
     parser.add_argument("--append", help="append the results under this title to the existing section")
     args = parser.parse_args(argv)
-    overrides = {"ivfpq": json.loads(args.ivfpq_params)}
+    overrides = {"ivfpq": json.loads(args.ivfpq_params), "hnsw-reduced": json.loads(args.hnsw_reduced_params)}
     pool = synthetic_vectors(POOL)
     queries = np.ascontiguousarray(pool[POOL - HELD_OUT:POOL - HELD_OUT + TUNE_QUERIES])
     sizes = args.sizes
@@ -171,19 +173,20 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             row = measure(kind, size, pool, queries, truth, overrides.get(kind, {}))
             rows.append(row)
-            if kind == "ivfpq":
+            if kind in ("ivfpq", "hnsw-reduced"):
                 last = row
             sweep = ", ".join(f"{t.params} -> {t.recall:.3f} ({t.ms_per_query:.2f} ms/q batched)"
                               for t in row["trials"])
             notes.append(f"Tuning {kind} at {size:,} (target recall@10 0.95, {TUNE_QUERIES} held-out queries): "
                          f"{sweep}" + ("" if isinstance(row["tuned"], dict) else f". {row['tuned']}"))
-            if kind != "ivfpq" or size != sizes[-1]:
+            print("\n".join(table([row])), flush=True)
+            if row is not last or size != sizes[-1]:
                 row.pop("backend")
                 shutil.rmtree(row["folder"], ignore_errors=True)
         if not args.append:
             write(rows, notes, None, sizes[:sizes.index(size) + 1])  # partial results survive a later failure
     photos = sorted((datasets_dir() / "corel1k" / "queries").rglob("*.jpg"))[:33]
-    e2e = end_to_end(last["backend"], photos) if last else None
+    e2e = end_to_end(last["backend"], photos) | {"type": last["type"]} if last else None
     if args.append:
         previous = (collect.SECTIONS / "scale.md").read_text().rstrip()
         lines = [previous, "", f"### {args.append}", "", collect.machine_line(), "", *table(rows), "",
@@ -227,7 +230,7 @@ def summary(rows: list[dict], notes: list[str], e2e: dict | None, sizes: list[in
                              f"pages touched by the queries: {row['mapped_touched'] / 2**20:.0f} MiB.")
     if e2e:
         lines.append(f"- Search by an uploaded photo (Corel-1K query JPEGs, decode + embed + search on the "
-                     f"{sizes[-1]:,}-vector IVF-PQ index), p50: decode {e2e['decode']:.1f} ms, embed "
+                     f"{sizes[-1]:,}-vector {e2e['type']} index), p50: decode {e2e['decode']:.1f} ms, embed "
                      f"{e2e['embed']:.1f} ms, search {e2e['search']:.1f} ms, total {e2e['total']:.1f} ms "
                      "(target <= 40 ms).")
     lines += [f"- {note}" for note in notes]

@@ -13,7 +13,7 @@ from typing import Any
 
 from lookalike.backends.ivfpq import MAX_TRAIN, TRAIN_PER_LIST, lists_for
 
-INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq")
+INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq", "hnsw-reduced")
 DEFAULT_LATENCY_MS = 10.0
 FLAT_MS_PER_VALUE = 7e-8  # exact search scans n x d floats: ~90 ms for 1M x 1280 on 2 cores
 HNSW_M = 32
@@ -57,6 +57,9 @@ def memory_needed(index_type: str, count: int, dimension: int, params: dict[str,
         reduced = int(params.get("reduced_dimension") or dimension) if params.get("transform", "pca") else dimension
         nlist = int(params.get("nlist") or lists_for(count))
         return count * (int(params.get("pq_bytes", 64)) + 8 + 8) + nlist * reduced * 4 + dimension * reduced * 4
+    if index_type == "hnsw-reduced":  # reduced float32 vectors + graph in RAM; full float16 vectors mapped
+        reduced = min(int(params.get("reduced_dimension", 256)), dimension)
+        return count * (4 * reduced + 10 * int(params.get("M", 16)) + 16) + dimension * reduced * 4
     raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
 
 
@@ -122,6 +125,9 @@ def _named_plan(index_type: str, count: int, dimension: int, reasons: list[str] 
         params = {"nlist": nlist, "pq_bytes": pq_bytes, "transform": "pca", "reduced_dimension": min(256, dimension),
                   "nprobe": 16, "rerank": 10,
                   "min_train": max(MIN_IVF_TRAIN, min(MAX_TRAIN, TRAIN_PER_LIST * (nlist or 0)))}
+    elif index_type == "hnsw-reduced":
+        params = {"reduced_dimension": min(256, dimension), "M": 16, "ef_construction": 40, "ef_search": 64,
+                  "min_train": MIN_IVF_TRAIN}
     else:
         raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
     memory = memory_needed(index_type, count, dimension, params)

@@ -71,7 +71,7 @@ def recall_at_k(found: Ids, truth: Ids, query_ids: Ids | None, k: int) -> float:
 
 def candidate_settings(backend: VectorBackend) -> list[dict[str, int]]:
     """Search settings to try, cheapest first."""
-    if backend.kind == "hnsw":
+    if backend.kind == "hnsw" or (backend.kind == "hnsw-reduced" and getattr(backend, "trained", False)):
         return [{"ef_search": ef} for ef in EF_SEARCH]
     if backend.kind == "ivfpq" and getattr(backend, "trained", False):
         nlist = int(backend.nlist)  # type: ignore[attr-defined]

@@ -17,8 +17,12 @@ SMALL = {
     "flat-ip": {},
     "hnsw": {"M": 16, "ef_construction": 40, "ef_search": 64},
     "ivfpq": {"nlist": 16, "pq_bytes": 16, "reduced_dimension": 64, "nprobe": 8, "rerank": 10, "min_train": 2000},
+    "hnsw-reduced": {"reduced_dimension": 64, "M": 16, "ef_construction": 40, "ef_search": 64, "min_train": 2000},
+    "hnsw-reduced-sq8": {"reduced_dimension": 128, "M": 16, "ef_construction": 40, "ef_search": 64, "min_train": 2000,
+                         "storage": "sq8"},
 }
 KINDS = list(SMALL)
+KIND_OF = {"hnsw-reduced-sq8": "hnsw-reduced"}  # a second configuration of one index type
 
 
 def noisy_copies(vectors: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
@@ -40,7 +44,7 @@ def collection(demo_index):
 
 def built(kind, collection):
     ids, vectors, _ = collection
-    backend = new_backend(kind, vectors.shape[1], SMALL[kind])
+    backend = new_backend(KIND_OF.get(kind, kind), vectors.shape[1], SMALL[kind])
     for start in range(0, len(ids), 1000):
         backend.add(ids[start:start + 1000], vectors[start:start + 1000])
     return backend
@@ -104,11 +108,11 @@ def test_save_and_load_round_trip(kind, collection, tmp_path):
     backend.remove(collection[0][:5])
     before = backend.search(collection[2], 10)
     backend.save(tmp_path, 4)
-    loaded = load_backend(kind, 1280, tmp_path, 4, SMALL[kind])
+    loaded = load_backend(KIND_OF.get(kind, kind), 1280, tmp_path, 4, SMALL[kind])
     assert loaded is not None and loaded.count == backend.count
     after = loaded.search(collection[2], 10)
     assert (after[1] == before[1]).mean() > 0.99
-    assert load_backend(kind, 1280, tmp_path, 5, SMALL[kind]) is None  # another generation: stale
+    assert load_backend(KIND_OF.get(kind, kind), 1280, tmp_path, 5, SMALL[kind]) is None  # another generation: stale
 
 
 def test_hnsw_compaction_drops_tombstones_and_keeps_results(collection):
@@ -141,3 +145,28 @@ def test_ivfpq_compaction_shrinks_the_rerank_file(collection, tmp_path):
     backend.save(tmp_path, 2)
     assert (tmp_path / "rerank-2.f16").stat().st_size == big * 2000 // 3000
     assert load_backend("ivfpq", 1280, tmp_path, 2, SMALL["ivfpq"]).count == 2000
+
+
+def test_hnsw_reduced_searches_exactly_until_trained_then_tunes_to_target(collection):
+    from lookalike.tune import tune_backend
+
+    ids, vectors, queries = collection
+    backend = new_backend("hnsw-reduced", 1280, SMALL["hnsw-reduced"] | {"min_train": 5000, "ef_search": 16})
+    backend.add(ids, vectors)
+    assert not backend.trained and "exact search" in backend.describe()
+    _, truth = exact(collection)
+    assert recall_at_k(backend.search(queries, 10)[1], truth, None, 10) >= 0.99
+    backend.train()
+    report = tune_backend(backend, queries, truth, 0.97, 10)
+    assert report.recall >= 0.97 and backend.ef_search == report.params["ef_search"]
+
+
+def test_hnsw_reduced_compaction_drops_tombstones_and_keeps_results(collection, tmp_path):
+    backend = built("hnsw-reduced", collection)
+    backend.remove(collection[0][::2])
+    _, before = backend.search(collection[2], 10)
+    backend.compact()
+    assert backend.vectors.rows == 1500 and backend.graph.ntotal == 1500
+    _, after = backend.search(collection[2], 10)
+    assert recall_at_k(after, before, None, 10) >= 0.95
+    assert not np.isin(after, collection[0][::2]).any()

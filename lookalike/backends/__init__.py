@@ -39,11 +39,12 @@ def _registry() -> dict[str, Any]:
     """Index types by name. A new backend adds one line here."""
     from lookalike.backends.faiss_flat import FlatBackend
     from lookalike.backends.hnsw import HNSWBackend
+    from lookalike.backends.hnsw_reduced import ReducedHNSWBackend
     from lookalike.backends.ivfpq import IVFPQBackend
     from lookalike.backends.milvus import MilvusBackend
 
     return {FlatBackend.kind: FlatBackend, HNSWBackend.kind: HNSWBackend, IVFPQBackend.kind: IVFPQBackend,
-            MilvusBackend.kind: MilvusBackend}
+            MilvusBackend.kind: MilvusBackend, ReducedHNSWBackend.kind: ReducedHNSWBackend}
 
 
 def _backend_class(kind: str) -> Any:

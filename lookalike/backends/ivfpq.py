@@ -31,7 +31,6 @@ SMALL_FILTER = 4096  # at most this many allowed ids: score them exactly from th
 TRAIN_PER_LIST = 20  # training vectors per inverted list (FAISS asks for 39; 20 is a time/quality trade-off)
 MAX_TRAIN = 100_000
 TRANSFORMS = ("pca", "opq", None)
-RERANK_BLOCK = 8  # queries re-ranked together (8 x 1,000 candidates x 1,280 floats = 41 MB)
 PQ_ITERATIONS = 10  # k-means iterations per PQ codebook (FAISS's 25 cost minutes on 2 busy cores)
 
 
@@ -114,7 +113,7 @@ class IVFPQBackend:
         if self.transform == "pca":  # FAISS's own PCAR trains very slowly here; the same transform, from NumPy
             inner = faiss.index_factory(self.reduced_dimension, self.factory_string().split(",", 1)[1],
                                         faiss.METRIC_INNER_PRODUCT)
-            rotation = _pca_rotation(sample, self.reduced_dimension, seed)
+            rotation = pca_rotation(sample, self.reduced_dimension, seed)
             rotation.thisown, inner.thisown = False, False  # owned by the index from here on
             index = faiss.IndexPreTransform(rotation, inner)
             index.own_fields = True
@@ -136,36 +135,11 @@ class IVFPQBackend:
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.index is None or (allowed_ids is not None and len(allowed_ids) <= SMALL_FILTER):
-            return exact_top_k(queries, self._exact_chunks(allowed_ids), k)
+            return exact_top_k(queries, self.vectors.chunks_of(allowed_ids), k)
         selector = None if allowed_ids is None else faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
         params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
         _, candidates = self.index.search(queries, max(k, self.rerank * k), params=params)
-        return self._rerank(queries, candidates, k)
-
-    def _exact_chunks(self, allowed_ids: Ids | None):
-        if allowed_ids is None:
-            return self.vectors.alive_chunks()
-        rows = self.vectors.rows_of(np.unique(np.asarray(allowed_ids, dtype=np.int64)))
-        rows = np.sort(rows[rows >= 0])
-        return [(self.vectors.row_ids[rows], self.vectors.vectors_of_rows(rows))]
-
-    def _rerank(self, queries: Matrix, candidates: Ids, k: int) -> tuple[Matrix, Ids]:
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        for start in range(0, len(queries), RERANK_BLOCK):
-            block = candidates[start:start + RERANK_BLOCK]
-            rows = self.vectors.rows_of(block.ravel()).reshape(block.shape)
-            valid = rows >= 0
-            gathered = np.zeros(block.shape + (self.dimension,), dtype=np.float32)
-            gathered[valid] = self.vectors.vectors_of_rows(rows[valid])
-            exact = np.einsum("qcd,qd->qc", gathered, queries[start:start + RERANK_BLOCK])
-            exact[~valid] = -np.inf
-            take = min(k, block.shape[1])
-            order = np.argsort(-exact, axis=1)[:, :take]
-            scores[start:start + RERANK_BLOCK, :take] = np.take_along_axis(exact, order, axis=1)
-            chosen = np.take_along_axis(block, order, axis=1)
-            ids[start:start + RERANK_BLOCK, :take] = np.where(np.take_along_axis(valid, order, axis=1), chosen, -1)
-        return scores, ids
+        return self.vectors.rerank(queries, candidates, k)
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path, generation: int) -> None:
@@ -196,9 +170,11 @@ class IVFPQBackend:
         return backend
 
 
-def _pca_rotation(sample: Matrix, dimension: int, seed: int) -> faiss.LinearTransform:
-    """PCA to `dimension` followed by a random rotation (variance spread evenly over PQ sub-vectors)."""
-    mean = sample.mean(axis=0)
+def pca_rotation(sample: Matrix, dimension: int, seed: int, centre: bool = True) -> faiss.LinearTransform:
+    """PCA to `dimension` followed by a random rotation (variance spread evenly over PQ sub-vectors).
+    Without `centre`, the axes are those of the uncentred second moments and no mean is subtracted, so
+    inner products in the reduced space approximate the original ones (graph search ranks by them)."""
+    mean = sample.mean(axis=0) if centre else np.zeros(sample.shape[1], dtype=np.float32)
     centred = sample - mean
     _, eigenvectors = np.linalg.eigh(centred.T @ centred / len(sample))
     top = eigenvectors[:, ::-1][:, :dimension].T  # dimension x d, largest variance first

@@ -9,6 +9,7 @@ import numpy as np
 
 from lookalike.backends import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
+from lookalike.backends.files import drop_stale_files, write_index_atomically
 
 
 class FlatBackend:
@@ -37,13 +38,9 @@ class FlatBackend:
     def save(self, folder: Path, generation: int) -> None:
         target = _path(folder, generation)
         if not target.exists() or not _sidecar(target).exists():
-            partial = target.with_suffix(".partial")
-            faiss.write_index(self.index, str(partial))
-            partial.replace(target)
+            write_index_atomically(self.index, target)
             seal(_sidecar(target), [target])
-        for old in folder.glob("vectors-*"):
-            if old not in (target, _sidecar(target)):
-                old.unlink(missing_ok=True)
+        drop_stale_files(folder, ["vectors-*"], keep=[target, _sidecar(target)])
 
     @classmethod
     def load(cls, folder: Path, generation: int, dimension: int) -> FlatBackend | None:

@@ -16,6 +16,7 @@ import numpy as np
 from lookalike.backends import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
 from lookalike.backends.exact import exact_top_k
+from lookalike.backends.files import drop_stale_files, write_index_atomically
 
 SMALL_FILTER = 4096  # at most this many allowed ids: search them exactly instead of walking the graph
 
@@ -90,16 +91,12 @@ class HNSWBackend:
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path, generation: int) -> None:
         index_path, rows_path, sidecar = _paths(folder, generation)
-        partial = index_path.with_name(index_path.name + ".partial")
-        faiss.write_index(self.index, str(partial))
-        partial.replace(index_path)
+        write_index_atomically(self.index, index_path)
         partial_rows = rows_path.with_name(rows_path.name + ".partial.npy")
         np.save(partial_rows, self.row_ids)
         partial_rows.replace(rows_path)
         seal(sidecar, [index_path, rows_path])
-        for old in folder.glob("hnsw-*"):
-            if old not in (index_path, rows_path, sidecar):
-                old.unlink(missing_ok=True)
+        drop_stale_files(folder, ["hnsw-*"], keep=[index_path, rows_path, sidecar])
 
     @classmethod
     def load(cls, folder: Path, generation: int, dimension: int, **params: int) -> HNSWBackend | None:

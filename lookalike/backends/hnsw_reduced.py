@@ -21,6 +21,7 @@ import numpy as np
 from lookalike.backends import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
 from lookalike.backends.exact import exact_top_k
+from lookalike.backends.files import drop_stale_files, write_index_atomically
 from lookalike.backends.ivfpq import MAX_TRAIN, pca_rotation
 from lookalike.backends.rerank import RerankStore
 
@@ -138,18 +139,13 @@ class ReducedHNSWBackend:
         files = [vectors_path, ids_path]
         self.vectors.save(vectors_path, ids_path)
         if self.graph is not None:
-            partial = graph_path.with_name(graph_path.name + ".partial")
-            faiss.write_index(self.graph, str(partial))
-            partial.replace(graph_path)
+            write_index_atomically(self.graph, graph_path)
             partial = rotation_path.with_name(rotation_path.name + ".partial.npz")
             np.savez(partial, A=faiss.vector_to_array(self.rotation.A), b=faiss.vector_to_array(self.rotation.b))
             partial.replace(rotation_path)
             files += [graph_path, rotation_path]
         seal(sidecar, files)
-        keep = {sidecar, *files}
-        for old in [*folder.glob("hnswr-*"), *folder.glob("rerank-*")]:
-            if old not in keep:
-                old.unlink(missing_ok=True)
+        drop_stale_files(folder, ["hnswr-*", "rerank-*"], keep=[sidecar, *files])
 
     @classmethod
     def load(cls, folder: Path, generation: int, dimension: int, **params: object) -> ReducedHNSWBackend | None:

@@ -24,6 +24,7 @@ import numpy as np
 from lookalike.backends import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
 from lookalike.backends.exact import exact_top_k
+from lookalike.backends.files import drop_stale_files, write_index_atomically
 from lookalike.backends.rerank import RerankStore
 
 log = logging.getLogger("lookalike")
@@ -147,15 +148,10 @@ class IVFPQBackend:
         files = [vectors_path, ids_path]
         self.vectors.save(vectors_path, ids_path)
         if self.index is not None:
-            partial = index_path.with_name(index_path.name + ".partial")
-            faiss.write_index(self.index, str(partial))
-            partial.replace(index_path)
+            write_index_atomically(self.index, index_path)
             files.append(index_path)
         seal(sidecar, files)
-        keep = {sidecar, *files}
-        for old in [*folder.glob("ivfpq-*"), *folder.glob("rerank-*")]:
-            if old not in keep:
-                old.unlink(missing_ok=True)
+        drop_stale_files(folder, ["ivfpq-*", "rerank-*"], keep=[sidecar, *files])
 
     @classmethod
     def load(cls, folder: Path, generation: int, dimension: int, **params: object) -> IVFPQBackend | None:

@@ -65,6 +65,7 @@ class _Plan:
     to_embed: list[Path]
     reuse: list[tuple[Path, ImageRecord]]  # content already indexed under another path
     unchanged: int
+    digests: dict[Path, str]  # content hashes computed while planning, so files are read once
 
 
 class ImageIndex:
@@ -192,13 +193,15 @@ class ImageIndex:
         plan = self._plan(paths)
         report.unchanged += plan.unchanged
         for path, source in plan.reuse:
-            self._store_image(path, source.width, source.height, self.store.vectors([source.id])[0], report)
+            self._store_image(path, source.width, source.height, self.store.vectors([source.id])[0], report,
+                              digest=source.content_hash)
             report.reused += 1
         done = since_commit = 0
         for batch in embed_files(self.embedder, plan.to_embed):
             report.failures += batch.failures
             for image, vector in zip(batch.images, batch.vectors, strict=True):
-                self._store_image(image.path, image.width, image.height, vector, report)
+                self._store_image(image.path, image.width, image.height, vector, report,
+                                  digest=plan.digests.get(image.path))
             done += len(batch.images) + len(batch.failures)
             since_commit += len(batch.images)
             if since_commit >= COMMIT_EVERY:
@@ -209,7 +212,7 @@ class ImageIndex:
         return report
 
     def _plan(self, paths: Sequence[Path]) -> _Plan:
-        to_embed, reuse, unchanged = [], [], 0
+        to_embed, reuse, unchanged, digests = [], [], 0, {}
         for path in paths:
             stat = stat_file(path)
             if stat is None:
@@ -228,20 +231,23 @@ class ImageIndex:
                 self.store.touch(known.id, stat.size, stat.mtime)
                 unchanged += 1
                 continue
+            digests[path] = digest
             source = self.store.record_for_hash(digest)
             if source is not None:
                 reuse.append((path, source))
             else:
                 to_embed.append(path)
-        return _Plan(to_embed, reuse, unchanged)
+        return _Plan(to_embed, reuse, unchanged, digests)
 
-    def _store_image(self, path: Path, width: int, height: int, vector: np.ndarray, report: IndexReport) -> None:
+    def _store_image(self, path: Path, width: int, height: int, vector: np.ndarray, report: IndexReport,
+                     digest: str | None = None) -> None:
+        """Record one embedded image; `digest` is its content hash when planning already read the file."""
         stat = stat_file(path)
         if stat is None:
             report.failures.append(Failure(path, "file disappeared while indexing"))
             return
         try:
-            digest = content_hash(path)
+            digest = digest or content_hash(path)
         except OSError as error:
             report.failures.append(Failure(path, f"unreadable: {error}"))
             return

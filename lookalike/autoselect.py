@@ -17,7 +17,9 @@ INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq", "hnsw-reduced")
 DEFAULT_LATENCY_MS = 10.0
 FLAT_MS_PER_VALUE = 7e-8  # exact search scans n x d floats: ~90 ms for 1M x 1280 on 2 cores
 HNSW_M = 32
-PQ_BYTES = (64, 32, 16, 8)
+PQ_BYTES = (64, 32, 16, 8)  # 8-bit codes of PCA-256 vectors, for budgets too small for fast-scan
+FAST_SCAN_MAX_LISTS = 4096  # k-means over more lists takes too long to train on 2 cores
+FAST_SCAN_NPROBE, FAST_SCAN_RERANK = 64, 80  # recall@10 ~0.95 at 1M (benchmarks/scale.py); `tune` refines them
 MIN_IVF_TRAIN = 20_000
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -56,7 +58,8 @@ def memory_needed(index_type: str, count: int, dimension: int, params: dict[str,
     if index_type == "ivfpq":
         reduced = int(params.get("reduced_dimension") or dimension) if params.get("transform", "pca") else dimension
         nlist = int(params.get("nlist") or lists_for(count))
-        return count * (int(params.get("pq_bytes", 64)) + 8 + 8) + nlist * reduced * 4 + dimension * reduced * 4
+        codes = count * (int(params.get("pq_bytes", 64)) + 8 + 24)  # code + id in the lists, id -> row map
+        return codes + nlist * reduced * 4 + (dimension * reduced * 4 if reduced != dimension else 0)
     if index_type == "hnsw-reduced":  # reduced float32 vectors + graph in RAM; full float16 vectors mapped
         reduced = min(int(params.get("reduced_dimension", 256)), dimension)
         return count * (4 * reduced + 10 * int(params.get("M", 16)) + 16) + dimension * reduced * 4
@@ -98,6 +101,18 @@ def plan_index(index_type: str = "auto", count: int = 0, dimension: int = 1280, 
             f"{_gib(memory_needed('hnsw', count, dimension))}{_within(budget)}",
             "run `lookalike tune` after indexing to set efSearch for your target recall"])
     hnsw_needs = memory_needed("hnsw", count, dimension)
+    if dimension % 8 == 0:
+        plan = _named_plan("ivfpq", count, dimension)
+        if fits("ivfpq", plan.params):
+            plan.reasons = [
+                why_not_flat, f"HNSW would need {_gib(hnsw_needs)}{_over(budget)}",
+                f"IVF with 4-bit fast-scan PQ ({plan.params['nlist']} lists found through an HNSW graph, "
+                f"{plan.params['pq_bytes']} bytes per image, one 4-bit code per 4 dimensions, no PCA) needs "
+                f"{_gib(plan.memory_bytes)}{_within(budget)}; the full vectors stay on disk as float16 "
+                f"({_gib(count * dimension * 2)}, memory-mapped) and re-rank the top {FAST_SCAN_RERANK} x k exactly",
+                f"it trains once {plan.params['min_train']} images are indexed (exact search until then); "
+                "run `lookalike tune` afterwards to set nprobe and the re-rank depth for your target recall"]
+            return plan
     for pq_bytes in PQ_BYTES:
         plan = _named_plan("ivfpq", count, dimension, pq_bytes=pq_bytes)
         if fits("ivfpq", plan.params):
@@ -115,15 +130,20 @@ def plan_index(index_type: str = "auto", count: int = 0, dimension: int = 1280, 
 
 
 def _named_plan(index_type: str, count: int, dimension: int, reasons: list[str] | None = None,
-                pq_bytes: int = 64) -> IndexPlan:
+                pq_bytes: int | None = None) -> IndexPlan:
     if index_type == "flat-ip":
         params: dict[str, Any] = {}
     elif index_type == "hnsw":
         params = {"M": HNSW_M, "ef_construction": 40, "ef_search": 64}
+    elif index_type == "ivfpq" and pq_bytes is None and dimension % 8 == 0:  # fast-scan over the full vectors
+        nlist = min(FAST_SCAN_MAX_LISTS, 2 * lists_for(count)) if count else None  # unknown size: set when training
+        params = {"nlist": nlist, "pq_bytes": dimension // 8, "pq_bits": 4, "transform": None, "coarse": "hnsw",
+                  "nprobe": FAST_SCAN_NPROBE, "rerank": FAST_SCAN_RERANK,
+                  "min_train": max(MIN_IVF_TRAIN, min(MAX_TRAIN, TRAIN_PER_LIST * (nlist or 0)))}
     elif index_type == "ivfpq":
         nlist = lists_for(count) if count else None  # unknown size: chosen when training
-        params = {"nlist": nlist, "pq_bytes": pq_bytes, "transform": "pca", "reduced_dimension": min(256, dimension),
-                  "nprobe": 16, "rerank": 10,
+        params = {"nlist": nlist, "pq_bytes": pq_bytes or 64, "transform": "pca",
+                  "reduced_dimension": min(256, dimension), "nprobe": 16, "rerank": 10,
                   "min_train": max(MIN_IVF_TRAIN, min(MAX_TRAIN, TRAIN_PER_LIST * (nlist or 0)))}
     elif index_type == "hnsw-reduced":
         params = {"reduced_dimension": min(256, dimension), "M": 16, "ef_construction": 40, "ef_search": 64,

@@ -22,17 +22,28 @@ def test_mid_size_collection_gets_hnsw_when_it_fits():
     assert "exact search would take" in plan.explain()
 
 
-def test_million_images_in_two_gigabytes_gets_ivfpq_with_reasons():
+def test_million_images_in_two_gigabytes_gets_fast_scan_ivfpq_with_reasons():
     plan = plan_index("auto", 1_000_000, 1280, max_memory="2G")
     assert plan.index_type == "ivfpq"
     assert plan.memory_bytes <= 2 * 2**30 < memory_needed("hnsw", 1_000_000, 1280)
-    assert plan.params["nlist"] == 2048 and plan.params["pq_bytes"] == 64
-    assert "HNSW would need" in plan.explain() and "re-ranking" in plan.explain()
+    assert plan.params["nlist"] == 4096 and plan.params["pq_bytes"] == 160 and plan.params["pq_bits"] == 4
+    assert plan.params["transform"] is None and plan.params["coarse"] == "hnsw"
+    assert "HNSW would need" in plan.explain() and "re-rank" in plan.explain()
+
+
+def test_ten_million_images_in_three_gigabytes_fit_fast_scan():
+    plan = plan_index("auto", 10_000_000, 1280, max_memory="3G")
+    assert plan.params["pq_bits"] == 4 and plan.memory_bytes <= 3 * 2**30
+
+
+def test_budget_too_small_for_fast_scan_falls_back_to_pca_codes():
+    plan = plan_index("auto", 10_000_000, 1280, max_memory="1G")
+    assert plan.index_type == "ivfpq" and plan.params["transform"] == "pca" and plan.params["pq_bytes"] < 160
 
 
 def test_tighter_budget_uses_fewer_bytes_per_image():
     roomy = plan_index("auto", 10_000_000, 1280, max_memory="1G")
-    tight = plan_index("auto", 10_000_000, 1280, max_memory="300M")
+    tight = plan_index("auto", 10_000_000, 1280, max_memory="500M")
     assert tight.params["pq_bytes"] < roomy.params["pq_bytes"]
 
 

@@ -17,12 +17,14 @@ SMALL = {
     "flat-ip": {},
     "hnsw": {"M": 16, "ef_construction": 40, "ef_search": 64},
     "ivfpq": {"nlist": 16, "pq_bytes": 16, "reduced_dimension": 64, "nprobe": 8, "rerank": 10, "min_train": 2000},
+    "ivfpq-fastscan": {"nlist": 16, "pq_bytes": 160, "pq_bits": 4, "transform": None, "coarse": "hnsw", "nprobe": 8,
+                       "rerank": 10, "min_train": 2000},
     "hnsw-reduced": {"reduced_dimension": 64, "M": 16, "ef_construction": 40, "ef_search": 64, "min_train": 2000},
     "hnsw-reduced-sq8": {"reduced_dimension": 128, "M": 16, "ef_construction": 40, "ef_search": 64, "min_train": 2000,
                          "storage": "sq8"},
 }
 KINDS = list(SMALL)
-KIND_OF = {"hnsw-reduced-sq8": "hnsw-reduced"}  # a second configuration of one index type
+KIND_OF = {"hnsw-reduced-sq8": "hnsw-reduced", "ivfpq-fastscan": "ivfpq"}  # a second configuration of one index type
 
 
 def noisy_copies(vectors: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:

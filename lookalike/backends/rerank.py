@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from lookalike.backends import Ids, Matrix
@@ -26,6 +27,7 @@ class RerankStore:
         self.pending: list[np.ndarray] = []  # rows added since the base was written
         self.row_ids = np.zeros(0, dtype=np.int64)  # id per row, -1 for removed rows
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (ids sorted, their rows)
+        self._decoder = faiss.ScalarQuantizer(dimension, faiss.ScalarQuantizer.QT_fp16)
 
     @property
     def count(self) -> int:
@@ -61,13 +63,19 @@ class RerankStore:
     def vectors_of_rows(self, rows: np.ndarray) -> Matrix:
         """float32 vectors for rows (all must exist)."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.dimension), dtype=np.float32)
         in_base = rows < len(self.base)
-        if in_base.any():
-            out[in_base] = self.base[rows[in_base]]
-        if (~in_base).any():
-            out[~in_base] = self._pending_matrix()[rows[~in_base] - len(self.base)]
-        return out
+        if in_base.all():
+            return self._widen(self.base[rows])
+        half = np.empty((len(rows), self.dimension), dtype=np.float16)
+        half[in_base] = self.base[rows[in_base]]
+        half[~in_base] = self._pending_matrix()[rows[~in_base] - len(self.base)]
+        return self._widen(half)
+
+    def _widen(self, half: np.ndarray) -> Matrix:
+        """float16 -> float32 through FAISS's SIMD decoder (NumPy's astype is about 10x slower here)."""
+        if len(half) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._decoder.decode(np.ascontiguousarray(half).view(np.uint8))
 
     def vectors(self, ids: Ids) -> Matrix:
         rows = self.rows_of(ids)
@@ -99,10 +107,9 @@ class RerankStore:
             block = candidates[start:start + RERANK_BLOCK]
             rows = self.rows_of(block.ravel()).reshape(block.shape)
             valid = rows >= 0
-            gathered = np.zeros(block.shape + (self.dimension,), dtype=np.float32)
-            gathered[valid] = self.vectors_of_rows(rows[valid])
-            exact = np.einsum("qcd,qd->qc", gathered, queries[start:start + RERANK_BLOCK])
-            exact[~valid] = -np.inf
+            exact = np.full(block.shape, -np.inf, dtype=np.float32)
+            for query, (wanted, row) in enumerate(zip(valid, rows, strict=True)):
+                exact[query, wanted] = self.vectors_of_rows(row[wanted]) @ queries[start + query]
             take = min(k, block.shape[1])
             order = np.argsort(-exact, axis=1)[:, :take]
             scores[start:start + RERANK_BLOCK, :take] = np.take_along_axis(exact, order, axis=1)

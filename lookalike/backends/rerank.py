@@ -2,12 +2,18 @@
 
 An approximate index returns candidates; their stored vectors give exact inner products. The
 saved file (`rerank-<generation>.f16`) is mapped, not read, so the index's RAM stays the size of
-its compressed codes; rows added since the last save live in RAM until the next save. Removed
-ids are tombstoned (their rows stay in the file until `compact()`).
+its compressed codes. Rows added since the last save are held in RAM up to `SPILL_BYTES`, then
+appended to a spill file in the temporary folder (mapped too; set TMPDIR to a disk folder where /tmp
+is held in RAM), so adding ten million vectors never
+holds more than one spill's worth in RAM; saving moves or streams the rows into the generation's
+file. Removed ids are tombstoned (their rows stay in the file until `compact()`).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import weakref
 from pathlib import Path
 
 import faiss
@@ -16,6 +22,7 @@ import numpy as np
 from lookalike.backends import Ids, Matrix
 
 RERANK_BLOCK = 8  # queries re-ranked together (8 x 1,000 candidates x 1,280 floats = 41 MB)
+SPILL_BYTES = 256 * 2**20  # unsaved rows held in RAM before they are appended to the spill file
 
 
 class RerankStore:
@@ -24,7 +31,9 @@ class RerankStore:
     def __init__(self, dimension: int):
         self.dimension = dimension
         self.base: np.ndarray = np.zeros((0, dimension), dtype=np.float16)  # memory-mapped after load
-        self.pending: list[np.ndarray] = []  # rows added since the base was written
+        self.pending: list[np.ndarray] = []  # rows added since the base was written (after the spilled ones)
+        self.spilled: np.ndarray = np.zeros((0, dimension), dtype=np.float16)  # mapped spill file, after the base
+        self._spill_path: Path | None = None
         self.row_ids = np.zeros(0, dtype=np.int64)  # id per row, -1 for removed rows
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (ids sorted, their rows)
         self._decoder = faiss.ScalarQuantizer(dimension, faiss.ScalarQuantizer.QT_fp16)
@@ -41,6 +50,22 @@ class RerankStore:
         self.pending.append(np.asarray(vectors, dtype=np.float16))
         self.row_ids = np.concatenate([self.row_ids, np.asarray(ids, dtype=np.int64)])
         self._sorted = None
+        if sum(block.nbytes for block in self.pending) >= SPILL_BYTES:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Append the pending rows to the spill file and map it (bounded RAM while adding)."""
+        if self._spill_path is None:
+            handle, name = tempfile.mkstemp(prefix="lookalike-rerank-", suffix=".f16")
+            os.close(handle)
+            self._spill_path = Path(name)
+            weakref.finalize(self, Path(name).unlink, missing_ok=True)  # unless a save moved it into place
+        with open(self._spill_path, "ab") as out:
+            for block in self.pending:
+                out.write(np.ascontiguousarray(block).tobytes())
+        self.pending = []
+        rows = self._spill_path.stat().st_size // (2 * self.dimension)
+        self.spilled = np.memmap(self._spill_path, dtype=np.float16, mode="r", shape=(rows, self.dimension))
 
     def remove(self, ids: Ids) -> None:
         rows = self.rows_of(ids)
@@ -67,8 +92,12 @@ class RerankStore:
         if in_base.all():
             return self._widen(self.base[rows])
         half = np.empty((len(rows), self.dimension), dtype=np.float16)
-        half[in_base] = self.base[rows[in_base]]
-        half[~in_base] = self._pending_matrix()[rows[~in_base] - len(self.base)]
+        start = 0
+        for segment in (self.base, self.spilled, self._pending_matrix()):
+            inside = (rows >= start) & (rows < start + len(segment))
+            if inside.any():
+                half[inside] = segment[rows[inside] - start]
+            start += len(segment)
         return self._widen(half)
 
     def _widen(self, half: np.ndarray) -> Matrix:
@@ -109,7 +138,8 @@ class RerankStore:
             valid = rows >= 0
             exact = np.full(block.shape, -np.inf, dtype=np.float32)
             for query, (wanted, row) in enumerate(zip(valid, rows, strict=True)):
-                exact[query, wanted] = self.vectors_of_rows(row[wanted]) @ queries[start + query]
+                # einsum, not @: BLAS threads left spinning would stall FAISS's OpenMP decoder on few cores
+                exact[query, wanted] = np.einsum("cd,d->c", self.vectors_of_rows(row[wanted]), queries[start + query])
             take = min(k, block.shape[1])
             order = np.argsort(-exact, axis=1)[:, :take]
             scores[start:start + RERANK_BLOCK, :take] = np.take_along_axis(exact, order, axis=1)
@@ -119,21 +149,33 @@ class RerankStore:
 
     def compact(self) -> None:
         """Drop removed rows (rewrites the rows in RAM; the next save writes a smaller file)."""
-        chunks = list(self.alive_chunks())
-        self.base = np.zeros((0, self.dimension), dtype=np.float16)
+        old = RerankStore(self.dimension)
+        old.base, old.spilled, old.pending, old.row_ids = self.base, self.spilled, self.pending, self.row_ids
+        old._spill_path, self._spill_path = self._spill_path, None
+        self.base = self.spilled = np.zeros((0, self.dimension), dtype=np.float16)
         self.pending, self.row_ids, self._sorted = [], np.zeros(0, dtype=np.int64), None
-        for ids, vectors in chunks:
+        for ids, vectors in old.alive_chunks():  # streamed: the old rows stay mapped until this is done
             self.add(ids, vectors)
+        if old._spill_path is not None:
+            old._spill_path.unlink(missing_ok=True)
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, vectors_path: Path, ids_path: Path) -> None:
         """Write base + pending rows (streamed, never concatenated in RAM), then map the file."""
         partial = vectors_path.with_name(vectors_path.name + ".partial")
-        with open(partial, "wb") as out:
-            for start in range(0, len(self.base), 65_536):
-                out.write(np.ascontiguousarray(self.base[start:start + 65_536]).tobytes())
-            for block in self.pending:
-                out.write(np.ascontiguousarray(block).tobytes())
+        if len(self.base) == 0 and self._spill_path is not None:  # nothing saved yet: the spill becomes the file
+            self._spill()
+            _move(self._spill_path, partial)
+        else:
+            with open(partial, "wb") as out:
+                for segment in (self.base, self.spilled):
+                    for start in range(0, len(segment), 65_536):
+                        out.write(np.ascontiguousarray(segment[start:start + 65_536]).tobytes())
+                for block in self.pending:
+                    out.write(np.ascontiguousarray(block).tobytes())
+        if self._spill_path is not None:
+            self._spill_path.unlink(missing_ok=True)
+            self._spill_path = None
         partial.replace(vectors_path)
         partial_ids = ids_path.with_name(ids_path.name + ".partial.npy")
         np.save(partial_ids, self.row_ids)
@@ -153,9 +195,20 @@ class RerankStore:
         rows = path.stat().st_size // (2 * self.dimension)
         self.base = (np.memmap(path, dtype=np.float16, mode="r", shape=(rows, self.dimension))
                      if rows else np.zeros((0, self.dimension), dtype=np.float16))
+        self.spilled = np.zeros((0, self.dimension), dtype=np.float16)
         self.pending = []
 
     def _pending_matrix(self) -> np.ndarray:
         if len(self.pending) > 1:
             self.pending = [np.concatenate(self.pending)]
         return self.pending[0] if self.pending else np.zeros((0, self.dimension), dtype=np.float16)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename when both are on one file system, else copy and delete."""
+    try:
+        os.replace(source, target)
+    except OSError:
+        import shutil
+
+        shutil.move(str(source), str(target))

@@ -1,0 +1,76 @@
+"""The float16 re-rank store: rows beyond the RAM limit spill to disk and stay readable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.backends import rerank
+from lookalike.backends.rerank import RerankStore
+
+DIMENSION = 32
+
+
+@pytest.fixture
+def small_spills(monkeypatch, tmp_path):
+    monkeypatch.setattr(rerank, "SPILL_BYTES", 100 * DIMENSION * 2)  # 100 rows
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "spill"))
+    (tmp_path / "spill").mkdir()
+    monkeypatch.setattr(rerank.tempfile, "tempdir", None)  # re-read TMPDIR
+    return tmp_path / "spill"
+
+
+def filled(count: int, seed: int = 0) -> tuple[RerankStore, np.ndarray, np.ndarray]:
+    vectors = np.random.default_rng(seed).standard_normal((count, DIMENSION)).astype(np.float32)
+    ids = np.arange(count, dtype=np.int64) * 3 + 1
+    store = RerankStore(DIMENSION)
+    for start in range(0, count, 64):
+        store.add(ids[start:start + 64], vectors[start:start + 64])
+    return store, ids, vectors
+
+
+def test_adding_many_rows_keeps_at_most_one_spill_in_ram_and_reads_every_row(small_spills):
+    store, ids, vectors = filled(1000)
+    assert sum(block.nbytes for block in store.pending) < 100 * DIMENSION * 2
+    assert len(store.spilled) > 800 and len(list(small_spills.iterdir())) == 1
+    np.testing.assert_allclose(store.vectors(ids), vectors, atol=2e-3)
+
+
+def test_saving_moves_the_spill_into_the_index_folder(small_spills, tmp_path):
+    store, ids, vectors = filled(1000)
+    store.save(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy")
+    assert list(small_spills.iterdir()) == []
+    loaded = RerankStore.load(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy", DIMENSION)
+    np.testing.assert_allclose(loaded.vectors(ids), vectors, atol=2e-3)
+
+
+def test_rows_added_after_a_save_spill_and_save_again(small_spills, tmp_path):
+    store, ids, vectors = filled(300)
+    store.save(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy")
+    more = np.random.default_rng(5).standard_normal((500, DIMENSION)).astype(np.float32)
+    more_ids = np.arange(500, dtype=np.int64) + 10_000
+    for start in range(0, 500, 50):
+        store.add(more_ids[start:start + 50], more[start:start + 50])
+    store.save(tmp_path / "rerank-2.f16", tmp_path / "rerank-2.ids.npy")
+    loaded = RerankStore.load(tmp_path / "rerank-2.f16", tmp_path / "rerank-2.ids.npy", DIMENSION)
+    np.testing.assert_allclose(loaded.vectors(np.concatenate([ids, more_ids])), np.vstack([vectors, more]), atol=2e-3)
+    assert list(small_spills.iterdir()) == []
+
+
+def test_compaction_with_spilled_rows_keeps_only_live_rows(small_spills):
+    store, ids, vectors = filled(1000)
+    store.remove(ids[::2])
+    store.compact()
+    assert store.rows == 500
+    np.testing.assert_allclose(store.vectors(ids[1::2]), vectors[1::2], atol=2e-3)
+    assert len(list(small_spills.iterdir())) == 1  # the old spill is gone, the new one holds the live rows
+
+
+def test_rerank_orders_candidates_by_exact_inner_product(small_spills):
+    store, ids, vectors = filled(1000)
+    query = vectors[7:8]
+    candidates = np.array([[ids[3], ids[7], -1, ids[500], 999_999]])
+    scores, found = store.rerank(query, candidates, 3)
+    assert found[0, 0] == ids[7]
+    assert scores[0, 0] == pytest.approx(float(vectors[7] @ vectors[7]), rel=1e-2)
+    assert set(found[0]) <= {ids[3], ids[7], ids[500]}

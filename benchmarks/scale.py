@@ -31,8 +31,8 @@ from lookalike.tune import UnreachableRecallError, recall_at_k, tune_backend
 
 POOL = 1_000_000  # generated vectors; the last HELD_OUT are queries, never indexed
 HELD_OUT = 1_000  # queries: the first TUNE_QUERIES set the parameters, the others measure them
-TUNE_QUERIES = 200
-LATENCY_QUERIES = 200
+TUNE_QUERIES = 500
+LATENCY_QUERIES = 300
 SHARD = 50_000
 K = 10
 
@@ -208,7 +208,7 @@ def write(rows: list[dict], notes: list[str], e2e: dict | None, sizes: list[int]
              "from a Gaussian mixture (32 components on the top 64 principal components, real variances on the "
              "other 1,216) fitted to real EfficientNet-Lite0 embeddings of clothing + Corel-1K (4,781 photos), "
              "normalised; the \"1M\" index holds 999,000 of them and 1,000 further held-out vectors are the queries "
-             f"(the first {TUNE_QUERIES} set the parameters, latency and recall are measured on the other 800). "
+             f"(the first {TUNE_QUERIES} set the parameters, latency and recall are measured on the other {HELD_OUT - TUNE_QUERIES}). "
              "Indexes are built straight from the memory-mapped vector file in 50k shards (not through SQLite). "
              "RAM (index) is the anonymous memory that loading the saved index adds; IVF-PQ's float16 re-rank "
              "vectors are memory-mapped (counted in disk, not RAM). Recall@10 is against exact search in the same "

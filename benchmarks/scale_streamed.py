@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     file_before = rss()["RssFile"]
     row["p50"], row["p99"], row["qps"] = latencies(backend, queries)
     touched = rss()["RssFile"] - file_before
+    searching = rss()["RssAnon"]
     row["recall"] = recall_at_k(backend.search(queries[TUNE_QUERIES:], K)[1], truth[TUNE_QUERIES:], None, K)
     photos = sorted((datasets_dir() / "corel1k" / "queries").rglob("*.jpg"))[:33]
     e2e = end_to_end(backend, photos)
@@ -125,7 +126,9 @@ def main(argv: list[str] | None = None) -> None:
              "the truth.",
              f"- Peak RSS of the whole run while building: {peak / 2**30:.2f} GiB (the generator, the truth and the "
              f"index together); RAM of the loaded index (anonymous memory added by loading it): {ram / 2**30:.2f} "
-             f"GiB; saving took {save_s:.0f} s and loading {load_s:.0f} s (both checksum the files).",
+             f"GiB; the whole process after the searches: {searching / 2**30:.2f} GiB anonymous memory (index, query "
+             "tools, the generator's model and torch, which the re-rank uses). Saving took "
+             f"{save_s:.0f} s and loading {load_s:.0f} s (both checksum the files).",
              f"- Disk: {disk / 2**30:.1f} GiB, nearly all of it the float16 re-rank rows, memory-mapped; the "
              f"queries touched {touched / 2**20:.0f} MiB of them (page cache, not counted as index RAM).",
              f"- Exact search for reference: the truth computation scanned all {args.size:,} vectors for "

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike import reduction as reduction_module
 from lookalike.autoselect import plan_index
 from lookalike.backends import backend_options, store_manifest
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, get_embedder
@@ -374,10 +375,12 @@ class ImageIndex:
         return self.store.reduction
 
     def fit_pca(self, components: int, whiten: bool = False, sample: int | None = None, seed: int = 0) -> None:
-        """(Re)fit PCA on the indexed vectors (or a random sample of them); searches then use it.
-        SQLite keeps the full vectors, so refitting or removing never re-embeds."""
+        """(Re)fit PCA on the indexed vectors (or a random sample of them, at most MAX_FIT_SAMPLE unless
+        `sample` says more, so RAM stays bounded); searches then use it. SQLite keeps the full vectors,
+        so refitting or removing never re-embeds."""
         ids = self.store.ids()
-        if sample is not None and sample < len(ids):
+        sample = reduction_module.MAX_FIT_SAMPLE if sample is None else sample
+        if sample < len(ids):
             ids = np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
         reduction = fit_pca(self.store.vectors(ids.tolist()), components, whiten)
         self.store.use_reduction(reduction)  # new generation first: a crash from here on rebuilds on open

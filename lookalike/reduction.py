@@ -25,6 +25,7 @@ FILE = "pca.npz"
 DEFAULT_COMPONENTS = 128
 DEFAULT_MIN_IMAGES = 1000
 DEFAULT_MAX_SAMPLE = 20000  # the default PCA is fitted on at most this many indexed vectors
+MAX_FIT_SAMPLE = 200_000  # any PCA unless a larger sample is asked for: 1 GB of 1,280-d float32 at most
 
 
 @dataclass(frozen=True)

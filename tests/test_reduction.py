@@ -110,3 +110,20 @@ def test_cli_fits_the_default_pca_on_a_big_new_index_only(demo_copy, tmp_path, m
     assert load_reduction(tmp_path / "skipped") is None
     assert main(["index", str(demo_copy), "--index", skipped]) == 0  # not new any more: no default fit
     assert load_reduction(tmp_path / "skipped") is None
+
+
+def test_pca_without_a_sample_size_is_fitted_on_a_bounded_sample(demo_clone, monkeypatch):
+    import lookalike.index as index_module
+    from lookalike import reduction
+
+    fitted_on = []
+
+    def spy(vectors, components, whiten=False):
+        fitted_on.append(len(vectors))
+        return fit_pca(vectors, components, whiten)
+
+    monkeypatch.setattr(reduction, "MAX_FIT_SAMPLE", 100)
+    monkeypatch.setattr(index_module, "fit_pca", spy)
+    demo_clone.fit_pca(8)
+    demo_clone.fit_pca(8, sample=120)
+    assert fitted_on == [100, 120] and len(demo_clone) == 144

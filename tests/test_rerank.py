@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,15 @@ def test_rerank_orders_candidates_by_exact_inner_product(small_spills):
     assert found[0, 0] == ids[7]
     assert scores[0, 0] == pytest.approx(float(vectors[7] @ vectors[7]), rel=1e-2)
     assert set(found[0]) <= {ids[3], ids[7], ids[500]}
+
+
+def test_a_rerank_file_larger_than_ram_is_mapped_not_loaded(tmp_path):
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    rows = (2 * ram) // (DIMENSION * 2) + 1
+    vectors_path, ids_path = tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy"
+    with open(vectors_path, "wb") as sparse:  # a hole: takes no disk
+        sparse.truncate(rows * DIMENSION * 2)
+    np.save(ids_path, np.arange(rows, dtype=np.int64))
+    store = RerankStore.load(vectors_path, ids_path, DIMENSION)
+    scores, found = store.rerank(np.ones((1, DIMENSION), np.float32), np.array([[3, rows - 1, -1]]), 2)
+    assert set(found[0]) == {3, rows - 1} and (scores == 0).all()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 import weakref
 from pathlib import Path
 
@@ -157,7 +158,9 @@ class RerankStore:
         import torch
 
         if self._base_tensor is None:
-            self._base_tensor = torch.from_numpy(self.base)  # no copy: the mapped file itself
+            with warnings.catch_warnings():  # torch warns that the mapping is read-only: it is only read
+                warnings.simplefilter("ignore", UserWarning)
+                self._base_tensor = torch.from_numpy(self.base)  # no copy: the mapped file itself
         picked = self._base_tensor.index_select(0, torch.from_numpy(rows)).float()
         return torch.mv(picked, torch.from_numpy(query)).numpy()
 
@@ -224,8 +227,7 @@ class RerankStore:
 
     def _map(self, path: Path) -> None:
         rows = path.stat().st_size // (2 * self.dimension)
-        # copy-on-write mapping: read like "r", but writable as far as torch.from_numpy is concerned (never written)
-        self.base = (np.memmap(path, dtype=np.float16, mode="c", shape=(rows, self.dimension))
+        self.base = (np.memmap(path, dtype=np.float16, mode="r", shape=(rows, self.dimension))
                      if rows else np.zeros((0, self.dimension), dtype=np.float16))
         self._base_tensor = None
         self.spilled = np.zeros((0, self.dimension), dtype=np.float16)

@@ -79,12 +79,13 @@ def test_rerank_orders_candidates_by_exact_inner_product(small_spills):
 
 
 def test_a_rerank_file_larger_than_ram_is_mapped_not_loaded(tmp_path):
+    dimension = 8192  # wide rows keep the id file small
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    rows = (2 * ram) // (DIMENSION * 2) + 1
+    rows = (2 * ram) // (dimension * 2) + 1
     vectors_path, ids_path = tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy"
     with open(vectors_path, "wb") as sparse:  # a hole: takes no disk
-        sparse.truncate(rows * DIMENSION * 2)
+        sparse.truncate(rows * dimension * 2)
     np.save(ids_path, np.arange(rows, dtype=np.int64))
-    store = RerankStore.load(vectors_path, ids_path, DIMENSION)
-    scores, found = store.rerank(np.ones((1, DIMENSION), np.float32), np.array([[3, rows - 1, -1]]), 2)
+    store = RerankStore.load(vectors_path, ids_path, dimension)
+    scores, found = store.rerank(np.ones((1, dimension), np.float32), np.array([[3, rows - 1, -1]]), 2)
     assert set(found[0]) == {3, rows - 1} and (scores == 0).all()

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import resource
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -31,6 +35,7 @@ from lookalike.settings import datasets_dir
 from lookalike.tune import UnreachableRecallError, recall_at_k, tune_backend
 
 BUDGET = "3G"
+TARGET_RECALL = 0.90  # the issue's target at 10M (the 1M runs tune to 0.95)
 
 
 class RunningTopK:
@@ -56,7 +61,7 @@ def build(size: int, generator: Generator, queries: np.ndarray, seed: int):
     backend = new_backend(plan.index_type, queries.shape[1], plan.params)
     truth = RunningTopK(queries, K)
     rng = np.random.default_rng(seed)
-    spent = {"generate": 0.0, "truth": 0.0, "index": 0.0}
+    spent = {"generate": 0.0, "truth": 0.0, "index": 0.0, "peak_anon": 0.0}
     for start in tqdm(range(0, size, SHARD), desc=f"streaming {size:,} vectors", unit="shard"):
         t0 = time.perf_counter()
         shard = generator.sample(min(SHARD, size - start), rng)
@@ -66,6 +71,7 @@ def build(size: int, generator: Generator, queries: np.ndarray, seed: int):
         backend.add(np.arange(start, start + len(shard), dtype=np.int64), shard)
         spent["generate"], spent["truth"] = spent["generate"] + t1 - t0, spent["truth"] + t2 - t1
         spent["index"] += time.perf_counter() - t2
+        spent["peak_anon"] = max(spent["peak_anon"], rss()["RssAnon"])
     if not backend.trained:
         t0 = time.perf_counter()
         backend.train()
@@ -73,33 +79,60 @@ def build(size: int, generator: Generator, queries: np.ndarray, seed: int):
     return plan, backend, truth.ids, spent
 
 
+def truth_only(size: int, generator: Generator, queries: np.ndarray, seed: int) -> np.ndarray:
+    """The same stream again (same seeds, same vectors), folded into the truth only."""
+    truth = RunningTopK(queries, K)
+    rng = np.random.default_rng(seed)
+    for start in tqdm(range(0, size, SHARD), desc=f"re-streaming {size:,} vectors for the truth", unit="shard"):
+        truth.update(start, generator.sample(min(SHARD, size - start), rng))
+    return truth.ids
+
+
+def ram_of_loaded_index(kind: str, dimension: int, folder, params: dict) -> tuple[int, float]:
+    """Anonymous memory that loading the saved index adds, and the load time, in a fresh process."""
+    code = ("import json, time, sys; from pathlib import Path; from benchmarks.scale import rss; "
+            "from lookalike.backends import load_backend; before = rss()['RssAnon']; t0 = time.perf_counter(); "
+            f"b = load_backend({kind!r}, {dimension}, Path({str(folder)!r}), 1, {params!r}); "
+            "print(json.dumps([rss()['RssAnon'] - before, time.perf_counter() - t0]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    ram, seconds = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(ram), float(seconds)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("size", nargs="?", type=int, default=10_000_000)
+    parser.add_argument("--target-recall", type=float, default=TARGET_RECALL)
     args = parser.parse_args(argv)
     real = real_embeddings()
     generator = Generator(real, seed=0)
     queries = generator.sample(HELD_OUT, np.random.default_rng(1_000_003))
-    plan, backend, truth, spent = build(args.size, generator, queries, seed=1_000_004)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     folder = OUT / f"scale-streamed-{args.size}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    t0 = time.perf_counter()
-    backend.save(folder, 1)
-    save_s = time.perf_counter() - t0
-    del backend
+    record, truth_path = folder / "build.json", folder / "truth.npy"
+    plan = plan_index("auto", args.size, queries.shape[1], max_memory=BUDGET)
+    if record.exists():  # built before: reuse the saved index (the build is 20 minutes of streaming)
+        spent = json.loads(record.read_text())
+        truth = np.load(truth_path) if truth_path.exists() else truth_only(args.size, generator, queries, 1_000_004)
+    else:
+        plan, backend, truth, spent = build(args.size, generator, queries, seed=1_000_004)
+        spent["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        t0 = time.perf_counter()
+        backend.save(folder, 1)
+        spent["save"] = time.perf_counter() - t0
+        del backend
+        record.write_text(json.dumps(spent))
+    np.save(truth_path, truth)
     gc.collect()
-    before = rss()
-    t0 = time.perf_counter()
+    ram, load_s = ram_of_loaded_index(plan.index_type, queries.shape[1], folder, plan.params)
     backend = load_backend(plan.index_type, queries.shape[1], folder, 1, plan.params)
-    load_s = time.perf_counter() - t0
-    ram = rss()["RssAnon"] - before["RssAnon"]
-    disk = sum(f.stat().st_size for f in folder.iterdir())
+    disk = sum(f.stat().st_size for f in folder.iterdir() if f.name.startswith(("ivfpq-", "rerank-")))
     row = {"type": plan.index_type, "size": args.size, "params": plan.params, "build_s": spent["index"], "ram": ram,
            "disk": disk}
     try:
-        report = tune_backend(backend, queries[:TUNE_QUERIES], truth[:TUNE_QUERIES], 0.95, K)
+        report = tune_backend(backend, queries[:TUNE_QUERIES], truth[:TUNE_QUERIES], args.target_recall, K)
         row["tuned"], row["trials"] = report.params, report.trials
     except UnreachableRecallError as error:
         row["tuned"], row["trials"] = f"unreachable: {error}", error.report.trials
@@ -123,12 +156,15 @@ def main(argv: list[str] | None = None) -> None:
              *[f"    {line}" for line in plan.explain().splitlines()], "", *table([row]), "",
              f"- Build: {spent['index']:.0f} s in the index (training, encoding, float16 rows spilled to disk), "
              f"plus {spent['generate']:.0f} s generating the vectors and {spent['truth']:.0f} s of exact search for "
-             "the truth.",
-             f"- Peak RSS of the whole run while building: {peak / 2**30:.2f} GiB (the generator, the truth and the "
-             f"index together); RAM of the loaded index (anonymous memory added by loading it): {ram / 2**30:.2f} "
-             f"GiB; the whole process after the searches: {searching / 2**30:.2f} GiB anonymous memory (index, query "
-             "tools, the generator's model and torch, which the re-rank uses). Saving took "
-             f"{save_s:.0f} s and loading {load_s:.0f} s (both checksum the files).",
+             "the truth." + (f" {spent['note']}" if spent.get("note") else ""),
+             "- Memory while building (the generator, the truth and the index together): "
+             + (f"peak anonymous memory sampled after every shard {spent['peak_anon'] / 2**30:.2f} GiB; "
+                if spent.get("peak_anon") else "")
+             + f"peak resident set (ru_maxrss, which also counts touched pages of the memory-mapped files) "
+             f"{spent['peak_rss'] / 2**30:.2f} GiB. RAM of the loaded index, measured in a fresh process (anonymous "
+             f"memory added by loading it): {ram / 2**30:.2f} GiB; this process after the searches: "
+             f"{searching / 2**30:.2f} GiB anonymous memory (index, generator, truth and torch, which the re-rank "
+             f"uses). Saving took {spent['save']:.0f} s and loading {load_s:.0f} s (both checksum the files).",
              f"- Disk: {disk / 2**30:.1f} GiB, nearly all of it the float16 re-rank rows, memory-mapped; the "
              f"queries touched {touched / 2**20:.0f} MiB of them (page cache, not counted as index RAM).",
              f"- Exact search for reference: the truth computation scanned all {args.size:,} vectors for "
@@ -138,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
              f"- Search by an uploaded photo (Corel-1K query JPEGs, decode + embed + search), p50: decode "
              f"{e2e['decode']:.1f} ms, embed {e2e['embed']:.1f} ms, search {e2e['search']:.1f} ms, total "
              f"{e2e['total']:.1f} ms.",
-             f"- Tuning (target recall@10 0.95 on {TUNE_QUERIES} queries): {sweep}"
+             f"- Tuning (target recall@10 {args.target_recall} on {TUNE_QUERIES} queries): {sweep}"
              + ("" if isinstance(row["tuned"], dict) else f". {row['tuned']}"),
              "- Targets at 10M: index RAM <= 3 GB, recall@10 >= 0.90 after re-ranking, p50 <= 20 ms."]
     print("\n".join(lines))

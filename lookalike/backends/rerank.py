@@ -11,6 +11,7 @@ file. Removed ids are tombstoned (their rows stay in the file until `compact()`)
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 import warnings
@@ -229,6 +230,7 @@ class RerankStore:
         rows = path.stat().st_size // (2 * self.dimension)
         self.base = (np.memmap(path, dtype=np.float16, mode="r", shape=(rows, self.dimension))
                      if rows else np.zeros((0, self.dimension), dtype=np.float16))
+        _expect_random_reads(self.base)
         self._base_tensor = None
         self.spilled = np.zeros((0, self.dimension), dtype=np.float16)
         self.pending = []
@@ -237,6 +239,14 @@ class RerankStore:
         if len(self.pending) > 1:
             self.pending = [np.concatenate(self.pending)]
         return self.pending[0] if self.pending else np.zeros((0, self.dimension), dtype=np.float16)
+
+
+def _expect_random_reads(mapped: np.ndarray) -> None:
+    """Re-ranking reads scattered 2.5 KB rows: without this the kernel reads ahead ~128 KB per row, which
+    floods the disk once the file is larger than the page cache (measured at 10M rows: 1.2 GB/s of reads)."""
+    handle = getattr(mapped, "_mmap", None)
+    if handle is not None and hasattr(mmap, "MADV_RANDOM"):
+        handle.madvise(mmap.MADV_RANDOM)
 
 
 def _move(source: Path, target: Path) -> None:

@@ -154,16 +154,21 @@ class RerankStore:
         return np.einsum("cd,d->c", self.vectors_of_rows(rows), query)
 
     def _mapped_scores(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """Gather, widen and multiply in one pass with torch, straight from the mapped file: 0.34 ms for
-        800 x 1,280-d rows on 2 cores, against 1.2 ms for NumPy's gather + float16 cast + product."""
+        """Gather, widen and multiply in one pass with torch, straight from the mapped file (one thread): about
+        0.5 ms for 800 x 1,280-d rows, against 1.2 ms for NumPy's gather + float16 cast + product."""
         import torch
 
         if self._base_tensor is None:
             with warnings.catch_warnings():  # torch warns that the mapping is read-only: it is only read
                 warnings.simplefilter("ignore", UserWarning)
                 self._base_tensor = torch.from_numpy(self.base)  # no copy: the mapped file itself
-        picked = self._base_tensor.index_select(0, torch.from_numpy(rows)).float()
-        return torch.mv(picked, torch.from_numpy(query)).numpy()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # FAISS's OpenMP threads may still spin after the search: two pools fighting
+        try:  # over 2 cores made this 6.6 ms instead of 2.2 ms (1M rows, after a batched search)
+            picked = self._base_tensor.index_select(0, torch.from_numpy(rows)).float()
+            return torch.mv(picked, torch.from_numpy(query)).numpy()
+        finally:
+            torch.set_num_threads(threads)
 
     def rerank(self, queries: Matrix, candidates: Ids, k: int) -> tuple[Matrix, Ids]:
         """The top k of each query's candidate ids (-1 for none) by exact inner product with the stored vectors."""

@@ -164,8 +164,8 @@ class IVFPQBackend:
             return exact_top_k(queries, self.vectors.chunks_of(allowed_ids), k)
         selector = None if allowed_ids is None else faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
         params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
-        graph = faiss.SearchParametersHNSW(efSearch=max(64, 2 * self.nprobe))  # referenced until search returns
         if self.coarse == "hnsw":  # the graph over centroids must look at least as wide as the lists probed
+            graph = faiss.SearchParametersHNSW(efSearch=max(64, 2 * self.nprobe))  # kept alive until search returns
             params.quantizer_params = graph
         _, candidates = self.index.search(queries, max(k, self.rerank * k), params=params)
         return self.vectors.rerank(queries, candidates, k)

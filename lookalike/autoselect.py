@@ -19,7 +19,7 @@ FLAT_MS_PER_VALUE = 7e-8  # exact search scans n x d floats: ~90 ms for 1M x 128
 HNSW_M = 32
 PQ_BYTES = (64, 32, 16, 8)  # 8-bit codes of PCA-256 vectors, for budgets too small for fast-scan
 FAST_SCAN_MAX_LISTS = 4096  # k-means over more lists takes too long to train on 2 cores
-FAST_SCAN_NPROBE, FAST_SCAN_RERANK = 64, 80  # recall@10 ~0.95 at 1M (benchmarks/scale.py); `tune` refines them
+FAST_SCAN_NPROBE, FAST_SCAN_RERANK = 64, 40  # recall@10 ~0.96 at 1M (benchmarks/scale.py); `tune` refines them
 MIN_IVF_TRAIN = 20_000
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
-RERANK = (10, 20, 50, 80, 100, 150, 200)
+RERANK = (10, 20, 30, 40, 50, 80, 100, 150, 200)
 PLATEAU = 0.002  # more probes that gain less recall than this are not tried
 
 

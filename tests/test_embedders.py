@@ -54,6 +54,16 @@ def test_preprocessing_scales_pixels_as_the_network_was_trained(embedder):
     assert np.allclose(embedder.preprocess(white), 1.0)
 
 
+def test_preprocessed_images_are_channels_first_and_contiguous(embedder):
+    """Ready to batch: a batch of transposed views would be re-laid-out on the thread running the network."""
+    pixels = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    tensor = embedder.preprocess(DecodedImage(Image.fromarray(pixels), 300, 200))
+    assert tensor.flags.c_contiguous and tensor.dtype == np.float32
+    resized = np.asarray(Image.fromarray(pixels).resize((336, 224), Image.Resampling.BILINEAR), np.float32)
+    expected = (resized[:, 56:280] - 127) / 128  # the centre crop, as (x - 127) / 128
+    assert np.abs(tensor - expected.transpose(2, 0, 1)).max() <= 1.5 / 128  # red, green, blue planes in order
+
+
 def test_description_names_model_version_and_preprocessing(embedder):
     description = embedder.describe()
     assert description["model"] == "efficientnet-lite0" and description["dimension"] == 1280

@@ -115,3 +115,13 @@ def test_bytes_are_decoded_like_files():
 def test_resize_and_crop_gives_a_centred_square():
     image = Image.new("RGB", (400, 300))
     assert resize_and_crop(image, 224).size == (224, 224)
+
+
+@pytest.mark.parametrize("resize_side", [None, 256])
+def test_resize_and_crop_matches_resizing_the_whole_photo_then_cropping(resize_side):
+    photo = load_image(A_REAL_PHOTO.read_bytes()).pixels
+    scale = (resize_side or 224) / min(photo.size)
+    whole = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
+    left, top = (whole.width - 224) // 2, (whole.height - 224) // 2
+    expected = np.asarray(whole.crop((left, top, left + 224, top + 224)), dtype=np.int16)
+    assert np.abs(np.asarray(resize_and_crop(photo, 224, resize_side), dtype=np.int16) - expected).max() <= 1

@@ -87,5 +87,20 @@ def test_a_rerank_file_larger_than_ram_is_mapped_not_loaded(tmp_path):
         sparse.truncate(rows * dimension * 2)
     np.save(ids_path, np.arange(rows, dtype=np.int64))
     store = RerankStore.load(vectors_path, ids_path, dimension)
+    assert store.reads_ahead
     scores, found = store.rerank(np.ones((1, dimension), np.float32), np.array([[3, rows - 1, -1]]), 2)
     assert set(found[0]) == {3, rows - 1} and (scores == 0).all()
+
+
+def test_reading_rows_ahead_changes_no_result(small_spills, tmp_path, monkeypatch):
+    store, ids, vectors = filled(1000)
+    store.save(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy")
+    queries = vectors[:5]
+    candidates = np.tile(ids[::7], (5, 1))
+    expected = store.rerank(queries, candidates, 10)
+    assert not store.reads_ahead  # a small file stays in the page cache
+    monkeypatch.setattr(rerank, "_larger_than_memory", lambda path: True)
+    ahead = RerankStore.load(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy", DIMENSION)
+    assert ahead.reads_ahead
+    for got, want in zip(ahead.rerank(queries, candidates, 10), expected, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lookalike.embedders.base import Matrix, l2_normalise
+from lookalike.embedders.base import Matrix, channels_first, l2_normalise
 from lookalike.embedders.exported import ExportedNetwork, file_digest
 from lookalike.images import DecodedImage, ImageError, load_image, resize_and_crop
 
@@ -186,8 +186,7 @@ class AutoencoderEmbedder:
                 f"centre crop {INPUT_SIDE}, x/255"}
 
     def preprocess(self, image: DecodedImage) -> npt.NDArray[np.float32]:
-        crop = np.asarray(resize_and_crop(image.pixels, INPUT_SIDE), dtype=np.float32) / 255.0
-        return crop.transpose(2, 0, 1)
+        return channels_first(resize_and_crop(image.pixels, INPUT_SIDE), std=255.0)
 
     def embed_batch(self, batch: npt.NDArray[np.float32]) -> Matrix:
         return l2_normalise(self.network.run(batch)[0])

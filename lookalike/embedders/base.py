@@ -33,6 +33,19 @@ class Embedder(Protocol):
         ...
 
 
+def channels_first(image: Any, mean: float | npt.ArrayLike = 0.0, std: float | npt.ArrayLike = 1.0) -> Matrix:
+    """An RGB image (0-255) as a contiguous (3, height, width) float32 tensor, (pixel - mean) / std per channel.
+
+    Contiguous matters: stacking transposed views left the re-layout of every batch to the thread that runs the
+    network (about 2.5 ms per image of the 4.4 ms the network takes); here it happens in the decoder threads."""
+    pixels = np.asarray(image)
+    tensor = np.empty((pixels.shape[2], pixels.shape[0], pixels.shape[1]), dtype=np.float32)
+    tensor[...] = pixels.transpose(2, 0, 1)
+    tensor -= np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    tensor /= np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return tensor
+
+
 def l2_normalise(vectors: Matrix) -> Matrix:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

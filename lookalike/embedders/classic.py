@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lookalike.embedders.base import Matrix, l2_normalise
+from lookalike.embedders.base import Matrix, channels_first, l2_normalise
 from lookalike.embedders.exported import ExportedNetwork, file_digest, network_description
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.embedders.torch_weights import find_weights, load_checked
@@ -78,8 +78,8 @@ class ClassicCnnEmbedder:
         return description | {"weights_file": str(self.weights)}
 
     def preprocess(self, image: DecodedImage) -> npt.NDArray[np.float32]:
-        pixels = np.asarray(resize_and_crop(image.pixels, self.input_side), dtype=np.float32) / 255.0
-        return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+        crop = resize_and_crop(image.pixels, self.input_side)
+        return channels_first(crop, mean=255.0 * IMAGENET_MEAN, std=255.0 * IMAGENET_STD)
 
     def embed_batch(self, batch: npt.NDArray[np.float32]) -> Matrix:
         return l2_normalise(self.network.run(batch)[0])

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lookalike.embedders.base import Matrix, l2_normalise
+from lookalike.embedders.base import Matrix, channels_first, l2_normalise
 from lookalike.embedders.exported import ExportedNetwork, export_module, file_digest, network_description
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.images import DecodedImage, resize_and_crop
@@ -98,9 +98,7 @@ class EfficientNetLiteEmbedder:
         return description
 
     def preprocess(self, image: DecodedImage) -> npt.NDArray[np.float32]:
-        crop = resize_and_crop(image.pixels, self.input_side)
-        pixels = np.asarray(crop, dtype=np.float32)
-        return ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
+        return channels_first(resize_and_crop(image.pixels, self.input_side), mean=127.0, std=128.0)
 
     def embed_batch(self, batch: npt.NDArray[np.float32]) -> Matrix:
         return l2_normalise(self.network.run(batch)[0])

@@ -163,13 +163,15 @@ def main(argv: list[str] | None = None) -> None:
     queries = np.ascontiguousarray(pool[POOL - HELD_OUT:POOL])
     sizes = args.sizes
     rows, notes = [], []
-    last = None
+    kinds = args.types.split(",")
+    searched_by_photo = next((kind for kind in ("ivfpq", "hnsw-reduced") if kind in kinds), None)  # auto's choice first
+    last = None  # the row of that index at the largest size: uploaded photos search it
     for size in sizes:
         exact = measure("flat-ip", size, pool, queries, None)
         truth = exact.pop("truth")
         rows.append(exact)
         exact.pop("backend")
-        for kind in args.types.split(","):
+        for kind in kinds:
             if kind == "hnsw" and size > 200_000:
                 notes.append(f"HNSW at {size:,} was not measured: its flat storage alone needs "
                              f"{size * pool.shape[1] * 4 / 2**30:.1f} GiB (over the 1.5 GB target) and building it "
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             row = measure(kind, size, pool, queries, truth, overrides.get(kind, {}))
             rows.append(row)
-            if kind in ("ivfpq", "hnsw-reduced"):
+            if kind == searched_by_photo:
                 last = row
             sweep = ", ".join(f"{t.params} -> {t.recall:.3f} ({t.ms_per_query:.2f} ms/q batched)"
                               for t in row["trials"])

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 from conftest import DEMO_GALLERY, write_photo
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lookalike.images import ImageError, load_image, resize_and_crop, to_rgb
 
@@ -125,3 +125,51 @@ def test_resize_and_crop_matches_resizing_the_whole_photo_then_cropping(resize_s
     left, top = (whole.width - 224) // 2, (whole.height - 224) // 2
     expected = np.asarray(whole.crop((left, top, left + 224, top + 224)), dtype=np.int16)
     assert np.abs(np.asarray(resize_and_crop(photo, 224, resize_side), dtype=np.int16) - expected).max() <= 1
+
+
+def quadrants_photo(size: tuple[int, int]) -> Image.Image:
+    """Red, green, blue and white quadrants: any rotation or flip moves them."""
+    width, height = size
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[: height // 2, : width // 2] = (255, 0, 0)
+    pixels[: height // 2, width // 2:] = (0, 255, 0)
+    pixels[height // 2:, : width // 2] = (0, 0, 255)
+    pixels[height // 2:, width // 2:] = (255, 255, 255)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_decoded_at_a_reduced_scale_are_turned_upright(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    quadrants_photo((640, 480)).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    decoded = load_image(tmp_path / "photo.jpg", target_side=224).pixels
+    with Image.open(tmp_path / "photo.jpg") as original:
+        upright = ImageOps.exif_transpose(original)
+    assert min(decoded.size) < 480  # decoded at 6/8: 480x360, or 360x480 upright
+    assert decoded.size[0] / decoded.size[1] == pytest.approx(upright.width / upright.height)
+    shrunk = np.asarray(upright.resize(decoded.size), np.float32)
+    assert np.abs(np.asarray(decoded, np.float32) - shrunk).mean() < 8
+
+
+def test_a_photo_decoded_at_a_reduced_scale_looks_like_the_full_decode():
+    decoded = load_image(A_REAL_PHOTO.read_bytes(), target_side=224).pixels  # 400x534: decoded at 5/8
+    with Image.open(A_REAL_PHOTO) as full:
+        full = full.convert("RGB")
+    assert 224 <= min(decoded.size) < 400
+    crop, reference = resize_and_crop(decoded, 224), resize_and_crop(full, 224)
+    assert np.abs(np.asarray(crop, np.float32) - np.asarray(reference, np.float32)).mean() < 4
+
+
+def test_grey_jpeg_decoded_at_a_reduced_scale_becomes_rgb(tmp_path):
+    quadrants_photo((640, 480)).convert("L").save(tmp_path / "grey.jpg")
+    decoded = load_image(tmp_path / "grey.jpg").pixels
+    assert decoded.mode == "RGB" and min(decoded.size) < 480
+
+
+def test_truncated_large_jpeg_is_reported_as_truncated(tmp_path):
+    data = tmp_path / "big.jpg"
+    quadrants_photo((1200, 900)).save(data, quality=95)
+    (tmp_path / "cut.jpg").write_bytes(data.read_bytes()[:-2000])
+    with pytest.raises(ImageError, match="truncated"):
+        load_image(tmp_path / "cut.jpg")

@@ -2,8 +2,9 @@
 
 Measured on 2 shared cores (one uploaded photo at a time): ONNX Runtime's worker threads spin after
 each run and FAISS's OpenMP threads then compete with them, so a 0.6 ms flat search took 10-25 ms and
-the embedding about 40 ms; without spinning and with one FAISS thread: 0.6 ms and about 20 ms. Batch
-indexing keeps the defaults; only `lookalike serve` turns this on.
+the embedding about 40 ms; without spinning and with one FAISS thread: 0.6 ms and about 20 ms. ONNX
+Runtime never spins unless LOOKALIKE_ORT_SPINNING=1 (embedders/onnx_runtime.py); the single FAISS
+thread is for `lookalike serve` only (batch indexing and batched searches keep all cores).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ _prepared = threading.local()
 
 def tune_for_single_queries() -> None:
     global _enabled
-    os.environ.setdefault("LOOKALIKE_ORT_SPINNING", "0")  # read by embedders/onnx_runtime.py when a session opens
     _enabled = True
 
 

@@ -1,7 +1,8 @@
 """Turning files into vectors fast: decoder threads run ahead of batched inference.
 
-Pillow releases the GIL while it decodes and resizes, so a few threads keep the network fed
-while ONNX Runtime uses the cores for the batch in flight.
+libjpeg-turbo and Pillow release the GIL while they decode and resize, so a few threads keep the
+network fed while ONNX Runtime uses the cores for the batch in flight, and the caller stores the
+previous batch meanwhile.
 """
 
 from __future__ import annotations
@@ -56,7 +57,26 @@ def prepare(embedder: Embedder, path: Path) -> Prepared | Failure:
 def embed_files(
     embedder: Embedder, paths: Iterable[Path], batch_size: int = 32, workers: int | None = None
 ) -> Iterator[EmbeddedBatch]:
-    """Embed files in batches, in order; undecodable files come back as failures, not errors."""
+    """Embed files in batches, in order; undecodable files come back as failures, not errors.
+
+    The network runs in its own thread, one batch ahead: while it embeds the next batch, the caller stores
+    this one (and the decoders keep decoding), so the network never waits for the caller."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as network:
+        running: Future[EmbeddedBatch] | None = None
+        for images, failures in decoded_batches(embedder, paths, batch_size, workers):
+            submitted = network.submit(_embed, embedder, images, failures)
+            if running is not None:
+                yield running.result()
+            running = submitted
+        if running is not None:
+            yield running.result()
+
+
+def decoded_batches(
+    embedder: Embedder, paths: Iterable[Path], batch_size: int = 32, workers: int | None = None
+) -> Iterator[tuple[list[Prepared], list[Failure]]]:
+    """Decoded images in batches of `batch_size` (with the failures met on the way), in order; decoder threads
+    run up to three batches ahead."""
     workers = workers or max(2, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending: deque[Future[Prepared | Failure]] = deque()
@@ -67,15 +87,15 @@ def embed_files(
             if len(pending) >= 3 * batch_size:
                 _collect(pending.popleft().result(), ready, failures)
             if len(ready) >= batch_size:
-                yield _embed(embedder, ready, failures)
+                yield ready, failures
                 ready, failures = [], []
         while pending:
             _collect(pending.popleft().result(), ready, failures)
             if len(ready) >= batch_size:
-                yield _embed(embedder, ready, failures)
+                yield ready, failures
                 ready, failures = [], []
         if ready or failures:
-            yield _embed(embedder, ready, failures)
+            yield ready, failures
 
 
 def _collect(outcome: Prepared | Failure, ready: list[Prepared], failures: list[Failure]) -> None:

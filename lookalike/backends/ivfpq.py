@@ -7,7 +7,8 @@ quantisation: better codes, much slower to train) or None.
 Codes are 8 bits per sub-quantiser, or 4 bits with `pq_bits=4`: FAISS's "fast-scan" layout, whose
 look-up tables fit SIMD registers, so scanning a list costs a fraction of the 8-bit scan and the same
 bytes buy twice the sub-quantisers (e.g. 160 bytes = 320 sub-vectors of the full 1,280-d vector,
-with no PCA). `coarse="hnsw"` finds the probed lists with a small HNSW graph over the centroids
+with no PCA). Either way the codes encode each vector's offset from its list's centroid (the
+residual). `coarse="hnsw"` finds the probed lists with a small HNSW graph over the centroids
 instead of comparing the query with every centroid (0.7 ms for 4,096 x 1,280-d on these cores).
 
 The IVF-PQ index holds a few dozen bytes per image in RAM and proposes `rerank` x k candidates;

@@ -96,7 +96,8 @@ Decoding and inference share the same 2 cores: decoder threads run ahead of the 
 is taken from ONNX Runtime. Per 400x533 clothing JPEG, measured single-threaded: 1.48 ms with Pillow
 (whole-image decode + resize), 0.99 ms now (libjpeg-turbo decodes at 5/8 scale through simplejpeg, and
 only the crop is resized); preprocessed tensors are contiguous, so batching is a plain copy; ONNX
-Runtime's threads no longer spin between runs. Even with perfect overlap the decoding costs about a
+Runtime's threads no longer spin between runs, and the network runs one batch ahead in its own thread
+while the previous batch is stored. Even with perfect overlap the decoding costs about a
 tenth of the network's core time, so about 0.85-0.9 is the ceiling of this ratio on 2 cores.
 
 | dataset | queries vs gallery | mAP | P@10 | reference (mAP / P@10) |

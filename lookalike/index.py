@@ -6,7 +6,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from lookalike.ingest import Failure, embed_files
 from lookalike.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
 from lookalike.reduction import fit_pca, load_reduction, remove_reduction
 from lookalike.search import Match, SearchResult, check_metric, scores_from_inner_products
-from lookalike.store import ImageRecord, NewImage, VectorStore
+from lookalike.store import NewImage, VectorStore
 
 FAILURE_LOG = "failures.log"
 COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
@@ -57,16 +57,6 @@ class IndexReport:
             "reused": self.reused, "failed": self.failed, "seconds": round(self.seconds, 3),
             "failures": [{"path": os.fsdecode(f.path), "reason": f.reason} for f in self.failures],
         }
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Files sorted by what must happen to them."""
-
-    to_embed: list[Path]
-    reuse: list[tuple[Path, ImageRecord]]  # content already indexed under another path
-    unchanged: int
-    digests: dict[Path, str]  # content hashes computed while planning, so files are read once
 
 
 class ImageIndex:
@@ -191,54 +181,53 @@ class ImageIndex:
     def _add_paths(self, paths: Sequence[Path], progress: Progress | None,
                    report: IndexReport | None = None) -> IndexReport:
         report = report or IndexReport()
-        plan = self._plan(paths)
-        report.unchanged += plan.unchanged
-        for path, source in plan.reuse:
-            self._store_image(path, source.width, source.height, self.store.vectors([source.id])[0], report,
-                              digest=source.content_hash)
-            report.reused += 1
-        done = since_commit = 0
-        for batch in embed_files(self.embedder, plan.to_embed):
+        handled_before = _handled(report)
+        digests: dict[Path, str] = {}  # content hashes computed while sorting, so files are read once
+        since_commit = 0
+        for batch in embed_files(self.embedder, self._needing_embedding(paths, report, digests)):
             report.failures += batch.failures
             for image, vector in zip(batch.images, batch.vectors, strict=True):
                 self._store_image(image.path, image.width, image.height, vector, report,
-                                  digest=plan.digests.get(image.path))
-            done += len(batch.images) + len(batch.failures)
+                                  digest=digests.get(image.path))
             since_commit += len(batch.images)
             if since_commit >= COMMIT_EVERY:
                 self.store.commit()
                 since_commit = 0
             if progress:
-                progress(done, len(plan.to_embed))
+                progress(_handled(report) - handled_before, len(paths))
         return report
 
-    def _plan(self, paths: Sequence[Path]) -> _Plan:
-        to_embed, reuse, unchanged, digests = [], [], 0, {}
+    def _needing_embedding(self, paths: Iterable[Path], report: IndexReport,
+                           digests: dict[Path, str]) -> Iterator[Path]:
+        """The files whose vectors must be computed, found as the decoders ask for them (so sorting a million
+        files overlaps embedding instead of delaying it). Unchanged files are counted; renamed, moved or
+        copied ones are stored with the vector of the same content, already indexed."""
         for path in paths:
             stat = stat_file(path)
             if stat is None:
-                to_embed.append(path)  # the decoder reports exactly what is wrong with it
+                yield path  # the decoder reports exactly what is wrong with it
                 continue
             known = self.store.record_by_path(os.path.abspath(path))
             if known and known.size == stat.size and known.mtime == stat.mtime:
-                unchanged += 1
+                report.unchanged += 1
                 continue
             try:
                 digest = content_hash(path)
             except OSError:
-                to_embed.append(path)
+                yield path
                 continue
             if known and known.content_hash == digest:
                 self.store.touch(known.id, stat.size, stat.mtime)
-                unchanged += 1
+                report.unchanged += 1
                 continue
             digests[path] = digest
             source = self.store.record_for_hash(digest)
-            if source is not None:
-                reuse.append((path, source))
-            else:
-                to_embed.append(path)
-        return _Plan(to_embed, reuse, unchanged, digests)
+            if source is None:
+                yield path
+                continue
+            self._store_image(path, source.width, source.height, self.store.vectors([source.id])[0], report,
+                              digest=digest)
+            report.reused += 1
 
     def _store_image(self, path: Path, width: int, height: int, vector: np.ndarray, report: IndexReport,
                      digest: str | None = None) -> None:
@@ -449,3 +438,8 @@ def _check_same_model(recorded: dict[str, Any], current: dict[str, Any]) -> None
 
 
 __all__ = ["ImageIndex", "IndexFormatError", "IndexReport", "ImageError", "ModelMismatchError", "delete_index"]
+
+
+def _handled(report: IndexReport) -> int:
+    """Files an indexing run has dealt with so far, in any way (a reused vector counts as added or updated)."""
+    return report.added + report.updated + report.unchanged + report.failed

@@ -53,6 +53,17 @@ def test_renamed_file_reuses_vector_without_embedding(tmp_path, photo_folder, mo
         np.testing.assert_array_equal(index.store.vectors([moved.id])[0], old_vector)
 
 
+def test_progress_counts_every_file_up_to_the_total(tmp_path, photo_folder):
+    write_photo(photo_folder / "new" / "extra.png", seed=42)
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_files(sorted(photo_folder.rglob("photo*.png")))
+        calls = []
+        report = index.add_folder(photo_folder, progress=lambda done, total: calls.append((done, total)))
+    assert (report.added, report.unchanged) == (1, 8)
+    assert calls[-1] == (9, 9)  # unchanged files count as done too
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
 def test_index_survives_reopen_and_search_finds_the_same_image(tmp_path, photo_folder):
     with ImageIndex.create(tmp_path / "idx") as index:
         index.add_folder(photo_folder)

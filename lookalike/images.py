@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,12 +62,10 @@ def _open_and_decode(source: str | os.PathLike[str] | bytes, target_side: int) -
     if isinstance(source, bytes | bytearray):
         if not source:
             raise ImageError("empty data (0 bytes)")
-        data = bytes(source)
-    else:
-        _check_file(Path(source))
-        data = Path(source).read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-        return _decode(image, target_side, data)
+        return _decode(Image.open(io.BytesIO(source)), target_side, lambda: bytes(source))
+    _check_file(Path(source))
+    with Image.open(source) as image:  # reads the header only: a huge file that is no image is never loaded
+        return _decode(image, target_side, Path(source).read_bytes)
 
 
 def _check_file(path: Path) -> None:
@@ -80,13 +79,13 @@ def _check_file(path: Path) -> None:
         raise ImageError("permission denied: the file is not readable")
 
 
-def _decode(image: Image.Image, target_side: int, data: bytes) -> DecodedImage:
+def _decode(image: Image.Image, target_side: int, read: Callable[[], bytes]) -> DecodedImage:
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(f"decompression bomb refused: {width}x{height} is more than {MAX_PIXELS:,} pixels")
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"image too small ({width}x{height}); at least {MIN_SIDE}x{MIN_SIDE} pixels needed")
-    scaled = _scaled_jpeg(image, data, target_side)
+    scaled = _scaled_jpeg(image, read, target_side)
     if scaled is not None:
         return DecodedImage(pixels=scaled, width=width, height=height)
     if image.format == "JPEG":
@@ -97,7 +96,7 @@ def _decode(image: Image.Image, target_side: int, data: bytes) -> DecodedImage:
     return DecodedImage(pixels=to_rgb(upright), width=width, height=height)
 
 
-def _scaled_jpeg(image: Image.Image, data: bytes, target_side: int) -> Image.Image | None:
+def _scaled_jpeg(image: Image.Image, read: Callable[[], bytes], target_side: int) -> Image.Image | None:
     """An RGB or grey JPEG decoded by libjpeg-turbo straight to the smallest of its eight-step scales (1/8, 2/8 ...
     7/8) whose shorter side is still >= target_side, upright; None for other images or without simplejpeg.
 
@@ -110,7 +109,7 @@ def _scaled_jpeg(image: Image.Image, data: bytes, target_side: int) -> Image.Ima
     except ImportError:
         return None
     shorter = {"min_width": target_side} if image.width <= image.height else {"min_height": target_side}
-    pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=1, **shorter)  # strict: corrupt data raises
+    pixels = simplejpeg.decode_jpeg(read(), colorspace="RGB", min_factor=1, **shorter)  # strict: corrupt data raises
     decoded = Image.fromarray(pixels)
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     return decoded.transpose(ORIENTATIONS[orientation]) if orientation in ORIENTATIONS else decoded

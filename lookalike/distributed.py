@@ -106,17 +106,13 @@ def _plan(index: ImageIndex, source: str, report: DistributedReport) -> list[str
     if is_uri(source):
         report.unchanged += sum(1 for uri in listed if index.store.record_by_path(uri) is not None)
         return [uri for uri in listed if index.store.record_by_path(uri) is None]
-    plan = index._plan([Path(p) for p in listed])
-    report.unchanged += plan.unchanged
-    for path, known in plan.reuse:
-        index._store_image(path, known.width, known.height, index.store.vectors([known.id])[0], report)
-        report.reused += 1
+    to_embed = [str(path) for path in index._needing_embedding([Path(p) for p in listed], report, {})]
     seen = {os.path.abspath(p) for p in listed}
     prefix = os.path.join(os.path.abspath(source), "")
     vanished = [r.id for r in index.store.records() if r.path.startswith(prefix) and r.path not in seen]
     report.removed = index.store.remove(vanished)
     index.store.commit()
-    return [str(p) for p in plan.to_embed]
+    return to_embed
 
 
 # --- Ray ----------------------------------------------------------------------------------------

@@ -104,3 +104,28 @@ def test_reading_rows_ahead_changes_no_result(small_spills, tmp_path, monkeypatc
     assert ahead.reads_ahead
     for got, want in zip(ahead.rerank(queries, candidates, 10), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def write_system(root, meminfo_kib: int, cgroup_file: str | None = None, limit: str | None = None):
+    (root / "proc").mkdir(parents=True)
+    (root / "proc" / "meminfo").write_text(f"MemTotal: {2 * meminfo_kib} kB\nMemAvailable: {meminfo_kib} kB\n")
+    if cgroup_file:
+        (root / cgroup_file).parent.mkdir(parents=True)
+        (root / cgroup_file).write_text(limit + "\n")
+    return root
+
+
+@pytest.mark.parametrize("cgroup_file", ["sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory/memory.limit_in_bytes"])
+def test_a_container_memory_limit_lowers_the_memory_available(tmp_path, cgroup_file):
+    root = write_system(tmp_path, meminfo_kib=64 * 2**20, cgroup_file=cgroup_file, limit=str(4 * 2**30))
+    assert rerank.memory_available(root) == 4 * 2**30
+
+
+@pytest.mark.parametrize("limit", ["max", "9223372036854771712"])
+def test_an_unlimited_container_leaves_the_kernels_figure(tmp_path, limit):
+    root = write_system(tmp_path, meminfo_kib=8 * 2**20, cgroup_file="sys/fs/cgroup/memory.max", limit=limit)
+    assert rerank.memory_available(root) == 8 * 2**30
+
+
+def test_memory_available_is_unknown_without_proc_or_cgroup(tmp_path):
+    assert rerank.memory_available(tmp_path) is None

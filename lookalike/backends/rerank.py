@@ -276,15 +276,27 @@ def _expect_random_reads(mapped: np.ndarray) -> None:
 def _larger_than_memory(path: Path) -> bool:
     """True when the file is larger than half the memory available (re-ranking will mostly read it from disk,
     not from the page cache) and the system can be asked to read ahead."""
-    if not hasattr(os, "posix_fadvise"):
-        return False
+    available = memory_available()
+    return hasattr(os, "posix_fadvise") and available is not None and path.stat().st_size > available // 2
+
+
+def memory_available(root: Path = Path("/")) -> int | None:
+    """Bytes of memory this process can expect to use: the kernel's MemAvailable, lowered to the container's
+    memory limit (cgroup v2 or v1) when there is one; None when neither can be read."""
+    limits = []
     try:
-        meminfo = Path("/proc/meminfo").read_text()
+        meminfo = (root / "proc/meminfo").read_text()
+        limits += [int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")]
     except OSError:
-        return False
-    available = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
-                      if line.startswith("MemAvailable:")), None)
-    return available is not None and path.stat().st_size > available // 2
+        pass
+    for limit_file in ("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = (root / limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # "max" or a huge number: no limit
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def _move(source: Path, target: Path) -> None:

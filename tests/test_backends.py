@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.backends import ivfpq, load_backend, new_backend
+from lookalike.backends import load_backend, new_backend, reranked
 from lookalike.backends.exact import exact_top_k
 from lookalike.tune import recall_at_k
 
@@ -106,7 +106,7 @@ def test_readded_id_is_found_with_its_new_vector(kind, collection):
 
 @pytest.mark.parametrize("kind", ["ivfpq", "ivfpq-fastscan"])
 def test_a_filtered_lone_query_searches_the_index_within_the_filter(kind, collection, monkeypatch):
-    monkeypatch.setattr(ivfpq, "SMALL_FILTER", 0)  # no exact shortcut: the filter goes into FAISS
+    monkeypatch.setattr(reranked, "SMALL_FILTER", 0)  # no exact shortcut: the filter goes into FAISS
     ids, _, queries = collection
     backend = built(kind, collection)
     allowed = ids[::2]

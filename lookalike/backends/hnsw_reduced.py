@@ -20,18 +20,17 @@ import numpy as np
 
 from lookalike.backends import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
-from lookalike.backends.exact import exact_top_k
 from lookalike.backends.files import drop_stale_files, write_index_atomically
 from lookalike.backends.ivfpq import MAX_TRAIN, pca_rotation
 from lookalike.backends.rerank import RerankStore
+from lookalike.backends.reranked import RerankedBackend
 
 log = logging.getLogger("lookalike")
-SMALL_FILTER = 4096  # at most this many allowed ids: score them exactly from the re-rank file
 ADD_CHUNK = 65_536
 STORAGES = ("flat", "sq8")  # reduced vectors in the graph: float32, or 8-bit scalar-quantised (a quarter the RAM)
 
 
-class ReducedHNSWBackend:
+class ReducedHNSWBackend(RerankedBackend):
     kind = "hnsw-reduced"
 
     def __init__(self, dimension: int, reduced_dimension: int = 256, M: int = 16,  # noqa: N803
@@ -44,10 +43,6 @@ class ReducedHNSWBackend:
         self.rotation: faiss.LinearTransform | None = None  # None until trained
         self.graph: faiss.IndexHNSWFlat | None = None
         self.vectors = RerankStore(dimension)
-
-    @property
-    def count(self) -> int:
-        return self.vectors.count
 
     @property
     def trained(self) -> bool:
@@ -69,14 +64,8 @@ class ReducedHNSWBackend:
             self.ef_search = int(ef_search)
 
     # --- changes --------------------------------------------------------------------------
-    def add(self, ids: Ids, vectors: Matrix) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.vectors.add(ids, vectors)
-        if self.graph is not None:
-            self.graph.add(self._reduce(vectors))
-        elif self.count >= self.min_train:
-            self.train()
+    def _add_trained(self, ids: Ids, vectors: Matrix) -> None:
+        self.graph.add(self._reduce(vectors))
 
     def remove(self, ids: Ids) -> None:
         self.vectors.remove(np.asarray(ids, dtype=np.int64))
@@ -114,8 +103,9 @@ class ReducedHNSWBackend:
     # --- search ---------------------------------------------------------------------------
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.graph is None or (allowed_ids is not None and len(allowed_ids) <= SMALL_FILTER):
-            return exact_top_k(queries, self.vectors.chunks_of(allowed_ids), k)
+        exact = self._exact_answer(queries, k, allowed_ids)
+        if exact is not None:
+            return exact
         candidates = max(k, self.ef_search)
         params = faiss.SearchParametersHNSW()
         params.efSearch = candidates

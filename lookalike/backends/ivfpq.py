@@ -32,12 +32,11 @@ import numpy as np
 
 from lookalike.backends import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
-from lookalike.backends.exact import exact_top_k
 from lookalike.backends.files import drop_stale_files, write_index_atomically
 from lookalike.backends.rerank import RerankStore
+from lookalike.backends.reranked import RerankedBackend
 
 log = logging.getLogger("lookalike")
-SMALL_FILTER = 4096  # at most this many allowed ids: score them exactly from the re-rank file
 TRAIN_PER_LIST = 20  # training vectors per inverted list (FAISS asks for 39; 20 is a time/quality trade-off)
 MAX_TRAIN = 100_000
 TRANSFORMS = ("pca", "opq", None)
@@ -52,7 +51,7 @@ def lists_for(count: int) -> int:
     return int(2 ** round(math.log2(max(16.0, 2 * math.sqrt(max(count, 1))))))
 
 
-class IVFPQBackend:
+class IVFPQBackend(RerankedBackend):
     kind = "ivfpq"
 
     def __init__(self, dimension: int, nlist: int | None = None, pq_bytes: int = 64, transform: str | None = "pca",
@@ -73,10 +72,6 @@ class IVFPQBackend:
         self.nprobe, self.rerank, self.min_train = nprobe, rerank, min_train
         self.index: faiss.Index | None = None  # None until trained
         self.vectors = RerankStore(dimension)
-
-    @property
-    def count(self) -> int:
-        return self.vectors.count
 
     @property
     def trained(self) -> bool:
@@ -114,14 +109,8 @@ class IVFPQBackend:
             self.rerank = int(rerank)
 
     # --- changes --------------------------------------------------------------------------
-    def add(self, ids: Ids, vectors: Matrix) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.vectors.add(ids, vectors)
-        if self.index is not None:
-            self.index.add_with_ids(vectors, ids)
-        elif self.count >= self.min_train:
-            self.train()
+    def _add_trained(self, ids: Ids, vectors: Matrix) -> None:
+        self.index.add_with_ids(vectors, ids)
 
     def remove(self, ids: Ids) -> None:
         ids = np.asarray(ids, dtype=np.int64)
@@ -167,8 +156,9 @@ class IVFPQBackend:
     # --- search ---------------------------------------------------------------------------
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.index is None or (allowed_ids is not None and len(allowed_ids) <= SMALL_FILTER):
-            return exact_top_k(queries, self.vectors.chunks_of(allowed_ids), k)
+        exact = self._exact_answer(queries, k, allowed_ids)
+        if exact is not None:
+            return exact
         selector = None if allowed_ids is None else faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
         params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
         if self.coarse == "hnsw":  # the graph over centroids must look at least as wide as the lists probed

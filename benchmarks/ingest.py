@@ -21,8 +21,8 @@ from lookalike.settings import datasets_dir
 
 
 def network_only_throughput(batches: int = 8, batch_size: int = 32, repeats: int = 5) -> float:
-    """Images per second through the network alone: the median of `repeats` runs (single runs of 8 batches
-    ranged from 228 to 279 images/s on this machine over one day)."""
+    """Images per second through the network alone: the median of `repeats` runs (single measurements ranged
+    from 228 to 279 images/s on this machine over one day)."""
     embedder = get_embedder()
     batch = np.random.default_rng(0).standard_normal((batch_size, 3, 224, 224)).astype(np.float32)
     embedder.embed_batch(batch)  # warm-up (and the one-time export)
@@ -97,8 +97,8 @@ is taken from ONNX Runtime. Per 400x533 clothing JPEG, measured single-threaded:
 (whole-image decode + resize), 0.99 ms now (libjpeg-turbo decodes at 5/8 scale through simplejpeg, and
 only the crop is resized); preprocessed tensors are contiguous, so batching is a plain copy; ONNX
 Runtime's threads no longer spin between runs, and the network runs one batch ahead in its own thread
-while the previous batch is stored. Even with perfect overlap the decoding costs about a
-tenth of the network's core time, so about 0.85-0.9 is the ceiling of this ratio on 2 cores.
+while the previous batch is stored. Even with perfect overlap, decoding (about 1 ms of CPU per photo)
+against the network's ~7.5 ms of core time per photo caps this ratio at about 0.88 on 2 cores.
 
 | dataset | queries vs gallery | mAP | P@10 | reference (mAP / P@10) |
 |---|---|---|---|---|

@@ -437,9 +437,9 @@ def _check_same_model(recorded: dict[str, Any], current: dict[str, Any]) -> None
         raise ModelMismatchError(f"the index was built by a different model ({details})")
 
 
-__all__ = ["ImageIndex", "IndexFormatError", "IndexReport", "ImageError", "ModelMismatchError", "delete_index"]
-
-
 def _handled(report: IndexReport) -> int:
     """Files an indexing run has dealt with so far, in any way (a reused vector counts as added or updated)."""
     return report.added + report.updated + report.unchanged + report.failed
+
+
+__all__ = ["ImageIndex", "IndexFormatError", "IndexReport", "ImageError", "ModelMismatchError", "delete_index"]

@@ -141,7 +141,7 @@ class IVFPQBackend(RerankedBackend):
         if hasattr(ivf, "do_polysemous_training"):
             ivf.do_polysemous_training = False  # on by default in index_factory; slow, and unused here
         ivf.by_residual = True  # FAISS's fast-scan default is False: codes of the whole vector, not of its offset
-        # from the list's centroid. Residual codes need half the candidates for the same recall (1M: 0.959 with
+        # from the list's centroid. Residual codes need under half the candidates for the same recall (1M: 0.959 with
         # nprobe 64 and 300 candidates, against 0.960 with nprobe 96 and 800); for inner product it costs one
         # bias per probed list
         index.train(sample)

@@ -17,9 +17,9 @@ import numpy as np
 from benchmarks import collect
 from lookalike.backends.faiss_flat import FlatBackend
 from lookalike.backends.milvus import MilvusBackend
-from lookalike.distributed import ingest_with_ray, merge_shard, start_ray, write_shard
 from lookalike.files import walk_images
 from lookalike.index import ImageIndex, IndexReport
+from lookalike.scale.distributed import ingest_with_ray, merge_shard, start_ray, write_shard
 from lookalike.settings import datasets_dir
 
 TARGET_IMAGES = 100_000_000

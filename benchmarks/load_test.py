@@ -26,8 +26,8 @@ import numpy as np
 from benchmarks import collect
 from lookalike.cli.common import progress_bar
 from lookalike.index import ImageIndex
+from lookalike.index.store import NewImage
 from lookalike.settings import cache_dir, datasets_dir
-from lookalike.store import NewImage
 
 TARGET_IMAGES = 10_000
 NOISE = 0.02  # per-dimension standard deviation before re-normalising (cosine to the source about 0.6-0.8)

@@ -18,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import collect
-from lookalike.classifier import evaluate_dataset_by_class, train_classifier
-from lookalike.clustering import Clustering, cluster_index, kmeans, nearest_clusters, propagate, representatives
-from lookalike.duplicates import (
+from lookalike.evaluation import read_labels, retrieval_scores
+from lookalike.index import ImageIndex
+from lookalike.organise.classifier import evaluate_dataset_by_class, train_classifier
+from lookalike.organise.clustering import (
+    Clustering,
+    cluster_index,
+    kmeans,
+    nearest_clusters,
+    propagate,
+    representatives,
+)
+from lookalike.organise.duplicates import (
     DEFAULT_PIXEL_THRESHOLD,
     DEFAULT_THRESHOLD,
     DEFAULT_VERIFY_FROM,
@@ -29,9 +38,7 @@ from lookalike.duplicates import (
     make_edited_copy,
     pair_precision_recall,
 )
-from lookalike.evaluation import read_labels, retrieval_scores
-from lookalike.index import ImageIndex
-from lookalike.mapping import embed_2d
+from lookalike.organise.mapping import embed_2d
 from lookalike.settings import datasets_dir
 
 OUT = Path(__file__).resolve().parent / "out"

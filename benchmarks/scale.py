@@ -22,12 +22,12 @@ import numpy as np
 
 from benchmarks import collect
 from benchmarks.synthetic import OUT, synthetic_vectors
-from lookalike.autoselect import plan_index
 from lookalike.backends import load_backend, new_backend
 from lookalike.embedders import get_embedder
 from lookalike.images import load_image
+from lookalike.index.autoselect import plan_index
+from lookalike.index.tune import UnreachableRecallError, recall_at_k, tune_backend
 from lookalike.settings import datasets_dir
-from lookalike.tune import UnreachableRecallError, recall_at_k, tune_backend
 
 POOL = 1_000_000  # generated vectors; the last HELD_OUT are queries, never indexed
 HELD_OUT = 1_000  # queries: the first TUNE_QUERIES set the parameters, the others measure them

@@ -29,10 +29,10 @@ from tqdm import tqdm
 from benchmarks import collect
 from benchmarks.scale import HELD_OUT, LOAD_AT_START, SHARD, TUNE_QUERIES, K, end_to_end, latencies, rss, table
 from benchmarks.synthetic import OUT, Generator, real_embeddings
-from lookalike.autoselect import plan_index
 from lookalike.backends import load_backend, new_backend
+from lookalike.index.autoselect import plan_index
+from lookalike.index.tune import UnreachableRecallError, recall_at_k, tune_backend
 from lookalike.settings import datasets_dir
-from lookalike.tune import UnreachableRecallError, recall_at_k, tune_backend
 
 BUDGET = "3G"
 TARGET_RECALL = 0.90  # the target at 10M (the 1M runs tune to 0.95)

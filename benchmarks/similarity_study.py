@@ -17,10 +17,10 @@ import numpy as np
 from benchmarks import collect
 from lookalike.evaluation import evaluate_index, read_labels, retrieval_scores
 from lookalike.index import ImageIndex
-from lookalike.pairs import PairSet
 from lookalike.settings import datasets_dir
-from lookalike.similarity import DEFAULT_CANDIDATES, METHODS, fit_method, make_method, save_method, score_matrix
-from lookalike.study import measure, run_study
+from lookalike.similarity.methods import DEFAULT_CANDIDATES, METHODS, fit_method, make_method, save_method, score_matrix
+from lookalike.similarity.pairs import PairSet
+from lookalike.similarity.study import measure, run_study
 
 OUT = collect.HERE / "out"
 TARGET_PEARSON = 0.85

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from lookalike.images import ImageError  # noqa: E402
 from lookalike.index import ImageIndex, IndexReport, ModelMismatchError, delete_index  # noqa: E402
-from lookalike.manifest import IndexFormatError  # noqa: E402
+from lookalike.index.manifest import IndexFormatError  # noqa: E402
 from lookalike.search import Match, SearchResult  # noqa: E402
 
 Index = ImageIndex

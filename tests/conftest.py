@@ -101,7 +101,7 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
 @pytest.fixture
 def demo_clone(tmp_path: Path, demo_index: ImageIndex) -> ImageIndex:
     """A writable index of the demo gallery, copied from demo_index's records and vectors (no embedding)."""
-    from lookalike.store import NewImage
+    from lookalike.index.store import NewImage
 
     index = ImageIndex.create(tmp_path / "demo-clone")
     ids, vectors = demo_index.vectors()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lookalike.autoselect import memory_needed, parse_memory, plan_index
 from lookalike.index import ImageIndex
-from lookalike.manifest import read_manifest
+from lookalike.index.autoselect import memory_needed, parse_memory, plan_index
+from lookalike.index.manifest import read_manifest
 
 
 def test_small_collection_gets_exact_search():

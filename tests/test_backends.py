@@ -11,7 +11,7 @@ import pytest
 
 from lookalike.backends import load_backend, new_backend, reranked
 from lookalike.backends.exact import exact_top_k
-from lookalike.tune import recall_at_k
+from lookalike.index.tune import recall_at_k
 
 SMALL = {
     "flat-ip": {},
@@ -173,7 +173,7 @@ def test_ivfpq_compaction_shrinks_the_rerank_file(collection, tmp_path):
 
 
 def test_hnsw_reduced_searches_exactly_until_trained_then_tunes_to_target(collection):
-    from lookalike.tune import tune_backend
+    from lookalike.index.tune import tune_backend
 
     ids, vectors, queries = collection
     backend = new_backend("hnsw-reduced", 1280, SMALL["hnsw-reduced"] | {"min_train": 5000, "ef_search": 16})

@@ -10,7 +10,7 @@ import pytest
 from lookalike.backends.checksums import damage, seal
 from lookalike.cli import main
 from lookalike.index import ImageIndex, IndexFormatError
-from lookalike.manifest import FILE
+from lookalike.index.manifest import FILE
 
 
 def test_changed_truncated_or_missing_files_are_named(tmp_path):

@@ -7,7 +7,9 @@ import json
 import pytest
 from conftest import DEMO_GALLERY
 
-from lookalike.classifier import (
+from lookalike.cli import main
+from lookalike.index import ModelMismatchError
+from lookalike.organise.classifier import (
     CONFUSION_PNG,
     CONFUSION_TXT,
     DESCRIPTION_FILE,
@@ -17,8 +19,6 @@ from lookalike.classifier import (
     search_by_class,
     train_classifier,
 )
-from lookalike.cli import main
-from lookalike.index import ModelMismatchError
 
 LABELS = DEMO_GALLERY / "labels.csv"
 

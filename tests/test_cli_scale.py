@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lookalike.cli import main
-from lookalike.manifest import read_manifest
+from lookalike.index.manifest import read_manifest
 
 
 def test_index_type_is_recorded_for_a_new_index(tmp_path, demo_copy, capsys):

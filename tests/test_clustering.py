@@ -9,7 +9,14 @@ import pytest
 from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
-from lookalike.clustering import Clustering, cluster_index, cluster_quality, kmeans, propagate_labels, representatives
+from lookalike.organise.clustering import (
+    Clustering,
+    cluster_index,
+    cluster_quality,
+    kmeans,
+    propagate_labels,
+    representatives,
+)
 
 
 def _few_labels(index, path, per_cluster=1, clusters=None):
@@ -112,7 +119,7 @@ def test_cli_cluster_label_needs_a_clustering_first(demo_clone, tmp_path, capsys
 
 
 def test_search_by_cluster_stays_in_the_nearest_clusters(demo_clone, capsys):
-    from lookalike.clustering import nearest_clusters, search_by_cluster
+    from lookalike.organise.clustering import nearest_clusters, search_by_cluster
 
     cluster_index(demo_clone, k=6, sheets=False)
     clustering = Clustering.load(demo_clone.folder)

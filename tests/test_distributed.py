@@ -17,10 +17,10 @@ pytest.importorskip("pyarrow")
 
 from conftest import DEMO_GALLERY  # noqa: E402
 
-from lookalike import distributed  # noqa: E402
 from lookalike.cli import main  # noqa: E402
-from lookalike.distributed import ingest_with_ray, start_ray, write_shard  # noqa: E402
 from lookalike.index import ImageIndex  # noqa: E402
+from lookalike.scale import distributed  # noqa: E402
+from lookalike.scale.distributed import ingest_with_ray, start_ray, write_shard  # noqa: E402
 
 
 @pytest.fixture(scope="module")

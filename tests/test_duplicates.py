@@ -8,8 +8,8 @@ import pytest
 from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
-from lookalike.duplicates import EDITS, find_duplicates, make_edited_copy, pair_precision_recall, similar_pairs
 from lookalike.index import ImageIndex
+from lookalike.organise.duplicates import EDITS, find_duplicates, make_edited_copy, pair_precision_recall, similar_pairs
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_pair_precision_recall_counts_pairs_within_groups():
 
 
 def test_pixel_check_tells_a_cropped_copy_from_another_photo(edited_set):
-    from lookalike.duplicates import pixel_correlation
+    from lookalike.organise.duplicates import pixel_correlation
 
     folder, pairs = edited_set
     cropped = next(pair for pair in pairs if pair[1].endswith("-crop10.jpg"))

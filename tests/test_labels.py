@@ -6,7 +6,7 @@ import pytest
 from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
-from lookalike.labels import parse_where
+from lookalike.organise.labels import parse_where
 
 
 def test_demo_labels_import_labels_every_image(demo_clone):

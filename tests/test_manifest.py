@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lookalike.index import ImageIndex, delete_index
-from lookalike.manifest import IndexFormatError, read_manifest
+from lookalike.index.manifest import IndexFormatError, read_manifest
 
 
 def test_index_records_its_model_and_reports_info(tmp_path, photo_folder):

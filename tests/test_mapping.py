@@ -10,7 +10,7 @@ import pytest
 from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
-from lookalike.mapping import embed_2d, map_index
+from lookalike.organise.mapping import embed_2d, map_index
 
 
 def test_map_of_demo_gallery_writes_png_and_offline_html(demo_clone, tmp_path):
@@ -45,7 +45,7 @@ def test_map_of_too_few_images_is_a_clear_error(tmp_path, capsys):
 
 
 def test_cli_map_coloured_by_cluster_with_thumbnails(demo_clone, tmp_path, capsys):
-    from lookalike.clustering import cluster_index
+    from lookalike.organise.clustering import cluster_index
 
     cluster_index(demo_clone, k=5, sheets=False)
     folder = str(demo_clone.folder)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import DEMO_GALLERY, write_photo
 
-from lookalike.pairs import PairSet
+from lookalike.similarity.pairs import PairSet
 
 
 def write_labels(folder: Path, rows: list[dict[str, str]]) -> Path:

@@ -113,7 +113,7 @@ def test_cli_fits_the_default_pca_on_a_big_new_index_only(demo_copy, tmp_path, m
 
 
 def test_pca_without_a_sample_size_is_fitted_on_a_bounded_sample(demo_clone, monkeypatch):
-    import lookalike.index as index_module
+    import lookalike.index.image_index as index_module
     from lookalike import reduction
 
     fitted_on = []

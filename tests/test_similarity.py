@@ -11,8 +11,7 @@ from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
 from lookalike.index import ImageIndex, ModelMismatchError
-from lookalike.pairs import PairSet
-from lookalike.similarity import (
+from lookalike.similarity.methods import (
     METHODS,
     fit_method,
     load_method,
@@ -23,6 +22,7 @@ from lookalike.similarity import (
     score_matrix,
     trained_methods,
 )
+from lookalike.similarity.pairs import PairSet
 
 
 @pytest.fixture(scope="module")

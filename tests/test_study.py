@@ -13,8 +13,8 @@ from PIL import Image
 
 from lookalike.cli import main
 from lookalike.index import ImageIndex
-from lookalike.pairs import PairSet
-from lookalike.study import best_threshold_accuracy, run_study
+from lookalike.similarity.pairs import PairSet
+from lookalike.similarity.study import best_threshold_accuracy, run_study
 
 COLOURS = {"red": 0, "green": 85, "blue": 170}  # hues on Pillow's 0-255 HSV scale
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike import tune
 from lookalike.backends import new_backend
 from lookalike.backends.exact import exact_top_k
 from lookalike.cli import main
-from lookalike.index import ImageIndex
-from lookalike.manifest import read_manifest
-from lookalike.tune import recall_at_k, tune_backend, tune_index
+from lookalike.index import ImageIndex, tune
+from lookalike.index.manifest import read_manifest
+from lookalike.index.tune import recall_at_k, tune_backend, tune_index
 
 
 @pytest.fixture(scope="module")

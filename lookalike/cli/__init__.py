@@ -10,7 +10,7 @@ from lookalike.cli import core, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
 from lookalike.images import ImageError
 from lookalike.index import ModelMismatchError
-from lookalike.manifest import IndexFormatError
+from lookalike.index.manifest import IndexFormatError
 
 VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
 

@@ -7,7 +7,6 @@ import json
 import os
 from typing import Any
 
-from lookalike.classifier import DEFAULT_CONFIDENCE, evaluate_dataset_by_class, parse_by_class, search_by_class
 from lookalike.cli.common import (
     CommandError,
     add_model_options,
@@ -24,7 +23,8 @@ from lookalike.cli.common import (
 from lookalike.cli.scale import add_index_type_options, count_photos, open_or_create_index
 from lookalike.evaluation import evaluate_index
 from lookalike.index import ImageIndex
-from lookalike.labels import parse_where
+from lookalike.organise.classifier import DEFAULT_CONFIDENCE, evaluate_dataset_by_class, parse_by_class, search_by_class
+from lookalike.organise.labels import parse_where
 from lookalike.search import METRICS
 
 
@@ -35,7 +35,7 @@ def index_command(args: argparse.Namespace) -> int:
         with progress_bar("embedding") as progress:
             if args.ray is not None:
                 try:
-                    from lookalike.distributed import ingest_with_ray
+                    from lookalike.scale.distributed import ingest_with_ray
                 except ImportError as error:
                     raise CommandError(f"--ray needs the distributed extra: pip install 'lookalike[distributed]' "
                                        f"({error})") from None
@@ -76,7 +76,7 @@ def search_command(args: argparse.Namespace) -> int:
     with open_index(args) as index:
         query = args.id if args.id is not None else args.query
         if args.by_cluster:
-            from lookalike.clustering import search_by_cluster
+            from lookalike.organise.clustering import search_by_cluster
 
             query = index.random_id(args.seed) if args.random else query
             result = search_by_cluster(index, query, k=args.k, clusters=args.by_cluster, metric=args.metric,

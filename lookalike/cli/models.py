@@ -40,7 +40,7 @@ def pca_command(args: argparse.Namespace) -> int:
 
 def train_autoencoder_command(args: argparse.Namespace) -> int:
     from lookalike.embedders.autoencoder import train_autoencoder
-    from lookalike.training_plots import plot_loss_curve, plot_reconstructions
+    from lookalike.embedders.training_plots import plot_loss_curve, plot_reconstructions
 
     photos = Path(args.photos)
     if not photos.is_dir():

@@ -18,7 +18,7 @@ def labels_command(args: argparse.Namespace) -> int:
 
 
 def train_classifier_command(args: argparse.Namespace) -> int:
-    from lookalike.classifier import CONFUSION_TXT, train_classifier
+    from lookalike.organise.classifier import CONFUSION_TXT, train_classifier
 
     with open_index(args) as index:
         report = train_classifier(index, args.labels, attribute=args.attribute, test_fraction=args.test_fraction,
@@ -36,7 +36,7 @@ def train_classifier_command(args: argparse.Namespace) -> int:
 
 
 def cluster_command(args: argparse.Namespace) -> int:
-    from lookalike.clustering import cluster_index, propagate_labels
+    from lookalike.organise.clustering import cluster_index, propagate_labels
 
     if args.action == "label":
         if not args.labels:
@@ -73,7 +73,7 @@ def _print_propagation(report: Any, as_json: bool) -> None:
 
 
 def map_command(args: argparse.Namespace) -> int:
-    from lookalike.mapping import map_index
+    from lookalike.organise.mapping import map_index
 
     with open_index(args) as index:
         report = map_index(index, args.out or index.folder / "map", colour_by=args.colour_by or None,
@@ -88,7 +88,7 @@ def map_command(args: argparse.Namespace) -> int:
 
 
 def duplicates_command(args: argparse.Namespace) -> int:
-    from lookalike.duplicates import find_duplicates
+    from lookalike.organise.duplicates import find_duplicates
 
     with open_index(args) as index:
         groups = find_duplicates(index, threshold=args.threshold,
@@ -109,7 +109,7 @@ def duplicates_command(args: argparse.Namespace) -> int:
 
 
 def register(verbs: Any) -> None:
-    from lookalike.duplicates import DEFAULT_PIXEL_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FROM
+    from lookalike.organise.duplicates import DEFAULT_PIXEL_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FROM
 
     labels = add_verb(verbs, "labels", labels_command, "import labels (path + label columns) from a CSV")
     labels.add_argument("action", choices=["import"])

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lookalike.autoselect import INDEX_TYPES
 from lookalike.cli.common import add_verb, open_index
 from lookalike.embedders import DEFAULT_MODEL
 from lookalike.files import walk_images
 from lookalike.index import ImageIndex
-from lookalike.tune import tune_index
+from lookalike.index.autoselect import INDEX_TYPES
+from lookalike.index.tune import tune_index
 
 
 def add_index_type_options(parser: argparse.ArgumentParser) -> None:

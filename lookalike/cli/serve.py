@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lookalike.cli.common import CommandError, add_model_options
-from lookalike.manifest import FILE as MANIFEST
+from lookalike.index.manifest import FILE as MANIFEST
 
 
 def serve_command(args: argparse.Namespace) -> int:

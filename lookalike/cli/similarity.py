@@ -9,9 +9,9 @@ from typing import Any
 
 from lookalike.cli.common import add_model_options, add_verb, progress_bar
 from lookalike.index import ImageIndex
-from lookalike.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
-from lookalike.similarity import BEST_METHOD, LEARNED_METHODS, METHODS, STUDY_METHODS
-from lookalike.study import run_study, train_similarity
+from lookalike.similarity.methods import BEST_METHOD, LEARNED_METHODS, METHODS, STUDY_METHODS
+from lookalike.similarity.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
+from lookalike.similarity.study import run_study, train_similarity
 
 
 def dataset_folder(labels: str) -> Path:

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lookalike import __version__
 from lookalike.images import ImageError
 from lookalike.index import ModelMismatchError
-from lookalike.manifest import IndexFormatError
+from lookalike.index.manifest import IndexFormatError
 from lookalike.web import indexes_api, search_api
 from lookalike.web.jobs import JobQueue
 from lookalike.web.logs import RequestLog, request_id

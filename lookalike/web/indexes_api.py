@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from lookalike.embedders import DEFAULT_MODEL
 from lookalike.index import ImageIndex, IndexReport
-from lookalike.store import ImageRecord
+from lookalike.index.store import ImageRecord
 from lookalike.web.deps import jobs_of, registry_of, require_token, served_index, settings_of
 from lookalike.web.paths import images_under_roots
 from lookalike.web.registry import ServedIndex

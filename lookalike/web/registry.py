@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from lookalike.index import ImageIndex, delete_index
-from lookalike.manifest import FILE as MANIFEST
+from lookalike.index.manifest import FILE as MANIFEST
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

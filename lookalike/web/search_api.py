@@ -41,15 +41,15 @@ def _optional(module: str, name: str) -> Any:
 
 
 def learned_methods(index: ImageIndex) -> list[str]:
-    """Learned similarity methods trained for this index (lookalike.similarity), if any."""
-    trained = _optional("lookalike.similarity", "trained_methods")
+    """Learned similarity methods trained for this index (lookalike.similarity.methods), if any."""
+    trained = _optional("lookalike.similarity.methods", "trained_methods")
     return [m for m in (trained(index) if trained else []) if m not in METRICS]
 
 
 def classify_then_search(index: ImageIndex) -> Callable[..., SearchResult] | None:
     """lookalike.classifier.search_by_class when a classifier is trained for this index, else None."""
-    search = _optional("lookalike.classifier", "search_by_class")
-    marker = _optional("lookalike.classifier", "DESCRIPTION_FILE")
+    search = _optional("lookalike.organise.classifier", "search_by_class")
+    marker = _optional("lookalike.organise.classifier", "DESCRIPTION_FILE")
     return search if search and marker and (index.folder / marker).exists() else None
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from lookalike.images import load_image
-from lookalike.store import ImageRecord
+from lookalike.index.store import ImageRecord
 
 THUMBNAILS = "thumbnails"
 

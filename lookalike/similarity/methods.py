@@ -27,8 +27,8 @@ from threadpoolctl import threadpool_limits
 
 from lookalike.embedders import Matrix
 from lookalike.index import ImageIndex, ModelMismatchError
-from lookalike.pairs import TrainingData
 from lookalike.search import METRICS, Match, SearchResult
+from lookalike.similarity.pairs import TrainingData
 
 Scores = npt.NDArray[np.float64]
 MODELS_FOLDER = "similarity"

@@ -20,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.evaluation import average_precision
-from lookalike.index import ImageIndex, ModelMismatchError, _check_same_model
-from lookalike.labels import LabelImport, import_labels, labelled_ids
+from lookalike.index import ImageIndex, ModelMismatchError
+from lookalike.index.image_index import _check_same_model  # TODO(one door): replace
+from lookalike.organise.labels import LabelImport, import_labels, labelled_ids
 from lookalike.search import SearchResult
 
 WEIGHTS_FILE = "classifier.npz"

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from sklearn.metrics import normalized_mutual_info_score, silhouette_score
 from tqdm import tqdm
 
-from lookalike.labels import LabelImport, labelled_ids
+from lookalike.organise.labels import LabelImport, labelled_ids
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex

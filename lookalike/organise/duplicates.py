@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import connected_components
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex
-    from lookalike.store import ImageRecord
+    from lookalike.index.store import ImageRecord
 
 DEFAULT_THRESHOLD = 0.92  # see benchmarks/results/organise.md (edited-copy sets)
 DEFAULT_VERIFY_FROM = 0.85

@@ -20,8 +20,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm import tqdm
 
 from lookalike.index import ImageIndex
-from lookalike.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
-from lookalike.similarity import (
+from lookalike.similarity.methods import (
     BEST_METHOD,
     LEARNED_METHODS,
     STUDY_METHODS,
@@ -31,6 +30,7 @@ from lookalike.similarity import (
     make_method,
     save_method,
 )
+from lookalike.similarity.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
 
 
 @dataclass

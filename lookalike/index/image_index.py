@@ -14,16 +14,16 @@ from typing import Any
 import numpy as np
 
 from lookalike import reduction as reduction_module
-from lookalike.autoselect import plan_index
 from lookalike.backends import backend_options, store_manifest
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, get_embedder
 from lookalike.files import content_hash, stat_file, walk_images
 from lookalike.images import ImageError, is_image_path, load_image
+from lookalike.index.autoselect import plan_index
+from lookalike.index.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
+from lookalike.index.store import NewImage, VectorStore
 from lookalike.ingest import Failure, embed_files
-from lookalike.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
 from lookalike.reduction import fit_pca, load_reduction, remove_reduction
 from lookalike.search import Match, SearchResult, check_metric, scores_from_inner_products
-from lookalike.store import NewImage, VectorStore
 
 FAILURE_LOG = "failures.log"
 COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
@@ -323,7 +323,7 @@ class ImageIndex:
         if method == "euclidean":
             metric = method
         elif method != "cosine":  # a learned similarity re-ranks the vector index's candidates
-            from lookalike.similarity import rerank_search
+            from lookalike.similarity.methods import rerank_search
 
             if where or path_prefix:
                 raise ValueError(f"filters (where, path_prefix) are not supported with the learned method {method!r}")
@@ -387,7 +387,7 @@ class ImageIndex:
 
     def import_labels(self, csv_path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Any:
         """Labels from a CSV (path + one column per label); see lookalike.labels.import_labels."""
-        from lookalike.labels import import_labels
+        from lookalike.organise.labels import import_labels
 
         return import_labels(self, csv_path, root)
 

@@ -16,10 +16,10 @@ import numpy as np
 
 from lookalike.backends import Ids, Matrix, VectorBackend
 from lookalike.backends.exact import exact_top_k
-from lookalike.manifest import write_manifest
+from lookalike.index.manifest import write_manifest
 
 if TYPE_CHECKING:
-    from lookalike.index import ImageIndex
+    from lookalike.index.image_index import ImageIndex
 
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)

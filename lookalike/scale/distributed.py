@@ -32,9 +32,9 @@ from lookalike.embedders import get_embedder
 from lookalike.files import content_hash, stat_file, walk_images
 from lookalike.images import is_image_path
 from lookalike.index import ImageIndex, IndexReport
+from lookalike.index.store import NewImage
 from lookalike.ingest import Failure, embed_files
 from lookalike.settings import cache_dir
-from lookalike.store import NewImage
 
 SHARD_FOLDER = "ray-shards"  # inside the index folder unless shard_dir says otherwise
 SHARD_ROWS = 256  # images per shard: at most this much embedding is redone after a driver crash

@@ -1,0 +1,1 @@
+"""Organising a collection: labels, a classifier, clusters, maps and near-duplicates."""

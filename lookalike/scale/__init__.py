@@ -1,0 +1,1 @@
+"""Scale-out: ingestion on a Ray cluster."""

@@ -1,13 +1,14 @@
 """lookalike: content-based image retrieval. Index a folder of photos, search by example."""
 
-__version__ = "0.1.0"
+from lookalike.version import __version__
+from lookalike.images import ImageError  # noqa: I001 - the version first, then the core
+from lookalike.index import ImageIndex, IndexFormatError, IndexReport, ModelMismatchError, delete_index
+from lookalike.search import Match, Query, SearchOptions, SearchResult
 
-from lookalike.images import ImageError  # noqa: E402
-from lookalike.index import ImageIndex, IndexReport, ModelMismatchError, delete_index  # noqa: E402
-from lookalike.index.manifest import IndexFormatError  # noqa: E402
-from lookalike.search import Match, SearchResult  # noqa: E402
+import lookalike.organise  # noqa: E402, F401 - registers the by_class and by_cluster scopes of the one search
+import lookalike.similarity  # noqa: E402, F401 - registers the learned similarity methods
 
 Index = ImageIndex
 
 __all__ = ["ImageError", "ImageIndex", "Index", "IndexFormatError", "IndexReport", "Match", "ModelMismatchError",
-           "SearchResult", "__version__", "delete_index"]
+           "Query", "SearchOptions", "SearchResult", "__version__", "delete_index"]

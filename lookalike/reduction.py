@@ -1,5 +1,5 @@
 """PCA reduction of an index's vectors: fitted on the indexed vectors (or a sample of them),
-stored beside the index as pca.npz, applied to everything the index searches.
+stored in the index folder (lookalike.index.folder names the file), applied to everything the index searches.
 
 The SQLite store keeps the full vectors (so refitting never re-embeds); the searchable copy
 and the queries go through `PcaReduction.apply`, which re-normalises, so inner products stay
@@ -19,12 +19,15 @@ import numpy as np
 
 from lookalike.embedders.base import Matrix, l2_normalise
 
-FILE = "pca.npz"
-# `lookalike index` fits this PCA on a new index of at least this many images (benchmarks/results/models.md:
-# PCA 128 fitted without labels beat the full vectors on Corel-1K and clothing); --pca 0 opts out.
+# Every index gets this PCA once it first holds this many images, whichever way it was built or grown
+# (benchmarks/results/models.md: PCA 128 fitted without labels beat the full vectors on Corel-1K and
+# clothing). It is fitted once, when the index crosses the threshold, and not refitted as the index grows
+# (refitting re-projects every vector; `lookalike pca` refits on demand); pca=0 opts out.
 DEFAULT_COMPONENTS = 128
 DEFAULT_MIN_IMAGES = 1000
 DEFAULT_MAX_SAMPLE = 20000  # the default PCA is fitted on at most this many indexed vectors
+DEFAULT_PLAN = {"components": DEFAULT_COMPONENTS, "whiten": False, "sample": DEFAULT_MAX_SAMPLE,
+                "min_images": DEFAULT_MIN_IMAGES}
 MAX_FIT_SAMPLE = 200_000  # any PCA unless a larger sample is asked for: 1 GB of 1,280-d float32 at most
 
 
@@ -50,11 +53,12 @@ class PcaReduction:
         return {"method": "pca", "components": self.dimension, "whiten": self.whiten, "fitted_on": self.fitted_on,
                 "input_dimension": int(self.components.shape[1]), "digest": digest}
 
-    def save(self, folder: Path) -> None:
-        partial = Path(folder) / (FILE + ".partial.npz")
+    def save(self, path: Path) -> None:
+        """Write to `path` atomically."""
+        partial = Path(path).with_name(Path(path).name + ".partial.npz")
         np.savez(partial, mean=self.mean, components=self.components, scale=self.scale,
                  whiten=np.array(self.whiten), fitted_on=np.array(self.fitted_on))
-        os.replace(partial, Path(folder) / FILE)
+        os.replace(partial, path)
 
 
 def fit_pca(vectors: Matrix, components: int, whiten: bool = False) -> PcaReduction:
@@ -73,9 +77,9 @@ def fit_pca(vectors: Matrix, components: int, whiten: bool = False) -> PcaReduct
                         scale.astype(np.float32), whiten, count)
 
 
-def load_reduction(folder: Path) -> PcaReduction | None:
-    """The index's PCA, or None when it has none."""
-    path = Path(folder) / FILE
+def load_reduction(path: Path) -> PcaReduction | None:
+    """The PCA saved at `path`, or None when there is none."""
+    path = Path(path)
     if not path.exists():
         return None
     with np.load(path) as saved:
@@ -83,5 +87,28 @@ def load_reduction(folder: Path) -> PcaReduction | None:
                             int(saved["fitted_on"]))
 
 
-def remove_reduction(folder: Path) -> None:
-    (Path(folder) / FILE).unlink(missing_ok=True)
+def remove_reduction(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+def plan_reduction(pca: int | None, whiten: bool = False, sample: int | None = None) -> dict[str, Any] | None:
+    """When and how an index is reduced: None keeps full vectors (pca=0); the default plan for pca=None;
+    PCA to N (fitted as soon as the index holds N images) for pca=N."""
+    if pca is None:
+        if whiten:
+            raise ValueError("whiten needs pca=N (the number of components)")
+        return dict(DEFAULT_PLAN, sample=sample or DEFAULT_MAX_SAMPLE)
+    if pca < 0:
+        raise ValueError(f"pca must be 0 (no reduction) or a number of components, not {pca}")
+    if pca == 0:
+        return None
+    return {"components": pca, "whiten": whiten, "sample": sample or MAX_FIT_SAMPLE, "min_images": pca}
+
+
+def describe_text(reduction: dict[str, Any] | None) -> str:
+    """A manifest's reduction in a few words."""
+    if not reduction:
+        return "none"
+    whiten = ", whitened" if reduction["whiten"] else ""
+    size = f"{reduction['input_dimension']} -> {reduction['components']}"
+    return f"pca {size}{whiten} (fitted on {reduction['fitted_on']})"

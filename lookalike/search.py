@@ -1,13 +1,32 @@
-"""Similarity scores and search results: higher always means more alike."""
+"""One query, one set of search options, one result: the same names in Python, the CLI and HTTP.
+
+A `Query` is exactly one of: an image (path or bytes), an indexed id, a random indexed image, or a
+vector. `SearchOptions` holds everything else (k, method, min_score, where, path_prefix, by_class,
+class_confidence, by_cluster) and is checked here, once, whichever door the request came in by.
+
+Side features plug into the one search through two registries instead of being separate searches:
+- a *scope* narrows the search to label values chosen from the query's vector (classify-then-search
+  is the `by_class` scope, cluster-then-search the `by_cluster` scope; see lookalike.organise);
+- a *learned method* ranks candidates with a trained similarity model (see lookalike.similarity).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-METRICS = ("cosine", "euclidean")
+if TYPE_CHECKING:
+    from lookalike.index import ImageIndex
+
+METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones are added by training
+DEFAULT_CLASS_CONFIDENCE = 0.8  # cumulative class probability by_class widens to (up to by_class classes)
+Vector = npt.NDArray[np.float32]
+Where = dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -24,14 +43,16 @@ class SearchResult:
 
     matches: list[Match]
     query: str
-    metric: str
+    method: str
     timings: dict[str, float] = field(default_factory=dict)
     predicted_class: dict[str, float] | None = None
+    query_id: int | None = None  # the indexed image the query was, when it was one
 
     def to_dict(self) -> dict[str, object]:
         return {
             "query": self.query,
-            "metric": self.metric,
+            "query_id": self.query_id,
+            "method": self.method,
             "timings_ms": {name: round(ms, 3) for name, ms in self.timings.items()},
             "predicted_class": self.predicted_class,
             "matches": [
@@ -40,15 +61,193 @@ class SearchResult:
         }
 
 
-def check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+# --- the query --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Query:
+    """What to search from: exactly one of image, id, random or vector."""
+
+    image: str | os.PathLike[str] | bytes | None = None
+    id: int | None = None
+    random: bool = False
+    seed: int | None = None  # with random: the same seed picks the same image
+    vector: Vector | None = None
+    model: dict[str, Any] | None = None  # with vector: the description of the embedder that made it
+
+    def __post_init__(self) -> None:
+        given = [self.image is not None, self.id is not None, self.random, self.vector is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one query: an image (path or bytes), an indexed id, random, or a vector")
+
+    @classmethod
+    def of(cls, query: Any = None, **kinds: Any) -> Query:
+        """A Query from a positional value (image path, bytes, indexed id or vector) or keywords."""
+        if isinstance(query, Query):
+            return query
+        if isinstance(query, bool):
+            raise ValueError("a query is an image, an indexed id, random=True or a vector, not a bool")
+        if isinstance(query, int | np.integer):
+            return cls(id=int(query), **kinds)
+        if isinstance(query, np.ndarray):
+            return cls(vector=query, **kinds)
+        return cls(image=query, **kinds)
 
 
-def scores_from_inner_products(inner: npt.NDArray[np.float32], metric: str) -> npt.NDArray[np.float32]:
+@dataclass(frozen=True)
+class ResolvedQuery:
+    """A query as a vector, with what the result shows of it."""
+
+    vector: Vector
+    label: str
+    id: int | None = None  # excluded from its own results
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --- the options ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search. `method` is cosine, euclidean or a learned similarity trained for the index;
+    `where` keeps images whose labels match (a name given twice means either value, different names
+    must all match); `path_prefix` keeps images under a folder; `by_class` classifies the query and
+    searches within its class (widening to up to N classes until `class_confidence`); `by_cluster`
+    searches the N clusters nearest the query."""
+
+    k: int = 10
+    method: str = "cosine"
+    min_score: float | None = None
+    where: Where = field(default_factory=dict)
+    path_prefix: str | None = None
+    by_class: int | None = None
+    class_confidence: float = DEFAULT_CLASS_CONFIDENCE
+    by_cluster: int | None = None
+
+    @classmethod
+    def of(cls, **given: Any) -> SearchOptions:
+        """Options from keywords as any skin gives them (None means the default), checked."""
+        unknown = set(given) - set(option_names())
+        if unknown:
+            raise TypeError(f"unknown search option {', '.join(sorted(unknown))}; "
+                            f"the options are {', '.join(option_names())}")
+        chosen = {name: value for name, value in given.items() if value is not None}
+        if "where" in chosen:
+            chosen["where"] = parse_where(chosen["where"])
+        for name in ("by_class", "by_cluster"):
+            if name in chosen:
+                chosen[name] = parse_count(chosen[name], name)
+        return cls(**chosen)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int | np.integer) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"k must be a whole number of at least 1, not {self.k!r}")
+        if not isinstance(self.method, str) or not self.method:
+            raise ValueError("method must name cosine, euclidean or a learned similarity")
+        if not 0.0 < self.class_confidence <= 1.0:
+            raise ValueError(f"class_confidence must be in (0, 1], not {self.class_confidence}")
+
+    @property
+    def is_learned(self) -> bool:
+        return self.method not in METRICS
+
+    @property
+    def filters(self) -> bool:
+        return bool(self.where) or self.path_prefix is not None
+
+
+def option_names() -> list[str]:
+    return [f.name for f in fields(SearchOptions)]
+
+
+def parse_where(where: Mapping[str, str | Sequence[str]] | Iterable[str] | None) -> Where:
+    """Label filters from a mapping (name -> value or values) or `name=value` terms (a name given twice
+    means either value). The one parser of `where` for every skin."""
+    parsed: dict[str, list[str]] = {}
+    if where is None:
+        return {}
+    if isinstance(where, str):
+        where = [where]
+    if isinstance(where, Mapping):
+        for name, values in where.items():
+            parsed[str(name)] = [values] if isinstance(values, str) else [str(v) for v in values]
+    else:
+        for term in where:
+            name, equals, value = str(term).partition("=")
+            if not equals or not name.strip() or not value.strip():
+                raise ValueError(f"a where filter looks like NAME=VALUE (e.g. label=chair), not {term!r}")
+            parsed.setdefault(name.strip(), []).append(value.strip())
+    return {name: tuple(dict.fromkeys(values)) for name, values in parsed.items() if values}
+
+
+def parse_count(value: int | str | bool, name: str) -> int | None:
+    """by_class / by_cluster: a count of classes or clusters (1, 2, ...; 'top2' and True are accepted too)."""
+    if value is False:
+        return None
+    if value is True:
+        return 1
+    text = str(value).strip().lower()
+    text = {"": "1", "top": "1", "class": "1"}.get(text, text).removeprefix("top")
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ValueError(f"{name} takes a count of at least 1 (1, 2 or top2, ...), not {value!r}")
+
+
+# --- scores ---------------------------------------------------------------------------------------
+def scores_from_inner_products(inner: npt.NDArray[np.float32], method: str) -> npt.NDArray[np.float32]:
     """Cosine is the inner product of unit vectors; Euclidean is reported as 1 / (1 + distance)."""
-    check_metric(metric)
-    if metric == "cosine":
+    if method == "cosine":
         return inner
     distance = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * inner))
     return (1.0 / (1.0 + distance)).astype(np.float32)
+
+
+# --- what side features plug in -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scope:
+    """Where a scope narrows the search: images whose label `name` has one of `values`."""
+
+    name: str
+    values: tuple[str, ...]
+    predicted_class: dict[str, float] | None = None
+
+
+class ScopeRule(Protocol):
+    """A search option (by_class, by_cluster) that narrows the search from the query's vector."""
+
+    def available(self, index: ImageIndex) -> bool: ...
+
+    def narrow(self, index: ImageIndex, vector: Vector, options: SearchOptions) -> Scope: ...
+
+
+class LearnedMethods(Protocol):
+    """Trained similarity models that rank an index's images for a query vector."""
+
+    def names(self, index: ImageIndex) -> list[str]: ...
+
+    def rank(self, index: ImageIndex, vector: Vector, method: str, k: int, exclude: set[int],
+             allowed: npt.NDArray[np.int64] | None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+
+
+SCOPES: dict[str, ScopeRule] = {}
+LEARNED: list[LearnedMethods] = []
+
+
+def register_scope(option: str, rule: ScopeRule) -> None:
+    if option not in option_names():
+        raise ValueError(f"{option!r} is not a search option")
+    SCOPES[option] = rule
+
+
+def register_learned_methods(provider: LearnedMethods) -> None:
+    if provider not in LEARNED:
+        LEARNED.append(provider)
+
+
+def learned_method_names(index: ImageIndex) -> list[str]:
+    return [name for provider in LEARNED for name in provider.names(index) if name not in METRICS]
+
+
+def provider_of(index: ImageIndex, method: str) -> LearnedMethods:
+    for provider in LEARNED:
+        if method in provider.names(index):
+            return provider
+    known = [*METRICS, *learned_method_names(index)]
+    raise ValueError(f"unknown method {method!r} for this index; choose from {', '.join(known)} "
+                     "(learned methods are trained with `lookalike train-similarity`)")

@@ -101,13 +101,13 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
 @pytest.fixture
 def demo_clone(tmp_path: Path, demo_index: ImageIndex) -> ImageIndex:
     """A writable index of the demo gallery, copied from demo_index's records and vectors (no embedding)."""
-    from lookalike.index.store import NewImage
+    from lookalike.index import NewImage
 
     index = ImageIndex.create(tmp_path / "demo-clone")
     ids, vectors = demo_index.vectors()
-    records = [demo_index.store.record(int(i)) for i in ids]
-    index.store.add([NewImage(r.path, r.content_hash, r.size, r.mtime, r.width, r.height) for r in records], vectors)
-    index.store.commit()
-    index.store.save()
+    records = [demo_index.record(int(i)) for i in ids]
+    run = index.sync()
+    run.store_images([NewImage(r.path, r.content_hash, r.size, r.mtime, r.width, r.height) for r in records], vectors)
+    run.finish()
     yield index
     index.close()

@@ -48,4 +48,4 @@ def test_open_or_create_refuses_another_layer_or_model(tmp_path, photo_folder):
 def test_query_from_another_layer_is_refused(demo_index):
     other = get_embedder(layer="head", pool="gem")
     with pytest.raises(ModelMismatchError, match="pool: index 'avg' vs query 'gem'"):
-        demo_index.search_by_vector(np.ones(1280, np.float32), model=other.describe())
+        demo_index.search(vector=np.ones(1280, np.float32), model=other.describe())

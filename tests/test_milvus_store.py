@@ -111,7 +111,7 @@ def test_image_index_on_milvus_matches_the_faiss_index(database: Path, demo_copy
         assert {i: [m.path for m in reopened.search(i, k=10).matches] for i in (1, 7, 20)} == expected
         victim = next(Path(demo_copy).rglob("*.jpg"))
         reopened.remove_files([victim])
-        assert reopened.store.backend.count == 29
+        assert reopened._store.backend.count == 29
         assert str(victim) not in [m.path for m in reopened.search(2, k=30).matches]
 
 

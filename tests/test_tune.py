@@ -10,7 +10,7 @@ from lookalike.backends.exact import exact_top_k
 from lookalike.cli import main
 from lookalike.index import ImageIndex, tune
 from lookalike.index.manifest import read_manifest
-from lookalike.index.tune import recall_at_k, tune_backend, tune_index
+from lookalike.index.tune import recall_at_k, tune_backend
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +59,12 @@ def test_target_recall_outside_zero_to_one_is_refused(collection):
 def test_tuned_setting_is_saved_in_the_manifest_and_used_on_reopen(tmp_path, demo_copy):
     with ImageIndex.create(tmp_path / "idx", index_type="hnsw") as index:
         index.add_folder(demo_copy)
-        report = tune_index(index, target_recall=0.9, sample=20)
+        report = index.tune(target_recall=0.9, sample=20)
     manifest = read_manifest(tmp_path / "idx")
     assert manifest["index_params"]["ef_search"] == report.params["ef_search"]
     assert manifest["tuned"]["recall"] >= 0.9
     with ImageIndex.open(tmp_path / "idx") as index:
-        assert index.store.backend.ef_search == report.params["ef_search"]
+        assert index._store.backend.ef_search == report.params["ef_search"]
 
 
 def test_tune_command_on_exact_index_says_nothing_to_tune(tmp_path, demo_copy, capsys):

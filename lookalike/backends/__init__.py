@@ -4,35 +4,9 @@ a backend is a searchable copy that can always be rebuilt from it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-Ids = npt.NDArray[np.int64]
-Matrix = npt.NDArray[np.float32]
-
-
-class VectorBackend(Protocol):
-    """Inner-product search over (id, vector) pairs, with incremental add and delete."""
-
-    kind: str
-    dimension: int
-
-    @property
-    def count(self) -> int: ...
-
-    def add(self, ids: Ids, vectors: Matrix) -> None: ...
-
-    def remove(self, ids: Ids) -> None: ...
-
-    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
-        """Top-k (scores, ids) per query, ids -1 where fewer exist; `allowed_ids` filters inside the search."""
-        ...
-
-    def save(self, folder: Path, generation: int) -> None:
-        """Persist for this database generation (atomically)."""
-        ...
+from lookalike.backends.base import Ids, Matrix, VectorBackend
 
 
 def _registry() -> dict[str, Any]:
@@ -86,3 +60,6 @@ def backend_options(manifest: dict[str, Any]) -> dict[str, Any]:
         embedder = manifest["embedder"]
         options |= {"location": manifest["store"], "owner": f"{embedder['model']} {embedder['version']}"}
     return options
+
+
+__all__ = ["Ids", "Matrix", "VectorBackend", "backend_options", "load_backend", "new_backend", "store_manifest"]

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import faiss
 import numpy as np
 
-from lookalike.backends import Ids, Matrix
+from lookalike.backends.base import Ids, Matrix
 
 
 def exact_top_k(queries: Matrix, chunks: Iterable[tuple[Ids, Matrix]], k: int) -> tuple[Matrix, Ids]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from lookalike.backends import Ids, Matrix
+from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
 from lookalike.backends.files import drop_stale_files, write_index_atomically
 from lookalike.backends.rerank import RerankStore

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from lookalike.backends import Ids, Matrix
+from lookalike.backends.base import Ids, Matrix
 
 DEFAULT_COLLECTION = "lookalike"
 DEFAULT_PORT = 19530

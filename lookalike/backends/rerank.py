@@ -22,7 +22,7 @@ from typing import BinaryIO
 import faiss
 import numpy as np
 
-from lookalike.backends import Ids, Matrix
+from lookalike.backends.base import Ids, Matrix
 
 SPILL_BYTES = 256 * 2**20  # unsaved rows held in RAM before they are appended to the spill file
 

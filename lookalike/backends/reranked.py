@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.backends import Ids, Matrix
+from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.exact import exact_top_k
 from lookalike.backends.rerank import RerankStore
 

@@ -1,6 +1,9 @@
 """The index: the one door to an index folder. Everything outside this package goes through ImageIndex."""
 
-from lookalike.index.image_index import ImageIndex, IndexReport, ModelMismatchError, delete_index
+from lookalike.index.image_index import ImageIndex, ModelMismatchError, delete_index
 from lookalike.index.manifest import IndexFormatError
+from lookalike.index.store import ImageRecord, NewImage
+from lookalike.index.sync import IndexReport, Sync
 
-__all__ = ["ImageIndex", "IndexFormatError", "IndexReport", "ModelMismatchError", "delete_index"]
+__all__ = ["ImageIndex", "ImageRecord", "IndexFormatError", "IndexReport", "ModelMismatchError", "NewImage", "Sync",
+           "delete_index"]

@@ -1,92 +1,87 @@
-"""ImageIndex: the Python API. Index folders of photos, keep them in step, search by example."""
+"""ImageIndex: the Python API and the only door to an index folder.
+
+Everything else in lookalike (organising, learned similarity, Ray ingestion, the CLI and HTTP) calls
+this class; none of it touches the store. Product policy lives here too: the default reduction, the
+automatic index type and the checks on the embedder, so every door builds and searches alike.
+"""
 
 from __future__ import annotations
 
 import os
-import random
+import random as random_module
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from lookalike import reduction as reduction_module
 from lookalike.backends import backend_options, store_manifest
-from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, get_embedder
-from lookalike.files import content_hash, stat_file, walk_images
+from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix
+from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors
+from lookalike.files import walk_images
 from lookalike.images import ImageError, is_image_path, load_image
+from lookalike.index import tune as tuning
 from lookalike.index.autoselect import plan_index
+from lookalike.index.folder import IndexFolder
 from lookalike.index.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
-from lookalike.index.store import NewImage, VectorStore
+from lookalike.index.store import ImageRecord, VectorStore
+from lookalike.index.sync import IndexReport, Sync
 from lookalike.ingest import Failure, embed_files
 from lookalike.reduction import fit_pca, load_reduction, remove_reduction
-from lookalike.search import Match, SearchResult, check_metric, scores_from_inner_products
-
-FAILURE_LOG = "failures.log"
-COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
+from lookalike.search import (
+    METRICS,
+    SCOPES,
+    Match,
+    Query,
+    ResolvedQuery,
+    SearchOptions,
+    SearchResult,
+    learned_method_names,
+    provider_of,
+    scores_from_inner_products,
+)
 
 Progress = Callable[[int, int], None]  # (images done, images to do)
-
-
-class ModelMismatchError(Exception):
-    """A vector or model that is not the one this index was built with."""
-
-
-@dataclass
-class IndexReport:
-    """What one indexing run did."""
-
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    reused: int = 0  # renamed, moved or copied files whose vector was reused without embedding
-    failures: list[Failure] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "added": self.added, "updated": self.updated, "unchanged": self.unchanged, "removed": self.removed,
-            "reused": self.reused, "failed": self.failed, "seconds": round(self.seconds, 3),
-            "failures": [{"path": os.fsdecode(f.path), "reason": f.reason} for f in self.failures],
-        }
+Ids = npt.NDArray[np.int64]
 
 
 class ImageIndex:
     """A folder on disk holding image vectors and their metadata."""
 
     def __init__(self, folder: Path, embedder: Embedder, manifest: dict[str, Any]):
-        self.folder = folder
+        self.folder = Path(folder)
+        self.files = IndexFolder(self.folder)
         self.embedder = embedder
         self.manifest = manifest
-        self.store = VectorStore(folder, embedder.dimension, manifest["index_type"], load_reduction(folder),
-                                 **backend_options(manifest))
+        self._store = VectorStore(self.folder, embedder.dimension, manifest["index_type"],
+                                  load_reduction(self.files.reduction), **backend_options(manifest))
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod
-    def create(cls, folder: str | os.PathLike[str], model: str = DEFAULT_MODEL, weights: Path | None = None,
+    def create(cls, folder: str | os.PathLike[str], model: str | None = DEFAULT_MODEL, weights: Path | None = None,
                device: str = "cpu", layer: str | None = None, pool: str | None = None,
                store: str | None = None, index_type: str = "flat-ip", expected_count: int = 0,
-               max_memory: str | int | None = None, latency_ms: float | None = None) -> ImageIndex:
+               max_memory: str | int | None = None, latency_ms: float | None = None,
+               pca: int | None = None, whiten: bool = False, pca_sample: int | None = None) -> ImageIndex:
         """A new index. `store` keeps the vectors in Milvus (milvus://HOST:PORT/COLLECTION or a .db file);
-        `index_type` 'auto' chooses from expected_count, max_memory and latency_ms."""
-        folder = Path(folder)
-        if (folder / "manifest.json").exists():
-            raise FileExistsError(f"an index already exists in {folder}; open it instead")
-        embedder = get_embedder(model, layer=layer, pool=pool, weights=weights, device=device)
+        `index_type` 'auto' chooses from expected_count, max_memory and latency_ms. `pca` None is the
+        default reduction (PCA 128, fitted once when the index first holds 1,000 images), 0 keeps the
+        full vectors, N fits PCA to N as soon as there are N images."""
+        files = IndexFolder(folder)
+        if files.is_index():
+            raise FileExistsError(f"an index already exists in {files.root}; open it instead")
+        embedder = EmbedderSpec(model or DEFAULT_MODEL, layer, pool, weights, device).build()
         plan = plan_index(index_type, expected_count, embedder.dimension, max_memory, latency_ms)
         manifest = new_manifest(embedder.describe(), plan.index_type) | {
-            "index_params": plan.params, "index_choice": plan.reasons} | store_manifest(store)
-        folder.mkdir(parents=True, exist_ok=True)
-        index = cls(folder, embedder, manifest)  # reaches the store before the folder becomes an index
-        write_manifest(folder, manifest)
+            "index_params": plan.params, "index_choice": plan.reasons,
+            "reduction_plan": reduction_module.plan_reduction(pca, whiten, pca_sample)} | store_manifest(store)
+        files.root.mkdir(parents=True, exist_ok=True)
+        index = cls(files.root, embedder, manifest)  # reaches the store before the folder becomes an index
+        write_manifest(files.root, manifest)
         return index
 
     @classmethod
@@ -97,33 +92,51 @@ class ImageIndex:
         if store is not None and store_manifest(store).get("store") != manifest.get("store"):
             raise ValueError(f"{folder} keeps its vectors in {manifest.get('store', 'faiss')}, not {store}")
         recorded = manifest["embedder"]
-        weights = weights or recorded.get("weights_file")
-        embedder = get_embedder(recorded["model"], layer=recorded.get("layer"), pool=recorded.get("pool"),
-                                weights=Path(weights) if weights else None, device=device)
-        _check_same_model(recorded, embedder.describe())
+        embedder = EmbedderSpec.of_index(recorded, weights, device).build_matching(recorded)
         return cls(folder, embedder, manifest)
 
     @classmethod
-    def open_or_create(cls, folder: str | os.PathLike[str], model: str | None = DEFAULT_MODEL,
+    def open_or_create(cls, folder: str | os.PathLike[str], model: str | None = None,
                        layer: str | None = None, pool: str | None = None, **options: Any) -> ImageIndex:
-        """Open the index in folder (model, layer and pool, when given, must match it) or create one."""
-        if (Path(folder) / "manifest.json").exists():
-            index = cls.open(folder, **options)
-            recorded = index.manifest["embedder"]
-            asked = {"model": model, "layer": layer, "pool": pool}
-            different = [k for k, v in asked.items() if v is not None and recorded.get(k) != v]
-            if different:
-                index.close()
-                built = ", ".join(f"{k} {recorded.get(k)}" for k in different)
-                raise ModelMismatchError(
-                    f"{folder} was built with {built}, not {', '.join(f'{k} {asked[k]}' for k in different)}; "
-                    "use another index folder for another model, layer or pooling"
-                )
-            return index
-        return cls.create(folder, model=model or DEFAULT_MODEL, layer=layer, pool=pool, **options)
+        """Open the index in folder (model, layer, pool and pca, when given, must match it) or create one."""
+        if not IndexFolder(folder).is_index():
+            return cls.create(folder, model=model, layer=layer, pool=pool, **options)
+        opening = {name: options[name] for name in ("weights", "device", "store") if name in options}
+        index = cls.open(folder, **opening)
+        try:
+            index._check_asked(model=model, layer=layer, pool=pool)
+            index._check_reduction_asked(options.get("pca"), options.get("whiten", False))
+        except (ModelMismatchError, ValueError):
+            index.close()
+            raise
+        return index
+
+    def _check_asked(self, **asked: str | None) -> None:
+        recorded = self.manifest["embedder"]
+        different = [k for k, v in asked.items() if v is not None and recorded.get(k) != v]
+        if different:
+            built = ", ".join(f"{k} {recorded.get(k)}" for k in different)
+            raise ModelMismatchError(
+                f"{self.folder} was built with {built}, not {', '.join(f'{k} {asked[k]}' for k in different)}; "
+                "use another index folder for another model, layer or pooling"
+            )
+
+    def _check_reduction_asked(self, pca: int | None, whiten: bool) -> None:
+        current = self.manifest.get("reduction")
+        if pca is None and not whiten:
+            return
+        if pca and current is None:
+            self.manifest["reduction_plan"] = reduction_module.plan_reduction(pca, whiten, None)
+            write_manifest(self.folder, self.manifest)
+        elif pca and (current["components"], current["whiten"]) != (pca, whiten):
+            raise ValueError(f"{self.folder} already has PCA to {current['components']} "
+                             f"(whiten {current['whiten']}); refit explicitly with `lookalike pca`")
+        elif pca == 0 and current is not None:
+            raise ValueError(f"{self.folder} already has PCA to {current['components']}; "
+                             "remove it with `lookalike pca --off`")
 
     def close(self) -> None:
-        self.store.close()
+        self._store.close()
 
     def __enter__(self) -> ImageIndex:
         return self
@@ -132,135 +145,110 @@ class ImageIndex:
         self.close()
 
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self._store)
 
     # --- keeping the index in step with the disk ------------------------------------------------
+    def sync(self) -> Sync:
+        """One indexing run (plan, store embedded batches, commit, finish): what add_folder and Ray use."""
+        return Sync(self._store, self.files, IndexReport(), on_finish=self._after_sync)
+
     def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
         """Index every image under a folder; re-running only embeds what changed and drops what vanished."""
-        started = time.perf_counter()
-        folder = Path(folder)
-        paths = list(walk_images(folder))
-        report = self._add_paths(paths, progress)
-        seen = {os.path.abspath(p) for p in paths}
-        prefix = os.path.join(os.path.abspath(folder), "")
-        vanished = [r.id for r in self.store.records() if r.path.startswith(prefix) and r.path not in seen]
-        report.removed = self.store.remove(vanished)
-        self._finish(report, started)
-        return report
+        run = self.sync()
+        paths = list(walk_images(Path(folder)))
+        self._embed_into(run, paths, progress)
+        run.remove_vanished(folder, paths)
+        return run.finish()
 
     def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
-        started = time.perf_counter()
+        run = self.sync()
         paths = [Path(f) for f in files]
-        report = IndexReport()
-        report.failures += [Failure(p, "not a supported image type (by extension)") for p in paths
-                            if not is_image_path(p) and p.exists()]
-        report = self._add_paths([p for p in paths if is_image_path(p) or not p.exists()], progress, report)
-        self._finish(report, started)
-        return report
+        run.fail(Failure(p, "not a supported image type (by extension)") for p in paths
+                 if not is_image_path(p) and p.exists())
+        self._embed_into(run, [p for p in paths if is_image_path(p) or not p.exists()], progress)
+        return run.finish()
 
     def remove_files(self, files: Iterable[str | os.PathLike[str]]) -> IndexReport:
-        started = time.perf_counter()
-        report = IndexReport()
-        ids = []
-        for path in files:
-            record = self.store.record_by_path(os.path.abspath(path))
-            if record is None:
-                report.failures.append(Failure(Path(path), "not in the index"))
-            else:
-                ids.append(record.id)
-        report.removed = self.store.remove(ids)
-        self._finish(report, started)
-        return report
+        run = self.sync()
+        run.remove_files(files)
+        return run.finish()
 
     def remove_ids(self, image_ids: Iterable[int]) -> int:
-        removed = self.store.remove([i for i in image_ids if self.store.record(i) is not None])
-        self.store.commit()
-        self.store.save()
+        removed = self._store.remove([i for i in image_ids if self._store.record(i) is not None])
+        self._store.commit()
+        self._store.save()
         return removed
 
-    def _add_paths(self, paths: Sequence[Path], progress: Progress | None,
-                   report: IndexReport | None = None) -> IndexReport:
-        report = report or IndexReport()
-        handled_before = _handled(report)
-        digests: dict[Path, str] = {}  # content hashes computed while sorting, so files are read once
-        since_commit = 0
-        for batch in embed_files(self.embedder, self._needing_embedding(paths, report, digests)):
-            report.failures += batch.failures
-            for image, vector in zip(batch.images, batch.vectors, strict=True):
-                self._store_image(image.path, image.width, image.height, vector, report,
-                                  digest=digests.get(image.path))
-            since_commit += len(batch.images)
-            if since_commit >= COMMIT_EVERY:
-                self.store.commit()
-                since_commit = 0
+    def _embed_into(self, run: Sync, paths: Sequence[Path], progress: Progress | None) -> None:
+        handled_before = run.report.handled
+        for batch in embed_files(self.embedder, run.plan(paths)):
+            run.fail(batch.failures)
+            run.store_files([(i.path, i.width, i.height) for i in batch.images], batch.vectors)
             if progress:
-                progress(_handled(report) - handled_before, len(paths))
-        return report
+                progress(run.report.handled - handled_before, len(paths))
 
-    def _needing_embedding(self, paths: Iterable[Path], report: IndexReport,
-                           digests: dict[Path, str]) -> Iterator[Path]:
-        """The files whose vectors must be computed, found as the decoders ask for them (so sorting a million
-        files overlaps embedding instead of delaying it). Unchanged files are counted; renamed, moved or
-        copied ones are stored with the vector of the same content, already indexed."""
-        for path in paths:
-            stat = stat_file(path)
-            if stat is None:
-                yield path  # the decoder reports exactly what is wrong with it
-                continue
-            known = self.store.record_by_path(os.path.abspath(path))
-            if known and known.size == stat.size and known.mtime == stat.mtime:
-                report.unchanged += 1
-                continue
-            try:
-                digest = content_hash(path)
-            except OSError:
-                yield path
-                continue
-            if known and known.content_hash == digest:
-                self.store.touch(known.id, stat.size, stat.mtime)
-                report.unchanged += 1
-                continue
-            digests[path] = digest
-            source = self.store.record_for_hash(digest)
-            if source is None:
-                yield path
-                continue
-            self._store_image(path, source.width, source.height, self.store.vectors([source.id])[0], report,
-                              digest=digest)
-            report.reused += 1
-
-    def _store_image(self, path: Path, width: int, height: int, vector: np.ndarray, report: IndexReport,
-                     digest: str | None = None) -> None:
-        """Record one embedded image; `digest` is its content hash when planning already read the file."""
-        stat = stat_file(path)
-        if stat is None:
-            report.failures.append(Failure(path, "file disappeared while indexing"))
-            return
-        try:
-            digest = digest or content_hash(path)
-        except OSError as error:
-            report.failures.append(Failure(path, f"unreadable: {error}"))
-            return
-        image = NewImage(os.path.abspath(path), digest, stat.size, stat.mtime, width, height)
-        known = self.store.record_by_path(image.path)
-        if known is None:
-            self.store.add([image], vector.reshape(1, -1))
-            report.added += 1
-        else:
-            self.store.replace(known.id, image, vector)
-            report.updated += 1
-
-    def _finish(self, report: IndexReport, started: float) -> None:
-        self.store.commit()
-        self.store.save()
-        report.seconds = time.perf_counter() - started
-        if report.failures:
-            with open(self.folder / FAILURE_LOG, "a", encoding="utf-8", errors="backslashreplace") as log:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-                for failure in report.failures:
-                    log.write(f"{stamp}\t{os.fsdecode(failure.path)}\t{failure.reason}\n")
+    def _after_sync(self, report: IndexReport) -> None:
+        """Product policy after every indexing run: fit the planned reduction once the index is big enough."""
+        plan = self.manifest.get("reduction_plan", reduction_module.DEFAULT_PLAN)
+        if plan and "reduction" not in self.manifest and len(self) >= plan["min_images"]:
+            self.fit_pca(plan["components"], whiten=plan["whiten"], sample=plan["sample"])
+            report.reduction = self.info()["reduction"]
 
     # --- search ---------------------------------------------------------------------------
+    def search(self, query: str | os.PathLike[str] | bytes | int | np.ndarray | Query | None = None, *,
+               id: int | None = None, random: bool = False, seed: int | None = None,  # noqa: A002
+               vector: np.ndarray | None = None, model: dict[str, Any] | None = None,
+               **options: Any) -> SearchResult:
+        """The indexed images most like a query: an image file or its bytes, an indexed `id`, a `random`
+        indexed image (`seed` repeats it) or a `vector` (made by `model`, an embedder description).
+        `options` are SearchOptions: k, method, min_score, where, path_prefix, by_class,
+        class_confidence, by_cluster."""
+        kinds = {"id": id, "random": random, "seed": seed, "vector": vector, "model": model}
+        given = Query.of(query, **{k: v for k, v in kinds.items() if v is not None and v is not False})
+        return self.search_with(given, SearchOptions.of(**options))
+
+    def search_with(self, query: Query, options: SearchOptions) -> SearchResult:
+        """The one search every door ends in: resolve the query once, narrow by scopes and filters, rank."""
+        resolved = self.resolve(query)
+        if options.is_learned and options.method not in learned_method_names(self):
+            provider_of(self, options.method)  # raises, naming the methods this index has
+        where, predicted = self._narrowed(resolved, options)
+        timings = dict(resolved.timings)
+        started = time.perf_counter()
+        allowed = self._store.ids_matching(where, options.path_prefix) if where or options.path_prefix else None
+        exclude = {resolved.id} if resolved.id is not None else set()
+        if allowed is not None and len(allowed) == 0:
+            ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        elif options.is_learned:
+            ids, scores = provider_of(self, options.method).rank(self, resolved.vector, options.method, options.k,
+                                                                 exclude, allowed)
+        else:
+            ids, scores = self._ranked(resolved.vector, options, exclude, allowed)
+        timings["search"] = (time.perf_counter() - started) * 1e3
+        matches = [self._match(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
+                   if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
+        return SearchResult(matches[:options.k], resolved.label, options.method, timings, predicted, resolved.id)
+
+    def resolve(self, query: Query) -> ResolvedQuery:
+        """A query as a vector, once: a stored vector for an indexed image (its file unchanged), else embedded."""
+        if query.random:
+            query = Query(id=self.random_id(query.seed))
+        if query.id is not None:
+            record = self._store.record(query.id)
+            if record is None:
+                raise KeyError(f"no image with id {query.id} in the index")
+            return ResolvedQuery(self._store.vectors([query.id])[0], record.path, record.id)
+        if query.vector is not None:
+            return ResolvedQuery(self._checked_vector(query.vector, query.model), "<vector>")
+        assert query.image is not None
+        if not isinstance(query.image, bytes):
+            known = self._store.record_by_path(os.path.abspath(query.image))
+            if known is not None and known.size == os.path.getsize(query.image):
+                return ResolvedQuery(self._store.vectors([known.id])[0], known.path, known.id)
+        vector, timings = self.embed_image(query.image)
+        label = "<uploaded image>" if isinstance(query.image, bytes) else os.fsdecode(query.image)
+        return ResolvedQuery(vector, label, None, timings)
+
     def embed_image(self, image: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, dict[str, float]]:
         """One query image as a vector, with decode and embed times (ms). Bad images raise ImageError."""
         started = time.perf_counter()
@@ -271,132 +259,171 @@ class ImageIndex:
         embedded_at = time.perf_counter()
         return vector, {"decode": (decoded_at - started) * 1e3, "embed": (embedded_at - decoded_at) * 1e3}
 
-    def search(self, query: str | os.PathLike[str] | bytes | int | None = None, k: int = 10,
-               metric: str = "cosine", min_score: float | None = None, random_query: bool = False,
-               seed: int | None = None, where: dict[str, str | Sequence[str]] | None = None,
-               path_prefix: str | None = None, method: str = "cosine") -> SearchResult:
-        """Most similar indexed images to an image file, image bytes, an indexed id, or a random image.
-        `where` (label name -> value or list of values) and `path_prefix` filter inside the search;
-        `method` is cosine, euclidean or the name of a similarity model trained for this index."""
-        check_metric(metric)
-        filters = {"where": where, "path_prefix": path_prefix}
-        if random_query:
-            query = self.random_id(seed)
-        if isinstance(query, int | np.integer):
-            return self.search_by_id(int(query), k=k, metric=metric, min_score=min_score, method=method, **filters)
-        if query is None:
-            raise ValueError("give a query image, an indexed id, or random_query=True")
-        if not isinstance(query, bytes):
-            known = self.store.record_by_path(os.path.abspath(query))
-            if known is not None and known.size == os.path.getsize(query):
-                return self.search_by_id(known.id, k=k, metric=metric, min_score=min_score, method=method,
-                                         **filters)
-        vector, timings = self.embed_image(query)
-        label = "<uploaded image>" if isinstance(query, bytes) else os.fsdecode(query)
-        return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=label, timings=timings,
-                                     method=method, **filters)
-
-    def search_by_id(self, image_id: int, k: int = 10, metric: str = "cosine",
-                     min_score: float | None = None, where: dict[str, str | Sequence[str]] | None = None,
-                     path_prefix: str | None = None, method: str = "cosine") -> SearchResult:
-        record = self.store.record(image_id)
-        if record is None:
-            raise KeyError(f"no image with id {image_id} in the index")
-        vector = self.store.vectors([image_id])[0]
-        return self.search_by_vector(vector, k=k, metric=metric, min_score=min_score, query=record.path,
-                                     exclude={image_id}, where=where, path_prefix=path_prefix, method=method)
-
-    def search_by_vector(self, vector: np.ndarray, k: int = 10, metric: str = "cosine",
-                         min_score: float | None = None, query: str = "<vector>",
-                         timings: dict[str, float] | None = None, exclude: set[int] | None = None,
-                         model: dict[str, Any] | None = None, where: dict[str, str | Sequence[str]] | None = None,
-                         path_prefix: str | None = None, method: str = "cosine") -> SearchResult:
-        """Search with a vector; `model` (an embedder description) is checked against the index's."""
+    def _checked_vector(self, vector: np.ndarray, model: dict[str, Any] | None) -> np.ndarray:
         if model is not None:
-            _check_same_model(self.manifest["embedder"], model)
-        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if vector.shape[1] != self.embedder.dimension:
+            check_same_vectors(self.manifest["embedder"], model)
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.embedder.dimension:
             reduced = " (reduced by PCA inside the index: give the model's full vector)" if self.reduction else ""
             raise ModelMismatchError(
-                f"query vector has {vector.shape[1]} dimensions, the index holds {self.embedder.dimension}{reduced}"
+                f"query vector has {vector.shape[0]} dimensions, the index holds {self.embedder.dimension}{reduced}"
             )
-        if method == "euclidean":
-            metric = method
-        elif method != "cosine":  # a learned similarity re-ranks the vector index's candidates
-            from lookalike.similarity.methods import rerank_search
+        return vector
 
-            if where or path_prefix:
-                raise ValueError(f"filters (where, path_prefix) are not supported with the learned method {method!r}")
+    def _narrowed(self, query: ResolvedQuery,
+                  options: SearchOptions) -> tuple[dict[str, tuple[str, ...]], dict[str, float] | None]:
+        """`where` with every scope the options ask for (by_class, by_cluster) added."""
+        where = dict(options.where)
+        predicted = None
+        for option, rule in SCOPES.items():
+            if getattr(options, option) is None:
+                continue
+            scope = rule.narrow(self, query.vector, options)
+            where[scope.name] = scope.values
+            predicted = scope.predicted_class or predicted
+        asked = [name for name in ("by_class", "by_cluster") if getattr(options, name) is not None]
+        missing = [name for name in asked if name not in SCOPES]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
+        return where, predicted
 
-            return rerank_search(self, vector, method, k=k, min_score=min_score, query=query, timings=timings,
-                                 exclude=exclude)
-        timings = dict(timings or {})
-        if len(self.store) == 0:
-            return SearchResult([], query, metric, timings | {"search": 0.0})
-        started = time.perf_counter()
-        exclude = exclude or set()
-        allowed = None
-        if where or path_prefix is not None:
-            allowed = self.store.ids_matching(where, path_prefix)
-            if len(allowed) == 0:
-                return SearchResult([], query, metric, timings | {"search": (time.perf_counter() - started) * 1e3})
-        inner, ids = self.store.search(vector, k + len(exclude), allowed_ids=allowed)
-        scores = scores_from_inner_products(inner[0], metric)
-        timings["search"] = (time.perf_counter() - started) * 1e3
-        matches = [self._match(int(i), float(s)) for i, s in zip(ids[0], scores, strict=True)
-                   if i >= 0 and int(i) not in exclude and (min_score is None or s >= min_score)]
-        return SearchResult(matches[:k], query, metric, timings)
+    def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],
+                allowed: Ids | None) -> tuple[Ids, np.ndarray]:
+        if len(self._store) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        inner, ids = self._store.search(vector.reshape(1, -1), options.k + len(exclude), allowed_ids=allowed)
+        return ids[0], scores_from_inner_products(inner[0], options.method)
+
+    def nearest(self, vector: np.ndarray, count: int, allowed: Ids | None = None) -> tuple[Ids, np.ndarray]:
+        """Ids and cosines of the `count` indexed images nearest a vector (candidates for re-ranking)."""
+        if len(self._store) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        inner, ids = self._store.search(np.asarray(vector, np.float32).reshape(1, -1), count, allowed_ids=allowed)
+        keep = ids[0] >= 0
+        return ids[0][keep], inner[0][keep]
+
+    def methods(self) -> list[str]:
+        """The search methods this index offers: cosine, euclidean and the learned ones trained for it."""
+        return [*METRICS, *learned_method_names(self)]
+
+    def scopes(self) -> dict[str, bool]:
+        """Each scope option (by_class, by_cluster) and whether this index can use it now."""
+        return {option: rule.available(self) for option, rule in SCOPES.items()}
 
     def random_id(self, seed: int | None = None) -> int:
-        count = len(self.store)
+        count = len(self._store)
         if count == 0:
             raise ValueError("the index is empty: nothing to pick at random")
-        return self.store.id_at(random.Random(seed).randrange(count))
+        return self._store.id_at(random_module.Random(seed).randrange(count))
 
     def _match(self, image_id: int, score: float) -> Match:
-        record = self.store.record(image_id)
+        record = self._store.record(image_id)
         assert record is not None
-        return Match(image_id, record.path, score, self.store.labels(image_id))
+        return Match(image_id, record.path, score, self._store.labels(image_id))
 
-    # --- reduction ----------------------------------------------------------------------------
+    # --- records, vectors and labels ----------------------------------------------------------
+    def records(self) -> Iterator[ImageRecord]:
+        """Every indexed image, in id order."""
+        return self._store.records()
+
+    def record(self, image_id: int) -> ImageRecord | None:
+        return self._store.record(int(image_id))
+
+    def record_by_path(self, path: str | os.PathLike[str]) -> ImageRecord | None:
+        """The image indexed from this file (a relative path is taken from the working folder), or None."""
+        text = os.fsdecode(path)
+        return self._store.record_by_path(text if "://" in text else os.path.abspath(text))
+
+    def ids(self) -> Ids:
+        return self._store.ids()
+
+    def ids_by_path(self) -> dict[str, int]:
+        return {record.path: record.id for record in self._store.records()}
+
+    def vectors(self, image_ids: Sequence[int] | None = None) -> Any:
+        """The stored full vectors of `image_ids` (a matrix); without ids, all ids and their vectors."""
+        if image_ids is None:
+            ids = self._store.ids()
+            return ids, self._store.vectors(ids.tolist())
+        return self._store.vectors([int(i) for i in image_ids])
+
+    def searchable_vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """Vectors as searches compare them (reduced, when the index has a reduction)."""
+        return self._store.searchable_vectors([int(i) for i in image_ids])
+
+    def labels(self, image_id: int) -> dict[str, str]:
+        return self._store.labels(int(image_id))
+
+    def label_values(self, name: str) -> dict[int, str]:
+        """Every image's value of one label (images without it are left out)."""
+        return self._store.label_values(name)
+
+    def label_counts(self) -> dict[str, dict[str, int]]:
+        """Each label name, its values and how many images have each."""
+        return self._store.label_counts()
+
+    def set_labels(self, labels: Mapping[int, Mapping[str, str]]) -> int:
+        """Give images labels (id -> name -> value), replacing those of the same names, as one commit."""
+        for image_id, values in labels.items():
+            self._store.set_labels(int(image_id), dict(values))
+        self._store.commit()
+        return len(labels)
+
+    def ids_matching(self, where: Mapping[str, str | Sequence[str]] | None = None,
+                     path_prefix: str | None = None) -> Ids:
+        return self._store.ids_matching(SearchOptions.of(where=where).where, path_prefix)
+
+    @property
+    def generation(self) -> int:
+        """Goes up with every committed change: caches of the index's vectors compare it."""
+        return self._store.generation
+
+    # --- reduction, tuning and upkeep -----------------------------------------------------------
     @property
     def reduction(self) -> Any:
-        return self.store.reduction
+        return self._store.reduction
 
     def fit_pca(self, components: int, whiten: bool = False, sample: int | None = None, seed: int = 0) -> None:
         """(Re)fit PCA on the indexed vectors (or a random sample of them, at most MAX_FIT_SAMPLE unless
         `sample` says more, so RAM stays bounded); searches then use it. SQLite keeps the full vectors,
         so refitting or removing never re-embeds."""
-        ids = self.store.ids()
+        ids = self._store.ids()
         sample = reduction_module.MAX_FIT_SAMPLE if sample is None else sample
         if sample < len(ids):
             ids = np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
-        reduction = fit_pca(self.store.vectors(ids.tolist()), components, whiten)
-        self.store.use_reduction(reduction)  # new generation first: a crash from here on rebuilds on open
-        reduction.save(self.folder)
+        reduction = fit_pca(self._store.vectors(ids.tolist()), components, whiten)
+        self._store.use_reduction(reduction)  # new generation first: a crash from here on rebuilds on open
+        reduction.save(self.files.reduction)
         self.manifest["reduction"] = reduction.describe()
         write_manifest(self.folder, self.manifest)
-        self.store.save()
+        self._store.save()
 
     def remove_pca(self) -> None:
-        self.store.use_reduction(None)
-        remove_reduction(self.folder)
+        """Search the full vectors again; the default reduction is not fitted again later."""
+        self._store.use_reduction(None)
+        remove_reduction(self.files.reduction)
         self.manifest.pop("reduction", None)
+        self.manifest["reduction_plan"] = None
         write_manifest(self.folder, self.manifest)
-        self.store.save()
+        self._store.save()
 
-    def import_labels(self, csv_path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Any:
-        """Labels from a CSV (path + one column per label); see lookalike.labels.import_labels."""
-        from lookalike.organise.labels import import_labels
+    def tune(self, target_recall: float = 0.95, sample: int = 500, k: int = 10, seed: int = 0) -> tuning.TuneReport:
+        """Measure recall@k on `sample` of the index's own vectors, set the fastest search parameters that
+        reach `target_recall` and record them in the manifest."""
+        report = tuning.tune_store(self._store, target_recall, sample, k, seed)
+        if report.params:
+            self.manifest["index_params"] = {**self.manifest.get("index_params", {}), **report.params}
+            self.manifest["tuned"] = {"target_recall": target_recall, "recall": round(report.recall, 4),
+                                      "sample": min(sample, len(self)), "k": k}
+            write_manifest(self.folder, self.manifest)
+        return report
 
-        return import_labels(self, csv_path, root)
+    def compact(self) -> int | None:
+        """Drop deleted vectors from an HNSW or IVF-PQ index for good: the live count, or None for index
+        types that delete in place."""
+        return self._store.compact()
 
     # --- facts ------------------------------------------------------------------------------
-    def vectors(self) -> tuple[np.ndarray, Matrix]:
-        """All ids and their vectors (for evaluation, clustering, training)."""
-        ids = self.store.ids()
-        return ids, self.store.vectors(ids.tolist())
-
     def info(self) -> dict[str, Any]:
         embedder = self.manifest["embedder"]
         return {
@@ -407,13 +434,17 @@ class ImageIndex:
             "dimension": embedder["dimension"],
             "layer": embedder.get("layer"),
             "pool": embedder.get("pool"),
-            "reduction": _reduction_text(self.manifest.get("reduction")),
-            "count": len(self.store),
+            "reduction": reduction_module.describe_text(self.manifest.get("reduction")),
+            "count": len(self._store),
             "index_type": self.manifest["index_type"],
             "store": self.manifest.get("store", "faiss"),
-            "disk_bytes": self.store.disk_bytes(),
+            "disk_bytes": self._store.disk_bytes(),
             "created": self.manifest["created"],
         }
+
+    def embedder_spec(self, weights: str | Path | None = None, device: str = "cpu") -> EmbedderSpec:
+        """What rebuilds this index's embedder anywhere (a Ray worker, another process)."""
+        return EmbedderSpec.of_index(self.manifest["embedder"], weights, device)
 
 
 def delete_index(folder: str | os.PathLike[str]) -> None:
@@ -421,25 +452,4 @@ def delete_index(folder: str | os.PathLike[str]) -> None:
     shutil.rmtree(folder)
 
 
-def _reduction_text(reduction: dict[str, Any] | None) -> str:
-    if not reduction:
-        return "none"
-    whiten = ", whitened" if reduction["whiten"] else ""
-    size = f"{reduction['input_dimension']} -> {reduction['components']}"
-    return f"pca {size}{whiten} (fitted on {reduction['fitted_on']})"
-
-
-def _check_same_model(recorded: dict[str, Any], current: dict[str, Any]) -> None:
-    keys = ("model", "version", "dimension", "layer", "pool", "preprocessing")
-    different = [k for k in keys if recorded.get(k) != current.get(k)]
-    if different:
-        details = "; ".join(f"{k}: index {recorded.get(k)!r} vs query {current.get(k)!r}" for k in different)
-        raise ModelMismatchError(f"the index was built by a different model ({details})")
-
-
-def _handled(report: IndexReport) -> int:
-    """Files an indexing run has dealt with so far, in any way (a reused vector counts as added or updated)."""
-    return report.added + report.updated + report.unchanged + report.failed
-
-
-__all__ = ["ImageIndex", "IndexFormatError", "IndexReport", "ImageError", "ModelMismatchError", "delete_index"]
+__all__ = ["ImageError", "ImageIndex", "IndexFormatError", "IndexReport", "ModelMismatchError", "delete_index"]

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-FILE = "manifest.json"
+from lookalike.index.folder import MANIFEST as FILE
+from lookalike.version import __version__
+
 FORMAT = "lookalike-index"
 FORMAT_VERSION = 1
 
@@ -25,8 +27,6 @@ def write_manifest(folder: Path, content: dict[str, Any]) -> None:
 
 
 def new_manifest(embedder_description: dict[str, Any], index_type: str = "flat-ip") -> dict[str, Any]:
-    from lookalike import __version__
-
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -20,8 +20,8 @@ import numpy.typing as npt
 
 from lookalike.backends import VectorBackend, load_backend, new_backend
 from lookalike.embedders import Matrix
+from lookalike.index.folder import DATABASE
 
-DATABASE = "images.sqlite"
 Ids = npt.NDArray[np.int64]
 
 SCHEMA = """
@@ -206,6 +206,13 @@ class VectorStore:
         rows = self.db.execute("SELECT image_id, value FROM labels WHERE name = ?", (name,))
         return {int(image_id): value for image_id, value in rows}
 
+    def label_counts(self) -> dict[str, dict[str, int]]:
+        rows = self.db.execute("SELECT name, value, COUNT(*) FROM labels GROUP BY name, value ORDER BY name, value")
+        counts: dict[str, dict[str, int]] = {}
+        for name, value, count in rows:
+            counts.setdefault(name, {})[value] = int(count)
+        return counts
+
     def ids_matching(self, where: dict[str, str | Sequence[str]] | None = None,
                      path_prefix: str | None = None) -> Ids:
         """Ids whose labels match every `where` entry (a list of values means any of them) and
@@ -227,6 +234,15 @@ class VectorStore:
         """Top-k inner products per query; `allowed_ids` restricts the search inside the backend."""
         k = max(1, min(k, self.backend.count))
         return self.backend.search(np.ascontiguousarray(self._searchable(queries)), k, allowed_ids)
+
+    def compact(self) -> int | None:
+        """Rebuild a backend that keeps deleted vectors as tombstones; None when it deletes in place."""
+        compact = getattr(self.backend, "compact", None)
+        if compact is None:
+            return None
+        compact()
+        self.save()
+        return int(self.backend.count)
 
     def searchable_vectors(self, image_ids: Sequence[int]) -> Matrix:
         """Vectors as the backend searches them (reduced, when the index has a reduction)."""

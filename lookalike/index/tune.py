@@ -16,10 +16,9 @@ import numpy as np
 
 from lookalike.backends import Ids, Matrix, VectorBackend
 from lookalike.backends.exact import exact_top_k
-from lookalike.index.manifest import write_manifest
 
 if TYPE_CHECKING:
-    from lookalike.index.image_index import ImageIndex
+    from lookalike.index.store import VectorStore
 
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
@@ -120,10 +119,9 @@ def _plateaued(trials: list[Trial], params: dict[str, int]) -> bool:
     return len(same_depth) >= 2 and same_depth[-1].recall - same_depth[-2].recall < PLATEAU
 
 
-def tune_index(index: ImageIndex, target_recall: float = 0.95, sample: int = 500, k: int = 10,
+def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 500, k: int = 10,
                seed: int = 0) -> TuneReport:
-    """Tune an index on `sample` of its own vectors and record the setting in its manifest."""
-    store = index.store
+    """Tune a store's backend on `sample` of its own vectors (ImageIndex.tune records the setting)."""
     ids = store.ids()
     if len(ids) <= k:
         raise ValueError(f"the index holds {len(ids)} images: too few to measure recall@{k}")
@@ -132,10 +130,4 @@ def tune_index(index: ImageIndex, target_recall: float = 0.95, sample: int = 500
     parts = np.array_split(ids, max(1, len(ids) // 65_536))
     chunks = ((chunk, store.searchable_vectors(chunk.tolist())) for chunk in parts)
     _, truth = exact_top_k(queries, chunks, k + 1)
-    report = tune_backend(store.backend, queries, truth, target_recall, k, query_ids)
-    if report.params:
-        index.manifest["index_params"] = {**index.manifest.get("index_params", {}), **report.params}
-        index.manifest["tuned"] = {"target_recall": target_recall, "recall": round(report.recall, 4),
-                                   "sample": len(query_ids), "k": k}
-        write_manifest(index.folder, index.manifest)
-    return report
+    return tune_backend(store.backend, queries, truth, target_recall, k, query_ids)

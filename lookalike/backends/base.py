@@ -1,0 +1,34 @@
+"""What every vector backend is: inner-product search over (id, vector) pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Ids = npt.NDArray[np.int64]
+Matrix = npt.NDArray[np.float32]
+
+
+class VectorBackend(Protocol):
+    """Inner-product search over (id, vector) pairs, with incremental add and delete."""
+
+    kind: str
+    dimension: int
+
+    @property
+    def count(self) -> int: ...
+
+    def add(self, ids: Ids, vectors: Matrix) -> None: ...
+
+    def remove(self, ids: Ids) -> None: ...
+
+    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
+        """Top-k (scores, ids) per query, ids -1 where fewer exist; `allowed_ids` filters inside the search."""
+        ...
+
+    def save(self, folder: Path, generation: int) -> None:
+        """Persist for this database generation (atomically)."""
+        ...

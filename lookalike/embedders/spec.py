@@ -1,0 +1,58 @@
+"""What defines an index's vectors, and the one call that rebuilds the embedder from it.
+
+An index records its embedder's description in the manifest (model, weights digest and export version,
+layer, pool, dimension, preprocessing with the input size). `EmbedderSpec` turns that record (or the
+user's choice for a new index) back into an embedder; the CLI, the server, Ray workers and reopened
+indexes all build theirs this way, and every one is checked against the record: a different model,
+layer, pool, weights file or export version is a `ModelMismatchError`, never silently mixed vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lookalike.embedders import DEFAULT_MODEL, Embedder, get_embedder
+
+DEFINING_KEYS = ("model", "version", "dimension", "layer", "pool", "preprocessing")
+
+
+class ModelMismatchError(Exception):
+    """A vector or model that is not the one this index was built with."""
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """A model and how it is tapped; `weights` is a local file (None: the packaged or cached one)."""
+
+    model: str = DEFAULT_MODEL
+    layer: str | None = None
+    pool: str | None = None
+    weights: Path | None = None
+    device: str = "cpu"
+
+    @classmethod
+    def of_index(cls, description: dict[str, Any], weights: str | Path | None = None,
+                 device: str = "cpu") -> EmbedderSpec:
+        """The spec an index's manifest records (`weights` overrides the recorded local file)."""
+        chosen = weights or description.get("weights_file")
+        return cls(description["model"], description.get("layer"), description.get("pool"),
+                   Path(chosen) if chosen else None, device)
+
+    def build(self) -> Embedder:
+        return get_embedder(self.model, layer=self.layer, pool=self.pool, weights=self.weights, device=self.device)
+
+    def build_matching(self, description: dict[str, Any]) -> Embedder:
+        """The embedder, refused unless it makes exactly the vectors `description` records."""
+        embedder = self.build()
+        check_same_vectors(description, embedder.describe())
+        return embedder
+
+
+def check_same_vectors(recorded: dict[str, Any], current: dict[str, Any], whose: str = "query") -> None:
+    """Raise ModelMismatchError naming every defining setting in which two embedders differ."""
+    different = [k for k in DEFINING_KEYS if recorded.get(k) != current.get(k)]
+    if different:
+        details = "; ".join(f"{k}: index {recorded.get(k)!r} vs {whose} {current.get(k)!r}" for k in different)
+        raise ModelMismatchError(f"the index was built by a different model ({details})")

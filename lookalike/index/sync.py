@@ -1,0 +1,194 @@
+"""The one sync algorithm: keep an index in step with files on disk (local and Ray ingestion share it).
+
+    plan       sort files as the embedder asks for them: unchanged (skipped), moved or copied
+               (stored with the vector of the same content, not embedded), to embed
+    vanished   drop the images under a synced folder whose files are gone
+    store      apply embedded batches (add by path, or replace the vector of a known path)
+    commit     every COMMIT_EVERY images, so a crash redoes at most that much work
+    finish     commit, save the searchable copy, log the failures in the index folder
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.files import content_hash, stat_file
+from lookalike.index.folder import IndexFolder
+from lookalike.index.store import NewImage, VectorStore
+from lookalike.ingest import Failure
+
+COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    reused: int = 0  # renamed, moved or copied files whose vector was reused without embedding
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    reduction: str | None = None  # the reduction this run fitted (the default PCA when the index grew past it)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def handled(self) -> int:
+        """Files dealt with so far, in any way (a reused vector counts as added or updated)."""
+        return self.added + self.updated + self.unchanged + self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "unchanged": self.unchanged, "removed": self.removed,
+            "reused": self.reused, "failed": self.failed, "seconds": round(self.seconds, 3),
+            "reduction": self.reduction,
+            "failures": [{"path": os.fsdecode(f.path), "reason": f.reason} for f in self.failures],
+        }
+
+
+class Sync:
+    """One indexing run. Made by ImageIndex.sync(); `finish` ends it (commit, save, log)."""
+
+    def __init__(self, store: VectorStore, folder: IndexFolder, report: IndexReport,
+                 on_finish: Callable[[IndexReport], None] = lambda report: None):
+        self.store = store
+        self.folder = folder
+        self.report = report
+        self.on_finish = on_finish
+        self.started = time.perf_counter()
+        self.digests: dict[Path, str] = {}  # content hashes computed while planning, so files are read once
+        self.since_commit = 0
+
+    # --- plan -------------------------------------------------------------------------------
+    def plan(self, paths: Iterable[Path]) -> Iterator[Path]:
+        """The files whose vectors must be computed, found as the embedder asks for them (so sorting a
+        million files overlaps embedding instead of delaying it). Unchanged files are counted; moved
+        or copied ones are stored with the vector of the same content already indexed."""
+        for path in paths:
+            if self._needs_embedding(path):
+                yield path
+
+    def _needs_embedding(self, path: Path) -> bool:
+        stat = stat_file(path)
+        if stat is None:
+            return True  # the decoder reports exactly what is wrong with it
+        known = self.store.record_by_path(os.path.abspath(path))
+        if known and known.size == stat.size and known.mtime == stat.mtime:
+            self.report.unchanged += 1
+            return False
+        try:
+            digest = content_hash(path)
+        except OSError:
+            return True
+        if known and known.content_hash == digest:
+            self.store.touch(known.id, stat.size, stat.mtime)
+            self.report.unchanged += 1
+            return False
+        self.digests[path] = digest
+        source = self.store.record_for_hash(digest)
+        if source is None:
+            return True
+        self.store_files([(path, source.width, source.height)], self.store.vectors([source.id]))
+        self.report.reused += 1
+        return False
+
+    def plan_uris(self, uris: Sequence[str]) -> list[str]:
+        """Remote files (URIs) not indexed yet; an indexed URI counts as unchanged."""
+        known = [uri for uri in uris if self.store.record_by_path(uri) is not None]
+        self.report.unchanged += len(known)
+        indexed = set(known)
+        return [uri for uri in uris if uri not in indexed]
+
+    def remove_vanished(self, folder: str | os.PathLike[str], seen: Iterable[str | os.PathLike[str]]) -> None:
+        """Drop the images under `folder` whose files were not seen by this run."""
+        present = {os.path.abspath(p) for p in seen}
+        prefix = os.path.join(os.path.abspath(folder), "")
+        vanished = [r.id for r in self.store.records() if r.path.startswith(prefix) and r.path not in present]
+        self.report.removed += self.store.remove(vanished)
+
+    def remove_files(self, files: Iterable[str | os.PathLike[str]]) -> None:
+        ids = []
+        for path in files:
+            record = self.store.record_by_path(os.path.abspath(path))
+            if record is None:
+                self.report.failures.append(Failure(Path(path), "not in the index"))
+            else:
+                ids.append(record.id)
+        self.report.removed += self.store.remove(ids)
+
+    # --- store --------------------------------------------------------------------------------
+    def store_files(self, files: Sequence[tuple[Path, int, int]], vectors: np.ndarray) -> None:
+        """Embedded local files (path, width, height) with their vectors; size, time and hash read here."""
+        images, rows = [], []
+        for row, (path, width, height) in enumerate(files):
+            image = self._describe(path, width, height)
+            if image is not None:
+                images.append(image)
+                rows.append(row)
+        self.store_images(images, np.asarray(vectors)[rows])
+
+    def store_images(self, images: Sequence[NewImage], vectors: np.ndarray) -> None:
+        """Add each image by path, or give a known path its new content and vector; commit when due."""
+        new, new_rows = [], []
+        for row, image in enumerate(images):
+            known = self.store.record_by_path(image.path)
+            if known is None:
+                new.append(image)
+                new_rows.append(row)
+            else:
+                self.store.replace(known.id, image, vectors[row])
+                self.report.updated += 1
+        if new:
+            self.store.add(new, np.asarray(vectors)[new_rows])  # one batch: one backend insert
+            self.report.added += len(new)
+        self.since_commit += len(images)
+        if self.since_commit >= COMMIT_EVERY:
+            self.commit()
+
+    def fail(self, failures: Iterable[Failure]) -> None:
+        self.report.failures.extend(failures)
+
+    def _describe(self, path: Path, width: int, height: int) -> NewImage | None:
+        stat = stat_file(path)
+        if stat is None:
+            self.report.failures.append(Failure(path, "file disappeared while indexing"))
+            return None
+        try:
+            digest = self.digests.pop(path, None) or content_hash(path)
+        except OSError as error:
+            self.report.failures.append(Failure(path, f"unreadable: {error}"))
+            return None
+        return NewImage(os.path.abspath(path), digest, stat.size, stat.mtime, width, height)
+
+    # --- commit and finish --------------------------------------------------------------------
+    def commit(self) -> None:
+        self.store.commit()
+        self.since_commit = 0
+
+    def finish(self) -> IndexReport:
+        self.commit()
+        self.store.save()
+        self.on_finish(self.report)
+        self.report.seconds = time.perf_counter() - self.started
+        self._log_failures()
+        return self.report
+
+    def _log_failures(self) -> None:
+        if not self.report.failures:
+            return
+        with open(self.folder.failure_log, "a", encoding="utf-8", errors="backslashreplace") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            for failure in self.report.failures:
+                log.write(f"{stamp}\t{os.fsdecode(failure.path)}\t{failure.reason}\n")

@@ -25,8 +25,7 @@ import numpy as np
 
 from benchmarks import collect
 from lookalike.cli.common import progress_bar
-from lookalike.index import ImageIndex
-from lookalike.index.store import NewImage
+from lookalike.index import ImageIndex, NewImage
 from lookalike.settings import cache_dir, datasets_dir
 
 TARGET_IMAGES = 10_000
@@ -58,9 +57,9 @@ def add_noisy_copies(index: ImageIndex, count: int, seed: int = 0) -> None:
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
     images = [NewImage(str(index.folder / "synthetic" / f"noisy-{n:05d}-of-{ids[s]}.jpg"), f"synthetic-{n}", 0, 0.0,
                        224, 224) for n, s in enumerate(sources)]
-    index.store.add(images, noisy)
-    index.store.commit()
-    index.store.save()
+    run = index.sync()
+    run.store_images(images, noisy)
+    run.finish()
 
 
 def query_photos(datasets: Path, count: int = 64) -> list[tuple[str, bytes]]:
@@ -170,7 +169,7 @@ def main() -> None:
         if not (datasets / name / "labels.csv").exists():
             raise SystemExit(f"load_test: {datasets / name} not found; set LOOKALIKE_DATASETS")
     with build_index(args.work, datasets, args.images) as index:
-        count, real = len(index), sum(1 for r in index.store.records() if r.size > 0)
+        count, real = len(index), sum(1 for r in index.records() if r.size > 0)
     photos = query_photos(datasets)
     port = free_port()
     load_before = load_average()

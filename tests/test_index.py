@@ -234,3 +234,17 @@ def test_open_or_create_refuses_another_pca_than_the_index_has(tmp_path, photo_f
     with pytest.raises(ValueError, match="already has PCA to 4"):
         ImageIndex.open_or_create(tmp_path / "idx", pca=8)
     ImageIndex.open_or_create(tmp_path / "idx", pca=4).close()
+
+
+def test_auto_index_type_without_a_count_is_chosen_when_the_first_photos_arrive(tmp_path, photo_folder,
+                                                                                monkeypatch):
+    from lookalike.index import autoselect
+
+    monkeypatch.setattr(autoselect, "flat_latency_ms", lambda count, dimension: 100.0 if count >= 8 else 0.1)
+    with ImageIndex.create(tmp_path / "idx", index_type="auto") as index:
+        assert index.manifest["index_type"] == "flat-ip" and "index_type_pending" in index.manifest
+        index.add_folder(photo_folder)
+        assert index.manifest["index_type"] == "hnsw" and "index_type_pending" not in index.manifest
+        assert len(index.search(id=int(index.ids()[0]), k=3).matches) == 3
+    with ImageIndex.open(tmp_path / "idx") as reopened:
+        assert reopened.manifest["index_type"] == "hnsw" and len(reopened) == 8

@@ -30,7 +30,7 @@ from lookalike.index.folder import IndexFolder
 from lookalike.index.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
 from lookalike.index.store import ImageRecord, VectorStore
 from lookalike.index.sync import IndexReport, Sync
-from lookalike.ingest import Failure, embed_files
+from lookalike.ingest import Failure
 from lookalike.reduction import fit_pca, load_reduction, remove_reduction
 from lookalike.search import (
     METRICS,
@@ -68,7 +68,8 @@ class ImageIndex:
                max_memory: str | int | None = None, latency_ms: float | None = None,
                pca: int | None = None, whiten: bool = False, pca_sample: int | None = None) -> ImageIndex:
         """A new index. `store` keeps the vectors in Milvus (milvus://HOST:PORT/COLLECTION or a .db file);
-        `index_type` 'auto' chooses from expected_count, max_memory and latency_ms. `pca` None is the
+        `index_type` 'auto' chooses from expected_count, max_memory and latency_ms (without expected_count,
+        when the first files arrive: see `expect`). `pca` None is the
         default reduction (PCA 128, fitted once when the index first holds 1,000 images), 0 keeps the
         full vectors, N fits PCA to N as soon as there are N images."""
         files = IndexFolder(folder)
@@ -79,6 +80,8 @@ class ImageIndex:
         manifest = new_manifest(embedder.describe(), plan.index_type) | {
             "index_params": plan.params, "index_choice": plan.reasons,
             "reduction_plan": reduction_module.plan_reduction(pca, whiten, pca_sample)} | store_manifest(store)
+        if index_type == "auto" and expected_count <= 0 and store is None:
+            manifest["index_type_pending"] = {"max_memory": max_memory, "latency_ms": latency_ms}
         files.root.mkdir(parents=True, exist_ok=True)
         index = cls(files.root, embedder, manifest)  # reaches the store before the folder becomes an index
         write_manifest(files.root, manifest)
@@ -148,24 +151,40 @@ class ImageIndex:
         return len(self._store)
 
     # --- keeping the index in step with the disk ------------------------------------------------
-    def sync(self) -> Sync:
-        """One indexing run (plan, store embedded batches, commit, finish): what add_folder and Ray use."""
-        return Sync(self._store, self.files, IndexReport(), on_finish=self._after_sync)
+    def sync(self, report: IndexReport | None = None) -> Sync:
+        """One indexing run (plan, embed, store, commit, finish): what add_folder, HTTP jobs and Ray use."""
+        return Sync(self._store, self.files, self.embedder, report or IndexReport(), on_finish=self._after_sync)
+
+    def expect(self, count: int) -> None:
+        """About `count` images are coming: an empty index created with index_type 'auto' and no
+        expected_count chooses its index type now (every door calls this before its first run)."""
+        pending = self.manifest.get("index_type_pending")
+        if pending is None or len(self) > 0:
+            return
+        plan = plan_index("auto", count, self.embedder.dimension, pending["max_memory"], pending["latency_ms"])
+        self.manifest.pop("index_type_pending")
+        self.manifest |= {"index_type": plan.index_type, "index_params": plan.params, "index_choice": plan.reasons}
+        write_manifest(self.folder, self.manifest)
+        self._store.close()
+        self._store = VectorStore(self.folder, self.embedder.dimension, plan.index_type,
+                                  load_reduction(self.files.reduction), **backend_options(self.manifest))
 
     def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
         """Index every image under a folder; re-running only embeds what changed and drops what vanished."""
-        run = self.sync()
         paths = list(walk_images(Path(folder)))
-        self._embed_into(run, paths, progress)
+        self.expect(len(paths))
+        run = self.sync()
+        run.embed(paths, progress)
         run.remove_vanished(folder, paths)
         return run.finish()
 
     def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
-        run = self.sync()
         paths = [Path(f) for f in files]
+        self.expect(len(paths))
+        run = self.sync()
         run.fail(Failure(p, "not a supported image type (by extension)") for p in paths
                  if not is_image_path(p) and p.exists())
-        self._embed_into(run, [p for p in paths if is_image_path(p) or not p.exists()], progress)
+        run.embed([p for p in paths if is_image_path(p) or not p.exists()], progress)
         return run.finish()
 
     def remove_files(self, files: Iterable[str | os.PathLike[str]]) -> IndexReport:
@@ -178,14 +197,6 @@ class ImageIndex:
         self._store.commit()
         self._store.save()
         return removed
-
-    def _embed_into(self, run: Sync, paths: Sequence[Path], progress: Progress | None) -> None:
-        handled_before = run.report.handled
-        for batch in embed_files(self.embedder, run.plan(paths)):
-            run.fail(batch.failures)
-            run.store_files([(i.path, i.width, i.height) for i in batch.images], batch.vectors)
-            if progress:
-                progress(run.report.handled - handled_before, len(paths))
 
     def _after_sync(self, report: IndexReport) -> None:
         """Product policy after every indexing run: fit the planned reduction once the index is big enough."""

@@ -19,12 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.embedders import Embedder
 from lookalike.files import content_hash, stat_file
 from lookalike.index.folder import IndexFolder
 from lookalike.index.store import NewImage, VectorStore
-from lookalike.ingest import Failure
+from lookalike.ingest import Failure, embed_files
 
 COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
+
+Progress = Callable[[int, int], None]  # (images done, images to do)
 
 
 @dataclass
@@ -59,17 +62,30 @@ class IndexReport:
 
 
 class Sync:
-    """One indexing run. Made by ImageIndex.sync(); `finish` ends it (commit, save, log)."""
+    """One indexing run. Made by ImageIndex.sync(); `finish` ends it (commit, save, log, and the index's
+    policy such as the default reduction, applied once per run: a run split into chunks ends as one)."""
 
-    def __init__(self, store: VectorStore, folder: IndexFolder, report: IndexReport,
+    def __init__(self, store: VectorStore, folder: IndexFolder, embedder: Embedder, report: IndexReport,
                  on_finish: Callable[[IndexReport], None] = lambda report: None):
         self.store = store
+        self.embedder = embedder
         self.folder = folder
         self.report = report
         self.on_finish = on_finish
         self.started = time.perf_counter()
         self.digests: dict[Path, str] = {}  # content hashes computed while planning, so files are read once
         self.since_commit = 0
+
+    # --- embed ------------------------------------------------------------------------------
+    def embed(self, paths: Sequence[Path], progress: Progress | None = None) -> None:
+        """Plan `paths`, embed what needs it (decoding in threads while the network runs) and store it.
+        A long run may call this once per chunk, committing in between, and finish once at the end."""
+        handled_before = self.report.handled
+        for batch in embed_files(self.embedder, self.plan(paths)):
+            self.fail(batch.failures)
+            self.store_files([(i.path, i.width, i.height) for i in batch.images], batch.vectors)
+            if progress:
+                progress(self.report.handled - handled_before, len(paths))
 
     # --- plan -------------------------------------------------------------------------------
     def plan(self, paths: Iterable[Path]) -> Iterator[Path]:

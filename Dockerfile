@@ -22,4 +22,4 @@ RUN make setup \
 ENV LOOKALIKE_CACHE=/data/cache
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD [".venv/bin/python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/ready', timeout=4)"]
-CMD [".venv/bin/lookalike", "serve", "--host", "0.0.0.0", "--index", "/data/index", "--allow-root", "/data/photos"]
+CMD [".venv/bin/lookalike", "serve", "--host", "0.0.0.0", "--index", "/data/index", "--allowed-roots", "/data/photos"]

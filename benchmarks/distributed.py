@@ -18,7 +18,7 @@ from benchmarks import collect
 from lookalike.backends.faiss_flat import FlatBackend
 from lookalike.backends.milvus import MilvusBackend
 from lookalike.files import walk_images
-from lookalike.index import ImageIndex, IndexReport
+from lookalike.index import ImageIndex
 from lookalike.scale.distributed import ingest_with_ray, merge_shard, start_ray, write_shard
 from lookalike.settings import datasets_dir
 
@@ -46,7 +46,7 @@ class Clock:
 
 
 def embedded_run(photos: Path, folder: Path) -> tuple[float, int, ImageIndex]:
-    index = ImageIndex.create(folder)
+    index = ImageIndex.create(folder, pca=0)  # full vectors: the stores below are compared on them
     started = time.perf_counter()
     report = index.add_folder(photos)
     return time.perf_counter() - started, report.added, index
@@ -79,10 +79,10 @@ def ray_run(photos: Path, folder: Path, cpus: int) -> dict[str, float]:
     every_core = os.sched_getaffinity(0)
     os.sched_setaffinity(0, sorted(every_core)[:cpus])  # Ray's processes inherit it: N CPUs really means N cores
     connecting = time.perf_counter()
-    start_ray(num_cpus=cpus)
+    start_ray(ray_cpus=cpus)
     startup = time.perf_counter() - connecting
     clock = Clock()
-    with ImageIndex.create(folder) as index:
+    with ImageIndex.create(folder, pca=0) as index:  # as the embedded run: ingestion only, no PCA fit
         started = time.perf_counter()
         report = ingest_with_ray(index, photos, progress=clock)
         seconds = time.perf_counter() - started
@@ -127,10 +127,11 @@ def merge_rate(records: list, vectors: np.ndarray, folder: Path) -> float:
             "width": np.asarray([r.width for r in records]), "height": np.asarray([r.height for r in records]),
             "vector": vectors, "error": np.asarray([""] * len(records))}
     shard = write_shard(folder, rows)
-    with ImageIndex.create(folder / "index") as index:
+    with ImageIndex.create(folder / "index", pca=0) as index:
         started = time.perf_counter()
-        merge_shard(index, shard, IndexReport())
-        index.store.save()
+        run = index.sync()
+        merge_shard(run, shard, index.embedder.dimension)
+        run.finish()  # commit and save the searchable copy, as a Ray run does after its last shard
         return len(records) / (time.perf_counter() - started)
 
 
@@ -203,7 +204,7 @@ def main(argv: list[str]) -> None:
         for run in runs:
             print(run)
         ids, vectors = embedded.vectors()
-        merged_per_second = merge_rate(list(embedded.store.records()), vectors, root / "merge")
+        merged_per_second = merge_rate(list(embedded.records()), vectors, root / "merge")
         print(f"merge: {merged_per_second:.0f} rows/s")
         embedded.close()  # checkpoints SQLite's write-ahead log into the database file
         stores = compare_stores(vectors, ids, root / "milvus.db")

@@ -156,10 +156,10 @@ def score(index: ImageIndex, dataset: Path, setting: Setting) -> dict[str, float
 def _gallery_vectors(index: ImageIndex, dataset: Path) -> np.ndarray:
     images = read_labels(dataset)
     _, gallery_split = default_splits(images)
-    ids_by_path = {record.path: record.id for record in index.store.records()}
+    ids_by_path = index.ids_by_path()
     ids = [ids_by_path[os.path.abspath(i.path)] for i in images
            if i.split == gallery_split and os.path.abspath(i.path) in ids_by_path]
-    return index.store.vectors(ids)
+    return index.vectors(ids)
 
 
 def run() -> dict[str, dict[str, dict[str, float]]]:

@@ -38,6 +38,7 @@ from lookalike.organise.duplicates import (
     make_edited_copy,
     pair_precision_recall,
 )
+from lookalike.organise.labels import import_labels
 from lookalike.organise.mapping import embed_2d
 from lookalike.settings import datasets_dir
 
@@ -60,8 +61,8 @@ def classify_part() -> dict:
         started = time.perf_counter()
         report = train_classifier(index, clothing / "labels.csv")
         seconds = time.perf_counter() - started
-        top1 = evaluate_dataset_by_class(index, clothing, "test", "train", at_most=1)
-        top2 = evaluate_dataset_by_class(index, clothing, "test", "train", at_most=2)
+        top1 = evaluate_dataset_by_class(index, clothing, "test", "train", by_class=1)
+        top2 = evaluate_dataset_by_class(index, clothing, "test", "train", by_class=2)
     return {"accuracy": report.accuracy, "train": report.train_count, "test": report.test_count,
             "train_seconds": seconds, "top1": top1.to_dict(), "top2": top2.to_dict()}
 
@@ -70,11 +71,11 @@ def classify_part() -> dict:
 def cluster_part() -> dict:
     corel = datasets_dir() / "corel1k"
     with indexed("corel", corel) as index:
-        index.import_labels(corel / "labels.csv")
+        import_labels(index, corel / "labels.csv")
         auto = cluster_index(index, k=None, out=OUT / "corel-clusters-auto", sheets=False)
         report = cluster_index(index, k=10, out=OUT / "corel-clusters")  # the one kept for propagation
         clustering = Clustering.load(index.folder)
-        truth = index.store.label_values("label")
+        truth = index.label_values("label")
         propagation = {}
         for per_cluster in (1, 5):
             propagation[f"nearest_centroid_{per_cluster}"] = _propagation_accuracy(
@@ -92,19 +93,19 @@ def by_cluster_part() -> dict:
     the k=10 clusters are searched (the rest ranked after), against plain search."""
     corel = datasets_dir() / "corel1k"
     with indexed("corel", corel) as index:
-        index.import_labels(corel / "labels.csv")
+        import_labels(index, corel / "labels.csv")
         cluster_index(index, k=10, sheets=False)
         clustering = Clustering.load(index.folder)
-        labels, splits = index.store.label_values("label"), index.store.label_values("split")
+        labels, splits = index.label_values("label"), index.label_values("split")
         cluster_of = dict(zip(clustering.ids.tolist(), clustering.assignments.tolist(), strict=True))
         queries = sorted(i for i, s in splits.items() if s == "query")
         gallery = sorted(i for i, s in splits.items() if s == "gallery")
-        similarity = index.store.vectors(queries) @ index.store.vectors(gallery).T
+        similarity = index.vectors(queries) @ index.vectors(gallery).T
         query_labels, gallery_labels = np.array([labels[i] for i in queries]), np.array([labels[i] for i in gallery])
         gallery_clusters = np.array([cluster_of[i] for i in gallery])
         result = {"plain": retrieval_scores(similarity, query_labels, gallery_labels)}
         for probes in (1, 2, 3):
-            chosen = [nearest_clusters(clustering, v, probes) for v in index.store.vectors(queries)]
+            chosen = [nearest_clusters(clustering.centroids, v, probes) for v in index.vectors(queries)]
             allowed = np.array([np.isin(gallery_clusters, c) for c in chosen])
             result[f"clusters_{probes}"] = retrieval_scores(similarity + 4.0 * allowed, query_labels, gallery_labels)
             result[f"searched_share_{probes}"] = float(allowed.mean())

@@ -18,9 +18,10 @@ from benchmarks import collect
 from lookalike.evaluation import evaluate_index, read_labels, retrieval_scores
 from lookalike.index import ImageIndex
 from lookalike.settings import datasets_dir
-from lookalike.similarity.methods import DEFAULT_CANDIDATES, METHODS, fit_method, make_method, save_method, score_matrix
+from lookalike.similarity.methods import METHODS, fit_method, make_method, score_matrix
 from lookalike.similarity.pairs import PairSet
 from lookalike.similarity.study import measure, run_study
+from lookalike.similarity.trained import DEFAULT_CANDIDATES, save_method
 
 OUT = collect.HERE / "out"
 TARGET_PEARSON = 0.85
@@ -36,9 +37,9 @@ def clothing_index(dataset: Path) -> ImageIndex:
 
 
 def split_vectors(index: ImageIndex, dataset: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    ids = {record.path: record.id for record in index.store.records()}
+    ids = index.ids_by_path()
     rows = [row for row in read_labels(dataset) if row.split == split]
-    vectors = index.store.vectors([ids[os.path.abspath(row.path)] for row in rows])
+    vectors = index.vectors([ids[os.path.abspath(row.path)] for row in rows])
     return vectors, np.array([row.label for row in rows])
 
 
@@ -91,10 +92,10 @@ def main() -> None:
 
 
 def time_search(index: ImageIndex, name: str, queries: np.ndarray) -> float:
-    index.search_by_vector(queries[0], method=name)  # load the model once
+    index.search(vector=queries[0], method=name)  # load the model once
     started = time.perf_counter()
     for vector in queries:
-        index.search_by_vector(vector, k=10, method=name)
+        index.search(vector=vector, k=10, method=name)
     return (time.perf_counter() - started) / len(queries) * 1e3
 
 

@@ -1,12 +1,11 @@
 """lookalike: content-based image retrieval. Index a folder of photos, search by example."""
 
-from lookalike.version import __version__
-from lookalike.images import ImageError  # noqa: I001 - the version first, then the core
+import lookalike.organise  # noqa: F401 - registers the by_class and by_cluster scopes of the one search
+import lookalike.similarity  # noqa: F401 - registers the learned similarity methods
+from lookalike.images import ImageError
 from lookalike.index import ImageIndex, IndexFormatError, IndexReport, ModelMismatchError, delete_index
 from lookalike.search import Match, Query, SearchOptions, SearchResult
-
-import lookalike.organise  # noqa: E402, F401 - registers the by_class and by_cluster scopes of the one search
-import lookalike.similarity  # noqa: E402, F401 - registers the learned similarity methods
+from lookalike.version import __version__
 
 Index = ImageIndex
 

@@ -91,7 +91,7 @@ def evaluate_index(index: ImageIndex, dataset: str | os.PathLike[str], query_spl
     images = read_labels(dataset, attribute)
     if query_split is None or gallery_split is None:
         query_split, gallery_split = default_splits(images)
-    ids_by_path = {record.path: record.id for record in index.store.records()}
+    ids_by_path = index.ids_by_path()
     present = [image for image in images if os.path.abspath(image.path) in ids_by_path]
     if not present:
         raise ValueError(f"none of the images in {dataset}/labels.csv are in the index {index.folder}")
@@ -110,8 +110,8 @@ def evaluate_index(index: ImageIndex, dataset: str | os.PathLike[str], query_spl
 
 
 def _similarity(index: ImageIndex, query_ids: list[int], gallery_ids: list[int], similarity: Any) -> np.ndarray:
-    query_vectors = index.store.searchable_vectors(query_ids)
-    gallery_vectors = index.store.searchable_vectors(gallery_ids)
+    query_vectors = index.searchable_vectors(query_ids)
+    gallery_vectors = index.searchable_vectors(gallery_ids)
     if similarity is None:
         return query_vectors @ gallery_vectors.T
     return similarity(query_vectors, gallery_vectors)

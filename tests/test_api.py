@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -16,9 +17,15 @@ from conftest import DEMO_GALLERY, write_photo
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from lookalike.index import ImageIndex
+from lookalike.index import ImageIndex, NewImage
+from lookalike.index.folder import IndexFolder
+from lookalike.organise.classifier import train_classifier
+from lookalike.organise.clustering import cluster_index
+from lookalike.search import option_names
 from lookalike.web import ServerSettings, create_app
+from lookalike.web.indexes_api import NewIndex
 from lookalike.web.logs import JsonFormatter
+from lookalike.web.search_api import SearchFields
 
 PER_LABEL = 2
 LABELS = sorted(p.name for p in DEMO_GALLERY.iterdir() if p.is_dir())
@@ -38,10 +45,27 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gallery_index(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An index of the gallery, searched (never changed) by the read-only tests."""
+    """An index of the gallery, each image labelled with its folder, searched (never changed) by the read-only tests."""
     folder = tmp_path_factory.mktemp("api-index") / "clothes"
     with ImageIndex.create(folder) as index:
         index.add_folder(gallery)
+        index.set_labels({record.id: {"label": Path(record.path).parent.name} for record in index.records()})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def organised_index(demo_index: ImageIndex, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole demo gallery (vectors copied, not embedded again) with a classifier and 10 clusters."""
+    folder = tmp_path_factory.mktemp("api-organised") / "demo"
+    ids, vectors = demo_index.vectors()
+    records = [demo_index.record(int(i)) for i in ids]
+    with ImageIndex.create(folder) as index:
+        run = index.sync()
+        run.store_images([NewImage(r.path, r.content_hash, r.size, r.mtime, r.width, r.height) for r in records],
+                         vectors)
+        run.finish()
+        train_classifier(index, DEMO_GALLERY / "labels.csv")
+        cluster_index(index, k=10, sheets=False)
     return folder
 
 
@@ -72,9 +96,23 @@ def png_bytes(size: tuple[int, int], mode: str = "RGB") -> bytes:
     return buffer.getvalue()
 
 
-def upload(client: TestClient, data: bytes, name: str = "query.jpg", **form: object):
-    return client.post("/api/indexes/clothes/search", files={"image": (name, data, "image/jpeg")},
-                       data={k: str(v) for k, v in form.items()})
+def upload(client: TestClient, data: bytes, name: str = "query.jpg", index: str = "clothes", **form: object):
+    fields = {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in form.items()}
+    return client.post(f"/api/indexes/{index}/search", files={"image": (name, data, "image/jpeg")}, data=fields)
+
+
+def search_get(client: TestClient, index: str = "clothes", **params: object) -> dict:
+    response = client.get(f"/api/indexes/{index}/search", params=params)
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+def ids_labelled(client: TestClient, index: str = "clothes") -> dict[str, list[int]]:
+    """Image ids by their `label`, as the images endpoint lists them."""
+    found: dict[str, list[int]] = {}
+    for image in client.get(f"/api/indexes/{index}/images", params={"limit": 1000}).json()["images"]:
+        found.setdefault(image["labels"]["label"], []).append(image["id"])
+    return found
 
 
 def wait_for(client: TestClient, job_url: str, seconds: float = 60) -> dict:
@@ -132,24 +170,53 @@ def test_list_and_inspect_indexes(client: TestClient) -> None:
     assert listed["name"] == "clothes" and listed["count"] == COUNT
     info = client.get("/api/indexes/clothes").json()
     assert info["model"] == "efficientnet-lite0" and info["dimension"] == 1280 and info["disk_bytes"] > 0
-    assert info["capabilities"]["metrics"] == ["cosine", "euclidean"]
     assert client.get("/api/indexes/nope").status_code == 404
+
+
+def test_capabilities_list_methods_scopes_and_label_counts(client: TestClient, organised_index: Path) -> None:
+    plain = client.get("/api/indexes/clothes").json()["capabilities"]
+    assert plain == {"methods": ["cosine", "euclidean"], "scopes": {"by_class": False, "by_cluster": False},
+                     "filters": True, "labels": {"label": {label: PER_LABEL for label in LABELS}}}
+    with client_for(organised_index) as organised:
+        capabilities = organised.get("/api/indexes/demo").json()["capabilities"]
+    assert capabilities["scopes"] == {"by_class": True, "by_cluster": True}
+    assert sum(capabilities["labels"]["cluster"].values()) == sum(capabilities["labels"]["label"].values())
 
 
 def test_create_search_and_delete_an_index(tmp_path: Path, empty_index: Path) -> None:
     with client_for(empty_index, index_root=tmp_path / "made") as client:
         created = client.post("/api/indexes", json={"name": "new-one", "model": "efficientnet-lite0"})
         assert created.status_code == 201 and created.json()["count"] == 0
-        assert (tmp_path / "made" / "new-one" / "manifest.json").exists()
+        assert IndexFolder(tmp_path / "made" / "new-one").is_index()
         assert {i["name"] for i in client.get("/api/indexes").json()} == {"fresh", "new-one"}
         assert client.post("/api/indexes", json={"name": "new-one"}).status_code == 409
         assert client.post("/api/indexes", json={"name": "../escape"}).status_code == 422
         unknown = client.post("/api/indexes", json={"name": "x", "model": "vgg99"})
         assert unknown.status_code == 422 and "efficientnet-lite0" in unknown.json()["detail"]
-        assert client.post("/api/indexes", json={"name": "y", "options": {"colour": 1}}).status_code == 422
+        assert client.post("/api/indexes", json={"name": "y", "colour": 1}).status_code == 422
+        assert client.post("/api/indexes", json={"name": "y", "weights": "/etc/passwd"}).status_code == 422
         assert client.delete("/api/indexes/new-one").json() == {"deleted": "new-one"}
         assert not (tmp_path / "made" / "new-one").exists()
         assert client.get("/api/indexes/new-one").status_code == 404
+
+
+def test_the_fields_of_a_new_index_are_image_index_create_keywords() -> None:
+    keywords = set(inspect.signature(ImageIndex.create).parameters)
+    assert set(NewIndex.model_fields) - {"name"} <= keywords
+    assert {"model", "layer", "pool", "pca", "whiten", "pca_sample", "index_type"} <= set(NewIndex.model_fields)
+
+
+@pytest.mark.parametrize("arguments", [{}, {"pca": 0}, {"pca": 16, "whiten": True, "pca_sample": 50},
+                                       {"index_type": "hnsw"}, {"layer": "head", "pool": "avg"}])
+def test_an_index_created_over_http_is_the_one_python_creates_with_the_same_keywords(
+        tmp_path: Path, empty_index: Path, arguments: dict) -> None:
+    with client_for(empty_index, index_root=tmp_path / "made") as client:
+        assert client.post("/api/indexes", json={"name": "web", **arguments}).status_code == 201
+    ImageIndex.create(tmp_path / "python", **arguments).close()
+    from_python = json.loads(IndexFolder(tmp_path / "python").manifest.read_text())
+    from_http = json.loads(IndexFolder(tmp_path / "made" / "web").manifest.read_text())
+    assert {k: v for k, v in from_http.items() if k != "created"} == \
+        {k: v for k, v in from_python.items() if k != "created"}
 
 
 def test_creating_an_index_needs_an_index_root(empty_index: Path) -> None:
@@ -162,7 +229,7 @@ def test_creating_an_index_needs_an_index_root(empty_index: Path) -> None:
 def test_search_by_upload_finds_the_same_photo_first_with_timings(client: TestClient, gallery: Path) -> None:
     query = sorted((gallery / "shoes").glob("*.jpg"))[0]
     result = upload(client, query.read_bytes(), k=5).json()
-    assert len(result["matches"]) == 5
+    assert len(result["matches"]) == 5 and result["method"] == "cosine" and result["query_id"] is None
     top = result["matches"][0]
     assert top["path"] == str(query.resolve()) and top["score"] > 0.999
     assert [m["score"] for m in result["matches"]] == sorted((m["score"] for m in result["matches"]), reverse=True)
@@ -171,27 +238,70 @@ def test_search_by_upload_finds_the_same_photo_first_with_timings(client: TestCl
 
 
 def test_search_by_id_excludes_the_query_and_links_thumbnails(client: TestClient) -> None:
-    result = client.get("/api/indexes/clothes/search", params={"id": 3, "k": 4}).json()
+    result = search_get(client, id=3, k=4)
     assert result["query_id"] == 3 and len(result["matches"]) == 4
     assert 3 not in [m["id"] for m in result["matches"]]
     assert result["query_thumbnail"].endswith("/images/3/thumbnail")
 
 
-def test_random_search_with_a_seed_repeats(client: TestClient) -> None:
-    first = client.get("/api/indexes/clothes/search", params={"random": "true", "seed": 7}).json()
-    again = client.get("/api/indexes/clothes/search", params={"random": "true", "seed": 7}).json()
+@pytest.mark.parametrize("seed", [0, 7])
+def test_random_search_with_a_seed_repeats(client: TestClient, seed: int) -> None:
+    first = search_get(client, random="true", seed=seed)
+    again = search_get(client, random="true", seed=seed)
     assert first["query_id"] == again["query_id"] and first["matches"] == again["matches"]
 
 
+def test_the_http_search_fields_are_the_search_options() -> None:
+    assert sorted(SearchFields.model_fields) == sorted(option_names())
+
+
+def test_get_and_post_take_the_same_option_names_and_agree(client: TestClient, gallery: Path) -> None:
+    query_id = ids_labelled(client)["hat"][0]
+    query = client.get(f"/api/indexes/clothes/images/{query_id}").json()["path"]
+    options = {"k": 4, "method": "euclidean", "min_score": 0.1, "where": ["label=hat", "label=shoes"],
+               "path_prefix": str(gallery.resolve()), "class_confidence": 0.9}
+    by_id = search_get(client, id=query_id, **options)
+    by_upload = upload(client, Path(query).read_bytes(), **options).json()
+    assert by_upload["matches"][0]["id"] == query_id  # the uploaded photo itself, which a search by id leaves out
+    assert [m["id"] for m in by_upload["matches"][1:]] == [m["id"] for m in by_id["matches"][:3]]
+    assert by_id["method"] == by_upload["method"] == "euclidean"
+    assert {m["labels"]["label"] for m in by_id["matches"]} <= {"hat", "shoes"}
+
+
+def test_euclidean_ranks_as_cosine_with_scores_one_over_one_plus_distance(client: TestClient) -> None:
+    cosine = search_get(client, id=1, k=COUNT, method="cosine")
+    euclidean = search_get(client, id=1, k=COUNT, method="euclidean")
+    assert cosine["method"] == "cosine" and euclidean["method"] == "euclidean"
+    assert [m["id"] for m in euclidean["matches"]] == [m["id"] for m in cosine["matches"]]
+    for near, far in zip(cosine["matches"], euclidean["matches"], strict=True):
+        assert far["score"] == pytest.approx(1 / (1 + (2 - 2 * near["score"]) ** 0.5), abs=1e-5)
+
+
 def test_euclidean_scores_and_min_score(client: TestClient) -> None:
-    result = upload(client, photo_bytes("hat"), k=COUNT, metric="euclidean", min_score=0.45).json()
-    assert result["metric"] == "euclidean" and result["matches"]
+    result = upload(client, photo_bytes("hat"), k=COUNT, method="euclidean", min_score=0.45).json()
+    assert result["method"] == "euclidean" and result["matches"]
     assert all(0.45 <= m["score"] <= 1.0 for m in result["matches"])
     assert len(result["matches"]) < COUNT  # some images are further than the threshold
 
 
-@pytest.mark.parametrize("params", [{"id": 1, "metric": "manhattan"}, {"id": 1, "k": 0}, {"id": 1, "k": 5000},
-                                    {}, {"id": 1, "random": "true"}, {"id": "one"}])
+def test_metric_is_no_parameter_so_it_cannot_override_the_method(client: TestClient) -> None:
+    by_id = client.get("/api/indexes/clothes/search", params={"id": 1, "metric": "euclidean"})
+    by_upload = upload(client, photo_bytes(), metric="euclidean")
+    for refused in (by_id, by_upload):
+        assert refused.status_code == 422 and "metric: not a parameter" in refused.json()["detail"]
+
+
+def test_unknown_method_is_422_naming_the_methods_of_the_index(client: TestClient) -> None:
+    for response in (client.get("/api/indexes/clothes/search", params={"id": 1, "method": "forest"}),
+                     upload(client, photo_bytes(), method="manhattan")):
+        detail = response.json()["detail"]
+        assert response.status_code == 422 and "cosine" in detail and "euclidean" in detail
+        assert "train-similarity" in detail
+
+
+@pytest.mark.parametrize("params", [{"id": 1, "k": 0}, {"id": 1, "k": 5000}, {}, {"id": 1, "random": "true"},
+                                    {"id": "one"}, {"id": 1, "by_class": "true"}, {"id": 1, "by_cluster": 0},
+                                    {"id": 1, "where": "label"}, {"id": 1, "class_confidence": 2}])
 def test_bad_search_parameters_are_422(client: TestClient, params: dict) -> None:
     response = client.get("/api/indexes/clothes/search", params=params)
     assert response.status_code == 422 and response.json()["detail"]
@@ -207,19 +317,54 @@ def test_unknown_id_and_unknown_index_are_404(client: TestClient) -> None:
     assert client.delete("/api/indexes/clothes/images/9999").status_code == 404
 
 
-def test_untrained_method_is_404_naming_how_to_train_it(client: TestClient) -> None:
-    response = client.get("/api/indexes/clothes/search", params={"id": 1, "method": "forest"})
-    assert response.status_code == 404 and "train-similarity" in response.json()["detail"]
+def test_where_with_one_name_twice_keeps_either_value(client: TestClient) -> None:
+    dress = ids_labelled(client)["dress"][0]
+    result = search_get(client, id=dress, k=COUNT, where=["label=hat", "label=shoes"])
+    labels = [m["labels"]["label"] for m in result["matches"]]
+    assert sorted(labels) == ["hat"] * PER_LABEL + ["shoes"] * PER_LABEL
 
 
-def test_by_class_without_a_classifier_is_422(client: TestClient) -> None:
-    response = client.get("/api/indexes/clothes/search", params={"id": 1, "by_class": "true"})
+def test_where_on_a_label_no_image_has_returns_no_matches(client: TestClient) -> None:
+    assert search_get(client, id=1, where="label=gown")["matches"] == []
+
+
+def test_path_prefix_keeps_the_images_under_that_folder(client: TestClient, gallery: Path) -> None:
+    shoes = ids_labelled(client)["shoes"][0]
+    hats = str(gallery.resolve() / "hat")
+    result = upload(client, photo_bytes("shoes"), k=COUNT, path_prefix=hats).json()
+    assert len(result["matches"]) == PER_LABEL and all(m["path"].startswith(hats) for m in result["matches"])
+    assert len(search_get(client, id=shoes, k=COUNT, path_prefix=hats)["matches"]) == PER_LABEL
+
+
+def test_by_class_searches_within_the_predicted_class(organised_index: Path) -> None:
+    with client_for(organised_index) as client:
+        plain = upload(client, photo_bytes("dress", 3), index="demo", k=30).json()
+        within = upload(client, photo_bytes("dress", 3), index="demo", k=30, by_class=1).json()
+        assert client.get("/api/indexes/demo/search", params={"id": 1, "by_class": 1}).status_code == 200
+    assert len({m["labels"]["label"] for m in plain["matches"]}) > 1  # the class narrows something
+    assert plain["predicted_class"] is None
+    assert list(within["predicted_class"]) == ["dress"]
+    assert within["matches"] and {m["labels"]["label"] for m in within["matches"]} == {"dress"}
+
+
+def test_by_class_without_a_classifier_is_422_saying_how_to_train_one(client: TestClient) -> None:
+    response = client.get("/api/indexes/clothes/search", params={"id": 1, "by_class": 1})
     assert response.status_code == 422 and "train-classifier" in response.json()["detail"]
 
 
-def test_filter_on_a_label_no_image_has_returns_no_matches(client: TestClient) -> None:
-    response = client.get("/api/indexes/clothes/search", params={"id": 1, "where": "label=dress"})
-    assert response.status_code == 200 and response.json()["matches"] == []
+def test_by_cluster_searches_the_nearest_cluster(organised_index: Path) -> None:
+    with client_for(organised_index) as client:
+        plain = search_get(client, "demo", id=5, k=30)
+        within = search_get(client, "demo", id=5, k=30, by_cluster=1)
+        two = search_get(client, "demo", id=5, k=100, by_cluster=2)
+    assert len({m["labels"]["cluster"] for m in plain["matches"]}) > 1
+    assert within["matches"] and len({m["labels"]["cluster"] for m in within["matches"]}) == 1
+    assert len({m["labels"]["cluster"] for m in two["matches"]}) == 2
+
+
+def test_by_cluster_without_a_clustering_is_422_saying_how_to_make_one(client: TestClient) -> None:
+    response = client.get("/api/indexes/clothes/search", params={"id": 1, "by_cluster": 1})
+    assert response.status_code == 422 and "lookalike cluster" in response.json()["detail"]
 
 
 def test_random_search_on_an_empty_index_says_why(empty_index: Path) -> None:
@@ -346,7 +491,7 @@ def test_paths_outside_the_allowed_roots_are_refused(empty_index: Path, tmp_path
 def test_adding_by_path_is_off_without_roots_and_missing_files_are_404(empty_index: Path, tmp_path: Path) -> None:
     with client_for(empty_index) as client:
         off = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(tmp_path)]})
-        assert off.status_code == 403 and "--allow-root" in off.json()["detail"]
+        assert off.status_code == 403 and "--allowed-roots" in off.json()["detail"]
     with client_for(empty_index, allowed_roots=[tmp_path]) as client:
         missing = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(tmp_path / "no.jpg")]})
         assert missing.status_code == 404

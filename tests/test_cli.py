@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -116,8 +117,10 @@ def test_search_by_id_random_and_euclidean_json(tmp_path, demo_copy):
     by_id = summary(run("search", "--id", "3", "--index", tmp_path / "idx", "--json", "-k", "4"))
     assert len(by_id["matches"]) == 4 and all(m["id"] != 3 for m in by_id["matches"])
     randomly = summary(run("search", "--random", "--seed", "1", "--index", tmp_path / "idx", "--json",
-                           "--metric", "euclidean", "--min-score", "0.3"))
-    assert randomly["metric"] == "euclidean" and all(0.3 <= m["score"] <= 1 for m in randomly["matches"])
+                           "--method", "euclidean", "--min-score", "0.3"))
+    assert randomly["method"] == "euclidean" and all(0.3 <= m["score"] <= 1 for m in randomly["matches"])
+    again = summary(run("search", "--random", "--seed", "1", "--index", tmp_path / "idx", "--json", "--k", "2"))
+    assert again["query_id"] == randomly["query_id"]  # the same seed, the same query
 
 
 @pytest.mark.parametrize("content", [b"", b"plain text, no pixels"])
@@ -129,11 +132,15 @@ def test_bad_query_image_exits_2_without_a_traceback(tmp_path, photo_folder, con
     assert "lookalike: error:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_missing_index_and_missing_query_are_clear_errors(tmp_path, capsys):
+def test_missing_index_missing_query_and_two_queries_are_clear_errors(tmp_path, photo_folder, capsys):
     assert main(["search", "--random", "--index", str(tmp_path / "nothing")]) == 2
     assert "not a lookalike index" in capsys.readouterr().err
-    assert main(["search", str(tmp_path / "absent.jpg"), "--index", str(tmp_path)]) == 2
+    ImageIndex.create(tmp_path / "idx").close()
+    assert main(["search", str(tmp_path / "absent.jpg"), "--index", str(tmp_path / "idx")]) == 2
     assert "not found" in capsys.readouterr().err
+    photo = photo_folder / "set0" / "photo0.png"
+    assert main(["search", str(photo), "--id", "1", "--index", str(tmp_path / "idx")]) == 2
+    assert "give exactly one query" in capsys.readouterr().err
 
 
 def test_file_deleted_while_indexing_is_reported(tmp_path, photo_folder, monkeypatch):
@@ -166,7 +173,7 @@ def test_killed_run_leaves_a_readable_index_and_resumes(tmp_path):
     with ImageIndex.open(index) as reopened:
         survived = len(reopened)
         assert survived >= committed
-        assert len(reopened.search(int(reopened.store.ids()[0]), k=5).matches) == 5
+        assert len(reopened.search(int(reopened.ids()[0]), k=5).matches) == 5
     report = summary(run("index", folder, "--index", index, "--json"))
     assert report["unchanged"] == survived and report["added"] == 900 - survived and report["count"] == 900
 
@@ -192,3 +199,75 @@ def test_demo_gallery_search_finds_same_type(tmp_path):
     shoe = sorted((DEMO_GALLERY / "shoes").glob("*.jpg"))[0]
     result = summary(run("search", shoe, "--index", tmp_path / "idx", "--json", "-k", "5"))
     assert sum("/shoes/" in m["path"] for m in result["matches"]) >= 4
+
+
+# --- every search option, through the CLI, on the bundled demo gallery ------------------------------
+def cli_json(capsys, *args: str) -> dict:
+    assert main([*map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def demo_folder(demo_clone) -> str:
+    """The demo gallery's index (144 photos, 12 types), closed so the CLI can open it."""
+    folder = str(demo_clone.folder)
+    demo_clone.close()
+    return folder
+
+
+def ids_under(folder: str, subfolder: str) -> list[int]:
+    with ImageIndex.open(folder) as index:
+        return sorted(r.id for r in index.records() if r.path.startswith(str(DEMO_GALLERY / subfolder) + os.sep))
+
+
+def test_search_by_class_stays_within_the_predicted_classes(demo_folder, capsys):
+    cli_json(capsys, "train-classifier", "--index", demo_folder, "--labels-csv", DEMO_GALLERY / "labels.csv")
+    shoes = ids_under(demo_folder, "shoes")
+    shoe = shoes[0]
+    within = cli_json(capsys, "search", "--id", shoe, "--by-class", "-k", "50", "--index", demo_folder)
+    assert list(within["predicted_class"]) == ["shoes"]
+    assert len(within["matches"]) == len(shoes) - 1 and {m["labels"]["label"] for m in within["matches"]} == {"shoes"}
+    two = cli_json(capsys, "search", "--id", shoe, "--by-class", "2", "--class-confidence", "1.0", "-k", "50",
+                   "--index", demo_folder)
+    assert len(two["predicted_class"]) == 2 and "shoes" in two["predicted_class"]
+    assert {m["labels"]["label"] for m in two["matches"]} == set(two["predicted_class"])
+
+
+def test_search_by_cluster_returns_the_other_members_of_the_query_cluster(demo_folder, tmp_path, capsys):
+    assert main(["cluster", "--index", demo_folder, "--k", "6", "--out", str(tmp_path / "clusters")]) == 0
+    capsys.readouterr()
+    with ImageIndex.open(demo_folder) as index:
+        clusters = index.label_values("cluster")
+    query = min(clusters)
+    members = sum(value == clusters[query] for value in clusters.values())
+    found = cli_json(capsys, "search", "--id", query, "--by-cluster", "-k", "200", "--index", demo_folder)
+    assert len(found["matches"]) == members - 1
+    assert {m["labels"]["cluster"] for m in found["matches"]} == {clusters[query]}
+
+
+def test_where_with_two_values_of_one_label_keeps_either(demo_folder, capsys):
+    assert main(["labels", "import", str(DEMO_GALLERY / "labels.csv"), "--index", demo_folder]) == 0
+    capsys.readouterr()
+    found = cli_json(capsys, "search", "--id", ids_under(demo_folder, "dress")[0], "--where", "label=hat",
+                     "--where", "label=shoes", "-k", "200", "--index", demo_folder)
+    labels = [m["labels"]["label"] for m in found["matches"]]
+    assert sorted(set(labels)) == ["hat", "shoes"]
+    assert len(labels) == len(ids_under(demo_folder, "hat")) + len(ids_under(demo_folder, "shoes"))  # all of both
+
+
+def test_path_prefix_keeps_only_images_under_the_folder(demo_folder, capsys):
+    prefix = str(DEMO_GALLERY / "skirt") + os.sep
+    found = cli_json(capsys, "search", "--id", ids_under(demo_folder, "dress")[0], "--path-prefix", prefix,
+                     "-k", "200", "--index", demo_folder)
+    assert sorted(m["id"] for m in found["matches"]) == ids_under(demo_folder, "skirt")  # every skirt, nothing else
+
+
+def test_euclidean_ranks_like_cosine_with_distance_scores(demo_folder, capsys):
+    query = ids_under(demo_folder, "hat")[0]
+    cosine = cli_json(capsys, "search", "--id", query, "-k", "20", "--index", demo_folder)
+    euclidean = cli_json(capsys, "search", "--id", query, "-k", "20", "--method", "euclidean", "--index", demo_folder)
+    assert (cosine["method"], euclidean["method"]) == ("cosine", "euclidean")
+    assert [m["id"] for m in euclidean["matches"]] == [m["id"] for m in cosine["matches"]]
+    expected = [1 / (1 + math.sqrt(max(0.0, 2 - 2 * m["score"]))) for m in cosine["matches"]]
+    assert [m["score"] for m in euclidean["matches"]] == pytest.approx(expected, abs=1e-4)
+    assert [m["score"] for m in euclidean["matches"]] != pytest.approx([m["score"] for m in cosine["matches"]])

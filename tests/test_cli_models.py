@@ -7,6 +7,7 @@ import json
 from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
+from lookalike.index import ImageIndex
 
 
 def test_models_lists_every_model_with_its_layers(capsys):
@@ -39,3 +40,14 @@ def test_evaluate_compares_indexes_of_different_models(tmp_path, capsys):
     assert main(["evaluate", str(DEMO_GALLERY), "--index", phash, "--index", colour]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["index", "model", "setting"] and len(table) == 3
+
+
+def test_index_pca_options_set_the_reduction_of_a_new_index(tmp_path, demo_copy, capsys):
+    folder = str(tmp_path / "idx")
+    assert main(["index", str(demo_copy), "--index", folder, "--pca", "5", "--whiten", "--pca-sample", "12"]) == 0
+    note = capsys.readouterr().err
+    assert "fitted PCA (pca 1280 -> 5, whitened (fitted on 12))" in note and "default" not in note
+    with ImageIndex.open(folder) as index:
+        assert (index.reduction.dimension, index.reduction.whiten, index.reduction.fitted_on) == (5, True, 12)
+    assert main(["index", str(demo_copy), "--index", folder, "--pca", "6"]) == 2
+    assert "already has PCA to 5" in capsys.readouterr().err

@@ -1,12 +1,22 @@
-"""The serve verb's argument checks (the running server itself is exercised by test_browser.py)."""
+"""The serve verb: its argument checks, and a real server started on a missing and an empty folder."""
 
 from __future__ import annotations
 
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from conftest import REPO, write_photo
 
 from lookalike.cli import main
+from lookalike.index.folder import IndexFolder
 
 
 def test_serve_refuses_a_folder_that_is_not_an_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -17,8 +27,8 @@ def test_serve_refuses_a_folder_that_is_not_an_index(tmp_path: Path, capsys: pyt
 
 def test_serve_refuses_an_allowed_root_that_does_not_exist(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--index", str(tmp_path / "new"), "--allow-root", str(tmp_path / "missing")]) == 2
-    assert "--allow-root" in capsys.readouterr().err
+    assert main(["serve", "--index", str(tmp_path / "new"), "--allowed-roots", str(tmp_path / "missing")]) == 2
+    assert "--allowed-roots" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()  # nothing is created when an argument is wrong
 
 
@@ -26,3 +36,70 @@ def test_serve_needs_an_index() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["serve"])
     assert exit_info.value.code == 2
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def png_bytes(tmp_path: Path, seed: int) -> bytes:
+    return write_photo(tmp_path / f"upload{seed}.png", seed).read_bytes()
+
+
+@pytest.fixture
+def server_on_new_folders(tmp_path: Path) -> Iterator[tuple[httpx.Client, Path, Path]]:
+    """`lookalike serve` (no --model) on a folder that does not exist and on an empty one."""
+    missing, empty = tmp_path / "missing-index", tmp_path / "empty-index"
+    empty.mkdir()
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_API_TOKEN"}
+    server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--index", str(missing),
+                               "--index", str(empty), "--port", str(port)],
+                              cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        _wait_until_serving(client, server)
+        yield client, missing, empty
+    finally:
+        client.close()
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _wait_until_serving(client: httpx.Client, server: subprocess.Popen[str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"lookalike serve exited with {server.returncode}:\n{server.stdout.read()}")
+        try:
+            if client.get("/api/indexes").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("lookalike serve did not answer in time")
+
+
+def test_serve_on_a_missing_and_an_empty_folder_accepts_uploads_and_finds_them(server_on_new_folders, tmp_path):
+    client, missing, empty = server_on_new_folders
+    names = {entry["name"]: entry for entry in client.get("/api/indexes").json()}
+    assert set(names) == {"missing-index", "empty-index"}
+    assert IndexFolder(missing).is_index() and IndexFolder(empty).is_index()
+    for seed, name in enumerate(names):
+        upload, other = png_bytes(tmp_path, seed), png_bytes(tmp_path, seed + 10)
+        added = client.post(f"/api/indexes/{name}/images",
+                            files=[("files", ("mine.png", upload, "image/png")),
+                                   ("files", ("other.png", other, "image/png"))])
+        assert added.status_code == 200, added.text
+        uploaded = {image["uploaded_as"]: image["id"] for image in added.json()["images"]}
+        found = client.post(f"/api/indexes/{name}/search", data={"k": "2"},
+                            files={"image": ("query.png", io.BytesIO(upload), "image/png")})
+        assert found.status_code == 200, found.text
+        best = found.json()["matches"][0]
+        assert best["id"] == uploaded["mine.png"] and best["score"] > 0.99

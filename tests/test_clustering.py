@@ -1,4 +1,4 @@
-"""k-means clustering of an index, contact sheets, purity/NMI, and label propagation."""
+"""k-means clustering of an index, contact sheets, purity/NMI, label propagation and the by_cluster scope."""
 
 from __future__ import annotations
 
@@ -14,21 +14,25 @@ from lookalike.organise.clustering import (
     cluster_index,
     cluster_quality,
     kmeans,
+    nearest_clusters,
     propagate_labels,
     representatives,
 )
+from lookalike.organise.labels import import_labels
+
+LABELS = DEMO_GALLERY / "labels.csv"
 
 
 def _few_labels(index, path, per_cluster=1, clusters=None):
     """A CSV labelling the images nearest each centroid with their true label (as a person would)."""
     clustering = Clustering.load(index.folder)
-    truth = index.store.label_values("label")
+    truth = index.label_values("label")
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label"])
         for cluster in clusters if clusters is not None else range(clustering.k):
             for image_id in representatives(clustering, cluster, per_cluster):
-                writer.writerow([index.store.record(image_id).path, truth[image_id]])
+                writer.writerow([index.record(image_id).path, truth[image_id]])
     return path
 
 
@@ -42,7 +46,7 @@ def test_k_larger_than_the_collection_is_a_clear_error(demo_clone, capsys):
 
 
 def test_clusters_of_demo_clothing_are_mostly_pure_with_sheets(demo_clone, tmp_path):
-    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
+    import_labels(demo_clone, LABELS)
     report = cluster_index(demo_clone, k=10, out=tmp_path / "out")
     assert sum(report.sizes) == 144 and len(report.sizes) == 10
     assert report.purity > 0.45 and report.nmi > 0.4 and report.labelled == 144  # chance: about 0.2 and 0.1
@@ -52,6 +56,13 @@ def test_clusters_of_demo_clothing_are_mostly_pure_with_sheets(demo_clone, tmp_p
         rows = list(csv.DictReader(handle))
     assert len(rows) == 144 and {int(r["cluster"]) for r in rows} == set(range(10))
     assert demo_clone.search(1, k=3, where={"cluster": rows[0]["cluster"]}).matches  # stored as a label
+    assert demo_clone.files.clustering.exists()
+
+
+def test_report_goes_into_the_index_folder_by_default(demo_clone):
+    report = cluster_index(demo_clone, k=3, sheets=False)
+    assert report.files[0] == str(demo_clone.files.clusters_report)
+    assert (demo_clone.files.clusters_report / "clusters.csv").exists()
 
 
 def test_automatic_k_picks_the_best_silhouette_in_range(demo_clone):
@@ -79,7 +90,7 @@ def test_kmeans_finds_well_separated_groups():
 
 
 def test_one_label_per_cluster_spreads_to_every_image(demo_clone, tmp_path):
-    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
+    import_labels(demo_clone, LABELS)
     cluster_index(demo_clone, k=10, sheets=False)
     few = _few_labels(demo_clone, tmp_path / "few.csv")
     report = propagate_labels(demo_clone, few, out=tmp_path / "spread.csv")
@@ -92,7 +103,7 @@ def test_one_label_per_cluster_spreads_to_every_image(demo_clone, tmp_path):
 
 
 def test_cluster_without_labelled_member_is_warned_and_borrows_or_stays_empty(demo_clone, tmp_path):
-    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
+    import_labels(demo_clone, LABELS)
     cluster_index(demo_clone, k=10, sheets=False)
     few = _few_labels(demo_clone, tmp_path / "few.csv", clusters=range(8))
     with open(few, "a") as handle:
@@ -112,26 +123,39 @@ def test_cli_cluster_label_needs_a_clustering_first(demo_clone, tmp_path, capsys
     few.write_text("path,label\n")
     folder = str(demo_clone.folder)
     demo_clone.close()
-    assert main(["cluster", "label", "--index", folder, "--labels", str(few)]) == 2
+    assert main(["cluster", "label", "--index", folder, "--few-csv", str(few)]) == 2
     assert "run `lookalike cluster" in capsys.readouterr().err
     assert main(["cluster", "--index", folder, "--k", "4", "--out", str(tmp_path / "c")]) == 0
     assert "k=4 (given)" in capsys.readouterr().out
 
 
-def test_search_by_cluster_stays_in_the_nearest_clusters(demo_clone, capsys):
-    from lookalike.organise.clustering import nearest_clusters, search_by_cluster
-
+def test_by_cluster_searches_only_the_nearest_clusters(demo_clone):
     cluster_index(demo_clone, k=6, sheets=False)
     clustering = Clustering.load(demo_clone.folder)
     query = int(clustering.ids[0])
     own = int(clustering.assignments[0])
-    assert nearest_clusters(clustering, demo_clone.store.vectors([query])[0], 1) == [own]
-    result = search_by_cluster(demo_clone, query, k=200)
+    vector = demo_clone.vectors([query])[0]
+    assert nearest_clusters(clustering.centroids, vector, 1) == [own]
+    result = demo_clone.search(query, k=200, by_cluster=1)
     assert len(result.matches) == clustering.sizes()[own] - 1  # every other member, and nothing else
-    assert {m.labels["cluster"] for m in result.matches} == {str(own)}
-    wider = search_by_cluster(demo_clone, query, k=200, clusters=2)
-    assert len({m.labels["cluster"] for m in wider.matches}) == 2
+    assert {m.labels["cluster"] for m in result.matches} == {str(own)} and result.predicted_class is None
+    nearest_two = nearest_clusters(clustering.centroids, vector, 2)
+    wider = demo_clone.search(query, k=200, by_cluster=2)
+    assert {m.labels["cluster"] for m in wider.matches} == {str(c) for c in nearest_two}
+    assert len(wider.matches) == sum(clustering.sizes()[c] for c in nearest_two) - 1
+
+
+def test_cli_search_by_cluster_prints_k_matches(demo_clone, capsys):
+    cluster_index(demo_clone, k=6, sheets=False)
     folder = str(demo_clone.folder)
     demo_clone.close()
-    assert main(["search", "--id", str(query), "--by-cluster", "-k", "3", "--index", folder]) == 0
+    assert main(["search", "--id", "3", "--by-cluster", "-k", "3", "--index", folder]) == 0
     assert capsys.readouterr().out.count("\n") == 5  # query line, header, 3 matches
+
+
+def test_by_cluster_without_a_clustering_is_a_clear_error(demo_clone):
+    assert demo_clone.scopes()["by_cluster"] is False
+    with pytest.raises(ValueError, match="by_cluster needs a clustering of this index: lookalike cluster"):
+        demo_clone.search(1, by_cluster=1)
+    cluster_index(demo_clone, k=3, sheets=False)
+    assert demo_clone.scopes()["by_cluster"] is True

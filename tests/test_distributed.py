@@ -17,10 +17,15 @@ pytest.importorskip("pyarrow")
 
 from conftest import DEMO_GALLERY  # noqa: E402
 
-from lookalike.cli import main  # noqa: E402
-from lookalike.index import ImageIndex  # noqa: E402
+from lookalike.embedders import model_info  # noqa: E402
+from lookalike.embedders.spec import EmbedderSpec  # noqa: E402
+from lookalike.index import ImageIndex, ModelMismatchError  # noqa: E402
 from lookalike.scale import distributed  # noqa: E402
-from lookalike.scale.distributed import ingest_with_ray, start_ray, write_shard  # noqa: E402
+from lookalike.scale.distributed import EmbedWorker, ingest_with_ray, start_ray, write_shard  # noqa: E402
+
+MODEL = "efficientnet-lite0"
+TAPPED_LAYER = model_info(MODEL).layers[1]  # an inner stage, not the default head
+TAPPED_POOL = "gem"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,7 @@ def ray_cluster():
     """One local Ray instance for the module: starting Ray takes several seconds."""
     import ray
 
-    started = start_ray(num_cpus=2)
+    started = start_ray(ray_cpus=2)
     yield
     if started:
         ray.shutdown()
@@ -55,9 +60,19 @@ def local_index(photos: Path, tmp_path_factory: pytest.TempPathFactory):
         yield index, report
 
 
+@pytest.fixture(scope="module")
+def tapped_local_index(photos: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The photos indexed by the embedded path with an inner layer and GeM pooling."""
+    folder = tmp_path_factory.mktemp("tapped") / "index"
+    with ImageIndex.create(folder, model=MODEL, layer=TAPPED_LAYER, pool=TAPPED_POOL) as index:
+        index.add_folder(photos)
+        yield index
+
+
 def vectors_by_path(index: ImageIndex) -> dict[str, np.ndarray]:
     ids, vectors = index.vectors()
-    return {index.store.record(int(i)).path: v for i, v in zip(ids, vectors, strict=True)}
+    path_of = {image_id: path for path, image_id in index.ids_by_path().items()}
+    return {path_of[int(i)]: v for i, v in zip(ids, vectors, strict=True)}
 
 
 def test_ray_index_holds_the_same_vectors_and_failures_as_the_local_path(ray_cluster, photos, local_index,
@@ -66,6 +81,7 @@ def test_ray_index_holds_the_same_vectors_and_failures_as_the_local_path(ray_clu
     with ImageIndex.create(tmp_path / "index") as index:
         report = ingest_with_ray(index, photos)
         got = vectors_by_path(index)
+        shards = index.files.ray_shards
     expected = vectors_by_path(expected_index)
     assert report.added == len(expected) == 20
     assert report.workers == 2
@@ -75,7 +91,52 @@ def test_ray_index_holds_the_same_vectors_and_failures_as_the_local_path(ray_clu
     reasons = {f.path.name: f.reason for f in report.failures}
     assert reasons == {f.path.name: f.reason for f in expected_report.failures}
     assert set(reasons) == {"not-a-photo.jpg", "empty.jpg"}
-    assert not list((tmp_path / "index" / distributed.SHARD_FOLDER).glob("*.parquet"))  # all merged
+    assert shards.is_dir() and not list(shards.glob("*.parquet"))  # all merged
+
+
+def test_ray_workers_embed_with_the_index_layer_and_pool(ray_cluster, photos, tapped_local_index,
+                                                          tmp_path) -> None:
+    with ImageIndex.create(tmp_path / "index", model=MODEL, layer=TAPPED_LAYER, pool=TAPPED_POOL) as index:
+        report = ingest_with_ray(index, photos)
+        got = vectors_by_path(index)
+    expected = vectors_by_path(tapped_local_index)
+    assert report.added == len(expected) == 20
+    assert set(got) == set(expected)
+    for path, vector in expected.items():
+        assert len(got[path]) == len(vector) != 1280  # the tapped stage's channels, not the head's
+        cosine = float(got[path] @ vector / (np.linalg.norm(got[path]) * np.linalg.norm(vector)))
+        assert cosine >= 0.9999, path
+
+
+def test_a_worker_whose_embedder_differs_from_the_index_refuses_to_start(tapped_local_index, monkeypatch) -> None:
+    monkeypatch.delenv(distributed.THREADS_VARIABLE, raising=False)  # the worker sets it; restored after
+    description = tapped_local_index.manifest["embedder"]
+    other_pool = EmbedderSpec(MODEL, TAPPED_LAYER, "max")
+    with pytest.raises(ModelMismatchError, match=r"pool: index 'gem' vs the Ray worker .* 'max'"):
+        EmbedWorker(spec=other_pool, description=description)
+    worker = EmbedWorker(spec=tapped_local_index.embedder_spec(), description=description)
+    assert worker.embedder.describe() == description
+
+
+def test_a_ray_run_whose_workers_make_other_vectors_fails_naming_the_difference(ray_cluster, photos,
+                                                                                tmp_path) -> None:
+    with ImageIndex.create(tmp_path / "index") as index:
+        recorded = index.manifest["embedder"]
+        index.manifest["embedder"] = recorded | {"version": "weights-000000000000/export-1"}  # other weights
+        with pytest.raises(ModelMismatchError, match=r"version: index 'weights-000000000000/export-1' vs the Ray "
+                                                     r"worker on .* 'weights-"):
+            ingest_with_ray(index, photos)
+        assert len(index) == 0
+
+
+def test_the_default_reduction_policy_applies_after_a_ray_run(ray_cluster, photos, tmp_path) -> None:
+    with ImageIndex.create(tmp_path / "index", pca=8) as index:
+        assert index.info()["reduction"] == "none"
+        report = ingest_with_ray(index, photos)
+        assert report.added == 20
+        assert report.reduction is not None and report.reduction == index.info()["reduction"]
+        assert "-> 8" in report.reduction
+        assert index.searchable_vectors(index.ids()[:1].tolist()).shape == (1, 8)
 
 
 def test_interrupted_run_resumes_where_it_stopped(ray_cluster, photos, local_index, tmp_path, monkeypatch) -> None:
@@ -116,8 +177,8 @@ def test_a_finished_shard_left_by_a_crash_is_merged_not_embedded_again(ray_clust
         report = ingest_with_ray(index, photos, shard_dir=shards)
         assert report.resumed == 1
         assert report.added == 20
-        record = index.store.record_by_path(str(target))
-        np.testing.assert_array_equal(index.store.vectors([record.id])[0], planted)
+        record = index.record_by_path(target)
+        np.testing.assert_array_equal(index.vectors([record.id])[0], planted)
     assert not list(shards.glob("*.parquet"))
 
 
@@ -126,12 +187,14 @@ def test_fsspec_uri_source_is_indexed_and_rerun_is_a_no_op(ray_cluster, photos, 
     with ImageIndex.create(tmp_path / "index") as index:
         first = ingest_with_ray(index, source)
         assert first.added == 20
-        assert index.store.record_by_path(f"file://{sorted(photos.rglob('*.jpg'))[0]}") is not None
+        assert index.record_by_path(f"file://{sorted(photos.rglob('*.jpg'))[0]}") is not None
         again = ingest_with_ray(index, source)
         assert (again.added, again.unchanged) == (0, 20)
 
 
 def test_cli_index_with_ray_and_an_unreachable_address(ray_cluster, photos, tmp_path, capsys) -> None:
+    from lookalike.cli import main
+
     index = str(tmp_path / "cli-index")
     assert main(["index", str(photos), "--index", index, "--ray", "--json"]) == 0
     output = json.loads(capsys.readouterr().out)
@@ -196,8 +259,10 @@ def test_ray_ingestion_into_a_milvus_store_searches_like_the_local_index(ray_clu
     pytest.importorskip("milvus_lite")
     with ImageIndex.create(tmp_path / "index", store=f"{tmp_path}/vectors.db/ray_photos") as index:
         report = ingest_with_ray(index, photos)
-        assert (report.added, index.store.backend.count) == (20, 20)
+        assert (report.added, len(index)) == (20, 20)
         expected_index = local_index[0]
+        ids, _ = index.nearest(vectors_by_path(expected_index)[str(sorted(photos.rglob("*.jpg"))[0])], 25)
+        assert len(ids) == 20  # the Milvus collection holds every vector
         for path in sorted(vectors_by_path(expected_index))[:3]:
             expected = [m.path for m in expected_index.search(path, k=5).matches]
             assert [m.path for m in index.search(path, k=5).matches] == expected

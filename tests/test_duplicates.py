@@ -61,7 +61,8 @@ def test_cli_duplicates_json_lists_groups_with_keep(edited_set, capsys):
     assert main(["duplicates", "--index", str(folder / "index"), "--json"]) == 0
     groups = json.loads(capsys.readouterr().out)
     assert len(groups) == 7 and all(g["keep"] in g["paths"] and len(g["paths"]) == 2 for g in groups)
-    assert main(["duplicates", "--index", str(folder / "index"), "--threshold", "0.999", "--cnn-only"]) == 0
+    assert main(["duplicates", "--index", str(folder / "index"), "--threshold", "0.999",
+                 "--verify-from", "none"]) == 0
     out = capsys.readouterr().out
     assert "1 groups; 1 images could go" in out and "-copy.jpg" in out  # only the byte-identical copy
 

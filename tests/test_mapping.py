@@ -10,15 +10,16 @@ import pytest
 from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
+from lookalike.organise.labels import import_labels
 from lookalike.organise.mapping import embed_2d, map_index
 
 
-def test_map_of_demo_gallery_writes_png_and_offline_html(demo_clone, tmp_path):
-    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
-    report = map_index(demo_clone, tmp_path / "map", colour_by="label", thumbnails=False)
+def test_map_of_demo_gallery_writes_png_and_offline_html_into_the_index_folder(demo_clone):
+    import_labels(demo_clone, DEMO_GALLERY / "labels.csv")
+    report = map_index(demo_clone, colour_by="label", thumbnails=False)
     assert report.count == 144 and report.colour_by == "label"
-    assert (tmp_path / "map" / "map.png").read_bytes()[:4] == b"\x89PNG"
-    page = (tmp_path / "map" / "map.html").read_text()
+    assert (demo_clone.files.map / "map.png").read_bytes()[:4] == b"\x89PNG"
+    page = (demo_clone.files.map / "map.html").read_text()
     points = json.loads(re.search(r"const points = (\[.*?\]);\n", page).group(1))
     assert len(points) == 144 and all(p["img"].startswith("data:image/jpeg;base64,") for p in points)
     assert {p["group"] for p in points} == {"dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes",
@@ -27,10 +28,11 @@ def test_map_of_demo_gallery_writes_png_and_offline_html(demo_clone, tmp_path):
 
 
 def test_tsne_keeps_neighbours_of_the_same_type_close(demo_clone):
-    demo_clone.import_labels(DEMO_GALLERY / "labels.csv")
+    import_labels(demo_clone, DEMO_GALLERY / "labels.csv")
     ids, vectors = demo_clone.vectors()
     points = embed_2d(vectors)
-    labels = np.array([demo_clone.store.label_values("label")[i] for i in ids.tolist()])
+    truth = demo_clone.label_values("label")
+    labels = np.array([truth[i] for i in ids.tolist()])
     distances = np.linalg.norm(points[:, None] - points[None], axis=2)
     np.fill_diagonal(distances, np.inf)
     same_as_nearest = (labels[distances.argmin(axis=1)] == labels).mean()

@@ -9,6 +9,7 @@ import pytest
 
 from lookalike.cli import main
 from lookalike.index import ImageIndex, ModelMismatchError
+from lookalike.index.folder import IndexFolder
 from lookalike.reduction import fit_pca, load_reduction
 
 
@@ -45,7 +46,7 @@ def reduced(demo_copy, tmp_path):
 
 def test_index_searches_reduced_vectors_and_keeps_full_ones(reduced, tmp_path):
     index, photos, _ = reduced
-    assert index.store.backend.dimension == 16 and index.store.dimension == 1280
+    assert index._store.backend.dimension == 16 and index._store.dimension == 1280
     ids, full = index.vectors()
     assert full.shape[1] == 1280
     photo = sorted(photos.glob("hat/*.jpg"))[0]
@@ -62,7 +63,7 @@ def test_reduction_survives_reopen_and_applies_to_later_additions(reduced, tmp_p
     with ImageIndex.open(tmp_path / "idx") as reopened:
         assert reopened.reduction.dimension == 16 and reopened.manifest["reduction"]["components"] == 16
         reopened.add_files([held])
-        assert reopened.store.backend.count == len(reopened)
+        assert reopened._store.backend.count == len(reopened)
         query = shutil.copy(held, tmp_path / "query.jpg")
         assert reopened.search(query, k=1).matches[0].path == str(held)
 
@@ -70,19 +71,19 @@ def test_reduction_survives_reopen_and_applies_to_later_additions(reduced, tmp_p
 def test_refit_and_removal_are_explicit_and_consistent(reduced, tmp_path):
     index, photos, _ = reduced
     index.fit_pca(8, whiten=True, sample=20)
-    assert index.store.backend.dimension == 8 and load_reduction(tmp_path / "idx").whiten
+    assert index._store.backend.dimension == 8 and load_reduction(IndexFolder(tmp_path / "idx").reduction).whiten
     assert index.manifest["reduction"]["fitted_on"] == 20
     index.remove_pca()
-    assert index.store.backend.dimension == 1280 and load_reduction(tmp_path / "idx") is None
+    assert index._store.backend.dimension == 1280 and load_reduction(IndexFolder(tmp_path / "idx").reduction) is None
     index.close()
     with ImageIndex.open(tmp_path / "idx") as reopened:
-        assert reopened.reduction is None and reopened.store.backend.dimension == 1280
+        assert reopened.reduction is None and reopened._store.backend.dimension == 1280
 
 
 def test_reduced_vector_query_is_refused(reduced):
     index, _, _ = reduced
     with pytest.raises(ModelMismatchError, match="reduced by PCA"):
-        index.search_by_vector(np.ones(16, np.float32))
+        index.search(vector=np.ones(16, np.float32))
 
 
 def test_cli_index_with_pca_then_a_different_pca_needs_the_pca_verb(demo_copy, tmp_path, capsys):
@@ -97,19 +98,23 @@ def test_cli_index_with_pca_then_a_different_pca_needs_the_pca_verb(demo_copy, t
     assert main(["pca", "--index", folder, "--components", "5000"]) == 2
 
 
-def test_cli_fits_the_default_pca_on_a_big_new_index_only(demo_copy, tmp_path, monkeypatch, capsys):
-    import lookalike.cli.common as common
+def test_cli_fits_the_default_pca_once_the_index_is_big_enough_unless_pca_0(demo_copy, tmp_path, monkeypatch,
+                                                                             capsys):
+    from lookalike import reduction
 
-    monkeypatch.setattr(common, "DEFAULT_MIN_IMAGES", 20)
-    monkeypatch.setattr(common, "DEFAULT_COMPONENTS", 8)
-    big, skipped = str(tmp_path / "big"), str(tmp_path / "skipped")
-    assert main(["index", str(demo_copy), "--index", big]) == 0
-    assert "fitted the default PCA (pca 1280 -> 8" in capsys.readouterr().err
-    assert load_reduction(tmp_path / "big").dimension == 8
-    assert main(["index", str(demo_copy), "--index", skipped, "--pca", "0"]) == 0
-    assert load_reduction(tmp_path / "skipped") is None
-    assert main(["index", str(demo_copy), "--index", skipped]) == 0  # not new any more: no default fit
-    assert load_reduction(tmp_path / "skipped") is None
+    monkeypatch.setattr(reduction, "DEFAULT_PLAN", dict(reduction.DEFAULT_PLAN, components=8, min_images=20))
+    big, skipped = tmp_path / "big", tmp_path / "skipped"
+    assert main(["index", str(demo_copy / "shoes"), "--index", str(big)]) == 0  # 3 images: too few
+    assert "PCA" not in capsys.readouterr().err and load_reduction(IndexFolder(big).reduction) is None
+    assert main(["index", str(demo_copy), "--index", str(big)]) == 0  # grown past 20: fitted now, by the API
+    photos = len(list(demo_copy.rglob("*.jpg")))
+    note = f"fitted the default PCA (pca 1280 -> 8 (fitted on {photos})); `lookalike pca --index {big} --off` undoes it"
+    assert note in capsys.readouterr().err
+    assert load_reduction(IndexFolder(big).reduction).dimension == 8
+    assert main(["index", str(demo_copy), "--index", str(skipped), "--pca", "0"]) == 0
+    assert load_reduction(IndexFolder(skipped).reduction) is None
+    assert main(["index", str(demo_copy), "--index", str(skipped)]) == 0  # the opt-out is kept
+    assert load_reduction(IndexFolder(skipped).reduction) is None and "PCA" not in capsys.readouterr().err
 
 
 def test_pca_without_a_sample_size_is_fitted_on_a_bounded_sample(demo_clone, monkeypatch):

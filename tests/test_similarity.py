@@ -1,4 +1,4 @@
-"""Similarity methods: symmetric scores, probabilities, saved models and re-ranking search."""
+"""Similarity methods: symmetric scores, probabilities, saved models and searching with them."""
 
 from __future__ import annotations
 
@@ -11,18 +11,9 @@ from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
 from lookalike.index import ImageIndex, ModelMismatchError
-from lookalike.similarity.methods import (
-    METHODS,
-    fit_method,
-    load_method,
-    make_method,
-    pair_features,
-    rerank_search,
-    save_method,
-    score_matrix,
-    trained_methods,
-)
+from lookalike.similarity.methods import METHODS, fit_method, make_method, pair_features, score_matrix
 from lookalike.similarity.pairs import PairSet
+from lookalike.similarity.trained import LearnedSimilarity, load_method, save_method, trained_methods
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +72,24 @@ def test_unknown_method_is_named():
         make_method("siamese")
 
 
+def clothing_type(path: str) -> str:
+    """The demo gallery keeps each clothing type in its own folder."""
+    return path.split("/")[-2]
+
+
 def test_search_with_a_learned_method_returns_probabilities_best_first(own_index, trained, demo_pairs):
     save_method(own_index, trained["agreement"], {"pairs": demo_pairs.describe()})
     assert "agreement" in trained_methods(own_index)
     query = own_index.random_id(seed=2)
     result = own_index.search(query, k=8, method="agreement")
     scores = [m.score for m in result.matches]
-    assert result.metric == "agreement" and len(scores) == 8
+    assert result.method == "agreement" and len(scores) == 8
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert scores == sorted(scores, reverse=True)
     assert query not in [m.id for m in result.matches]
-    assert "rerank" in result.timings
     # the query's own type should fill the top of the list (the demo gallery has 14 of each)
-    query_type = own_index.store.record(query).path.split("/")[-2]
-    assert sum(m.path.split("/")[-2] == query_type for m in result.matches) >= 6
+    query_type = clothing_type(own_index.record(query).path)
+    assert sum(clothing_type(m.path) == query_type for m in result.matches) >= 6
 
 
 def test_image_wise_methods_score_every_image_and_pair_classifiers_the_candidates(own_index, trained, demo_pairs):
@@ -103,13 +98,29 @@ def test_image_wise_methods_score_every_image_and_pair_classifiers_the_candidate
     query = own_index.random_id(seed=5)
     everything = own_index.search(query, k=500, method="projection")
     assert len(everything.matches) == len(own_index) - 1
-    vectors = own_index.store.vectors([query] + [m.id for m in everything.matches])
+    vectors = own_index.vectors([query] + [m.id for m in everything.matches])
     direct = trained["projection"].score(np.repeat(vectors[:1], len(vectors) - 1, axis=0), vectors[1:])
     assert np.allclose([m.score for m in everything.matches], direct)
-    limited = rerank_search(own_index, vectors[0], "logreg", k=10, exclude={query}, candidates=40)
+    ids, scores = LearnedSimilarity(candidates=40).rank(own_index, vectors[0], "logreg", 10, {query}, None)
     cosine_top = {m.id for m in own_index.search(query, k=40).matches}
-    assert len(limited.matches) == 10 and {m.id for m in limited.matches} <= cosine_top
-    assert [m.score for m in limited.matches] == sorted((m.score for m in limited.matches), reverse=True)
+    assert len(ids) == 10 and set(ids.tolist()) <= cosine_top and query not in ids.tolist()
+    assert scores.tolist() == sorted(scores.tolist(), reverse=True)
+
+
+@pytest.mark.parametrize("method", ["projection", "logreg"])
+def test_a_learned_method_searches_only_the_images_a_filter_keeps(own_index, trained, demo_pairs, method):
+    save_method(own_index, trained[method], {"pairs": demo_pairs.describe()})
+    own_index.set_labels({r.id: {"type": clothing_type(r.path)} for r in own_index.records()})
+    query = own_index.random_id(seed=6)
+    other_type = next(t for t in ("dress", "hat") if t != clothing_type(own_index.record(query).path))
+    of_that_type = {r.id for r in own_index.records() if clothing_type(r.path) == other_type}
+    result = own_index.search(query, k=50, method=method, where={"type": other_type})
+    assert {m.id for m in result.matches} == of_that_type  # every image of that type, and nothing else
+    assert all(m.labels["type"] == other_type for m in result.matches)
+    assert [m.score for m in result.matches] == sorted((m.score for m in result.matches), reverse=True)
+    folder = str(DEMO_GALLERY / other_type)
+    under = own_index.search(query, k=50, method=method, path_prefix=folder)
+    assert {m.id for m in under.matches} == {m.id for m in result.matches}
 
 
 def test_min_score_drops_improbable_matches(own_index, trained, demo_pairs):
@@ -118,17 +129,17 @@ def test_min_score_drops_improbable_matches(own_index, trained, demo_pairs):
     assert result.matches and all(m.score >= 0.5 for m in result.matches)
 
 
-def test_euclidean_method_is_the_euclidean_metric(own_index):
-    query = own_index.random_id(seed=1)
-    by_method = own_index.search(query, k=5, method="euclidean")
-    by_metric = own_index.search(query, k=5, metric="euclidean")
-    assert [m.id for m in by_method.matches] == [m.id for m in by_metric.matches]
-    assert by_method.metric == "euclidean"
+def test_every_trained_model_is_a_method_of_its_index(own_index, trained, demo_pairs):
+    save_method(own_index, trained["forest"], {"pairs": demo_pairs.describe()}, name="forest-label")
+    assert own_index.methods()[:2] == ["cosine", "euclidean"]
+    assert "forest-label" in own_index.methods()
+    result = own_index.search(own_index.random_id(seed=1), k=5, method="forest-label")
+    assert result.method == "forest-label" and len(result.matches) == 5
 
 
 def test_a_model_trained_on_another_embedder_is_refused(own_index, trained, demo_pairs):
     save_method(own_index, trained["logreg"], {"pairs": demo_pairs.describe()}, name="foreign")
-    description = own_index.folder / "similarity" / "foreign.json"
+    description = own_index.files.similarity_models / "foreign.json"
     content = json.loads(description.read_text())
     content["embedder"]["model"] = "efficientnet-lite2"
     description.write_text(json.dumps(content))
@@ -139,7 +150,7 @@ def test_a_model_trained_on_another_embedder_is_refused(own_index, trained, demo
 
 
 def test_an_untrained_method_name_is_a_clear_error(own_index):
-    with pytest.raises(FileNotFoundError, match="no similarity model 'forest'.*train-similarity"):
+    with pytest.raises(ValueError, match="unknown method 'forest'.*train-similarity"):
         own_index.search(own_index.random_id(seed=1), method="forest")
 
 
@@ -160,8 +171,8 @@ def test_score_matrix_matches_pairwise_scores(trained, demo_pairs):
 
 def test_cli_trains_then_searches_with_the_model(own_index, capsys):
     folder = str(own_index.folder)
-    code = main(["train-similarity", "--index", folder, "--labels", str(DEMO_GALLERY / "labels.csv"),
-                 "--method", "projection", "--pairs", "300", "--json"])
+    code = main(["train-similarity", "--index", folder, "--dataset", str(DEMO_GALLERY / "labels.csv"),
+                 "--method", "projection", "--size", "300", "--json"])
     assert code == 0
     saved = json.loads(capsys.readouterr().out)
     assert saved["method"] == "projection" and saved["pairs"]["attribute"] == "label"
@@ -171,15 +182,15 @@ def test_cli_trains_then_searches_with_the_model(own_index, capsys):
     code = main(["search", "--index", folder, "--random", "--seed", "3", "--method", "projection", "-k", "5",
                  "--json"])
     result = json.loads(capsys.readouterr().out)
-    assert code == 0 and result["metric"] == "projection"
+    assert code == 0 and result["method"] == "projection"
     assert all(0 <= m["score"] <= 1 for m in result["matches"]) and len(result["matches"]) == 5
 
 
 def test_cli_errors_name_the_problem(own_index, capsys):
     folder = str(own_index.folder)
-    assert main(["train-similarity", "--index", folder, "--labels", str(DEMO_GALLERY), "--attribute", "color"]) == 2
+    assert main(["train-similarity", "--index", folder, "--dataset", str(DEMO_GALLERY), "--attribute", "color"]) == 2
     assert "'color'" in capsys.readouterr().err
-    assert main(["train-similarity", "--index", folder, "--labels", str(DEMO_GALLERY)]) == 2
+    assert main(["train-similarity", "--index", folder, "--dataset", str(DEMO_GALLERY)]) == 2
     assert "ask for fewer pairs" in capsys.readouterr().err
     assert main(["search", "--index", folder, "--random", "--method", "forest"]) == 2
-    assert "no similarity model 'forest'" in capsys.readouterr().err
+    assert "unknown method 'forest'" in capsys.readouterr().err

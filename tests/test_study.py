@@ -103,7 +103,7 @@ def test_cli_study_prints_the_table_for_the_colour_attribute(coloured, tmp_path,
     folder, index = coloured
     out = tmp_path / "colour-study"
     code = main(["study", "pairs", str(folder), "--attribute", "color", "--index", str(index.folder),
-                 "--pairs", "200", "--methods", "cosine", "euclidean", "agreement", "--out", str(out)])
+                 "--size", "200", "--methods", "cosine", "euclidean", "agreement", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
     assert "Pearson" in printed and "agreement" in printed and "euclidean" in printed

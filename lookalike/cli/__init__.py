@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from lookalike.cli import core, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
 from lookalike.images import ImageError
-from lookalike.index import ModelMismatchError
-from lookalike.index.manifest import IndexFormatError
+from lookalike.index import IndexFormatError, ModelMismatchError
 
 VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
 

@@ -1,4 +1,8 @@
-"""Pieces every command module shares: errors, common options, progress bars, output."""
+"""Pieces every command module shares: errors, common options, progress bars, output.
+
+Every option's dest is the keyword of the API call it sets (tests/test_cli_names.py checks it),
+so `--pca-sample 500` is `ImageIndex.create(pca_sample=500)` and `--k 5` is `index.search(k=5)`.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lookalike import reduction
 from lookalike.embedders import DEFAULT_MODEL, available_models
 from lookalike.embedders.pooling import POOLS
 from lookalike.index import ImageIndex, IndexReport
-from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MAX_SAMPLE, DEFAULT_MIN_IMAGES
 from lookalike.search import SearchResult
 
 USAGE_ERROR = 2
@@ -38,12 +42,18 @@ def add_verb(verbs: Any, name: str, command: Callable[[argparse.Namespace], int]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The embedder of a new index (ImageIndex.create's model, layer, pool, weights, device)."""
     parser.add_argument("--model", help=f"one of {', '.join(available_models())} (default {DEFAULT_MODEL}; "
                         "an existing index keeps its own)")
     parser.add_argument("--layer", help="where features are tapped (`lookalike models` lists them)")
     parser.add_argument("--pool", choices=POOLS, help="pooling of convolutional maps (default avg)")
     parser.add_argument("--weights", type=Path, help="local weights file (instead of the packaged or cached one)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"model": args.model, "layer": args.layer, "pool": args.pool, "weights": args.weights,
+            "device": args.device}
 
 
 def open_index(args: argparse.Namespace) -> ImageIndex:
@@ -70,6 +80,9 @@ class progress_bar:  # noqa: N801 - used as a context manager like a function
 
 
 def print_report(report: IndexReport, index: ImageIndex, as_json: bool) -> None:
+    if report.reduction:
+        print(f"lookalike: note: fitted {'the default ' if _default_plan(index) else ''}PCA ({report.reduction}); "
+              f"`lookalike pca --index {index.folder} --off` undoes it", file=sys.stderr)
     if as_json:
         print(json.dumps(report.to_dict() | {"count": len(index)}, indent=2))
         return
@@ -79,7 +92,13 @@ def print_report(report: IndexReport, index: ImageIndex, as_json: bool) -> None:
     for failure in report.failures:
         print(f"  failed: {os.fsdecode(failure.path)}: {failure.reason}")
     if report.failures:
-        print(f"  (also logged in {index.folder / 'failures.log'})")
+        print(f"  (also logged in {index.files.failure_log})")
+
+
+def _default_plan(index: ImageIndex) -> bool:
+    """Whether the index's reduction is the API's default one rather than one asked for (--pca N)."""
+    plan = index.manifest.get("reduction_plan") or {}
+    return all(plan.get(key) == reduction.DEFAULT_PLAN[key] for key in ("components", "whiten", "min_images"))
 
 
 def print_result(result: SearchResult, as_json: bool) -> None:
@@ -87,7 +106,7 @@ def print_result(result: SearchResult, as_json: bool) -> None:
         print(json.dumps(result.to_dict(), indent=2))
         return
     timing = ", ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings.items())
-    print(f"query: {result.query}  ({result.metric}; {timing})")
+    print(f"query: {result.query}  ({result.method}; {timing})")
     if result.predicted_class:
         print("predicted class: " + ", ".join(f"{name} ({p:.2f})" for name, p in result.predicted_class.items()))
     if not result.matches:
@@ -104,36 +123,6 @@ def human_bytes(count: int) -> str:
             return f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
-
-
-
-
-# --- model settings shown and applied by several verbs -------------------------------------------
-def add_pca_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pca", type=int, metavar="N", help="reduce vectors to N dimensions with PCA fitted on the "
-                        "indexed vectors (once; refit with `lookalike pca`). Default: a new index of at least "
-                        f"{DEFAULT_MIN_IMAGES} images gets PCA {DEFAULT_COMPONENTS}; 0: keep the full vectors")
-    parser.add_argument("--whiten", action="store_true", help="with --pca: whiten (hurts when fitted on few images)")
-    parser.add_argument("--pca-sample", type=int, metavar="M", help="with --pca: fit on a random sample of M vectors")
-
-
-def apply_pca_options(index: ImageIndex, args: argparse.Namespace, created: bool = False) -> None:
-    """Fit the PCA asked for (or the default one on a big new index) when the index has none;
-    a different one must be refitted explicitly."""
-    if args.pca is None and args.whiten:
-        raise CommandError("--whiten needs --pca N")
-    if args.pca is None and created and len(index) >= DEFAULT_MIN_IMAGES:
-        index.fit_pca(DEFAULT_COMPONENTS, sample=args.pca_sample or DEFAULT_MAX_SAMPLE)
-        print(f"fitted the default PCA ({index.info()['reduction']}); `lookalike pca --index {index.folder} --off` "
-              "undoes it, --pca 0 skips it", file=sys.stderr)
-    if not args.pca:
-        return
-    current = index.manifest.get("reduction")
-    if current is None:
-        index.fit_pca(args.pca, whiten=args.whiten, sample=args.pca_sample)
-    elif (current["components"], current["whiten"]) != (args.pca, args.whiten):
-        raise CommandError(f"{index.folder} already has PCA to {current['components']} "
-                           f"(whiten {current['whiten']}); refit explicitly with `lookalike pca`")
 
 
 def setting_text(index: ImageIndex) -> str:

@@ -4,46 +4,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 from typing import Any
 
 from lookalike.cli.common import (
     CommandError,
     add_model_options,
-    add_pca_options,
     add_verb,
-    apply_pca_options,
     human_bytes,
+    model_options,
     open_index,
     print_report,
     print_result,
     progress_bar,
     setting_text,
 )
-from lookalike.cli.scale import add_index_type_options, count_photos, open_or_create_index
+from lookalike.cli.scale import add_index_type_options, count_photos
 from lookalike.evaluation import evaluate_index
-from lookalike.index import ImageIndex
-from lookalike.organise.classifier import DEFAULT_CONFIDENCE, evaluate_dataset_by_class, parse_by_class, search_by_class
-from lookalike.organise.labels import parse_where
-from lookalike.search import METRICS
+from lookalike.index import ImageIndex, IndexReport
+from lookalike.index.folder import IndexFolder
+from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
+from lookalike.search import METRICS, SearchOptions, parse_count
+
+SEARCH_DEFAULTS = SearchOptions()  # the API's defaults, shown in the help
 
 
 def index_command(args: argparse.Namespace) -> int:
-    created = not os.path.exists(os.path.join(args.index, "manifest.json"))
-    expected = 0 if args.ray is not None and "://" in args.photos else count_photos(args.photos)
-    with open_or_create_index(args, expected_count=expected) as index:
+    if args.ray_cpus is not None and args.ray is None:
+        raise CommandError("--ray-cpus sets the CPUs of a local Ray instance: give --ray too")
+    new = not IndexFolder(args.index).is_index()
+    with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store, index_type=args.index_type,
+                                   expected_count=_expected_count(args, new), max_memory=args.max_memory,
+                                   latency_ms=args.latency_ms, pca=args.pca, whiten=args.whiten,
+                                   pca_sample=args.pca_sample) as index:
+        _print_index_type(index, args, new)
         with progress_bar("embedding") as progress:
-            if args.ray is not None:
-                try:
-                    from lookalike.scale.distributed import ingest_with_ray
-                except ImportError as error:
-                    raise CommandError(f"--ray needs the distributed extra: pip install 'lookalike[distributed]' "
-                                       f"({error})") from None
-                report = ingest_with_ray(index, args.photos, address=args.ray or None, num_cpus=args.ray_cpus,
-                                         progress=progress)
-            else:
-                report = index.add_folder(args.photos, progress=progress)
-        apply_pca_options(index, args, created)
+            report = _ingest(index, args, progress)
         print_report(report, index, args.json)
         if args.ray is not None and not args.json:
             print(f"ray: {report.workers} workers, start-up {report.startup_seconds:.1f}s, "
@@ -51,9 +47,39 @@ def index_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expected_count(args: argparse.Namespace, new: bool) -> int:
+    """The photos to come, which only --index-type auto needs (to choose an index type for a new index)."""
+    if args.index_type != "auto" or not new or "://" in args.source:
+        return 0
+    return count_photos(args.source)
+
+
+def _print_index_type(index: ImageIndex, args: argparse.Namespace, new: bool) -> None:
+    chosen = index.manifest["index_type"]
+    if not new:
+        if args.index_type not in ("flat-ip", chosen):
+            print(f"lookalike: note: {args.index} already holds a {chosen} index; "
+                  "--index-type only applies to new index folders", file=sys.stderr)
+        return
+    if not args.json:
+        print(f"index type: {chosen} {index.manifest['index_params'] or ''}".rstrip())
+        for reason in index.manifest["index_choice"]:
+            print(f"  {reason}")
+
+
+def _ingest(index: ImageIndex, args: argparse.Namespace, progress: Any) -> IndexReport:
+    if args.ray is None:
+        return index.add_folder(args.source, progress=progress)
+    try:
+        from lookalike.scale.distributed import ingest_with_ray
+    except ImportError as error:
+        raise CommandError(f"--ray needs the distributed extra: pip install 'lookalike[distributed]' "
+                           f"({error})") from None
+    return ingest_with_ray(index, args.source, ray=args.ray or None, ray_cpus=args.ray_cpus, progress=progress)
+
+
 def add_command(args: argparse.Namespace) -> int:
-    with ImageIndex.open_or_create(args.index, model=args.model, layer=args.layer, pool=args.pool,
-                                   weights=args.weights, device=args.device, store=args.store) as index:
+    with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store) as index:
         with progress_bar("embedding") as progress:
             report = index.add_files(args.files, progress=progress)
         print_report(report, index, args.json)
@@ -67,28 +93,11 @@ def remove_command(args: argparse.Namespace) -> int:
 
 
 def search_command(args: argparse.Namespace) -> int:
-    chosen = [args.query is not None, args.id is not None, args.random]
-    if sum(chosen) != 1:
-        raise CommandError("give exactly one query: an image path, --id N, or --random")
-    if args.query is not None and not os.path.exists(args.query):
-        raise CommandError(f"query image not found: {args.query}")
-    filters = {"where": parse_where(args.where) or None, "path_prefix": args.path_prefix}
     with open_index(args) as index:
-        query = args.id if args.id is not None else args.query
-        if args.by_cluster:
-            from lookalike.organise.clustering import search_by_cluster
-
-            query = index.random_id(args.seed) if args.random else query
-            result = search_by_cluster(index, query, k=args.k, clusters=args.by_cluster, metric=args.metric,
-                                       min_score=args.min_score, **filters)
-        elif args.by_class:
-            query = index.random_id(args.seed) if args.random else query
-            result = search_by_class(index, query, k=args.k, at_most=parse_by_class(args.by_class),
-                                     confidence=args.class_confidence, metric=args.metric,
-                                     min_score=args.min_score, **filters)
-        else:
-            result = index.search(query, k=args.k, metric=args.metric, min_score=args.min_score,
-                                  random_query=args.random, seed=args.seed, method=args.method, **filters)
+        result = index.search(args.query, id=args.id, random=args.random, seed=args.seed, k=args.k,
+                              method=args.method, min_score=args.min_score, where=args.where,
+                              path_prefix=args.path_prefix, by_class=args.by_class,
+                              class_confidence=args.class_confidence, by_cluster=args.by_cluster)
     print_result(result, args.json)
     return 0
 
@@ -107,18 +116,12 @@ def info_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     rows = []
     for folder in args.index:
-        with ImageIndex.open_or_create(folder, model=args.model, layer=args.layer, pool=args.pool,
-                                       weights=args.weights) as index:
+        with ImageIndex.open_or_create(folder, **model_options(args)) as index:
             if len(index) == 0 or args.update:
                 with progress_bar(f"indexing {args.dataset}") as progress:
                     index.add_folder(args.dataset, progress=progress)
             if args.by_class:
-                compared = evaluate_dataset_by_class(index, args.dataset, args.query_split or "test",
-                                                     args.gallery_split or "train", parse_by_class(args.by_class))
-                print(json.dumps({"index": str(folder), **compared.to_dict()}) if args.json else
-                      f"{folder}: classifier accuracy {compared.accuracy:.4f} on {compared.queries} queries; "
-                      f"mAP plain {compared.plain_map:.4f} -> by class {compared.class_map:.4f}; "
-                      f"P@10 plain {compared.plain_p10:.4f} -> by class {compared.class_p10:.4f}")
+                _print_by_class(folder, index, args)
                 continue
             scores = evaluate_index(index, args.dataset, args.query_split, args.gallery_split, args.attribute)
             rows.append({"index": str(folder), "model": index.info()["model"], "setting": setting_text(index),
@@ -133,14 +136,66 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_by_class(folder: str, index: ImageIndex, args: argparse.Namespace) -> None:
+    from lookalike.organise.classifier import evaluate_dataset_by_class
+
+    confidence = SEARCH_DEFAULTS.class_confidence if args.class_confidence is None else args.class_confidence
+    compared = evaluate_dataset_by_class(index, args.dataset, args.query_split or "test",
+                                         args.gallery_split or "train", by_class=parse_count(args.by_class, "by_class"),
+                                         class_confidence=confidence)
+    print(json.dumps({"index": str(folder), **compared.to_dict()}) if args.json else
+          f"{folder}: classifier accuracy {compared.accuracy:.4f} on {compared.queries} queries; "
+          f"mAP plain {compared.plain_map:.4f} -> by class {compared.class_map:.4f}; "
+          f"P@10 plain {compared.plain_p10:.4f} -> by class {compared.class_p10:.4f}")
+
+
+# --- options ---------------------------------------------------------------------------------
 def add_store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="where a new index keeps its vectors: faiss (default), "
                         "milvus://HOST:PORT/COLLECTION, or a Milvus Lite file (path/file.db[/COLLECTION])")
 
 
+def add_pca_options(parser: argparse.ArgumentParser) -> None:
+    """ImageIndex.create's reduction plan: pca, whiten, pca_sample."""
+    parser.add_argument("--pca", type=int, metavar="N", help="reduce vectors to N dimensions with PCA fitted on the "
+                        "indexed vectors once the index holds N images (refit with `lookalike pca`). Default: PCA "
+                        f"{DEFAULT_COMPONENTS} once the index holds {DEFAULT_MIN_IMAGES} images; 0: keep the full "
+                        "vectors")
+    parser.add_argument("--whiten", action="store_true", help="with --pca: whiten (hurts when fitted on few images)")
+    parser.add_argument("--pca-sample", type=int, metavar="M", help="fit the PCA on a random sample of M vectors")
+
+
+def add_class_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The by_class search option and its class_confidence."""
+    parser.add_argument("--by-class", nargs="?", const=1, metavar="N",
+                        help=f"{what}; N widens to up to N classes until --class-confidence is reached "
+                             "(top2 is read as 2)")
+    parser.add_argument("--class-confidence", type=float,
+                        help=f"cumulative class probability --by-class N stops at (default "
+                             f"{SEARCH_DEFAULTS.class_confidence})")
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """The query (image, --id or --random) and every SearchOptions field, under their API names."""
+    parser.add_argument("query", nargs="?", metavar="QUERY_IMAGE", help="an image file to search from")
+    parser.add_argument("--id", type=int, help="query by an indexed image id")
+    parser.add_argument("--random", action="store_true", help="query by a random indexed image")
+    parser.add_argument("--seed", type=int, help="with --random: the same seed picks the same image")
+    parser.add_argument("-k", "--k", type=int, help=f"number of results (default {SEARCH_DEFAULTS.k})")
+    parser.add_argument("--method", help=f"{' or '.join(METRICS)} (default {SEARCH_DEFAULTS.method}), or a learned "
+                        "similarity trained with train-similarity")
+    parser.add_argument("--min-score", type=float, help="drop matches scoring below this")
+    parser.add_argument("--where", action="append", metavar="NAME=VALUE",
+                        help="only images with this label (repeat: same name = either value, names = all)")
+    parser.add_argument("--path-prefix", help="only images whose path starts with this")
+    add_class_options(parser, "classify the query (train-classifier first) and search within its class")
+    parser.add_argument("--by-cluster", type=int, nargs="?", const=1, metavar="N",
+                        help="search only the N clusters nearest the query (after `lookalike cluster`)")
+
+
 def register(verbs: Any) -> None:
     index = add_verb(verbs, "index", index_command, "index (or re-sync) every image under a folder", model=True)
-    index.add_argument("photos", metavar="PHOTOS_DIR", help="a folder, or with --ray an fsspec URI (s3://...)")
+    index.add_argument("source", metavar="PHOTOS_DIR", help="a folder, or with --ray an fsspec URI (s3://...)")
     add_pca_options(index)
     index.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="embed on Ray: a local instance, or the cluster at ADDRESS (HOST:PORT, ray://..., auto)")
@@ -156,24 +211,7 @@ def register(verbs: Any) -> None:
     remove.add_argument("files", nargs="+", metavar="FILE")
 
     search = add_verb(verbs, "search", search_command, "find the indexed images most like a query")
-    search.add_argument("query", nargs="?", metavar="QUERY_IMAGE")
-    search.add_argument("--id", type=int, help="query by an indexed image id")
-    search.add_argument("--random", action="store_true", help="query by a random indexed image")
-    search.add_argument("--seed", type=int, help="seed for --random")
-    search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
-    search.add_argument("--metric", choices=METRICS, default="cosine")
-    search.add_argument("--min-score", type=float, help="drop matches scoring below this")
-    search.add_argument("--where", action="append", metavar="NAME=VALUE",
-                        help="only images with this label (repeat: same name = either value, names = all)")
-    search.add_argument("--path-prefix", help="only images whose path starts with this")
-    search.add_argument("--by-class", nargs="?", const="top1", metavar="topN",
-                        help="classify the query (train-classifier first) and search within its class; "
-                             "topN widens to up to N classes until --class-confidence is reached")
-    search.add_argument("--class-confidence", type=float, default=DEFAULT_CONFIDENCE)
-    search.add_argument("--by-cluster", type=int, nargs="?", const=1, metavar="N",
-                        help="search only the N clusters nearest the query (after `lookalike cluster`)")
-    search.add_argument("--method", default="cosine",
-                        help="cosine, euclidean, or a similarity model trained with train-similarity")
+    add_search_options(search)
 
     add_verb(verbs, "info", info_command, "describe an index")
 
@@ -185,7 +223,6 @@ def register(verbs: Any) -> None:
     evaluate.add_argument("--gallery-split")
     evaluate.add_argument("--attribute", default="label")
     evaluate.add_argument("--update", action="store_true", help="re-sync the index with the folder first")
-    evaluate.add_argument("--by-class", nargs="?", const="top1", metavar="topN",
-                          help="compare plain search with classify-then-search (needs train-classifier)")
+    add_class_options(evaluate, "compare plain search with classify-then-search (train-classifier first)")
     add_model_options(evaluate)
     evaluate.add_argument("--json", action="store_true")

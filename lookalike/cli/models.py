@@ -33,7 +33,7 @@ def pca_command(args: argparse.Namespace) -> int:
             return 0
         if args.components is None:
             raise CommandError("give --components N (or --off)")
-        index.fit_pca(args.components, whiten=args.whiten, sample=args.sample)
+        index.fit_pca(args.components, whiten=args.whiten, sample=args.sample, seed=args.seed)
         print(f"{index.folder}: {index.info()['reduction']}")
     return 0
 
@@ -42,12 +42,12 @@ def train_autoencoder_command(args: argparse.Namespace) -> int:
     from lookalike.embedders.autoencoder import train_autoencoder
     from lookalike.embedders.training_plots import plot_loss_curve, plot_reconstructions
 
-    photos = Path(args.photos)
-    if not photos.is_dir():
-        raise NotADirectoryError(f"not a folder of photos: {photos}")
-    paths = list(walk_images(photos))
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"not a folder of photos: {folder}")
+    paths = list(walk_images(folder))
     if not paths:
-        raise ValueError(f"no images found under {photos}")
+        raise ValueError(f"no images found under {folder}")
     with progress_bar("training") as progress:
         report = train_autoencoder(paths, args.out, epochs=args.epochs, batch_size=args.batch_size,
                                    seed=args.seed, progress=progress)
@@ -71,11 +71,12 @@ def register(verbs: Any) -> None:
     pca.add_argument("--components", type=int, metavar="N", help="dimensions to keep")
     pca.add_argument("--whiten", action="store_true", help="equalise component variances")
     pca.add_argument("--sample", type=int, metavar="M", help="fit on a random sample of M indexed vectors")
+    pca.add_argument("--seed", type=int, default=0, help="which random sample")
     pca.add_argument("--off", action="store_true", help="remove the reduction")
 
     train = verbs.add_parser("train-autoencoder", help="train a convolutional autoencoder on your photos (CPU)")
     train.set_defaults(command=train_autoencoder_command)
-    train.add_argument("photos", metavar="PHOTOS_DIR")
+    train.add_argument("folder", metavar="PHOTOS_DIR", help="folder of photos to train on")
     train.add_argument("--out", required=True, type=Path, help="model file to write, e.g. cae.pt")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=32)

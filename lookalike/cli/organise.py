@@ -11,19 +11,21 @@ from lookalike.cli.common import add_verb, open_index
 
 
 def labels_command(args: argparse.Namespace) -> int:
+    from lookalike.organise.labels import import_labels
+
     with open_index(args) as index:
-        report = index.import_labels(args.csv, root=args.root)
+        report = import_labels(index, args.csv_path, root=args.root)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
 
 
 def train_classifier_command(args: argparse.Namespace) -> int:
-    from lookalike.organise.classifier import CONFUSION_TXT, train_classifier
+    from lookalike.organise.classifier import train_classifier
 
     with open_index(args) as index:
-        report = train_classifier(index, args.labels, attribute=args.attribute, test_fraction=args.test_fraction,
+        report = train_classifier(index, args.labels_csv, attribute=args.attribute, test_fraction=args.test_fraction,
                                   seed=args.seed)
-        confusion = (index.folder / CONFUSION_TXT).read_text()
+        confusion = index.files.classifier_confusion_txt.read_text()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
@@ -39,16 +41,16 @@ def cluster_command(args: argparse.Namespace) -> int:
     from lookalike.organise.clustering import cluster_index, propagate_labels
 
     if args.action == "label":
-        if not args.labels:
-            raise ValueError("cluster label needs --labels FEW.csv (path,label for a few images per cluster)")
+        if not args.few_csv:
+            raise ValueError("cluster label needs --few-csv FEW.csv (path,label for a few images per cluster)")
         with open_index(args) as index:
-            report = propagate_labels(index, args.labels, out=args.out, attribute=args.attribute,
-                                      truth_csv=args.truth, unlabelled=args.unlabelled)
+            report = propagate_labels(index, args.few_csv, out=args.out, attribute=args.attribute,
+                                      truth_csv=args.truth_csv, unlabelled=args.unlabelled)
         _print_propagation(report, args.json)
         return 0
     with open_index(args) as index:
         report = cluster_index(index, k=args.k, out=args.out, attribute=args.attribute, seed=args.seed,
-                               k_range=(args.k_min, args.k_max))
+                               k_range=tuple(args.k_range))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
@@ -76,9 +78,8 @@ def map_command(args: argparse.Namespace) -> int:
     from lookalike.organise.mapping import map_index
 
     with open_index(args) as index:
-        report = map_index(index, args.out or index.folder / "map", colour_by=args.colour_by or None,
-                           method=args.method, seed=args.seed,
-                           thumbnails=not args.no_thumbnails)
+        report = map_index(index, args.out, colour_by=args.colour_by or None,
+                           method=args.method, seed=args.seed, thumbnails=args.thumbnails)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -91,8 +92,7 @@ def duplicates_command(args: argparse.Namespace) -> int:
     from lookalike.organise.duplicates import find_duplicates
 
     with open_index(args) as index:
-        groups = find_duplicates(index, threshold=args.threshold,
-                                 verify_from=None if args.cnn_only else args.verify_from,
+        groups = find_duplicates(index, threshold=args.threshold, verify_from=args.verify_from,
                                  pixel_threshold=args.pixel_threshold)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
@@ -108,17 +108,23 @@ def duplicates_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cosine_or_none(text: str) -> float | None:
+    """--verify-from: a cosine, or 'none' for no pixel check at all."""
+    return None if text.strip().lower() == "none" else float(text)
+
+
 def register(verbs: Any) -> None:
+    from lookalike.organise.clustering import AUTO_K_RANGE
     from lookalike.organise.duplicates import DEFAULT_PIXEL_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FROM
 
     labels = add_verb(verbs, "labels", labels_command, "import labels (path + label columns) from a CSV")
     labels.add_argument("action", choices=["import"])
-    labels.add_argument("csv", metavar="CSV", help="paths relative to the CSV's folder unless absolute")
+    labels.add_argument("csv_path", metavar="CSV", help="paths relative to the CSV's folder unless absolute")
     labels.add_argument("--root", help="folder the CSV's relative paths start from")
 
     train = add_verb(verbs, "train-classifier", train_classifier_command,
                      "train a classifier on the stored vectors (logistic regression) for search --by-class")
-    train.add_argument("--labels", required=True, help="CSV with path,label[,split]")
+    train.add_argument("--labels-csv", required=True, metavar="CSV", help="CSV with path,label[,split]")
     train.add_argument("--attribute", default="label")
     train.add_argument("--test-fraction", type=float, default=0.2, help="held out when the CSV has no test split")
     train.add_argument("--seed", type=int, default=0)
@@ -127,12 +133,14 @@ def register(verbs: Any) -> None:
                        "group images by content (k-means); `cluster label` spreads a few labels per cluster")
     cluster.add_argument("action", nargs="?", choices=["label"], help="propagate labels over the last clustering")
     cluster.add_argument("--k", type=int, help="number of clusters (default: automatic, best silhouette)")
-    cluster.add_argument("--k-min", type=int, default=2)
-    cluster.add_argument("--k-max", type=int, default=20)
+    cluster.add_argument("--k-range", type=int, nargs=2, default=list(AUTO_K_RANGE), metavar=("MIN", "MAX"),
+                         help=f"numbers of clusters the automatic choice tries (default {AUTO_K_RANGE[0]} "
+                              f"{AUTO_K_RANGE[1]})")
     cluster.add_argument("--out", help="output folder (default INDEX/clusters) or, for label, the CSV to write")
     cluster.add_argument("--attribute", default="label", help="label used for purity/NMI and propagation")
-    cluster.add_argument("--labels", help="label: CSV of a few labelled images (path,label)")
-    cluster.add_argument("--truth", help="label: CSV of ground-truth labels to score the propagation against")
+    cluster.add_argument("--few-csv", metavar="CSV", help="label: CSV of a few labelled images (path,label)")
+    cluster.add_argument("--truth-csv", metavar="CSV",
+                         help="label: CSV of ground-truth labels to score the propagation against")
     cluster.add_argument("--unlabelled", choices=["nearest", "leave"], default="nearest",
                          help="label: a cluster without labelled member takes the nearest cluster's label "
                               "(low confidence) or stays unlabelled")
@@ -142,15 +150,15 @@ def register(verbs: Any) -> None:
     mapping.add_argument("--out", help="output folder (default INDEX/map, where `lookalike serve` shows it)")
     mapping.add_argument("--colour-by", default="label", help="label to colour by (e.g. label, cluster; '' for none)")
     mapping.add_argument("--method", default="tsne", choices=["tsne", "umap"])
-    mapping.add_argument("--no-thumbnails", action="store_true", help="skip the PNG with thumbnails")
+    mapping.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=True,
+                         help="also draw the PNG with thumbnails (default yes)")
     mapping.add_argument("--seed", type=int, default=0)
 
     duplicates = add_verb(verbs, "duplicates", duplicates_command, "groups of near-identical images")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                             help=f"cosine similarity that makes two images duplicates (default {DEFAULT_THRESHOLD})")
-    duplicates.add_argument("--verify-from", type=float, default=DEFAULT_VERIFY_FROM,
+    duplicates.add_argument("--verify-from", type=cosine_or_none, default=DEFAULT_VERIFY_FROM, metavar="COSINE",
                             help="pairs between this cosine and --threshold are duplicates when their pixels agree "
-                                 f"(default {DEFAULT_VERIFY_FROM})")
+                                 f"(default {DEFAULT_VERIFY_FROM}; none: no pixel check, cosine >= --threshold only)")
     duplicates.add_argument("--pixel-threshold", type=float, default=DEFAULT_PIXEL_THRESHOLD,
                             help=f"pixel correlation needed below --threshold (default {DEFAULT_PIXEL_THRESHOLD})")
-    duplicates.add_argument("--cnn-only", action="store_true", help="no pixel check: cosine >= --threshold only")

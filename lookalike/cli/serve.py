@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lookalike.cli.common import CommandError, add_model_options
-from lookalike.index.manifest import FILE as MANIFEST
+from lookalike.cli.common import CommandError, add_model_options, model_options
+from lookalike.index.autoselect import parse_memory
+from lookalike.index.folder import IndexFolder
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -15,22 +16,18 @@ def serve_command(args: argparse.Namespace) -> int:
     except ImportError:
         raise CommandError("serving needs the web extra: pip install 'lookalike[serve]'") from None
 
-    from lookalike.index import ImageIndex
     from lookalike.web import ServerSettings, create_app
     from lookalike.web.logs import configure_logging
     from lookalike.web.tuning import tune_for_single_queries
 
-    settings = ServerSettings.from_env(
-        allowed_roots=[Path(root) for root in args.allow_root] or None,
-        index_root=args.index_root,
-        max_upload_bytes=args.max_upload_mb * 1024 * 1024 if args.max_upload_mb else None,
-        cors_origins=args.cors_origin or None,
-    )
+    settings = ServerSettings.from_env(allowed_roots=[Path(root) for root in args.allowed_roots] or None,
+                                       index_root=args.index_root, max_upload_bytes=args.max_upload_bytes,
+                                       cors_origins=args.cors_origins or None)
     for root in settings.allowed_roots:
         if not root.is_dir():
-            raise CommandError(f"--allow-root {root}: not a folder")
+            raise CommandError(f"--allowed-roots {root}: not a folder")
     for folder in args.index:
-        _create_if_new(Path(folder), args, ImageIndex)
+        _create_if_new(Path(folder), args)
     configure_logging()
     tune_for_single_queries()
     app = create_app(args.index, settings)
@@ -40,14 +37,18 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _create_if_new(folder: Path, args: argparse.Namespace, index_class: type) -> None:
+def _create_if_new(folder: Path, args: argparse.Namespace) -> None:
     """A missing or empty folder becomes an empty index (to fill by upload); anything else must be an index."""
-    if (folder / MANIFEST).exists():
+    from lookalike.index import ImageIndex
+
+    files = IndexFolder(folder)
+    if files.is_index():
         return
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+    if not files.is_empty_or_missing():
         raise CommandError(f"{folder} is not a lookalike index and not empty; give an index folder")
-    index_class.create(folder, model=args.model, weights=args.weights, device=args.device).close()
-    print(f"lookalike: created an empty index in {folder} ({args.model})", flush=True)
+    with ImageIndex.create(folder, **model_options(args)) as index:
+        model = index.info()["model"]
+    print(f"lookalike: created an empty index in {folder} ({model})", flush=True)
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -55,13 +56,15 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "Serve indexes over HTTP: the JSON API (docs at /docs) and the search page at /. "
         "Writes need LOOKALIKE_API_TOKEN when it is set."))
     parser.set_defaults(command=serve_command)
-    parser.add_argument("--index", action="append", required=True, help="index folder (repeat for more)")
+    parser.add_argument("--index", action="append", required=True,
+                        help="index folder (repeat for more); a missing or empty folder becomes an empty index")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--allow-root", action="append", default=[], metavar="DIR",
-                        help="server-side folder whose images may be added by path (repeatable)")
+    parser.add_argument("--allowed-roots", action="extend", nargs="+", default=[], metavar="DIR",
+                        help="server-side folders whose images may be added by path")
     parser.add_argument("--index-root", type=Path, metavar="DIR", help="folder where POST /api/indexes creates indexes")
-    parser.add_argument("--max-upload-mb", type=int, help="largest image upload (default 20)")
-    parser.add_argument("--cors-origin", action="append", metavar="URL",
-                        help="allow this browser origin (off by default)")
+    parser.add_argument("--max-upload-bytes", type=parse_memory, metavar="SIZE",
+                        help="largest image upload, like 20M (default 20M)")
+    parser.add_argument("--cors-origins", action="extend", nargs="+", metavar="URL",
+                        help="allow these browser origins (off by default)")
     add_model_options(parser)

@@ -7,29 +7,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lookalike.cli.common import add_model_options, add_verb, progress_bar
+from lookalike.cli.common import add_model_options, add_verb, model_options, progress_bar
 from lookalike.index import ImageIndex
+from lookalike.index.folder import IndexFolder
 from lookalike.similarity.methods import BEST_METHOD, LEARNED_METHODS, METHODS, STUDY_METHODS
 from lookalike.similarity.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
 from lookalike.similarity.study import run_study, train_similarity
 
 
-def dataset_folder(labels: str) -> Path:
+def dataset_folder(dataset: str) -> Path:
     """A labelled folder, given as the folder or as its labels.csv."""
-    path = Path(labels)
+    path = Path(dataset)
     if path.is_file():
         if path.name != "labels.csv":
             raise ValueError(f"{path}: give a folder holding labels.csv, or the labels.csv file itself")
         return path.parent
     if not path.is_dir():
-        raise FileNotFoundError(f"labels not found: {labels}")
+        raise FileNotFoundError(f"labelled dataset not found: {dataset}")
     return path
 
 
 def train_command(args: argparse.Namespace) -> int:
     with ImageIndex.open(args.index) as index:
-        saved = train_similarity(index, dataset_folder(args.labels), args.attribute, args.method, args.name,
-                                 args.pairs, args.eval_fraction, args.seed, args.split)
+        saved = train_similarity(index, dataset_folder(args.dataset), attribute=args.attribute, method=args.method,
+                                 name=args.name, size=args.size, eval_fraction=args.eval_fraction, seed=args.seed,
+                                 split=args.split)
     if args.json:
         print(json.dumps(saved, indent=2))
         return 0
@@ -38,7 +40,8 @@ def train_command(args: argparse.Namespace) -> int:
           f"images for {pairs['attribute']!r}; held out {pairs['eval_pairs']} pairs of {pairs['eval_images']} other "
           f"images: Pearson {held_out['pearson']:.3f}, Spearman {held_out['spearman']:.3f}, "
           f"ROC AUC {held_out['roc_auc']:.3f}")
-    print(f"saved in {Path(args.index) / 'similarity'}; search with `lookalike search --method {saved['name']}`")
+    print(f"saved in {IndexFolder(args.index).similarity_models}; "
+          f"search with `lookalike search --method {saved['name']}`")
     return 0
 
 
@@ -48,11 +51,11 @@ def study_pairs_command(args: argparse.Namespace) -> int:
     if args.index:
         index = ImageIndex.open(args.index)
     else:
-        index = ImageIndex.open_or_create(out / "index", model=args.model, weights=args.weights)
+        index = ImageIndex.open_or_create(out / "index", **model_options(args))
         with progress_bar(f"indexing {dataset}") as progress:
             index.add_folder(dataset, progress=progress)
     with index:
-        pair_set = PairSet.build(dataset, args.attribute, index, size=args.pairs, eval_fraction=args.eval_fraction,
+        pair_set = PairSet.build(dataset, args.attribute, index, size=args.size, eval_fraction=args.eval_fraction,
                                  seed=args.seed, split=args.split)
     study = run_study(pair_set, args.methods)
     written = study.write(out)
@@ -69,7 +72,8 @@ def study_pairs_command(args: argparse.Namespace) -> int:
 
 def add_pair_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attribute", default="label", help="labels.csv column that defines 'similar'")
-    parser.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"pairs in all (default {DEFAULT_PAIRS})")
+    parser.add_argument("--size", type=int, default=DEFAULT_PAIRS, metavar="PAIRS",
+                        help=f"labelled pairs in all, training and held out (default {DEFAULT_PAIRS})")
     parser.add_argument("--eval-fraction", type=float, default=DEFAULT_EVAL_FRACTION,
                         help="share of the images (and pairs) held out for evaluation")
     parser.add_argument("--seed", type=int, default=0)
@@ -79,7 +83,8 @@ def add_pair_options(parser: argparse.ArgumentParser) -> None:
 def register(verbs: Any) -> None:
     train = add_verb(verbs, "train-similarity", train_command,
                      "train a learned similarity on labelled pairs and save it in the index")
-    train.add_argument("--labels", required=True, help="labelled folder (or its labels.csv), already indexed")
+    train.add_argument("--dataset", required=True, metavar="DATASET_DIR",
+                       help="labelled folder (or its labels.csv), already indexed")
     train.add_argument("--method", choices=LEARNED_METHODS, default=BEST_METHOD)
     train.add_argument("--name", help="name to save it under (default: the method's name)")
     add_pair_options(train)

@@ -126,7 +126,9 @@ class ImageIndex:
 
     def _check_reduction_asked(self, pca: int | None, whiten: bool) -> None:
         current = self.manifest.get("reduction")
-        if pca is None and not whiten:
+        if pca is None and whiten:
+            raise ValueError("whiten needs pca=N (the number of components)")
+        if pca is None:
             return
         if pca and current is None:
             self.manifest["reduction_plan"] = reduction_module.plan_reduction(pca, whiten, None)
@@ -290,7 +292,8 @@ class ImageIndex:
             if getattr(options, option) is None:
                 continue
             scope = rule.narrow(self, query.vector, options)
-            where[scope.name] = scope.values
+            asked = where.get(scope.name)  # a filter on the same label keeps only values both allow
+            where[scope.name] = scope.values if asked is None else tuple(v for v in asked if v in scope.values)
             predicted = scope.predicted_class or predicted
         asked = [name for name in ("by_class", "by_cluster") if getattr(options, name) is not None]
         missing = [name for name in asked if name not in SCOPES]
@@ -303,7 +306,8 @@ class ImageIndex:
         if len(self._store) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         inner, ids = self._store.search(vector.reshape(1, -1), options.k + len(exclude), allowed_ids=allowed)
-        return ids[0], scores_from_inner_products(inner[0], options.method)
+        found = ids[0] >= 0  # the backend pads with -1 when fewer images are allowed than asked for
+        return ids[0][found], scores_from_inner_products(inner[0][found], options.method)
 
     def nearest(self, vector: np.ndarray, count: int, allowed: Ids | None = None) -> tuple[Ids, np.ndarray]:
         """Ids and cosines of the `count` indexed images nearest a vector (candidates for re-ranking)."""

@@ -88,15 +88,16 @@ class Sync:
                 progress(self.report.handled - handled_before, len(paths))
 
     # --- plan -------------------------------------------------------------------------------
-    def plan(self, paths: Iterable[Path]) -> Iterator[Path]:
+    def plan(self, paths: Iterable[Path], remember_hashes: bool = True) -> Iterator[Path]:
         """The files whose vectors must be computed, found as the embedder asks for them (so sorting a
         million files overlaps embedding instead of delaying it). Unchanged files are counted; moved
-        or copied ones are stored with the vector of the same content already indexed."""
+        or copied ones are stored with the vector of the same content already indexed. The content
+        hashes computed here are kept for store_files unless whoever embeds hashes the files itself."""
         for path in paths:
-            if self._needs_embedding(path):
+            if self._needs_embedding(path, remember_hashes):
                 yield path
 
-    def _needs_embedding(self, path: Path) -> bool:
+    def _needs_embedding(self, path: Path, remember_hashes: bool) -> bool:
         stat = stat_file(path)
         if stat is None:
             return True  # the decoder reports exactly what is wrong with it
@@ -112,7 +113,8 @@ class Sync:
             self.store.touch(known.id, stat.size, stat.mtime)
             self.report.unchanged += 1
             return False
-        self.digests[path] = digest
+        if remember_hashes:
+            self.digests[path] = digest
         source = self.store.record_for_hash(digest)
         if source is None:
             return True

@@ -1,9 +1,10 @@
 """Classify-then-search: a logistic regression on an index's vectors, used to narrow a search to
 the query's predicted class (or its few most likely classes when the classifier is unsure).
 
-The trained classifier lives in the index folder (classifier.npz + classifier.json) with the
-description of the embedder whose vectors it was trained on; loading it against an index built
-by another model is refused.
+The trained classifier lives in the index folder (its weights and description, named by
+lookalike.index.folder) with the description of the embedder whose vectors it was trained on;
+loading it against an index built by another model is refused. `ClassScope` is the `by_class`
+option of the one search: `index.search(query, by_class=2, class_confidence=0.8)`.
 """
 
 from __future__ import annotations
@@ -19,17 +20,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.embedders.spec import check_same_vectors
 from lookalike.evaluation import average_precision
 from lookalike.index import ImageIndex, ModelMismatchError
-from lookalike.index.image_index import _check_same_model  # TODO(one door): replace
+from lookalike.index.folder import IndexFolder
 from lookalike.organise.labels import LabelImport, import_labels, labelled_ids
-from lookalike.search import SearchResult
+from lookalike.search import DEFAULT_CLASS_CONFIDENCE, Scope, SearchOptions, Vector
 
-WEIGHTS_FILE = "classifier.npz"
-DESCRIPTION_FILE = "classifier.json"
-CONFUSION_PNG = "classifier-confusion.png"
-CONFUSION_TXT = "classifier-confusion.txt"
-DEFAULT_CONFIDENCE = 0.8  # cumulative probability the fallback classes must reach
 HELD_OUT_SPLITS = ("test", "validation", "query")
 
 
@@ -56,7 +53,7 @@ class Classifier:
         return [self.classes[i] for i in self.probabilities(vectors).argmax(axis=1)]
 
     def likely_classes(self, vector: npt.NDArray[np.float32], at_most: int = 1,
-                       confidence: float = DEFAULT_CONFIDENCE) -> dict[str, float]:
+                       confidence: float = DEFAULT_CLASS_CONFIDENCE) -> dict[str, float]:
         """The top class, plus the next ones (up to `at_most`) until their probabilities add up to `confidence`."""
         probabilities = self.probabilities(vector)[0]
         chosen: dict[str, float] = {}
@@ -105,7 +102,7 @@ def train_classifier(index: ImageIndex, labels_csv: str | os.PathLike[str], attr
     classifier = Classifier([str(c) for c in model.classes_], model.coef_.astype(np.float32),
                             model.intercept_.astype(np.float32), index.manifest["embedder"], attribute)
     truth = [found[i] for i in test_ids]
-    predicted = classifier.predict(index.store.vectors(test_ids)) if test_ids else []
+    predicted = classifier.predict(index.vectors(test_ids)) if test_ids else []
     accuracy = float(accuracy_score(truth, predicted)) if test_ids else float("nan")
     confusion = confusion_matrix(truth, predicted, labels=classifier.classes) if test_ids else \
         np.zeros((len(classifier.classes),) * 2, dtype=np.int64)
@@ -145,13 +142,14 @@ def _fit(index: ImageIndex, ids: list[int], labels: list[str], seed: int) -> Any
 
     model = LogisticRegression(max_iter=2000, C=10.0, random_state=seed)  # unit vectors: C=1 gives flat probabilities
     with threadpool_limits(1):  # small matrices: one BLAS thread is much faster than two on a busy machine
-        return model.fit(index.store.vectors(ids), labels)
+        return model.fit(index.vectors(ids), labels)
 
 
 def save_classifier(folder: Path, classifier: Classifier) -> list[Path]:
-    weights = Path(folder) / WEIGHTS_FILE
+    """Write the classifier's weights and description into an index folder."""
+    files = IndexFolder(folder)
+    weights, description = files.classifier_weights, files.classifier_description
     np.savez(weights, weights=classifier.weights, bias=classifier.bias)
-    description = Path(folder) / DESCRIPTION_FILE
     description.write_text(json.dumps({"classes": classifier.classes, "attribute": classifier.attribute,
                                        "embedder": classifier.embedder, "facts": classifier.facts}, indent=2))
     return [weights, description]
@@ -159,16 +157,16 @@ def save_classifier(folder: Path, classifier: Classifier) -> list[Path]:
 
 def load_classifier(index: ImageIndex) -> Classifier:
     """The classifier saved in the index folder; refused when trained on another model's vectors."""
-    description_file = index.folder / DESCRIPTION_FILE
+    description_file = index.files.classifier_description
     if not description_file.exists():
         raise FileNotFoundError(f"no classifier in {index.folder}; run `lookalike train-classifier` first")
     description = json.loads(description_file.read_text())
     try:
-        _check_same_model(index.manifest["embedder"], description["embedder"])
+        check_same_vectors(index.manifest["embedder"], description["embedder"])
     except ModelMismatchError as error:
         raise ModelMismatchError(f"the classifier in {index.folder} was trained on another model's vectors: "
                                  f"{error}; train it again") from None
-    arrays = np.load(index.folder / WEIGHTS_FILE)
+    arrays = np.load(index.files.classifier_weights)
     return Classifier(description["classes"], arrays["weights"], arrays["bias"], description["embedder"],
                       description["attribute"], description.get("facts", {}))
 
@@ -182,7 +180,8 @@ def write_confusion(folder: Path, classes: Sequence[str], confusion: npt.NDArray
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    text = Path(folder) / CONFUSION_TXT
+    files = IndexFolder(folder)
+    text = files.classifier_confusion_txt
     width = max(8, *(len(c) for c in classes)) + 1
     lines = [f"held-out accuracy {accuracy:.4f}; rows: true class, columns: predicted", "",
              " " * width + "".join(f"{c[:width - 1]:>{width}}" for c in classes)]
@@ -194,37 +193,31 @@ def write_confusion(folder: Path, classes: Sequence[str], confusion: npt.NDArray
                                                                          xticks_rotation=45)
     axes.set_title(f"held-out accuracy {accuracy:.3f}")
     figure.tight_layout()
-    image = Path(folder) / CONFUSION_PNG
+    image = files.classifier_confusion_png
     figure.savefig(image, dpi=100)
     plt.close(figure)
     return [text, image]
 
 
-def parse_by_class(mode: str) -> int:
-    """'top1' (or 'class') -> 1, 'top2' -> 2, ...: how many classes the fallback may widen to."""
-    if mode in ("class", "top", ""):
-        return 1
-    if mode.startswith("top") and mode[3:].isdigit() and int(mode[3:]) >= 1:
-        return int(mode[3:])
-    raise ValueError(f"--by-class takes topN (top1, top2, ...), not {mode!r}")
+class ClassScope:
+    """The `by_class` search option: search only among images labelled with the query's likely classes."""
 
+    def available(self, index: ImageIndex) -> bool:
+        """Whether a classifier trained on this index's model is saved in its folder."""
+        try:
+            load_classifier(index)
+        except (FileNotFoundError, ModelMismatchError):
+            return False
+        return True
 
-def search_by_class(index: ImageIndex, query: str | os.PathLike[str] | bytes | int, k: int = 10,
-                    at_most: int = 1, confidence: float = DEFAULT_CONFIDENCE, classifier: Classifier | None = None,
-                    **options: Any) -> SearchResult:
-    """Classify the query, then search only among images labelled with its likely class(es)."""
-    classifier = classifier or load_classifier(index)
-    if isinstance(query, int | np.integer):
-        vector = index.store.vectors([int(query)])[0]
-    else:
-        known = None if isinstance(query, bytes) else index.store.record_by_path(os.path.abspath(query))
-        vector = index.store.vectors([known.id])[0] if known else index.embed_image(query)[0]
-    classes = classifier.likely_classes(vector, at_most, confidence)
-    where = dict(options.pop("where", None) or {})
-    where[classifier.attribute] = list(classes)
-    result = index.search(query, k=k, where=where, **options)
-    result.predicted_class = classes
-    return result
+    def narrow(self, index: ImageIndex, vector: Vector, options: SearchOptions) -> Scope:
+        """The query's top class, widened to up to `by_class` classes until `class_confidence` is reached."""
+        if not index.files.classifier_description.exists():
+            raise ValueError(f"by_class needs a classifier trained for this index: lookalike train-classifier "
+                             f"--index {index.folder} --labels-csv LABELS.csv")
+        classifier = load_classifier(index)
+        classes = classifier.likely_classes(vector, options.by_class or 1, options.class_confidence)
+        return Scope(classifier.attribute, tuple(classes), predicted_class=classes)
 
 
 @dataclass(frozen=True)
@@ -242,17 +235,18 @@ class ClassSearchScores:
 
 
 def evaluate_by_class(index: ImageIndex, classifier: Classifier, query_ids: list[int], query_labels: list[str],
-                      gallery_ids: list[int], gallery_labels: list[str], at_most: int = 1,
-                      confidence: float = DEFAULT_CONFIDENCE) -> ClassSearchScores:
+                      gallery_ids: list[int], gallery_labels: list[str], by_class: int = 1,
+                      class_confidence: float = DEFAULT_CLASS_CONFIDENCE) -> ClassSearchScores:
     """mAP and P@10 of plain search vs classify-then-search over the same queries and gallery.
 
     Classify-then-search returns only gallery images of the predicted class(es); for mAP over the
     whole gallery the rest are ranked after them (as if the user went on with an unfiltered search).
     """
-    queries, gallery = index.store.vectors(query_ids), index.store.vectors(gallery_ids)
+    queries, gallery = index.vectors(query_ids), index.vectors(gallery_ids)
     similarity = queries @ gallery.T
     truth, labels = np.asarray(query_labels), np.asarray(gallery_labels)
-    allowed = np.array([np.isin(labels, list(classifier.likely_classes(q, at_most, confidence))) for q in queries])
+    allowed = np.array([np.isin(labels, list(classifier.likely_classes(q, by_class, class_confidence)))
+                        for q in queries])
     boosted = similarity + 4.0 * allowed  # cosine is in [-1, 1]: every allowed image ranks first
     plain, filtered = _scores(similarity, truth, labels), _scores(boosted, truth, labels)
     accuracy = float(np.mean(np.asarray(classifier.predict(queries)) == truth))
@@ -267,14 +261,14 @@ def _scores(similarity: npt.NDArray[np.float32], truth: npt.NDArray[Any], labels
 
 
 def evaluate_dataset_by_class(index: ImageIndex, dataset: str | os.PathLike[str], query_split: str = "test",
-                              gallery_split: str = "train", at_most: int = 1,
-                              confidence: float = DEFAULT_CONFIDENCE) -> ClassSearchScores:
+                              gallery_split: str = "train", by_class: int = 1,
+                              class_confidence: float = DEFAULT_CLASS_CONFIDENCE) -> ClassSearchScores:
     """evaluate_by_class on a labelled folder (labels.csv with path,label,split) already in the index."""
     from lookalike.evaluation import read_labels
 
     classifier = load_classifier(index)
     images = read_labels(dataset, classifier.attribute)
-    ids_by_path = {record.path: record.id for record in index.store.records()}
+    ids_by_path = index.ids_by_path()
     rows = [(ids_by_path[os.path.abspath(i.path)], i.label, i.split) for i in images
             if os.path.abspath(i.path) in ids_by_path]
     queries = [(i, label) for i, label, split in rows if split == query_split]
@@ -282,4 +276,4 @@ def evaluate_dataset_by_class(index: ImageIndex, dataset: str | os.PathLike[str]
     if not queries or not gallery:
         raise ValueError(f"no indexed images of {dataset} in split {query_split!r} or {gallery_split!r}")
     return evaluate_by_class(index, classifier, [i for i, _ in queries], [label for _, label in queries],
-                             [i for i, _ in gallery], [label for _, label in gallery], at_most, confidence)
+                             [i for i, _ in gallery], [label for _, label in gallery], by_class, class_confidence)

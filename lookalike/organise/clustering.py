@@ -2,6 +2,8 @@
 sheet, and spread a few human labels per group to the whole collection.
 
 Automatic k: the k in a range with the highest mean silhouette (cosine) on a sample of the vectors.
+The last clustering is kept in the index folder, each image's cluster stored as its `cluster` label;
+`ClusterScope` is the `by_cluster` option of the one search: `index.search(query, by_cluster=2)`.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import normalized_mutual_info_score, silhouette_score
-from tqdm import tqdm
 
+from lookalike.index.folder import IndexFolder
 from lookalike.organise.labels import LabelImport, labelled_ids
+from lookalike.search import Scope, SearchOptions
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex
-    from lookalike.search import SearchResult
 
-CLUSTERS_FILE = "clusters.npz"  # the last clustering, kept in the index folder for `cluster label`
 CLUSTER_LABEL = "cluster"  # label name under which each image's cluster is stored (search --where cluster=3)
 SHEET_SIZE = 16  # images per contact sheet
 THUMB_SIDE = 112
@@ -56,18 +56,25 @@ class Clustering:
         return np.bincount(self.assignments, minlength=self.k).tolist()
 
     def save(self, folder: Path) -> Path:
-        path = Path(folder) / CLUSTERS_FILE
+        """Keep this clustering in an index folder (for `cluster label` and by_cluster searches)."""
+        path = IndexFolder(folder).clustering
         np.savez(path, ids=self.ids, assignments=self.assignments, centroids=self.centroids,
                  similarity=self.similarity)
         return path
 
     @classmethod
     def load(cls, folder: Path) -> Clustering:
-        path = Path(folder) / CLUSTERS_FILE
+        path = IndexFolder(folder).clustering
         if not path.exists():
             raise FileNotFoundError(f"no clustering in {folder}; run `lookalike cluster --index {folder}` first")
         data = np.load(path)
         return cls(data["ids"], data["assignments"], data["centroids"], data["similarity"])
+
+
+def saved_centroids(folder: Path) -> Vectors:
+    """Only the centroids of the clustering kept in an index folder (cheap however many images it holds)."""
+    with np.load(IndexFolder(folder).clustering) as saved:
+        return saved["centroids"]
 
 
 @dataclass
@@ -114,6 +121,9 @@ def kmeans(vectors: Vectors, k: int, seed: int = 0, iterations: int = 20, restar
 def choose_k(vectors: Vectors, k_range: tuple[int, int] = AUTO_K_RANGE, seed: int = 0,
              sample: int = SILHOUETTE_SAMPLE) -> tuple[int, dict[int, float]]:
     """The k with the best mean cosine silhouette on a sample, and every k's score."""
+    from sklearn.metrics import silhouette_score
+    from tqdm import tqdm
+
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
     subset = vectors[rows]
@@ -132,6 +142,8 @@ def choose_k(vectors: Vectors, k_range: tuple[int, int] = AUTO_K_RANGE, seed: in
 
 def cluster_quality(assignments: Sequence[int], labels: Sequence[str]) -> tuple[float, float]:
     """Purity (share of images in their cluster's majority class) and normalised mutual information."""
+    from sklearn.metrics import normalized_mutual_info_score
+
     by_cluster: dict[int, Counter[str]] = {}
     for cluster, label in zip(assignments, labels, strict=True):
         by_cluster.setdefault(int(cluster), Counter())[label] += 1
@@ -157,25 +169,27 @@ def cluster_index(index: ImageIndex, k: int | None = None, out: str | os.PathLik
     clustering = kmeans(vectors, k, seed)
     clustering.ids = ids
     report = ClusterReport(k, criterion, clustering.sizes(), 0.0, silhouettes=silhouettes)
-    truth = index.store.label_values(attribute)
+    truth = index.label_values(attribute)
     known = [n for n, i in enumerate(ids.tolist()) if i in truth]
     if known:
         report.purity, report.nmi = cluster_quality(clustering.assignments[known], [truth[ids[n]] for n in known])
         report.labelled = len(known)
     clustering.save(index.folder)
-    for image_id, cluster in zip(ids.tolist(), clustering.assignments.tolist(), strict=True):
-        index.store.set_labels(image_id, {CLUSTER_LABEL: str(cluster)})
-    index.store.commit()
+    index.set_labels({image_id: {CLUSTER_LABEL: str(cluster)}
+                      for image_id, cluster in zip(ids.tolist(), clustering.assignments.tolist(), strict=True)})
     report.seconds = time.perf_counter() - started
-    folder = Path(out) if out is not None else index.folder / "clusters"
+    folder = Path(out) if out is not None else index.files.clusters_report
     report.files = [str(folder)] + [str(p) for p in write_clustering(index, clustering, folder, report, truth, sheets)]
     return report
 
 
 def write_clustering(index: ImageIndex, clustering: Clustering, folder: Path, report: ClusterReport,
                      truth: dict[int, str], sheets: bool = True) -> list[Path]:
+    """clusters.csv, summary.json and a contact sheet per cluster in `folder`."""
+    from tqdm import tqdm
+
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {record.id: record.path for record in index.store.records()}
+    paths = {record.id: record.path for record in index.records()}
     table = folder / "clusters.csv"
     with open(table, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -194,25 +208,25 @@ def write_clustering(index: ImageIndex, clustering: Clustering, folder: Path, re
     return written
 
 
-def nearest_clusters(clustering: Clustering, vector: Vectors, count: int = 1) -> list[int]:
+def nearest_clusters(centroids: Vectors, vector: Vectors, count: int = 1) -> list[int]:
     """The clusters whose centroids are most similar to a vector, most similar first."""
-    return np.argsort(-(clustering.centroids @ np.asarray(vector, dtype=np.float32).ravel()))[:count].tolist()
+    return np.argsort(-(centroids @ np.asarray(vector, dtype=np.float32).ravel()))[:count].tolist()
 
 
-def search_by_cluster(index: ImageIndex, query: str | os.PathLike[str] | bytes | int, k: int = 10,
-                      clusters: int = 1, **options: Any) -> SearchResult:
-    """Cluster-then-search (the idea of an inverted file): only images of the `clusters` clusters nearest
-    the query are searched, using the last clustering of the index."""
-    clustering = Clustering.load(index.folder)
-    if isinstance(query, int | np.integer):
-        vector = index.store.vectors([int(query)])[0]
-    else:
-        known = None if isinstance(query, bytes) else index.store.record_by_path(os.path.abspath(query))
-        vector = index.store.vectors([known.id])[0] if known else index.embed_image(query)[0]
-    chosen = nearest_clusters(clustering, vector, clusters)
-    where = dict(options.pop("where", None) or {})
-    where[CLUSTER_LABEL] = [str(c) for c in chosen]
-    return index.search(query, k=k, where=where, **options)
+class ClusterScope:
+    """The `by_cluster` search option: search only the images of the clusters nearest the query (the idea
+    of an inverted file), using the last clustering of the index."""
+
+    def available(self, index: ImageIndex) -> bool:
+        """Whether the index folder holds a clustering."""
+        return index.files.clustering.exists()
+
+    def narrow(self, index: ImageIndex, vector: Vectors, options: SearchOptions) -> Scope:
+        """The `by_cluster` clusters whose centroids are nearest the query vector."""
+        if not self.available(index):
+            raise ValueError(f"by_cluster needs a clustering of this index: lookalike cluster --index {index.folder}")
+        chosen = nearest_clusters(saved_centroids(index.folder), vector, options.by_cluster or 1)
+        return Scope(CLUSTER_LABEL, tuple(str(cluster) for cluster in chosen))
 
 
 def representatives(clustering: Clustering, cluster: int, count: int = SHEET_SIZE) -> list[int]:
@@ -334,12 +348,12 @@ def propagate_labels(index: ImageIndex, few_csv: str | os.PathLike[str], out: st
         what = ("take the label of the nearest labelled cluster with a low confidence (at most "
                 f"{BORROWED_CONFIDENCE})") if unlabelled == "nearest" else "are left unlabelled"
         report.warnings.append(f"clusters {', '.join(map(str, orphans))} have no labelled member: their images {what}")
-    truth = labelled_ids(index, truth_csv, attribute)[0] if truth_csv else index.store.label_values(attribute)
+    truth = labelled_ids(index, truth_csv, attribute)[0] if truth_csv else index.label_values(attribute)
     scored = [i for i in clustered if i in truth and i not in human]
     if scored:
         report.accuracy = float(np.mean([i in labels and labels[i].label == truth[i] for i in scored]))
         report.evaluated = len(scored)
-    target = Path(out) if out is not None else index.folder / "clusters" / "propagated-labels.csv"
+    target = Path(out) if out is not None else index.files.clusters_report / "propagated-labels.csv"
     report.output = str(write_propagated(index, clustering, labels, target))
     return report
 
@@ -347,7 +361,7 @@ def propagate_labels(index: ImageIndex, few_csv: str | os.PathLike[str], out: st
 def write_propagated(index: ImageIndex, clustering: Clustering, labels: dict[int, PropagatedLabel],
                      target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    paths = {record.id: record.path for record in index.store.records()}
+    paths = {record.id: record.path for record in index.records()}
     with open(target, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "confidence", "cluster", "source"])

@@ -26,8 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 if TYPE_CHECKING:
-    from lookalike.index import ImageIndex
-    from lookalike.index.store import ImageRecord
+    from lookalike.index import ImageIndex, ImageRecord
 
 DEFAULT_THRESHOLD = 0.92  # see benchmarks/results/organise.md (edited-copy sets)
 DEFAULT_VERIFY_FROM = 0.85
@@ -86,7 +85,7 @@ def find_duplicates(index: ImageIndex, threshold: float = DEFAULT_THRESHOLD,
     ids, vectors = index.vectors()
     if len(ids) < 2:
         return []
-    records = {record.id: record for record in index.store.records()}
+    records = {record.id: record for record in index.records()}
     low = threshold if verify_from is None else min(verify_from, threshold)
     first, second, scores = similar_pairs(vectors, low)
     if low < threshold:

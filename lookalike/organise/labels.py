@@ -76,21 +76,22 @@ def _rows(reader: csv.DictReader, base: Path, attributes: list[str]) -> Iterator
 
 def import_labels(index: ImageIndex, csv_path: str | os.PathLike[str],
                   root: str | os.PathLike[str] | None = None) -> LabelImport:
-    """Write the CSV's labels into the index's labels table (replacing values of the same name)."""
+    """Write the CSV's labels into the index (replacing values of the same name), as one commit."""
     rows = read_label_rows(csv_path, root)
     report = LabelImport(attributes=sorted({name for row in rows for name in row.values}))
+    labels: dict[int, dict[str, str]] = {}
     for row in rows:
-        record = index.store.record_by_path(row.path)
+        record = index.record_by_path(row.path)
         if record is None:
             report.unknown.append(row.path)
             continue
         present = {name: value for name, value in row.values.items() if value}
         report.empty += len(row.values) - len(present)
         if present:
-            index.store.set_labels(record.id, present)
-            report.images += 1
+            labels.setdefault(record.id, {}).update(present)
             report.labels += len(present)
-    index.store.commit()
+    report.images = len(labels)
+    index.set_labels(labels)
     return report
 
 
@@ -103,7 +104,7 @@ def labelled_ids(index: ImageIndex, csv_path: str | os.PathLike[str], attribute:
     report = LabelImport(attributes=[attribute])
     found: dict[int, str] = {}
     for row in rows:
-        record = index.store.record_by_path(row.path)
+        record = index.record_by_path(row.path)
         if record is None:
             report.unknown.append(row.path)
         elif not row.values.get(attribute):
@@ -112,14 +113,3 @@ def labelled_ids(index: ImageIndex, csv_path: str | os.PathLike[str], attribute:
             found[record.id] = row.values[attribute]
     report.images = report.labels = len(found)
     return found, report
-
-
-def parse_where(terms: list[str] | None) -> dict[str, list[str]]:
-    """`name=value` terms: the same name twice means either value, different names must all match."""
-    where: dict[str, list[str]] = {}
-    for term in terms or []:
-        name, equals, value = term.partition("=")
-        if not equals or not name.strip() or not value.strip():
-            raise ValueError(f"--where needs NAME=VALUE (e.g. label=chair), not {term!r}")
-        where.setdefault(name.strip(), []).append(value.strip())
-    return where

@@ -89,19 +89,20 @@ def _layout(reduced: npt.NDArray[np.float32], method: str, seed: int, perplexity
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(reduced)
 
 
-def map_index(index: ImageIndex, out: str | os.PathLike[str], colour_by: str | None = "label",
+def map_index(index: ImageIndex, out: str | os.PathLike[str] | None = None, colour_by: str | None = "label",
               method: str = "tsne", seed: int = 0, thumbnails: bool = True, html_page: bool = True) -> MapReport:
-    """Write map.png (coloured scatter), map-thumbnails.png and map.html into `out`."""
+    """Write map.png (coloured scatter), map-thumbnails.png and map.html into `out` (default: the index
+    folder's map folder, where `lookalike serve` shows it)."""
     started = time.perf_counter()
     ids, vectors = index.vectors()
     points = embed_2d(vectors, method, seed)
-    paths = {record.id: record.path for record in index.store.records()}
+    paths = {record.id: record.path for record in index.records()}
     chosen = colour_by if colour_by else None
-    values = index.store.label_values(chosen) if chosen else {}
+    values = index.label_values(chosen) if chosen else {}
     if chosen and not values:
         chosen = None  # nothing labelled: one colour
     groups = [values.get(i, "(none)") for i in ids.tolist()] if chosen else ["" for _ in ids]
-    folder = Path(out)
+    folder = Path(out) if out is not None else index.files.map
     folder.mkdir(parents=True, exist_ok=True)
     image_paths = [paths[i] for i in ids.tolist()]
     files = [scatter_png(points, groups, folder / "map.png", f"{method} of {len(ids)} images", chosen)]

@@ -1,12 +1,15 @@
 """Indexing on a Ray cluster: workers read, decode and embed; the index merges their shards.
 
-    list (driver) -> read + decode + embed (a pool of Ray actors, one ONNX model each)
-                  -> Parquet shard (driver, atomic) -> merge into the index (store API) -> delete shard
+    list + plan (driver, the index's sync run) -> read + decode + embed (a pool of Ray actors, each
+    building the index's own embedder) -> Parquet shard (driver, atomic) -> stored by the sync run,
+    committed -> delete shard
 
-A shard is written before it is merged and deleted only after the merge is committed, so a crash
-at any point loses no finished shard: the next run merges leftover shards first, then embeds only
-what the index does not hold yet. Ray retries a task whose worker died. Without an address a local
-Ray instance is started; with one the run joins that cluster (which must have lookalike installed).
+Planning, storing and finishing are the index's one sync algorithm (`ImageIndex.sync`), so a Ray
+run skips, reuses, removes and reduces exactly as `add_folder` does. A shard is written before it is
+merged and deleted only after the merge is committed, so a crash at any point loses no finished
+shard: the next run merges leftover shards first, then embeds only what the index does not hold yet.
+Ray retries a task whose worker died. Without an address a local Ray instance is started; with one
+the run joins that cluster (which must have lookalike installed).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +31,14 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from lookalike.embedders import get_embedder
+from lookalike.embedders import Embedder
+from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors
 from lookalike.files import content_hash, stat_file, walk_images
 from lookalike.images import is_image_path
-from lookalike.index import ImageIndex, IndexReport
-from lookalike.index.store import NewImage
+from lookalike.index import ImageIndex, IndexReport, NewImage, Sync
 from lookalike.ingest import Failure, embed_files
 from lookalike.settings import cache_dir
 
-SHARD_FOLDER = "ray-shards"  # inside the index folder unless shard_dir says otherwise
 SHARD_ROWS = 256  # images per shard: at most this much embedding is redone after a driver crash
 BATCH_SIZE = 32  # images per actor call
 CONNECT_SECONDS = 5.0
@@ -54,30 +56,46 @@ class DistributedReport(IndexReport):
     workers: int = 0  # embedding actors
     startup_seconds: float = 0.0  # connecting to (or starting) Ray
 
+    @classmethod
+    def of(cls, report: IndexReport, resumed: int, cluster: Cluster) -> DistributedReport:
+        """The sync run's report with the cluster's part added."""
+        counts = {f.name: getattr(report, f.name) for f in fields(IndexReport)}
+        return cls(**counts, resumed=resumed, workers=cluster.workers, startup_seconds=cluster.startup_seconds)
+
     def to_dict(self) -> dict[str, Any]:
         return super().to_dict() | {"resumed": self.resumed, "workers": self.workers,
                                     "startup_seconds": round(self.startup_seconds, 3)}
 
 
-def ingest_with_ray(index: ImageIndex, source: str | os.PathLike[str], address: str | None = None,
-                    num_cpus: int | None = None, shard_dir: str | os.PathLike[str] | None = None,
+@dataclass
+class Cluster:
+    """What embedding on Ray took: the actors, and the time to reach (or start) Ray."""
+
+    workers: int = 0
+    startup_seconds: float = 0.0
+
+
+def ingest_with_ray(index: ImageIndex, source: str | os.PathLike[str], ray: str | None = None,
+                    ray_cpus: int | None = None, shard_dir: str | os.PathLike[str] | None = None,
                     workers: int | None = None, batch_size: int = BATCH_SIZE,
                     progress: Progress | None = None) -> DistributedReport:
     """Index every image under `source` (a folder, or an fsspec URI such as s3://bucket/photos) on Ray.
 
-    `address` joins a running cluster (HOST:PORT, ray://HOST:PORT or auto); without it a local
-    instance with `num_cpus` CPUs is started. `workers` embedding actors (default: one per CPU).
+    `ray` is the cluster to join (HOST:PORT, ray://HOST:PORT or auto); None or '' starts a local
+    instance with `ray_cpus` CPUs. `workers` embedding actors (default: one per CPU).
     """
-    started = time.perf_counter()
-    report = DistributedReport()
-    shards = Path(shard_dir) if shard_dir else index.folder / SHARD_FOLDER
+    listed = list_images(str(source))
+    index.expect(len(listed))  # an 'auto' index type is chosen for this many images, as add_folder does
+    run = index.sync()
+    shards = Path(shard_dir) if shard_dir else index.files.ray_shards
     shards.mkdir(parents=True, exist_ok=True)
-    report.resumed = merge_leftover_shards(index, shards, report)
-    to_embed = _plan(index, str(source), report)
+    dimension = index.embedder.dimension
+    resumed = merge_leftover_shards(run, shards, dimension)
+    to_embed = plan(run, str(source), listed)
+    cluster = Cluster()
     if to_embed:
-        _embed_on_ray(index, to_embed, shards, report, address, num_cpus, workers, batch_size, progress)
-    index._finish(report, started)
-    return report
+        cluster = _embed_on_ray(index, run, to_embed, shards, ray or None, ray_cpus, workers, batch_size, progress)
+    return DistributedReport.of(run.finish(), resumed, cluster)
 
 
 # --- listing and planning ---------------------------------------------------------------------
@@ -100,23 +118,20 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
-def _plan(index: ImageIndex, source: str, report: DistributedReport) -> list[str]:
-    """What needs embedding; unchanged, renamed and vanished local files are handled as add_folder does."""
-    listed = list_images(source)
+def plan(run: Sync, source: str, listed: list[str]) -> list[str]:
+    """What needs embedding of the `listed` files under `source`; local files are planned as add_folder
+    plans them (unchanged skipped, moved or copied stored with their vector, vanished removed), URIs by name.
+    Workers hash the files they embed, so planning does not keep the hashes it computed."""
     if is_uri(source):
-        report.unchanged += sum(1 for uri in listed if index.store.record_by_path(uri) is not None)
-        return [uri for uri in listed if index.store.record_by_path(uri) is None]
-    to_embed = [str(path) for path in index._needing_embedding([Path(p) for p in listed], report, {})]
-    seen = {os.path.abspath(p) for p in listed}
-    prefix = os.path.join(os.path.abspath(source), "")
-    vanished = [r.id for r in index.store.records() if r.path.startswith(prefix) and r.path not in seen]
-    report.removed = index.store.remove(vanished)
-    index.store.commit()
+        return run.plan_uris(listed)
+    to_embed = [str(path) for path in run.plan((Path(p) for p in listed), remember_hashes=False)]
+    run.remove_vanished(source, listed)
+    run.commit()  # what planning settled survives a crash of the long embedding run
     return to_embed
 
 
 # --- Ray ----------------------------------------------------------------------------------------
-def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+def start_ray(address: str | None = None, ray_cpus: int | None = None) -> bool:
     """Join the cluster at `address` or start a local instance; False when Ray was already running."""
     if address:
         check_reachable(address)
@@ -128,7 +143,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         # local workers import this lookalike and share its model cache
         package_parent = str(Path(__file__).resolve().parent.parent)
         python_path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+        ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": python_path, "LOOKALIKE_CACHE": str(cache_dir())}})
     return True
 
@@ -146,37 +161,55 @@ def check_reachable(address: str) -> None:
         raise ConnectionError(f"cannot reach the Ray cluster at {address}: {error}") from None
 
 
-def _embed_on_ray(index: ImageIndex, paths: list[str], shards: Path, report: DistributedReport,
-                  address: str | None, num_cpus: int | None, workers: int | None, batch_size: int,
-                  progress: Progress | None) -> None:
+def _embed_on_ray(index: ImageIndex, run: Sync, paths: list[str], shards: Path, address: str | None,
+                  ray_cpus: int | None, workers: int | None, batch_size: int, progress: Progress | None) -> Cluster:
+    """Embed `paths` on a pool of actors, merging their rows into the index one shard at a time."""
     connecting = time.perf_counter()
-    started_here = start_ray(address, num_cpus)
-    report.startup_seconds = time.perf_counter() - connecting
+    started_here = start_ray(address, ray_cpus)
+    cluster = Cluster(startup_seconds=time.perf_counter() - connecting)
     try:
         onnx_path = getattr(index.embedder, "onnx_path", None)
         if onnx_path is not None and not address:
             onnx_path()  # export once here rather than once per local actor
-        report.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # ours counts merged images, not blocks
-        dataset = ray.data.from_items([{"path": p} for p in paths],
-                                      override_num_blocks=max(1, math.ceil(len(paths) / batch_size)))
-        embedded = dataset.map_batches(
-            EmbedWorker, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=report.workers),
-            fn_constructor_kwargs={"model": index.embedder.name,
-                                   "version": index.manifest["embedder"]["version"]},
-        )  # Ray Data restarts dead actors and retries their batches (its defaults, not overridden here)
+        cluster.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         done = 0
-        for shard_rows in _shard_sized(embedded.iter_batches(batch_size=None, batch_format="numpy")):
-            shard = write_shard(shards, shard_rows)
-            merge_shard(index, shard, report)
+        batches = _embedded_batches(index, paths, cluster.workers, batch_size)
+        for shard_rows in _shard_sized(batches):
+            merge_shard(run, write_shard(shards, shard_rows), index.embedder.dimension)
             done += len(shard_rows["path"])
             if progress:
                 progress(done, len(paths))
+    except ray.exceptions.RayActorError as error:
+        raise _refusal(error) from None
     finally:
         if started_here:
             ray.shutdown()
+    return cluster
+
+
+def _refusal(error: ray.exceptions.RayActorError) -> Exception:
+    """A worker that refused the index's embedder, as the ModelMismatchError it raised (Ray passes it on as
+    text inside its own error); any other actor failure as it is."""
+    marker = f"{ModelMismatchError.__module__}.{ModelMismatchError.__qualname__}: "
+    text = str(error)
+    if error.actor_init_failed and marker in text:
+        return ModelMismatchError(text.rsplit(marker, 1)[1].strip())
+    return error
+
+
+def _embedded_batches(index: ImageIndex, paths: list[str], workers: int,
+                      batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Rows (see `embed_rows`) from `workers` actors, each building the index's own embedder."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours counts merged images, not blocks
+    dataset = ray.data.from_items([{"path": p} for p in paths],
+                                  override_num_blocks=max(1, math.ceil(len(paths) / batch_size)))
+    embedded = dataset.map_batches(
+        EmbedWorker, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        fn_constructor_kwargs={"spec": index.embedder_spec(), "description": index.manifest["embedder"]},
+    )  # Ray Data restarts dead actors and retries their batches (its defaults, not overridden here)
+    return embedded.iter_batches(batch_size=None, batch_format="numpy")
 
 
 def _shard_sized(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
@@ -198,15 +231,11 @@ def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 class EmbedWorker:
-    """One Ray actor: loads the model once, then reads, decodes and embeds batches of files."""
+    """One Ray actor: builds the index's embedder once, then reads, decodes and embeds batches of files."""
 
-    def __init__(self, model: str, version: str):
+    def __init__(self, spec: EmbedderSpec, description: dict[str, Any]):
         os.environ[THREADS_VARIABLE] = str(max(1, _assigned_cpus()))
-        self.embedder = get_embedder(model)
-        actual = self.embedder.describe()["version"]
-        if actual != version:
-            raise RuntimeError(f"this worker has {model} {actual}, the index was built with {version}: "
-                               "install the same lookalike and weights on every node")
+        self.embedder = worker_embedder(spec, description)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
@@ -214,10 +243,24 @@ class EmbedWorker:
             return embed_rows(self.embedder, paths, local)
 
 
+def worker_embedder(spec: EmbedderSpec, description: dict[str, Any]) -> Embedder:
+    """The index's embedder built on this node, refused unless it makes exactly the index's vectors."""
+    embedder = spec.build()
+    try:
+        check_same_vectors(description, embedder.describe(), whose=f"the Ray worker on {socket.gethostname()}")
+    except ModelMismatchError as error:
+        raise ModelMismatchError(f"{error}: install the same lookalike, weights and model options on every "
+                                 "node") from None
+    return embedder
+
+
 def _assigned_cpus() -> int:
+    """The CPUs Ray gave this actor; 1 outside Ray (asking the runtime context there would start Ray)."""
+    if not ray.is_initialized():
+        return 1
     try:
         return int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
-    except Exception:  # noqa: BLE001 - outside Ray: one thread per session is the safe budget
+    except Exception:  # noqa: BLE001 - no assignment to read: one thread per session is the safe budget
         return 1
 
 
@@ -299,46 +342,35 @@ def read_shard(path: Path) -> tuple[pa.Table, np.ndarray]:
     return table, vectors.astype(np.float32, copy=False)
 
 
-def merge_shard(index: ImageIndex, shard: Path, report: IndexReport, check_files: bool = False) -> int:
-    """Add a shard's vectors to the index (update by path), commit, then delete the shard.
+def merge_shard(run: Sync, shard: Path, dimension: int, check_files: bool = False) -> int:
+    """Store a shard's vectors in the index (add, or replace by path), commit, then delete the shard.
 
     With `check_files` (leftover shards), rows for files changed since are skipped: they are re-planned.
     """
     table, vectors = read_shard(shard)
-    if vectors.shape[1] != index.embedder.dimension:
-        raise ValueError(f"shard {shard} holds {vectors.shape[1]}-d vectors, the index {index.embedder.dimension}-d")
-    merged = 0
-    new_images, new_rows = [], []
+    if vectors.shape[1] != dimension:
+        raise ValueError(f"shard {shard} holds {vectors.shape[1]}-d vectors, the index {dimension}-d")
+    images, rows = [], []
     for number, row in enumerate(table.to_pylist()):
         if row["error"]:
-            report.failures.append(Failure(Path(row["path"]), row["error"]))
-            continue
-        if check_files and not _unchanged(row):
-            continue
-        image = NewImage(row["path"] if is_uri(row["path"]) else os.path.abspath(row["path"]), row["content_hash"],
-                         row["size"], row["mtime"], row["width"], row["height"])
-        known = index.store.record_by_path(image.path)
-        if known is None:
-            new_images.append(image)
-            new_rows.append(number)
-        else:
-            index.store.replace(known.id, image, vectors[number])
-            report.updated += 1
-        merged += 1
-    index.store.add(new_images, vectors[new_rows])  # one batch: one backend insert, not one per image
-    report.added += len(new_images)
-    index.store.commit()
+            run.fail([Failure(Path(row["path"]), row["error"])])
+        elif not check_files or _unchanged(row):
+            images.append(NewImage(row["path"] if is_uri(row["path"]) else os.path.abspath(row["path"]),
+                                   row["content_hash"], row["size"], row["mtime"], row["width"], row["height"]))
+            rows.append(number)
+    run.store_images(images, vectors[rows])  # one batch: one backend insert, not one per image
+    run.commit()
     shard.unlink()
-    return merged
+    return len(images)
 
 
-def merge_leftover_shards(index: ImageIndex, folder: Path, report: IndexReport) -> int:
+def merge_leftover_shards(run: Sync, folder: Path, dimension: int) -> int:
     """Merge the shards an interrupted run wrote but did not merge; the images they hold."""
     merged = 0
     for partial in folder.glob("shard-*.partial"):
         partial.unlink()  # never completed: its images are simply embedded again
     for shard in sorted(folder.glob("shard-*.parquet")):
-        merged += merge_shard(index, shard, report, check_files=True)
+        merged += merge_shard(run, shard, dimension, check_files=True)
     return merged
 
 

@@ -7,14 +7,8 @@ probability that the pair is "similar" (same value of the attribute they were tr
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import time
-from pathlib import Path
 from typing import Any, Protocol
 
-import joblib
 import numpy as np
 import numpy.typing as npt
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -26,14 +20,10 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from lookalike.embedders import Matrix
-from lookalike.index import ImageIndex, ModelMismatchError
-from lookalike.search import METRICS, Match, SearchResult
+from lookalike.search import METRICS
 from lookalike.similarity.pairs import TrainingData
 
 Scores = npt.NDArray[np.float64]
-MODELS_FOLDER = "similarity"
-DEFAULT_CANDIDATES = 300  # images the vector index retrieves for a learned method to re-rank
-EMBEDDER_KEYS = ("model", "version", "dimension", "layer", "pool", "preprocessing")
 
 
 class SimilarityMethod(Protocol):
@@ -172,7 +162,6 @@ class Agreement:
                                  method="predict_proba")
 
 
-
 def _log_agreement(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> Scores:
     return np.log(np.clip(np.einsum("ij,ij->i", p, q), 1e-9, 1.0))
 
@@ -228,113 +217,3 @@ def score_matrix(method: SimilarityMethod, queries: Matrix, gallery: Matrix) -> 
         for row, query in enumerate(queries):
             scores[row] = method.score(np.repeat(query[None], len(gallery), axis=0), gallery)
     return scores
-
-
-# --- trained models inside an index folder --------------------------------------------------------------
-def save_method(index: ImageIndex, method: SimilarityMethod, trained_on: dict[str, Any],
-                name: str | None = None) -> Path:
-    """Store a trained method as INDEX/similarity/NAME.joblib, with NAME.json saying what it learned from."""
-    name = name or method.name
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ValueError(f"model name {name!r}: use letters, digits, '-', '_' and '.'")
-    if name in METRICS:
-        raise ValueError(f"{name!r} is a built-in measure; give the trained model another name")
-    folder = index.folder / MODELS_FOLDER
-    folder.mkdir(exist_ok=True)
-    joblib.dump(method, folder / f"{name}.joblib")
-    description = {"name": name, "method": method.name, "embedder": index.manifest["embedder"],
-                   "trained": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | trained_on
-    (folder / f"{name}.json").write_text(json.dumps(description, indent=2, default=str))
-    _loaded.pop((str(index.folder), name), None)
-    return folder / f"{name}.joblib"
-
-
-def trained_methods(index: ImageIndex) -> list[str]:
-    return sorted(p.stem for p in (index.folder / MODELS_FOLDER).glob("*.json"))
-
-
-def describe_method(index: ImageIndex, name: str) -> dict[str, Any]:
-    path = index.folder / MODELS_FOLDER / f"{name}.json"
-    if not path.exists():
-        trained = ", ".join(trained_methods(index)) or "none yet"
-        raise FileNotFoundError(f"no similarity model {name!r} in {index.folder} (trained: {trained}; built in: "
-                                f"{', '.join(METRICS)}); train one with `lookalike train-similarity`")
-    return json.loads(path.read_text())
-
-
-_loaded: dict[tuple[str, str], tuple[float, SimilarityMethod]] = {}
-
-
-def load_method(index: ImageIndex, name: str) -> SimilarityMethod:
-    """A trained method of this index; refused when it learned from another embedder's vectors."""
-    description = describe_method(index, name)
-    recorded, current = description["embedder"], index.manifest["embedder"]
-    different = [k for k in EMBEDDER_KEYS if recorded.get(k) != current.get(k)]
-    if different:
-        details = "; ".join(f"{k}: model {recorded.get(k)!r} vs index {current.get(k)!r}" for k in different)
-        raise ModelMismatchError(f"similarity model {name!r} was trained on another embedder's vectors ({details}); "
-                                 "retrain it on this index")
-    path = index.folder / MODELS_FOLDER / f"{name}.joblib"
-    stamp = os.path.getmtime(path)
-    key = (str(index.folder), name)
-    if key not in _loaded or _loaded[key][0] != stamp:
-        _loaded[key] = (stamp, joblib.load(path))
-    return _loaded[key][1]
-
-
-# --- search: the vector index proposes, the learned method decides ---------------------------------------
-def rerank_search(index: ImageIndex, vector: Matrix, method: str, k: int = 10, min_score: float | None = None,
-                  query: str = "<vector>", timings: dict[str, float] | None = None, exclude: set[int] | None = None,
-                  candidates: int = DEFAULT_CANDIDATES) -> SearchResult:
-    """Matches scored by a trained method; scores are its probability of "similar".
-
-    Methods that embed images one by one (projection, agreement) score every indexed image (their
-    embeddings of the index are computed once and cached); pair classifiers (logreg, forest)
-    re-rank the top `max(k, candidates)` images by cosine.
-    """
-    model = load_method(index, method)
-    timings = dict(timings or {})
-    exclude = exclude or set()
-    query_vector = np.asarray(vector, np.float32).reshape(1, -1)
-    started = time.perf_counter()
-    if hasattr(model, "embed"):
-        ids, embedded = _embedded_index(index, method, model)
-        keep = ~np.isin(ids, list(exclude))
-        ids, embedded = ids[keep], embedded[keep]
-        timings["search"] = (time.perf_counter() - started) * 1e3
-        if len(ids) == 0:
-            return SearchResult([], query, method, timings)
-        started = time.perf_counter()
-        scores = model.compare(np.repeat(model.embed(query_vector), len(ids), axis=0), embedded)
-    else:
-        _, found = index.store.search(query_vector, max(k, candidates) + len(exclude))
-        ids = np.array([int(i) for i in found[0] if i >= 0 and int(i) not in exclude], dtype=np.int64)
-        timings["search"] = (time.perf_counter() - started) * 1e3
-        if len(ids) == 0:
-            return SearchResult([], query, method, timings)
-        started = time.perf_counter()
-        scores = model.score(np.repeat(query_vector, len(ids), axis=0), index.store.vectors(ids.tolist()))
-    order = np.argsort(-scores, kind="stable")[:k]
-    timings["rerank"] = (time.perf_counter() - started) * 1e3
-    matches = []
-    for position in order:
-        if min_score is not None and scores[position] < min_score:
-            break
-        record = index.store.record(int(ids[position]))
-        assert record is not None
-        matches.append(Match(record.id, record.path, float(scores[position]), index.store.labels(record.id)))
-    return SearchResult(matches, query, method, timings)
-
-
-_embedded: dict[tuple[str, str], tuple[tuple[int, int], npt.NDArray[np.int64], Matrix]] = {}
-
-
-def _embedded_index(index: ImageIndex, name: str, model: Any) -> tuple[npt.NDArray[np.int64], Matrix]:
-    """Every indexed image embedded by the model, recomputed when the index or the model changes."""
-    key = (str(index.folder), name)
-    version = (index.store.generation, id(model))
-    if key not in _embedded or _embedded[key][0] != version:
-        ids, vectors = index.vectors()
-        with threadpool_limits(limits=1, user_api="blas"):
-            _embedded[key] = (version, ids, model.embed(vectors) if len(ids) else np.zeros((0, 1)))
-    return _embedded[key][1], _embedded[key][2]

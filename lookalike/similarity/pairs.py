@@ -136,13 +136,13 @@ def _check_values(values: npt.NDArray[np.str_], attribute: str) -> None:
 
 
 def _vectors_for(index: ImageIndex, paths: list[str], dataset: str | os.PathLike[str]) -> Matrix:
-    ids_by_path = {record.path: record.id for record in index.store.records()}
+    ids_by_path = index.ids_by_path()
     missing = [path for path in paths if path not in ids_by_path]
     if missing:
         shown = ", ".join(os.path.relpath(path, os.path.abspath(dataset)) for path in missing[:5])
         raise ValueError(f"{len(missing)} image(s) listed in {Path(dataset) / 'labels.csv'} are not in the index "
                          f"{index.folder} (e.g. {shown}); run `lookalike index {dataset} --index {index.folder}`")
-    return index.store.vectors([ids_by_path[path] for path in paths])
+    return index.vectors([ids_by_path[path] for path in paths])
 
 
 def _split_images(values: npt.NDArray[np.str_], eval_fraction: float, rng: np.random.Generator) -> np.ndarray:

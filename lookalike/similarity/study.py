@@ -25,12 +25,11 @@ from lookalike.similarity.methods import (
     LEARNED_METHODS,
     STUDY_METHODS,
     SimilarityMethod,
-    describe_method,
     fit_method,
     make_method,
-    save_method,
 )
 from lookalike.similarity.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
+from lookalike.similarity.trained import describe_method, save_method
 
 
 @dataclass

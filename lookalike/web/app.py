@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,10 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lookalike import __version__
 from lookalike.images import ImageError
-from lookalike.index import ModelMismatchError
-from lookalike.index.manifest import IndexFormatError
+from lookalike.index import IndexFormatError, ModelMismatchError
+from lookalike.version import __version__
 from lookalike.web import indexes_api, search_api
 from lookalike.web.jobs import JobQueue
 from lookalike.web.logs import RequestLog, request_id
@@ -83,15 +83,21 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def invalid(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
-                             for e in error.errors())
-        return _error(422, f"invalid request: {problems}")
+        return _error(422, f"invalid request: {'; '.join(_problem(e) for e in error.errors())}")
 
     app.add_exception_handler(UploadError, rejected)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     for kind, status in ERROR_STATUS:
         app.add_exception_handler(kind, _handler_for(status))
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One validation error as `field: what is wrong`; a parameter the route does not take is named as such."""
+    field = ".".join(str(part) for part in error["loc"][1:]) or str(error["loc"][0])
+    if error["type"] == "extra_forbidden":
+        return f"{field}: not a parameter of this request"
+    return f"{field}: {error['msg']}"
 
 
 def _handler_for(status: int):  # noqa: ANN202 - a Starlette exception handler

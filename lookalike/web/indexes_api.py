@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 from pathlib import Path
@@ -10,11 +9,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from lookalike.embedders import DEFAULT_MODEL
-from lookalike.index import ImageIndex, IndexReport
-from lookalike.index.store import ImageRecord
+from lookalike.index import ImageRecord, IndexReport
+from lookalike.index.folder import ARTIFACT_FOLDERS
 from lookalike.web.deps import jobs_of, registry_of, require_token, served_index, settings_of
 from lookalike.web.paths import images_under_roots
 from lookalike.web.registry import ServedIndex
@@ -25,15 +23,27 @@ from lookalike.web.uploads import UploadError, check_upload, is_upload, save_upl
 router = APIRouter(prefix="/api", tags=["indexes"])
 Served = Annotated[ServedIndex, Depends(served_index)]
 Write = [Depends(require_token)]
-ARTIFACT_FOLDERS = ("clusters", "map", "maps")
 ARTIFACT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".html": "text/html"}
 
 
 class NewIndex(BaseModel):
+    """ImageIndex.create's keywords by the same names (unset: the API's default), less the server-side paths."""
+
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(description="folder name under the server's --index-root")
-    model: str = DEFAULT_MODEL
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="further ImageIndex.create arguments (e.g. layer, pca) if supported")
+    model: str | None = Field(None, description="the embedder (default: lookalike's default model)")
+    layer: str | None = Field(None, description="the network layer to take vectors from")
+    pool: str | None = Field(None, description="how that layer is pooled into one vector")
+    index_type: str | None = Field(None, description="flat-ip, hnsw, ivfpq, ... or auto")
+    expected_count: int | None = Field(None, ge=0, description="with index_type auto: images expected")
+    max_memory: str | None = Field(None, description="with index_type auto: e.g. 2G")
+    latency_ms: float | None = Field(None, gt=0, description="with index_type auto: the search time aimed for")
+    pca: int | None = Field(None, ge=0, description="unset: PCA 128 from 1,000 images; 0: never; N: PCA to N")
+    whiten: bool | None = Field(None, description="whiten the PCA components")
+    pca_sample: int | None = Field(None, ge=1, description="images the PCA is fitted on")
+
+    def create_options(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name"}, exclude_none=True)
 
 
 class PathsToAdd(BaseModel):
@@ -59,10 +69,7 @@ def inspect_index(served: Served) -> dict[str, Any]:
 
 @router.post("/indexes", status_code=201, dependencies=Write, summary="Create an empty index with a model")
 def create_index(request: Request, new: NewIndex) -> dict[str, Any]:
-    unknown = set(new.options) - set(inspect.signature(ImageIndex.create).parameters) - {"self"}
-    if unknown or "folder" in new.options:
-        raise HTTPException(422, f"ImageIndex.create takes no option {', '.join(sorted(unknown or {'folder'}))}")
-    return describe(registry_of(request).create(new.name, model=new.model, **new.options))
+    return describe(registry_of(request).create(new.name, **new.create_options()))
 
 
 @router.delete("/indexes/{name}", dependencies=Write, summary="Delete an index folder and everything in it")
@@ -75,7 +82,7 @@ def delete_index(request: Request, served: Served) -> dict[str, Any]:
 
 # --- images -------------------------------------------------------------------------------
 def record_or_404(served: ServedIndex, image_id: int) -> ImageRecord:
-    record = served.index.store.record(image_id)
+    record = served.index.record(image_id)
     if record is None:
         raise HTTPException(404, f"no image with id {image_id} in index {served.name!r}")
     return record
@@ -84,7 +91,7 @@ def record_or_404(served: ServedIndex, image_id: int) -> ImageRecord:
 def image_json(served: ServedIndex, record: ImageRecord) -> dict[str, Any]:
     base = f"/api/indexes/{served.name}/images/{record.id}"
     return {"id": record.id, "path": record.path, "width": record.width, "height": record.height,
-            "size": record.size, "labels": served.index.store.labels(record.id),
+            "size": record.size, "labels": served.index.labels(record.id),
             "thumbnail": f"{base}/thumbnail", "file": f"{base}/file"}
 
 
@@ -92,7 +99,7 @@ def image_json(served: ServedIndex, record: ImageRecord) -> dict[str, Any]:
 def list_images(served: Served, offset: Annotated[int, Query(ge=0)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     with served.lock.reading():
-        page = list(itertools.islice(served.index.store.records(), offset, offset + limit))
+        page = list(itertools.islice(served.index.records(), offset, offset + limit))
         return {"count": len(served.index), "offset": offset, "images": [image_json(served, r) for r in page]}
 
 
@@ -106,7 +113,7 @@ def inspect_image(served: Served, image_id: int) -> dict[str, Any]:
 def image_thumbnail(request: Request, served: Served, image_id: int) -> FileResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
-    path = thumbnail(record, served.folder, settings_of(request).thumbnail_side)
+    path = thumbnail(record, served.index.files, settings_of(request).thumbnail_side)
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
@@ -129,7 +136,7 @@ def add_uploads(request: Request, served: Served,
         raise UploadError(413, f"{len(files)} files in one request; the limit is {settings.max_batch_files}")
     checked = [check_upload(f.file.read(settings.max_upload_bytes + 1), f.filename or "upload",
                             settings.max_upload_bytes, settings.max_pixels) for f in files]
-    saved = [save_upload(image, served.folder) for image in checked]
+    saved = [save_upload(image, served.index.files) for image in checked]
     names = {str(path): f.filename for path, f in zip(saved, files, strict=True)}
     if background:
         job = jobs_of(request).add_files(served, saved)
@@ -142,7 +149,7 @@ def add_uploads(request: Request, served: Served,
 def added_json(served: ServedIndex, report: IndexReport, names: dict[str, str | None]) -> dict[str, Any]:
     images = []
     for path, original in names.items():
-        record = served.index.store.record_by_path(os.path.abspath(path))
+        record = served.index.record_by_path(path)
         if record is not None:
             images.append(image_json(served, record) | {"uploaded_as": original})
     return {"report": report.to_dict(), "count": len(served.index), "images": images}
@@ -161,7 +168,7 @@ def remove_image(served: Served, image_id: int) -> dict[str, Any]:
     with served.lock.writing():
         record = record_or_404(served, image_id)
         served.index.remove_ids([image_id])
-        if is_upload(record.path, served.folder):
+        if is_upload(record.path, served.index.files):
             Path(record.path).unlink(missing_ok=True)  # our own copy; files the user indexed stay untouched
         return {"removed": image_id, "count": len(served.index)}
 

@@ -72,16 +72,29 @@ class JobQueue:
     def shutdown(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
-    def _run(self, job: Job, served: ServedIndex, paths: list[Path]) -> None:
-        job.status = "running"
-        log.info("job started", extra={"job": job.id, "index": job.index, "total": job.total})
+    @staticmethod
+    def _add_in_chunks(job: Job, served: ServedIndex, paths: list[Path]) -> None:
+        """One indexing run, written a chunk per write lock so searches answer in between; it ends once
+        (so the index's policy, such as the default PCA, sees the whole job, as `lookalike index` would)."""
+        with served.lock.writing():
+            served.index.expect(len(paths))
+            run = served.index.sync(job.report)
         try:
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
                 with served.lock.writing():
-                    part = served.index.add_files(chunk)
-                _accumulate(job.report, part)
+                    run.embed(chunk)
+                    run.commit()
                 job.done += len(chunk)
+        finally:
+            with served.lock.writing():
+                run.finish()
+
+    def _run(self, job: Job, served: ServedIndex, paths: list[Path]) -> None:
+        job.status = "running"
+        log.info("job started", extra={"job": job.id, "index": job.index, "total": job.total})
+        try:
+            self._add_in_chunks(job, served, paths)
             job.status = "done"
         except Exception as error:  # the job records why; the server keeps serving
             job.status, job.error = "failed", f"{type(error).__name__}: {error}"
@@ -92,8 +105,4 @@ class JobQueue:
                                             "failed": job.report.failed})
 
 
-def _accumulate(total: IndexReport, part: IndexReport) -> None:
-    for name in ("added", "updated", "unchanged", "removed", "reused", "seconds"):
-        setattr(total, name, getattr(total, name) + getattr(part, name))
-    total.failures += part.failures
 

@@ -26,7 +26,7 @@ def inside(path: str | os.PathLike[str], roots: Sequence[Path]) -> bool:
 def images_under_roots(requested: Sequence[str], roots: Sequence[Path]) -> list[Path]:
     """Image files named by the request (files or folders), each checked to live under an allowed root."""
     if not roots:
-        raise RefusedPathError("adding by server-side path is disabled (start the server with --allow-root DIR)")
+        raise RefusedPathError("adding by server-side path is disabled (start the server with --allowed-roots DIR)")
     found: list[Path] = []
     for text in requested:
         if "\x00" in text or not os.path.isabs(text):

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from lookalike.index import ImageIndex, delete_index
-from lookalike.index.manifest import FILE as MANIFEST
+from lookalike.index.folder import IndexFolder
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -97,10 +97,10 @@ class IndexRegistry:
                              "starting with a letter or digit")
         if name in self._served:
             raise FileExistsError(f"an index named {name!r} is already served")
-        folder = self.index_root / name
-        if folder.exists() and any(folder.iterdir()):
-            raise FileExistsError(f"{folder} already exists and is not empty")
-        return self._register(ImageIndex.create(folder, **options))
+        folder = IndexFolder(self.index_root / name)
+        if not folder.is_empty_or_missing():
+            raise FileExistsError(f"{folder.root} already exists and is not empty")
+        return self._register(ImageIndex.create(folder.root, **options))
 
     def delete(self, name: str) -> None:
         served = self.get(name)
@@ -131,7 +131,3 @@ def _warm_up(index: ImageIndex) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), "grey").save(buffer, "PNG")
     index.embed_image(buffer.getvalue())
-
-
-def is_index_folder(folder: Path) -> bool:
-    return (folder / MANIFEST).exists()

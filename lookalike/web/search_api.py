@@ -1,23 +1,20 @@
-"""Search over HTTP: by uploaded image, by indexed id, or random; same arguments as ImageIndex.search.
+"""Search over HTTP: POST an image, or GET from an indexed id or a random one; one call to ImageIndex.search.
 
-Options that other parts of lookalike may add (`method=` for learned similarity and `where=` label filters
-on ImageIndex.search; classify-then-search as lookalike.classifier.search_by_class) are used only when the
-client gives them, and refused with a clear 422 when this installation does not have them.
+Both routes take the SearchOptions by their Python and CLI names (k, method, min_score, where,
+path_prefix, by_class, class_confidence, by_cluster); the API checks them, and its errors become
+4xx answers through the app's error handlers. An unknown parameter is refused, not ignored.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
 import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
 
 from lookalike.index import ImageIndex
-from lookalike.search import METRICS, SearchResult
+from lookalike.search import SearchOptions, SearchResult, option_names
 from lookalike.web.deps import served_index, settings_of
 from lookalike.web.registry import ServedIndex
 from lookalike.web.tuning import prepare_thread
@@ -28,122 +25,71 @@ Served = Annotated[ServedIndex, Depends(served_index)]
 MAX_K = 1000
 
 
-def search_parameters() -> set[str]:
-    return set(inspect.signature(ImageIndex.search).parameters)
+class SearchFields(BaseModel):
+    """The fields of SearchOptions as query or form fields; defaults and checks are the API's own."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(SearchOptions.k, ge=1, le=MAX_K, description="how many matches")
+    method: str = Field(SearchOptions.method, description="cosine, euclidean or a learned similarity of the index")
+    min_score: float | None = Field(None, description="drop matches scoring below this")
+    where: list[str] = Field(default_factory=list,
+                             description="label filter NAME=VALUE, repeatable: a name given twice means either value")
+    path_prefix: str | None = Field(None, description="keep images under this folder")
+    by_class: int | None = Field(None, description="classify the query, search within up to N likely classes")
+    class_confidence: float = Field(SearchOptions.class_confidence,
+                                    description="with by_class: widen until the classes hold this probability")
+    by_cluster: int | None = Field(None, description="search the N clusters nearest the query")
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(include=set(option_names()))
 
 
-def _optional(module: str, name: str) -> Any:
-    """Something another lookalike module may provide (learned similarity, classifier), or None."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+class SearchFromIndexed(SearchFields):
+    id: int | None = Field(None, description="an indexed image id")
+    random: bool = Field(False, description="start from a random indexed image")
+    seed: int | None = Field(None, description="with random: the same seed picks the same image")
 
 
-def learned_methods(index: ImageIndex) -> list[str]:
-    """Learned similarity methods trained for this index (lookalike.similarity.methods), if any."""
-    trained = _optional("lookalike.similarity.methods", "trained_methods")
-    return [m for m in (trained(index) if trained else []) if m not in METRICS]
-
-
-def classify_then_search(index: ImageIndex) -> Callable[..., SearchResult] | None:
-    """lookalike.classifier.search_by_class when a classifier is trained for this index, else None."""
-    search = _optional("lookalike.organise.classifier", "search_by_class")
-    marker = _optional("lookalike.organise.classifier", "DESCRIPTION_FILE")
-    return search if search and marker and (index.folder / marker).exists() else None
+class SearchFromUpload(SearchFields):
+    image: UploadFile = Field(description="the query image")
 
 
 def capabilities(index: ImageIndex) -> dict[str, Any]:
-    """What the page may offer for this index: methods, filters, classify-then-search."""
-    supported = search_parameters()
-    return {
-        "metrics": list(METRICS),
-        "methods": learned_methods(index) if "method" in supported else [],
-        "filters": "where" in supported,
-        "by_class": classify_then_search(index) is not None,
-    }
+    """What the page may offer for this index: its methods, its scopes (by_class, by_cluster), its labels."""
+    return {"methods": index.methods(), "scopes": index.scopes(), "filters": True, "labels": index.label_counts()}
 
 
-def extra_options(method: str | None, where: list[str] | None) -> dict[str, Any]:
-    """Only the options the client gave, each checked to exist in this ImageIndex.search."""
-    given: dict[str, Any] = {}
-    if method:
-        given["method"] = method
-    if where:
-        given["where"] = _parse_where(where)
-    missing = [name for name in given if name not in search_parameters()]
-    if missing:
-        raise HTTPException(422, f"this lookalike cannot search with {', '.join(missing)} yet "
-                                 "(not supported by ImageIndex.search)")
-    return given
-
-
-def _parse_where(conditions: list[str]) -> dict[str, str]:
-    parsed = {}
-    for condition in conditions:
-        name, sep, value = condition.partition("=")
-        if not sep or not name.strip():
-            raise HTTPException(422, f"filter {condition!r} must look like name=value (e.g. label=dress)")
-        parsed[name.strip()] = value.strip()
-    return parsed
-
-
-def run_search(served: ServedIndex, query: bytes | int | None, k: int, metric: str, min_score: float | None,
-               options: dict[str, Any], by_class: bool | None = None, random_query: bool = False,
-               seed: int | None = None) -> dict[str, Any]:
+def run_search(served: ServedIndex, query: bytes | None, fields: SearchFields, **kinds: Any) -> dict[str, Any]:
+    """The one search, under the read lock, with the links the page needs."""
     started = time.perf_counter()
-    if metric not in METRICS:
-        raise HTTPException(422, f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    search: Callable[..., SearchResult] = served.index.search
-    if by_class:
-        found = classify_then_search(served.index)
-        if found is None:
-            raise HTTPException(422, "by_class (classify, then search) needs a classifier trained for this index "
-                                     "(lookalike train-classifier)")
-        search = functools.partial(found, served.index)
     prepare_thread()
     with served.lock.reading():
-        if random_query:
-            query = served.index.random_id(seed)
-        result = search(query, k=k, metric=metric, min_score=min_score, **options)
-    return present(result, served.name, query if isinstance(query, int) else None, started)
+        result = served.index.search(query, **kinds, **fields.options())
+    return present(result, served.name, started)
 
 
-def present(result: SearchResult, index_name: str, query_id: int | None, started: float) -> dict[str, Any]:
-    body = result.to_dict()
-    body["index"] = index_name
-    body["query_id"] = query_id
-    if query_id is not None:
-        body["query_thumbnail"] = f"/api/indexes/{index_name}/images/{query_id}/thumbnail"
+def present(result: SearchResult, index_name: str, started: float) -> dict[str, Any]:
+    """The result's JSON with thumbnail and file links, and the total time of the request."""
+    body = result.to_dict() | {"index": index_name}
+    images = f"/api/indexes/{index_name}/images"
+    if result.query_id is not None:
+        body["query_thumbnail"] = f"{images}/{result.query_id}/thumbnail"
     for match in body["matches"]:
-        match["thumbnail"] = f"/api/indexes/{index_name}/images/{match['id']}/thumbnail"
-        match["file"] = f"/api/indexes/{index_name}/images/{match['id']}/file"
+        match["thumbnail"] = f"{images}/{match['id']}/thumbnail"
+        match["file"] = f"{images}/{match['id']}/file"
     body["timings_ms"]["total"] = round((time.perf_counter() - started) * 1e3, 3)
     return body
 
 
 @router.post("/search", summary="Search by an uploaded image")
-def search_by_upload(
-    request: Request, served: Served, image: Annotated[UploadFile, File(description="the query image")],
-    k: Annotated[int, Form(ge=1, le=MAX_K)] = 10, metric: Annotated[str, Form()] = "cosine",
-    min_score: Annotated[float | None, Form()] = None, method: Annotated[str | None, Form()] = None,
-    where: Annotated[list[str] | None, Form()] = None, by_class: Annotated[bool | None, Form()] = None,
-) -> dict[str, Any]:
+def search_by_upload(request: Request, served: Served,
+                     asked: Annotated[SearchFromUpload, Form(media_type="multipart/form-data")]) -> dict[str, Any]:
     settings = settings_of(request)
-    data = image.file.read(settings.max_upload_bytes + 1)
-    checked = check_upload(data, image.filename or "upload", settings.max_upload_bytes, settings.max_pixels)
-    return run_search(served, checked.data, k, metric, min_score, extra_options(method, where), by_class)
+    data = asked.image.file.read(settings.max_upload_bytes + 1)
+    checked = check_upload(data, asked.image.filename or "upload", settings.max_upload_bytes, settings.max_pixels)
+    return run_search(served, checked.data, asked)
 
 
-@router.get("/search", summary="Search by an indexed image id, or from a random one")
-def search_by_id_or_random(
-    served: Served, id: Annotated[int | None, Query(description="an indexed image id")] = None,  # noqa: A002
-    random: Annotated[bool, Query(description="start from a random indexed image")] = False,
-    seed: int | None = None, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, metric: str = "cosine",
-    min_score: float | None = None, method: str | None = None,
-    where: Annotated[list[str] | None, Query()] = None, by_class: bool | None = None,
-) -> dict[str, Any]:
-    if (id is None) == (not random):
-        raise HTTPException(422, "give exactly one query: id=N or random=true (or POST an image)")
-    return run_search(served, id, k, metric, min_score, extra_options(method, where), by_class,
-                      random_query=random, seed=seed)
+@router.get("/search", summary="Search from an indexed image (id=N) or a random one (random=true, seed=S)")
+def search_from_indexed(served: Served, asked: Annotated[SearchFromIndexed, Query()]) -> dict[str, Any]:
+    return run_search(served, None, asked, id=asked.id, random=asked.random, seed=asked.seed)

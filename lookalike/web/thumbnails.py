@@ -9,14 +9,13 @@ from pathlib import Path
 from PIL import Image
 
 from lookalike.images import load_image
-from lookalike.index.store import ImageRecord
+from lookalike.index import ImageRecord
+from lookalike.index.folder import IndexFolder
 
-THUMBNAILS = "thumbnails"
 
-
-def thumbnail(record: ImageRecord, index_folder: Path, side: int) -> Path:
+def thumbnail(record: ImageRecord, files: IndexFolder, side: int) -> Path:
     """A JPEG no larger than side x side; the name carries the content hash, so changed files get a new one."""
-    folder = index_folder / THUMBNAILS
+    folder = files.thumbnails
     target = folder / f"{record.id}-{record.content_hash[:16]}-{side}.jpg"
     if target.exists():
         return target

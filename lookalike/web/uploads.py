@@ -11,8 +11,8 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from lookalike.files import bytes_hash
+from lookalike.index.folder import IndexFolder
 
-UPLOADS = "uploads"  # folder inside an index folder holding uploaded images, indexed like any file
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 
 
@@ -62,9 +62,9 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Che
     return CheckedImage(data, found, width, height)
 
 
-def save_upload(image: CheckedImage, index_folder: Path) -> Path:
+def save_upload(image: CheckedImage, files: IndexFolder) -> Path:
     """Write into INDEX/uploads/ under a name made from the content (the same photo twice is one file)."""
-    folder = index_folder / UPLOADS
+    folder = files.uploads
     folder.mkdir(exist_ok=True)
     target = folder / f"{bytes_hash(image.data)[:24]}{image.extension}"
     if not target.exists():
@@ -74,7 +74,7 @@ def save_upload(image: CheckedImage, index_folder: Path) -> Path:
     return target
 
 
-def is_upload(path: str | os.PathLike[str], index_folder: Path) -> bool:
+def is_upload(path: str | os.PathLike[str], files: IndexFolder) -> bool:
     """Whether a file is one this server saved into the index's uploads folder (and may delete)."""
-    uploads = os.path.realpath(index_folder / UPLOADS)
+    uploads = os.path.realpath(files.uploads)
     return os.path.dirname(os.path.realpath(path)) == uploads

@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 let indexes = {};
 let lastQuery = null; // {kind: "upload", file} or {kind: "id", id}; re-run when a control changes
 let latestSearch = 0; // only the answer to the latest search is shown (an older one may arrive later)
+const BUILT_IN_METHODS = ["cosine", "euclidean"]; // every index has these; the others are learned for it
 
 async function api(url, options) {
   const response = await fetch(url, options);
@@ -36,18 +37,27 @@ function showCapabilities() {
   const caps = info.capabilities;
   const method = $("method");
   method.replaceChildren();
-  for (const metric of caps.metrics) method.append(new Option(metric, "metric:" + metric));
-  for (const learned of caps.methods) method.append(new Option(learned + " (learned)", "method:" + learned));
+  for (const name of caps.methods) {
+    method.append(new Option(BUILT_IN_METHODS.includes(name) ? name : name + " (learned)", name));
+  }
   $("filter-field").hidden = !caps.filters;
-  $("by-class-field").hidden = !caps.by_class;
+  const suggestions = $("filter-values");
+  suggestions.replaceChildren();
+  for (const [name, counts] of Object.entries(caps.labels || {})) {
+    for (const value of Object.keys(counts)) suggestions.append(new Option(`${name}=${value}`));
+  }
+  $("by-class-field").hidden = !caps.scopes.by_class;
+  $("by-cluster-field").hidden = !caps.scopes.by_cluster;
 }
 
+// [name, value] pairs with the names of ImageIndex.search's options; `where` may repeat (same name: either value)
 function searchOptions() {
-  const [kind, name] = $("method").value.split(":");
-  const options = { k: $("k").value || "12" };
-  if (kind === "metric") options.metric = name; else options.method = name;
-  if (!$("filter-field").hidden && $("filter").value.trim()) options.where = $("filter").value.trim();
-  if (!$("by-class-field").hidden && $("by-class").checked) options.by_class = "true";
+  const options = [["k", $("k").value || "12"], ["method", $("method").value]];
+  if (!$("filter-field").hidden) {
+    for (const term of $("filter").value.split(",")) if (term.trim()) options.push(["where", term.trim()]);
+  }
+  if (!$("by-class-field").hidden && $("by-class").checked) options.push(["by_class", "1"]);
+  if (!$("by-cluster-field").hidden && $("by-cluster").checked) options.push(["by_cluster", "1"]);
   return options;
 }
 
@@ -62,7 +72,7 @@ async function search(query) {
     if (query.kind === "upload") {
       const form = new FormData();
       form.append("image", query.file);
-      for (const [key, value] of Object.entries(options)) form.append(key, value);
+      for (const [key, value] of options) form.append(key, value);
       result = await api(base, { method: "POST", body: form });
     } else {
       const params = new URLSearchParams(options);
@@ -88,7 +98,7 @@ function show(result, query) {
   const grid = $("results");
   grid.replaceChildren();
   for (const match of result.matches) grid.append(resultTile(match));
-  status(result.matches.length ? `${result.matches.length} most similar (${result.metric})` : "no matches");
+  status(result.matches.length ? `${result.matches.length} most similar (${result.method})` : "no matches");
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
 
@@ -133,7 +143,7 @@ function wireDropZone() {
 
 function wireControls() {
   $("index").addEventListener("change", () => { showCapabilities(); lastQuery = null; $("results").replaceChildren(); });
-  for (const id of ["method", "k", "by-class"]) {
+  for (const id of ["method", "k", "filter", "by-class", "by-cluster"]) { // text fields change on Enter or leaving
     $(id).addEventListener("change", () => lastQuery && search(lastQuery));
   }
   $("controls").addEventListener("submit", (event) => { event.preventDefault(); if (lastQuery) search(lastQuery); });

@@ -62,7 +62,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--allowed-roots", action="extend", nargs="+", default=[], metavar="DIR",
                         help="server-side folders whose images may be added by path")
-    parser.add_argument("--index-root", type=Path, metavar="DIR", help="folder where POST /api/indexes creates indexes")
+    parser.add_argument("--index-root", type=Path, metavar="DIR",
+                        help="folder where POST /api/indexes creates indexes; only indexes in it can be deleted "
+                             "over HTTP")
     parser.add_argument("--max-upload-bytes", type=parse_memory, metavar="SIZE",
                         help="largest image upload, like 20M (default 20M)")
     parser.add_argument("--cors-origins", action="extend", nargs="+", metavar="URL",

@@ -26,6 +26,7 @@ from lookalike.web.logs import RequestLog, request_id
 from lookalike.web.paths import RefusedPathError
 from lookalike.web.registry import IndexRegistry
 from lookalike.web.settings import ServerSettings
+from lookalike.web.shown import shown_text
 from lookalike.web.uploads import UploadError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -69,7 +70,8 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message, "request_id": request_id.get()}, status_code=status, headers=headers)
+    body = {"detail": shown_text(message), "request_id": request_id.get()}  # a message may quote a file name
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

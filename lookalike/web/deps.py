@@ -1,14 +1,18 @@
-"""What every route needs from the app: its settings, the served index named in the path, the write token."""
+"""What every route needs from the app: its settings, the served index named in the path, image ids, the token."""
 
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
-from fastapi import Header, HTTPException, Request
+from fastapi import Header, HTTPException, Path, Request
 
 from lookalike.web.jobs import JobQueue
 from lookalike.web.registry import IndexRegistry, ServedIndex
 from lookalike.web.settings import ServerSettings
+
+MAX_ID = 2**63 - 1  # the largest integer SQLite holds: a larger id is refused here, not overflowed in the store
+ImageId = Annotated[int, Path(ge=0, le=MAX_ID, description="an indexed image's id")]
 
 
 def settings_of(request: Request) -> ServerSettings:

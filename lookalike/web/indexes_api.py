@@ -8,22 +8,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lookalike.embedders import AUTOENCODER_PREFIX, available_models
 from lookalike.index import ImageRecord, IndexReport
 from lookalike.index.folder import ARTIFACT_FOLDERS
-from lookalike.web.deps import jobs_of, registry_of, require_token, served_index, settings_of
+from lookalike.web.deps import ImageId, jobs_of, registry_of, require_token, served_index, settings_of
+from lookalike.web.originals import chunks_of, open_indexed
 from lookalike.web.paths import images_under_roots
 from lookalike.web.registry import ServedIndex
 from lookalike.web.search_api import capabilities
+from lookalike.web.shown import report_json, shown_path, shown_text
 from lookalike.web.thumbnails import thumbnail
-from lookalike.web.uploads import UploadError, check_upload, is_upload, save_upload
+from lookalike.web.uploads import UploadError, check_upload, discard_unindexed, is_upload, save_upload
 
 router = APIRouter(prefix="/api", tags=["indexes"])
 Served = Annotated[ServedIndex, Depends(served_index)]
 Write = [Depends(require_token)]
 ARTIFACT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".html": "text/html"}
+# the models a request may name: packaged or named ones, never a file of the server (autoencoder:PATH)
+HTTP_MODELS = [model for model in available_models() if not model.startswith(AUTOENCODER_PREFIX)]
 
 
 class NewIndex(BaseModel):
@@ -42,6 +47,13 @@ class NewIndex(BaseModel):
     whiten: bool | None = Field(None, description="whiten the PCA components")
     pca_sample: int | None = Field(None, ge=1, description="images the PCA is fitted on")
 
+    @field_validator("model")
+    @classmethod
+    def named_model(cls, model: str | None) -> str | None:
+        if model is not None and model not in HTTP_MODELS:
+            raise ValueError(f"over HTTP a model must be one of {', '.join(HTTP_MODELS)}, not {model!r}")
+        return model
+
     def create_options(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name"}, exclude_none=True)
 
@@ -53,7 +65,9 @@ class PathsToAdd(BaseModel):
 # --- indexes --------------------------------------------------------------------------------
 def describe(served: ServedIndex) -> dict[str, Any]:
     with served.lock.reading():
-        return {"name": served.name, **served.index.info(), "capabilities": capabilities(served.index)}
+        info = served.index.info()
+        return {"name": served.name, **info, "folder": shown_path(info["folder"]),
+                "capabilities": capabilities(served.index)}
 
 
 @router.get("/indexes", summary="The indexes this server holds")
@@ -90,7 +104,7 @@ def record_or_404(served: ServedIndex, image_id: int) -> ImageRecord:
 
 def image_json(served: ServedIndex, record: ImageRecord) -> dict[str, Any]:
     base = f"/api/indexes/{served.name}/images/{record.id}"
-    return {"id": record.id, "path": record.path, "width": record.width, "height": record.height,
+    return {"id": record.id, "path": shown_path(record.path), "width": record.width, "height": record.height,
             "size": record.size, "labels": served.index.labels(record.id),
             "thumbnail": f"{base}/thumbnail", "file": f"{base}/file"}
 
@@ -104,13 +118,13 @@ def list_images(served: Served, offset: Annotated[int, Query(ge=0)] = 0,
 
 
 @router.get("/indexes/{name}/images/{image_id}", summary="One indexed image's record and labels")
-def inspect_image(served: Served, image_id: int) -> dict[str, Any]:
+def inspect_image(served: Served, image_id: ImageId) -> dict[str, Any]:
     with served.lock.reading():
         return image_json(served, record_or_404(served, image_id))
 
 
 @router.get("/indexes/{name}/images/{image_id}/thumbnail", summary="A JPEG thumbnail (cached)")
-def image_thumbnail(request: Request, served: Served, image_id: int) -> FileResponse:
+def image_thumbnail(request: Request, served: Served, image_id: ImageId) -> FileResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
     path = thumbnail(record, served.index.files, settings_of(request).thumbnail_side)
@@ -118,12 +132,12 @@ def image_thumbnail(request: Request, served: Served, image_id: int) -> FileResp
 
 
 @router.get("/indexes/{name}/images/{image_id}/file", summary="The indexed image file itself")
-def image_file(served: Served, image_id: int) -> FileResponse:
+def image_file(served: Served, image_id: ImageId) -> StreamingResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
-    if not os.path.isfile(record.path):
-        raise HTTPException(404, f"image {image_id} is indexed but its file is gone: {record.path}")
-    return FileResponse(record.path, media_type=_media_type(record.path))
+    handle = open_indexed(record)  # served from this descriptor, the one checked: no re-opening of the path
+    return StreamingResponse(chunks_of(handle, record.size), media_type=_media_type(record.path),
+                             headers={"Content-Length": str(record.size)})
 
 
 @router.post("/indexes/{name}/images", dependencies=Write, summary="Add uploaded images (one or a batch)")
@@ -139,10 +153,13 @@ def add_uploads(request: Request, served: Served,
     saved = [save_upload(image, served.index.files) for image in checked]
     names = {str(path): f.filename for path, f in zip(saved, files, strict=True)}
     if background:
-        job = jobs_of(request).add_files(served, saved)
+        job = jobs_of(request).add_files(served, saved, uploads=True)
         return JSONResponse(job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}, status_code=202)
     with served.lock.writing():
-        report = served.index.add_files(saved)
+        try:
+            report = served.index.add_files(saved)
+        finally:
+            discard_unindexed(saved, served.index)
         return JSONResponse(added_json(served, report, names))
 
 
@@ -151,20 +168,20 @@ def added_json(served: ServedIndex, report: IndexReport, names: dict[str, str | 
     for path, original in names.items():
         record = served.index.record_by_path(path)
         if record is not None:
-            images.append(image_json(served, record) | {"uploaded_as": original})
-    return {"report": report.to_dict(), "count": len(served.index), "images": images}
+            images.append(image_json(served, record) | {"uploaded_as": original and shown_text(original)})
+    return {"report": report_json(report), "count": len(served.index), "images": images}
 
 
 @router.post("/indexes/{name}/images/from-paths", status_code=202, dependencies=Write,
              summary="Add server-side files or folders under an allowed root, as a background job")
 def add_paths(request: Request, served: Served, body: PathsToAdd) -> dict[str, Any]:
     paths = images_under_roots(body.paths, settings_of(request).allowed_roots)
-    job = jobs_of(request).add_files(served, paths)
+    job = jobs_of(request).add_files(served, paths, roots=settings_of(request).allowed_roots)
     return job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}
 
 
 @router.delete("/indexes/{name}/images/{image_id}", dependencies=Write, summary="Remove an image by id")
-def remove_image(served: Served, image_id: int) -> dict[str, Any]:
+def remove_image(served: Served, image_id: ImageId) -> dict[str, Any]:
     with served.lock.writing():
         record = record_or_404(served, image_id)
         served.index.remove_ids([image_id])

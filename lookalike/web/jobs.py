@@ -14,10 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.index import IndexReport
+from lookalike.ingest import Failure
+from lookalike.web.paths import inside
 from lookalike.web.registry import ServedIndex
+from lookalike.web.shown import report_json
+from lookalike.web.uploads import discard_unindexed
 
 CHUNK = 64  # images added per write lock: searches wait at most about one chunk's embedding time
 log = logging.getLogger("lookalike.web")
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one job adds: files, the roots they must still lie under when read (None: any), whether they are uploads."""
+
+    paths: list[Path]
+    roots: list[Path] | None
+    uploads: bool
+
+    def still_allowed(self, paths: list[Path]) -> list[Path]:
+        """The paths whose real location is under an allowed root right now, just before they are read."""
+        return paths if self.roots is None else [p for p in paths if inside(p, self.roots)]
 
 
 @dataclass
@@ -36,7 +53,7 @@ class Job:
         return {
             "id": self.id, "index": self.index, "status": self.status, "done": self.done, "total": self.total,
             "progress": round(self.done / self.total, 4) if self.total else 1.0,
-            "report": self.report.to_dict(), "error": self.error,
+            "report": report_json(self.report), "error": self.error,
             "created": self.created, "finished": self.finished,
         }
 
@@ -49,12 +66,16 @@ class JobQueue:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-job")
         self._lock = threading.Lock()
 
-    def add_files(self, served: ServedIndex, paths: Sequence[Path]) -> Job:
+    def add_files(self, served: ServedIndex, paths: Sequence[Path], roots: Sequence[Path] | None = None,
+                  uploads: bool = False) -> Job:
+        """Queue an addition. With `roots`, each file must still lie under one when it is read (a link swapped
+        in after the request was checked is refused); `uploads` are the server's own copies, deleted if not indexed."""
         job = Job(uuid.uuid4().hex, served.name, len(paths))
         with self._lock:
             self._jobs[job.id] = job
         context = contextvars.copy_context()  # the job's log lines carry the id of the request that started it
-        self._worker.submit(context.run, self._run, job, served, list(paths))
+        work = Work(list(paths), None if roots is None else list(roots), uploads)
+        self._worker.submit(context.run, self._run, job, served, work)
         return job
 
     def get(self, job_id: str) -> Job:
@@ -73,9 +94,10 @@ class JobQueue:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
     @staticmethod
-    def _add_in_chunks(job: Job, served: ServedIndex, paths: list[Path]) -> None:
+    def _add_in_chunks(job: Job, served: ServedIndex, work: Work) -> None:
         """One indexing run, written a chunk per write lock so searches answer in between; it ends once
         (so the index's policy, such as the default PCA, sees the whole job, as `lookalike index` would)."""
+        paths = work.paths
         with served.lock.writing():
             served.index.expect(len(paths))
             run = served.index.sync(job.report)
@@ -83,18 +105,24 @@ class JobQueue:
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
                 with served.lock.writing():
-                    run.embed(chunk)
+                    allowed = work.still_allowed(chunk)
+                    run.fail(Failure(p, "outside the allowed roots") for p in chunk if p not in allowed)
+                    run.embed(allowed)
                     run.commit()
                 job.done += len(chunk)
         finally:
             with served.lock.writing():
-                run.finish()
+                try:
+                    run.finish()
+                finally:
+                    if work.uploads:
+                        discard_unindexed(paths, served.index)
 
-    def _run(self, job: Job, served: ServedIndex, paths: list[Path]) -> None:
+    def _run(self, job: Job, served: ServedIndex, work: Work) -> None:
         job.status = "running"
         log.info("job started", extra={"job": job.id, "index": job.index, "total": job.total})
         try:
-            self._add_in_chunks(job, served, paths)
+            self._add_in_chunks(job, served, work)
             job.status = "done"
         except Exception as error:  # the job records why; the server keeps serving
             job.status, job.error = "failed", f"{type(error).__name__}: {error}"

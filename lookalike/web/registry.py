@@ -103,12 +103,20 @@ class IndexRegistry:
         return self._register(ImageIndex.create(folder.root, **options))
 
     def delete(self, name: str) -> None:
+        """Delete a served index, only one in the place `create` puts them (a link there leading out does not count)."""
         served = self.get(name)
+        if not self._under_index_root(served.folder):
+            raise PermissionError("only indexes created under --index-root can be deleted over HTTP")
         with served.lock.writing():
             with self._lock:
                 self._served.pop(name, None)
             served.index.close()
             delete_index(served.folder)
+
+    def _under_index_root(self, folder: Path) -> bool:
+        if self.index_root is None:
+            return False
+        return os.path.dirname(os.path.realpath(folder)) == os.path.realpath(self.index_root)
 
     def close(self) -> None:
         for served in list(self._served.values()):

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lookalike.index import ImageIndex
 from lookalike.search import SearchOptions, SearchResult, option_names
-from lookalike.web.deps import served_index, settings_of
+from lookalike.web.deps import MAX_ID, served_index, settings_of
 from lookalike.web.registry import ServedIndex
+from lookalike.web.shown import shown_path
 from lookalike.web.tuning import prepare_thread
 from lookalike.web.uploads import check_upload
 
@@ -45,7 +46,7 @@ class SearchFields(BaseModel):
 
 
 class SearchFromIndexed(SearchFields):
-    id: int | None = Field(None, description="an indexed image id")
+    id: int | None = Field(None, ge=0, le=MAX_ID, description="an indexed image id")
     random: bool = Field(False, description="start from a random indexed image")
     seed: int | None = Field(None, description="with random: the same seed picks the same image")
 
@@ -71,10 +72,12 @@ def run_search(served: ServedIndex, query: bytes | None, fields: SearchFields, *
 def present(result: SearchResult, index_name: str, started: float) -> dict[str, Any]:
     """The result's JSON with thumbnail and file links, and the total time of the request."""
     body = result.to_dict() | {"index": index_name}
+    body["query"] = shown_path(body["query"])
     images = f"/api/indexes/{index_name}/images"
     if result.query_id is not None:
         body["query_thumbnail"] = f"{images}/{result.query_id}/thumbnail"
     for match in body["matches"]:
+        match["path"] = shown_path(match["path"])
         match["thumbnail"] = f"{images}/{match['id']}/thumbnail"
         match["file"] = f"{images}/{match['id']}/file"
     body["timings_ms"]["total"] = round((time.perf_counter() - started) * 1e3, 3)

@@ -11,16 +11,18 @@ from PIL import Image
 from lookalike.images import load_image
 from lookalike.index import ImageRecord
 from lookalike.index.folder import IndexFolder
+from lookalike.web.originals import read_indexed
 
 
 def thumbnail(record: ImageRecord, files: IndexFolder, side: int) -> Path:
-    """A JPEG no larger than side x side; the name carries the content hash, so changed files get a new one."""
+    """A JPEG no larger than side x side; the name carries the content hash, so changed files get a new one.
+    It is made from the indexed file only while that is still the file indexed (see originals)."""
     folder = files.thumbnails
     target = folder / f"{record.id}-{record.content_hash[:16]}-{side}.jpg"
     if target.exists():
         return target
+    pixels = load_image(read_indexed(record), target_side=side).pixels
     folder.mkdir(exist_ok=True)
-    pixels = load_image(record.path, target_side=side).pixels
     pixels.thumbnail((side, side), Image.Resampling.LANCZOS)
     partial = target.with_name(target.name + f".{uuid.uuid4().hex}.partial")
     pixels.save(partial, "JPEG", quality=85)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from lookalike.files import bytes_hash
+from lookalike.index import ImageIndex
 from lookalike.index.folder import IndexFolder
 
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
@@ -72,6 +74,14 @@ def save_upload(image: CheckedImage, files: IndexFolder) -> Path:
         partial.write_bytes(image.data)
         os.replace(partial, target)
     return target
+
+
+def discard_unindexed(saved: Iterable[Path], index: ImageIndex) -> None:
+    """Delete the saved uploads that did not end up indexed (failed, or the run raised): no bytes without an id.
+    Call it under the index's write lock, so an upload of the same bytes cannot be indexed in between."""
+    for path in saved:
+        if is_upload(path, index.files) and index.record_by_path(path) is None:
+            path.unlink(missing_ok=True)
 
 
 def is_upload(path: str | os.PathLike[str], files: IndexFolder) -> bool:

@@ -1,0 +1,290 @@
+"""The HTTP API against hostile files and requests (issue 17): links swapped in after indexing, models and
+options naming server-side files, deleting outside --index-root, ids beyond 64 bits, file names that are not
+UTF-8, and uploads that leave bytes behind. In process with FastAPI's TestClient, over tiny indexes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_GALLERY, write_photo
+from fastapi.testclient import TestClient
+
+from lookalike.index import ImageIndex
+from lookalike.index.folder import IndexFolder
+from lookalike.web import ServerSettings, create_app
+
+MODEL = "color-histogram"  # no network: these tests are about HTTP, not about vectors
+TOO_BIG = 2**63  # one more than SQLite's largest integer
+
+
+def client_for(*folders: Path, **settings: object) -> TestClient:
+    return TestClient(create_app(list(folders), ServerSettings(**settings)))
+
+
+def new_index(folder: Path, *photos: Path) -> Path:
+    with ImageIndex.create(folder, model=MODEL) as index:
+        index.add_files(photos)
+    return folder
+
+
+def only_id(client: TestClient, index: str) -> int:
+    [image] = client.get(f"/api/indexes/{index}/images").json()["images"]
+    return image["id"]
+
+
+def wait_for(client: TestClient, job_url: str, seconds: float = 30) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = client.get(job_url).json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_url} did not finish in {seconds}s")
+
+
+def jpeg_bytes(number: int = 0) -> bytes:
+    return sorted((DEMO_GALLERY / "dress").glob("*.jpg"))[number].read_bytes()
+
+
+def good_and_truncated() -> list[tuple[str, tuple[str, bytes, str]]]:
+    """A batch whose second photo passes the upload check (its header is fine) and fails to decode."""
+    return [("files", ("good.jpg", jpeg_bytes(), "image/jpeg")),
+            ("files", ("cut.jpg", jpeg_bytes(1)[:2000], "image/jpeg"))]
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A picture outside everything the server was given."""
+    return write_photo(tmp_path / "private" / "secret.png", seed=99)
+
+
+@pytest.fixture
+def photo_index(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """An index (named `shown`) of one photo, and that photo."""
+    photo = write_photo(tmp_path / "photos" / "photo.png", seed=1)
+    yield new_index(tmp_path / "shown", photo), photo
+
+
+# --- 1. the indexed file, not whatever its path leads to now ------------------------------------------
+@pytest.mark.parametrize("route", ["file", "thumbnail"])
+@pytest.mark.parametrize("target", ["text", "image"])
+def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(
+        photo_index: tuple[Path, Path], secret: Path, route: str, target: str) -> None:
+    folder, photo = photo_index
+    if target == "text":
+        secret = secret.with_name("passwords.txt")
+        secret.write_text("root:hunter2\n")
+    original = photo.read_bytes()
+    with client_for(folder) as client:
+        image_id = only_id(client, "shown")
+        served = client.get(f"/api/indexes/shown/images/{image_id}/file")
+        assert served.status_code == 200 and served.content == original
+        assert served.headers["content-type"] == "image/png" and served.headers["content-length"] == str(len(original))
+        photo.unlink()
+        photo.symlink_to(secret)
+        response = client.get(f"/api/indexes/shown/images/{image_id}/{route}")
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"image {image_id} changed on disk since it was indexed; re-index it"
+    assert not list((folder / "thumbnails").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("route", ["file", "thumbnail"])
+def test_a_file_rewritten_after_indexing_is_not_served(photo_index: tuple[Path, Path], route: str) -> None:
+    folder, photo = photo_index
+    with client_for(folder) as client:
+        image_id = only_id(client, "shown")
+        write_photo(photo, seed=2, size=(200, 150))
+        response = client.get(f"/api/indexes/shown/images/{image_id}/{route}")
+    assert response.status_code == 404 and "changed on disk" in response.json()["detail"]
+
+
+def test_a_vanished_file_is_404_saying_so(photo_index: tuple[Path, Path]) -> None:
+    folder, photo = photo_index
+    with client_for(folder) as client:
+        image_id = only_id(client, "shown")
+        photo.unlink()
+        response = client.get(f"/api/indexes/shown/images/{image_id}/file")
+    assert response.status_code == 404 and "its file is gone" in response.json()["detail"]
+
+
+def test_a_path_swapped_for_a_link_out_of_the_root_before_the_job_runs_is_not_indexed(
+        tmp_path: Path, secret: Path) -> None:
+    root = tmp_path / "root"
+    photo = write_photo(root / "photo.png", seed=3)
+    empty = new_index(tmp_path / "fresh")
+    with client_for(empty, allowed_roots=[root]) as client:
+        served = client.app.state.registry.get("fresh")
+        with served.lock.writing():  # the job waits for the lock: the request is checked, the file not yet read
+            started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(photo)]})
+            assert started.status_code == 202
+            photo.unlink()
+            photo.symlink_to(secret)
+        job = wait_for(client, started.json()["job_url"])
+        assert job["status"] == "done" and job["report"]["added"] == 0 and job["done"] == 1
+        assert job["report"]["failures"] == [{"path": str(photo), "reason": "outside the allowed roots"}]
+        assert client.get("/api/indexes/fresh").json()["count"] == 0
+
+
+# --- 2. a request names no server-side file ---------------------------------------------------------
+@pytest.mark.parametrize("model", ["autoencoder:/etc/passwd", "autoencoder:weights.pt", "autoencoder"])
+def test_a_model_that_names_a_file_is_refused_and_creates_nothing(tmp_path: Path, model: str) -> None:
+    root = tmp_path / "made"
+    with client_for(index_root=root) as client:
+        response = client.post("/api/indexes", json={"name": "x", "model": model})
+    detail = response.json()["detail"]
+    assert response.status_code == 422 and "over HTTP a model must be one of" in detail
+    assert "efficientnet-lite0" in detail and "color-histogram" in detail and "PATH" not in detail
+    assert not (root / "x").exists()
+
+
+def test_a_named_model_is_still_created_over_http(tmp_path: Path) -> None:
+    with client_for(index_root=tmp_path / "made") as client:
+        created = client.post("/api/indexes", json={"name": "x", "model": MODEL})
+    assert created.status_code == 201 and created.json()["model"] == MODEL
+
+
+@pytest.mark.parametrize("option", ["store", "weights", "device"])
+@pytest.mark.parametrize("value", ["{tmp}/vectors.db", "milvus://localhost:19530/images", "cuda"])
+def test_server_side_options_are_refused_and_create_nothing(tmp_path: Path, option: str, value: str) -> None:
+    root = tmp_path / "made"
+    with client_for(index_root=root) as client:
+        response = client.post("/api/indexes", json={"name": "y", option: value.format(tmp=tmp_path)})
+        assert client.get("/api/indexes").json() == []
+    assert response.status_code == 422 and f"{option}: not a parameter" in response.json()["detail"]
+    assert not root.exists() and not (tmp_path / "vectors.db").exists()
+
+
+# --- 3. deleting only under --index-root ------------------------------------------------------------
+@pytest.mark.parametrize("index_root", [None, "made"])
+def test_an_index_served_from_outside_the_index_root_cannot_be_deleted(
+        photo_index: tuple[Path, Path], tmp_path: Path, index_root: str | None) -> None:
+    folder, _ = photo_index
+    root = tmp_path / index_root if index_root else None
+    with client_for(folder, index_root=root) as client:
+        refused = client.delete("/api/indexes/shown")
+        assert client.get("/api/indexes/shown").json()["count"] == 1
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "only indexes created under --index-root can be deleted over HTTP"
+    assert IndexFolder(folder).is_index()
+
+
+def test_an_index_linked_into_the_index_root_cannot_be_deleted(photo_index: tuple[Path, Path],
+                                                                tmp_path: Path) -> None:
+    folder, _ = photo_index
+    root = tmp_path / "made"
+    root.mkdir()
+    (root / "shown").symlink_to(folder)
+    with client_for(root / "shown", index_root=root) as client:
+        assert client.delete("/api/indexes/shown").status_code == 403
+    assert IndexFolder(folder).is_index()
+
+
+def test_an_index_created_under_the_index_root_can_be_deleted(tmp_path: Path) -> None:
+    root = tmp_path / "made"
+    with client_for(index_root=root) as client:
+        assert client.post("/api/indexes", json={"name": "gone", "model": MODEL}).status_code == 201
+        assert client.delete("/api/indexes/gone").json() == {"deleted": "gone"}
+    assert not (root / "gone").exists()
+
+
+# --- 4. ids beyond 64 bits --------------------------------------------------------------------------
+@pytest.mark.parametrize("image_id", [TOO_BIG, 2**64, -(2**63) - 1])
+@pytest.mark.parametrize("method,route", [("GET", "images/{id}"), ("GET", "images/{id}/file"),
+                                          ("GET", "images/{id}/thumbnail"), ("DELETE", "images/{id}"),
+                                          ("GET", "search?id={id}")])
+def test_ids_beyond_64_bits_are_client_errors(photo_index: tuple[Path, Path], image_id: int, method: str,
+                                              route: str) -> None:
+    folder, _ = photo_index
+    with client_for(folder) as client:
+        response = client.request(method, f"/api/indexes/shown/{route.format(id=image_id)}")
+        assert client.get("/api/indexes/shown").json()["count"] == 1
+    assert response.status_code in (404, 422) and response.json()["detail"]
+
+
+# --- 5. file names that are not UTF-8 -----------------------------------------------------------------
+NOT_UTF8 = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: Python keeps the \xe9 as a lone surrogate
+SHOWN = "caf\\xe9"
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    odd = write_photo(photos / f"{NOT_UTF8}.png", seed=4)
+    write_photo(photos / "plain.png", seed=5)
+    with ImageIndex.create(tmp_path / "odd", model=MODEL) as index:
+        index.add_folder(photos)
+        odd_id = index.record_by_path(odd).id
+        plain_id = index.record_by_path(photos / "plain.png").id
+    shown = str(photos / f"{SHOWN}.png")
+    with client_for(tmp_path / "odd") as client:
+        listed = client.get("/api/indexes/odd/images").json()["images"]
+        assert sorted(image["path"] for image in listed) == sorted([shown, str(photos / "plain.png")])
+        assert client.get(f"/api/indexes/odd/images/{odd_id}").json()["path"] == shown
+        assert client.get(f"/api/indexes/odd/images/{odd_id}/file").content == odd.read_bytes()
+        assert client.get(f"/api/indexes/odd/images/{odd_id}/thumbnail").status_code == 200
+        by_id = client.get("/api/indexes/odd/search", params={"id": plain_id}).json()
+        assert [m["path"] for m in by_id["matches"]] == [shown]
+        assert client.get("/api/indexes/odd/search", params={"id": odd_id}).json()["query"] == shown
+        uploaded = client.post("/api/indexes/odd/search", files={"image": ("q.png", odd.read_bytes(), "image/png")})
+        assert uploaded.json()["matches"][0]["path"] == shown
+        odd.unlink()
+        gone = client.get(f"/api/indexes/odd/images/{odd_id}/file")
+        assert gone.status_code == 404 and gone.json()["detail"].endswith(shown)
+
+
+def test_failures_of_a_job_over_names_that_are_not_utf8_are_shown_escaped(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / f"{NOT_UTF8}.png").write_bytes(b"not a picture at all")
+    with client_for(new_index(tmp_path / "fresh"), allowed_roots=[root]) as client:
+        started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(root)]})
+        job = wait_for(client, started.json()["job_url"])
+        [failure] = job["report"]["failures"]
+        assert failure["path"] == str(root / f"{SHOWN}.png")
+        assert client.get("/api/jobs").status_code == 200
+
+
+# --- 6. a failed upload leaves no bytes behind ----------------------------------------------------------
+def broken(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("disk on fire")
+
+
+def uploaded_files(folder: Path) -> list[Path]:
+    uploads = folder / "uploads"
+    return sorted(uploads.iterdir()) if uploads.exists() else []
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_an_upload_that_fails_to_index_leaves_no_file(tmp_path: Path, background: bool) -> None:
+    folder = new_index(tmp_path / "fresh")
+    files = good_and_truncated()
+    with client_for(folder) as client:
+        response = client.post("/api/indexes/fresh/images", files=files, params={"background": str(background).lower()})
+        report = wait_for(client, response.json()["job_url"])["report"] if background else response.json()["report"]
+        assert report["added"] == 1 and report["failed"] == 1
+        [image] = client.get("/api/indexes/fresh/images").json()["images"]
+    assert uploaded_files(folder) == [Path(image["path"])]
+
+
+def test_an_upload_whose_indexing_raises_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = new_index(tmp_path / "fresh")
+    with client_for(folder) as client:
+        monkeypatch.setattr(client.app.state.registry.get("fresh").index, "add_files", broken)
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            client.post("/api/indexes/fresh/images", files={"files": ("a.jpg", jpeg_bytes(), "image/jpeg")})
+    assert uploaded_files(folder) == []
+
+
+def test_an_upload_already_indexed_stays_when_a_second_copy_fails(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = new_index(tmp_path / "fresh")
+    upload = {"files": ("a.jpg", jpeg_bytes(), "image/jpeg")}
+    with client_for(folder) as client:
+        [image] = client.post("/api/indexes/fresh/images", files=upload).json()["images"]
+        monkeypatch.setattr(client.app.state.registry.get("fresh").index, "add_files", broken)
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            client.post("/api/indexes/fresh/images", files=upload)
+    assert uploaded_files(folder) == [Path(image["path"])]

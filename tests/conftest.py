@@ -111,3 +111,16 @@ def demo_clone(tmp_path: Path, demo_index: ImageIndex) -> ImageIndex:
     run.finish()
     yield index
     index.close()
+
+
+def wait_for_job(client, job_url: str, seconds: float = 60) -> dict:
+    """Poll an HTTP background job (a FastAPI TestClient) until it is done or failed."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = client.get(job_url).json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_url} did not finish in {seconds}s")

@@ -8,12 +8,11 @@ import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_GALLERY, write_photo
+from conftest import DEMO_GALLERY, wait_for_job, write_photo
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -113,16 +112,6 @@ def ids_labelled(client: TestClient, index: str = "clothes") -> dict[str, list[i
     for image in client.get(f"/api/indexes/{index}/images", params={"limit": 1000}).json()["images"]:
         found.setdefault(image["labels"]["label"], []).append(image["id"])
     return found
-
-
-def wait_for(client: TestClient, job_url: str, seconds: float = 60) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job = client.get(job_url).json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_url} did not finish in {seconds}s")
 
 
 # --- service ---------------------------------------------------------------------------------
@@ -446,7 +435,7 @@ def test_background_upload_reports_progress_until_done(empty_index: Path) -> Non
     with client_for(empty_index) as client:
         started = client.post("/api/indexes/fresh/images", params={"background": "true"}, files=files)
         assert started.status_code == 202 and started.json()["total"] == 4
-        job = wait_for(client, started.json()["job_url"])
+        job = wait_for_job(client, started.json()["job_url"])
         assert job["status"] == "done" and job["done"] == 4 and job["progress"] == 1.0
         assert job["report"]["added"] == 4
         assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
@@ -459,7 +448,7 @@ def test_searches_keep_answering_while_a_job_adds_images(empty_index: Path, gall
         client.post("/api/indexes/fresh/images", files={"files": ("first.jpg", photo_bytes(), "image/jpeg")})
         started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(gallery)]})
         statuses = [upload_to(client, "fresh", photo_bytes("hat")).status_code for _ in range(5)]
-        job = wait_for(client, started.json()["job_url"])
+        job = wait_for_job(client, started.json()["job_url"])
         assert statuses == [200] * 5 and job["status"] == "done" and job["report"]["added"] == COUNT
         assert client.get("/api/indexes/fresh").json()["count"] == COUNT + 1
 
@@ -472,7 +461,7 @@ def test_add_by_server_path_under_an_allowed_root(empty_index: Path, gallery: Pa
     with client_for(empty_index, allowed_roots=[gallery]) as client:
         started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(gallery / "hat")]})
         assert started.status_code == 202
-        job = wait_for(client, started.json()["job_url"])
+        job = wait_for_job(client, started.json()["job_url"])
         assert job["status"] == "done" and job["report"]["added"] == PER_LABEL
 
 

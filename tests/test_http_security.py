@@ -5,12 +5,11 @@ UTF-8, and uploads that leave bytes behind. In process with FastAPI's TestClient
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_GALLERY, write_photo
+from conftest import DEMO_GALLERY, wait_for_job, write_photo
 from fastapi.testclient import TestClient
 
 from lookalike.index import ImageIndex
@@ -34,16 +33,6 @@ def new_index(folder: Path, *photos: Path) -> Path:
 def only_id(client: TestClient, index: str) -> int:
     [image] = client.get(f"/api/indexes/{index}/images").json()["images"]
     return image["id"]
-
-
-def wait_for(client: TestClient, job_url: str, seconds: float = 30) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job = client.get(job_url).json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_url} did not finish in {seconds}s")
 
 
 def jpeg_bytes(number: int = 0) -> bytes:
@@ -123,7 +112,7 @@ def test_a_path_swapped_for_a_link_out_of_the_root_before_the_job_runs_is_not_in
             assert started.status_code == 202
             photo.unlink()
             photo.symlink_to(secret)
-        job = wait_for(client, started.json()["job_url"])
+        job = wait_for_job(client, started.json()["job_url"])
         assert job["status"] == "done" and job["report"]["added"] == 0 and job["done"] == 1
         assert job["report"]["failures"] == [{"path": str(photo), "reason": "outside the allowed roots"}]
         assert client.get("/api/indexes/fresh").json()["count"] == 0
@@ -241,7 +230,7 @@ def test_failures_of_a_job_over_names_that_are_not_utf8_are_shown_escaped(tmp_pa
     (root / f"{NOT_UTF8}.png").write_bytes(b"not a picture at all")
     with client_for(new_index(tmp_path / "fresh"), allowed_roots=[root]) as client:
         started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(root)]})
-        job = wait_for(client, started.json()["job_url"])
+        job = wait_for_job(client, started.json()["job_url"])
         [failure] = job["report"]["failures"]
         assert failure["path"] == str(root / f"{SHOWN}.png")
         assert client.get("/api/jobs").status_code == 200
@@ -263,7 +252,7 @@ def test_an_upload_that_fails_to_index_leaves_no_file(tmp_path: Path, background
     files = good_and_truncated()
     with client_for(folder) as client:
         response = client.post("/api/indexes/fresh/images", files=files, params={"background": str(background).lower()})
-        report = wait_for(client, response.json()["job_url"])["report"] if background else response.json()["report"]
+        report = wait_for_job(client, response.json()["job_url"])["report"] if background else response.json()["report"]
         assert report["added"] == 1 and report["failed"] == 1
         [image] = client.get("/api/indexes/fresh/images").json()["images"]
     assert uploaded_files(folder) == [Path(image["path"])]

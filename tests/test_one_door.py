@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for_job
 from fastapi.testclient import TestClient
 
 from lookalike.cli import main
@@ -47,18 +47,8 @@ def three_indexes(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     with TestClient(create_app([], ServerSettings(index_root=root, allowed_roots=[photos]))) as client:
         assert client.post("/api/indexes", json={"name": "http"}).status_code == 201
         job = client.post("/api/indexes/http/images/from-paths", json={"paths": [str(photos)]}).json()
-        assert _finished(client, job["job_url"])["status"] == "done"
+        assert wait_for_job(client, job["job_url"], seconds=300)["status"] == "done"
     return {door: root / door for door in ("python", "cli", "http")}
-
-
-def _finished(client: TestClient, job_url: str, seconds: float = 300) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job = client.get(job_url).json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_url} did not finish in {seconds}s")
 
 
 def _settings(folder: Path) -> dict:

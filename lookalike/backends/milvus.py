@@ -141,6 +141,7 @@ class MilvusBackend:
     """Inner-product search in one Milvus collection; ids are the SQLite image ids."""
 
     kind = "milvus"
+    shared = True  # every process using the index writes this one collection: another's commit is already here
 
     def __init__(self, dimension: int, location: str, owner: str = "", client: Any = None):
         """A fresh, empty collection (an existing one made by this model is emptied, another is refused)."""
@@ -184,6 +185,11 @@ class MilvusBackend:
             raise ValueError(f"Milvus collection {self.collection!r} at {self.location} was made by another model "
                              f"({made_by}); this index needs {self.owner or 'its model'}, {self.dimension} "
                              "dimensions: choose another collection")
+
+    def refresh(self, dimension: int) -> None:
+        """Another process wrote the collection (and may have rebuilt it reduced to `dimension`): count again."""
+        self.dimension = dimension
+        self._count = None
 
     # --- the VectorBackend protocol -----------------------------------------------------------
     @property

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from lookalike.cli import core, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
 from lookalike.images import ImageError
-from lookalike.index import IndexFormatError, ModelMismatchError
+from lookalike.index import IndexBusyError, IndexFormatError, ModelMismatchError
 
 VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
 
-EXPECTED_ERRORS = (CommandError, ImageError, ModelMismatchError, IndexFormatError, KeyError, ValueError,
-                   FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError)
+EXPECTED_ERRORS = (CommandError, ImageError, ModelMismatchError, IndexFormatError, IndexBusyError, KeyError,
+                   ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError)
 
 
 def build_parser() -> argparse.ArgumentParser:

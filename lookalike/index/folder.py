@@ -5,6 +5,7 @@
     pca.npz                the reduction searches go through, when there is one
     <backend files>        the searchable copy, one set per database generation (see `backend_file`)
     failures.log           every file an indexing run could not index, and why
+    writer.lock            held (flock) by the one process writing the index, holding its pid
     classifier.*           the classifier of classify-then-search
     clusters.npz, clusters/  the last clustering and its report
     similarity/            learned similarity models
@@ -22,6 +23,7 @@ MANIFEST = "manifest.json"
 DATABASE = "images.sqlite"
 REDUCTION = "pca.npz"
 FAILURE_LOG = "failures.log"
+WRITER_LOCK = "writer.lock"
 CLASSIFIER_WEIGHTS = "classifier.npz"
 CLASSIFIER_DESCRIPTION = "classifier.json"
 CLASSIFIER_CONFUSION_PNG = "classifier-confusion.png"
@@ -61,6 +63,10 @@ class IndexFolder:
     @property
     def failure_log(self) -> Path:
         return self.root / FAILURE_LOG
+
+    @property
+    def writer_lock(self) -> Path:
+        return self.root / WRITER_LOCK
 
     @property
     def classifier_weights(self) -> Path:

@@ -3,17 +3,23 @@
 Everything else in lookalike (organising, learned similarity, Ray ingestion, the CLI and HTTP) calls
 this class; none of it touches the store. Product policy lives here too: the default reduction, the
 automatic index type and the checks on the embedder, so every door builds and searches alike.
+
+Several processes may have one index open: writes take turns (each holds the folder's writer lock,
+another writer gets IndexBusyError at once) and every search first catches up with what the others
+committed (one small query when they committed nothing).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random as random_module
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +36,7 @@ from lookalike.index.folder import IndexFolder
 from lookalike.index.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
 from lookalike.index.store import ImageRecord, VectorStore
 from lookalike.index.sync import IndexReport, Sync
+from lookalike.index.writer import IndexBusyError, WriterLock
 from lookalike.ingest import Failure
 from lookalike.reduction import fit_pca, load_reduction, remove_reduction
 from lookalike.search import (
@@ -47,6 +54,27 @@ from lookalike.search import (
 
 Progress = Callable[[int, int], None]  # (images done, images to do)
 Ids = npt.NDArray[np.int64]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def writes(method: Callable[Concatenate[ImageIndex, P], R]) -> Callable[Concatenate[ImageIndex, P], R]:
+    """A write operation: it holds the index's writer lock while it runs (IndexBusyError when another
+    writer has it), starts from what is committed now and, when it fails, leaves nothing half-written."""
+
+    @functools.wraps(method)
+    def writing(self: ImageIndex, *args: P.args, **kwargs: P.kwargs) -> R:
+        outermost = not self._writer.held
+        with self._writer.holding():
+            try:
+                self._catch_up()
+                return method(self, *args, **kwargs)
+            except BaseException:
+                if outermost:
+                    self._store.rollback()
+                raise
+
+    return writing
 
 
 class ImageIndex:
@@ -57,6 +85,8 @@ class ImageIndex:
         self.files = IndexFolder(self.folder)
         self.embedder = embedder
         self.manifest = manifest
+        self._writer = WriterLock(self.files.writer_lock)
+        self._catching_up = threading.Lock()
         self._store = VectorStore(self.folder, embedder.dimension, manifest["index_type"],
                                   load_reduction(self.files.reduction), **backend_options(manifest))
 
@@ -109,7 +139,7 @@ class ImageIndex:
         try:
             index._check_asked(model=model, layer=layer, pool=pool)
             index._check_reduction_asked(options.get("pca"), options.get("whiten", False))
-        except (ModelMismatchError, ValueError):
+        except (ModelMismatchError, ValueError, IndexBusyError):
             index.close()
             raise
         return index
@@ -131,8 +161,9 @@ class ImageIndex:
         if pca is None:
             return
         if pca and current is None:
-            self.manifest["reduction_plan"] = reduction_module.plan_reduction(pca, whiten, None)
-            write_manifest(self.folder, self.manifest)
+            with self._writer.holding():
+                self.manifest["reduction_plan"] = reduction_module.plan_reduction(pca, whiten, None)
+                write_manifest(self.folder, self.manifest)
         elif pca and (current["components"], current["whiten"]) != (pca, whiten):
             raise ValueError(f"{self.folder} already has PCA to {current['components']} "
                              f"(whiten {current['whiten']}); refit explicitly with `lookalike pca`")
@@ -141,7 +172,10 @@ class ImageIndex:
                              "remove it with `lookalike pca --off`")
 
     def close(self) -> None:
-        self._store.close()
+        try:
+            self._store.close()
+        finally:
+            self._writer.release_all()
 
     def __enter__(self) -> ImageIndex:
         return self
@@ -150,13 +184,44 @@ class ImageIndex:
         self.close()
 
     def __len__(self) -> int:
+        self._catch_up()
         return len(self._store)
+
+    def _catch_up(self) -> None:
+        """Search what other processes committed since this one last looked: the saved copy of the
+        database's generation, else a rebuild (and their manifest, when they fitted PCA or tuned)."""
+        if not self._store.is_behind():
+            return
+        with self._catching_up:
+            manifest = read_manifest(self.folder)
+            if manifest != self.manifest:
+                self._adopt(manifest)
+            self._store.catch_up()
+
+    def _adopt(self, manifest: dict[str, Any]) -> None:
+        """Another process's manifest: its reduction, index type and search parameters become this index's."""
+        before, self.manifest = self.manifest, manifest
+        reduction = self._store.reduction
+        if manifest.get("reduction") != before.get("reduction"):
+            reduction = load_reduction(self.files.reduction)
+        if (reduction is not self._store.reduction or manifest["index_type"] != before["index_type"]
+                or backend_options(manifest) != backend_options(before)):
+            self._store.configure(manifest["index_type"], reduction, **backend_options(manifest))
 
     # --- keeping the index in step with the disk ------------------------------------------------
     def sync(self, report: IndexReport | None = None) -> Sync:
-        """One indexing run (plan, embed, store, commit, finish): what add_folder, HTTP jobs and Ray use."""
-        return Sync(self._store, self.files, self.embedder, report or IndexReport(), on_finish=self._after_sync)
+        """One indexing run (plan, embed, store, commit, finish): what add_folder, HTTP jobs and Ray use.
+        It holds the writer lock until it is finished or closed (IndexBusyError when another writer has it)."""
+        self._writer.acquire()
+        try:
+            self._catch_up()
+            return Sync(self._store, self.files, self.embedder, report or IndexReport(), on_finish=self._after_sync,
+                        on_close=self._writer.release)
+        except BaseException:
+            self._writer.release()
+            raise
 
+    @writes
     def expect(self, count: int) -> None:
         """About `count` images are coming: an empty index created with index_type 'auto' and no
         expected_count chooses its index type now (every door calls this before its first run)."""
@@ -171,29 +236,33 @@ class ImageIndex:
         self._store = VectorStore(self.folder, self.embedder.dimension, plan.index_type,
                                   load_reduction(self.files.reduction), **backend_options(self.manifest))
 
+    @writes
     def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
         """Index every image under a folder; re-running only embeds what changed and drops what vanished."""
         paths = list(walk_images(Path(folder)))
         self.expect(len(paths))
-        run = self.sync()
-        run.embed(paths, progress)
-        run.remove_vanished(folder, paths)
-        return run.finish()
+        with self.sync() as run:
+            run.embed(paths, progress)
+            run.remove_vanished(folder, paths)
+            return run.finish()
 
+    @writes
     def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
         paths = [Path(f) for f in files]
         self.expect(len(paths))
-        run = self.sync()
-        run.fail(Failure(p, "not a supported image type (by extension)") for p in paths
-                 if not is_image_path(p) and p.exists())
-        run.embed([p for p in paths if is_image_path(p) or not p.exists()], progress)
-        return run.finish()
+        with self.sync() as run:
+            run.fail(Failure(p, "not a supported image type (by extension)") for p in paths
+                     if not is_image_path(p) and p.exists())
+            run.embed([p for p in paths if is_image_path(p) or not p.exists()], progress)
+            return run.finish()
 
+    @writes
     def remove_files(self, files: Iterable[str | os.PathLike[str]]) -> IndexReport:
-        run = self.sync()
-        run.remove_files(files)
-        return run.finish()
+        with self.sync() as run:
+            run.remove_files(files)
+            return run.finish()
 
+    @writes
     def remove_ids(self, image_ids: Iterable[int]) -> int:
         removed = self._store.remove([i for i in image_ids if self._store.record(i) is not None])
         self._store.commit()
@@ -222,6 +291,7 @@ class ImageIndex:
 
     def search_with(self, query: Query, options: SearchOptions) -> SearchResult:
         """The one search every door ends in: resolve the query once, narrow by scopes and filters, rank."""
+        self._catch_up()
         resolved = self.resolve(query)
         if options.is_learned and options.method not in learned_method_names(self):
             provider_of(self, options.method)  # raises, naming the methods this index has
@@ -238,8 +308,9 @@ class ImageIndex:
         else:
             ids, scores = self._ranked(resolved.vector, options, exclude, allowed)
         timings["search"] = (time.perf_counter() - started) * 1e3
-        matches = [self._match(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
-                   if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
+        found = (self._match(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
+                 if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score))
+        matches = [match for match in found if match is not None]
         return SearchResult(matches[:options.k], resolved.label, options.method, timings, predicted, resolved.id)
 
     def resolve(self, query: Query) -> ResolvedQuery:
@@ -311,6 +382,7 @@ class ImageIndex:
 
     def nearest(self, vector: np.ndarray, count: int, allowed: Ids | None = None) -> tuple[Ids, np.ndarray]:
         """Ids and cosines of the `count` indexed images nearest a vector (candidates for re-ranking)."""
+        self._catch_up()
         if len(self._store) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         inner, ids = self._store.search(np.asarray(vector, np.float32).reshape(1, -1), count, allowed_ids=allowed)
@@ -331,9 +403,11 @@ class ImageIndex:
             raise ValueError("the index is empty: nothing to pick at random")
         return self._store.id_at(random_module.Random(seed).randrange(count))
 
-    def _match(self, image_id: int, score: float) -> Match:
+    def _match(self, image_id: int, score: float) -> Match | None:
+        """A found id as a match; None when another process removed the image since the search."""
         record = self._store.record(image_id)
-        assert record is not None
+        if record is None:
+            return None
         return Match(image_id, record.path, score, self._store.labels(image_id))
 
     # --- records, vectors and labels ----------------------------------------------------------
@@ -377,6 +451,7 @@ class ImageIndex:
         """Each label name, its values and how many images have each."""
         return self._store.label_counts()
 
+    @writes
     def set_labels(self, labels: Mapping[int, Mapping[str, str]]) -> int:
         """Give images labels (id -> name -> value), replacing those of the same names, as one commit."""
         for image_id, values in labels.items():
@@ -398,6 +473,7 @@ class ImageIndex:
     def reduction(self) -> Any:
         return self._store.reduction
 
+    @writes
     def fit_pca(self, components: int, whiten: bool = False, sample: int | None = None, seed: int = 0) -> None:
         """(Re)fit PCA on the indexed vectors (or a random sample of them, at most MAX_FIT_SAMPLE unless
         `sample` says more, so RAM stays bounded); searches then use it. SQLite keeps the full vectors,
@@ -411,8 +487,10 @@ class ImageIndex:
         reduction.save(self.files.reduction)
         self.manifest["reduction"] = reduction.describe()
         write_manifest(self.folder, self.manifest)
+        self._store.mark_changed()  # other processes reload once the reduction beside the database is written
         self._store.save()
 
+    @writes
     def remove_pca(self) -> None:
         """Search the full vectors again; the default reduction is not fitted again later."""
         self._store.use_reduction(None)
@@ -420,8 +498,10 @@ class ImageIndex:
         self.manifest.pop("reduction", None)
         self.manifest["reduction_plan"] = None
         write_manifest(self.folder, self.manifest)
+        self._store.mark_changed()
         self._store.save()
 
+    @writes
     def tune(self, target_recall: float = 0.95, sample: int = 500, k: int = 10, seed: int = 0) -> tuning.TuneReport:
         """Measure recall@k on `sample` of the index's own vectors, set the fastest search parameters that
         reach `target_recall` and record them in the manifest."""
@@ -433,6 +513,7 @@ class ImageIndex:
             write_manifest(self.folder, self.manifest)
         return report
 
+    @writes
     def compact(self) -> int | None:
         """Drop deleted vectors from an HNSW or IVF-PQ index for good: the live count, or None for index
         types that delete in place."""
@@ -440,6 +521,7 @@ class ImageIndex:
 
     # --- facts ------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        self._catch_up()
         embedder = self.manifest["embedder"]
         return {
             "folder": str(self.folder),
@@ -467,4 +549,5 @@ def delete_index(folder: str | os.PathLike[str]) -> None:
     shutil.rmtree(folder)
 
 
-__all__ = ["ImageError", "ImageIndex", "IndexFormatError", "IndexReport", "ModelMismatchError", "delete_index"]
+__all__ = ["ImageError", "ImageIndex", "IndexBusyError", "IndexFormatError", "IndexReport", "ModelMismatchError",
+           "delete_index"]

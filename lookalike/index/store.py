@@ -4,12 +4,17 @@ Only this module touches SQLite. Every batch of changes is one SQLite transactio
 at any moment leaves the last committed batch readable. The backend (FAISS by default) is a
 derived copy saved with the database generation; when it is missing, stale (a crash after the
 commit) or damaged, it is rebuilt from the database on open.
+
+The store remembers which generation its backend reflects. Another process's commit (writers take
+turns: see writer.py) makes it older than the database: `catch_up` reloads it before a search, and
+a write or a save brings it up to date first, so a saved copy always holds exactly its generation.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,13 +88,20 @@ class VectorStore:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self._in_transaction = False
-        self.backend = self._load_or_rebuild()
+        self._reloading = threading.Lock()
+        generation = self.generation
+        self.backend = self._load_or_rebuild(generation)
+        self.backend_generation = generation  # what the backend reflects; the database may move on
 
     # --- transactions -------------------------------------------------------------------
     def begin(self) -> None:
+        """Start a write. A backend that missed another process's commit is reloaded first, inside the
+        transaction (no one else can commit now), so this write's changes land on the current vectors."""
         if not self._in_transaction:
             self.db.execute("BEGIN IMMEDIATE")
             self._in_transaction = True
+            if self.generation != self.backend_generation:
+                self._reload()
 
     def commit(self) -> None:
         """Make the changes since begin() durable, as one step."""
@@ -98,12 +110,24 @@ class VectorStore:
             self.db.execute("INSERT OR REPLACE INTO state VALUES ('generation', ?)", (str(generation),))
             self.db.execute("COMMIT")
             self._in_transaction = False
+            self.backend_generation = generation  # current at begin(), and given every change since
 
     def rollback(self) -> None:
         if self._in_transaction:
             self.db.execute("ROLLBACK")
             self._in_transaction = False
-            self.backend = self._rebuild()
+            if getattr(self.backend, "shared", False):  # the one collection holds the rolled-back changes
+                generation = self.generation
+                self.backend = self._rebuild()
+                self.backend_generation = generation
+            else:
+                self.backend_generation = -1  # it holds rolled-back changes: reloaded before its next use
+
+    def mark_changed(self) -> None:
+        """A new generation with the same rows: for a change kept beside the database (the reduction, the
+        manifest), so other processes reload what they search."""
+        self.begin()
+        self.commit()
 
     @property
     def generation(self) -> int:
@@ -230,6 +254,22 @@ class VectorStore:
                    if i in ids and os.path.normpath(os.path.join(self.root, os.fsdecode(path))).startswith(prefix)}
         return np.asarray(sorted(ids), dtype=np.int64)
 
+    def is_behind(self) -> bool:
+        """Whether another process committed since the backend was built (one small query)."""
+        return not self._in_transaction and self.generation != self.backend_generation
+
+    def catch_up(self) -> None:
+        """Search what the database holds now: the saved copy of its generation, else rebuilt from it."""
+        with self._reloading:  # concurrent searches of a server reload once
+            if self.is_behind():
+                self._reload()
+
+    def configure(self, index_type: str, reduction: Any, **backend_options: Any) -> None:
+        """Another process changed what the backend is (index type, parameters, reduction): the next
+        catch_up builds that one."""
+        self.index_type, self.reduction, self.backend_options = index_type, reduction, backend_options
+        self.backend_generation = -1  # whatever the database's generation, this backend is not it
+
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         """Top-k inner products per query; `allowed_ids` restricts the search inside the backend."""
         k = max(1, min(k, self.backend.count))
@@ -265,20 +305,34 @@ class VectorStore:
 
     # --- persistence --------------------------------------------------------------------
     def save(self) -> None:
-        """Write the backend's copy for the committed generation (atomically)."""
+        """Write the backend's copy for the committed generation (atomically). A backend that missed
+        another process's commit is brought up to date first: a copy never lacks its generation's changes."""
         if self._in_transaction:
             raise RuntimeError("commit before saving")
-        self.backend.save(self.folder, self.generation)
+        if self.generation != self.backend_generation:
+            self._reload()
+        self.backend.save(self.folder, self.backend_generation)
 
     def close(self) -> None:
-        self.rollback()
+        if self._in_transaction:
+            self.db.execute("ROLLBACK")
+            self._in_transaction = False
         self.db.close()
 
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())
 
-    def _load_or_rebuild(self) -> VectorBackend:
-        backend = load_backend(self.index_type, self.searchable_dimension, self.folder, self.generation,
+    def _reload(self) -> None:
+        """The backend as the database is now: its generation's saved copy when valid, else rebuilt."""
+        generation = self.generation  # read first: what is loaded or rebuilt below is at least this new
+        if getattr(self.backend, "shared", False):  # one collection every process writes: nothing to copy
+            self.backend.refresh(self.searchable_dimension)  # type: ignore[attr-defined]
+        else:
+            self.backend = self._load_or_rebuild(generation)
+        self.backend_generation = generation
+
+    def _load_or_rebuild(self, generation: int) -> VectorBackend:
+        backend = load_backend(self.index_type, self.searchable_dimension, self.folder, generation,
                                **self.backend_options)
         if backend is not None and backend.count == len(self):
             return backend

@@ -6,6 +6,9 @@
     store      apply embedded batches (add by path, or replace the vector of a known path)
     commit     every COMMIT_EVERY images, so a crash redoes at most that much work
     finish     commit, save the searchable copy, log the failures in the index folder
+
+A run holds the index's writer lock from its start until `finish` (or `close`, which drops what was
+not committed yet); `with index.sync() as run:` finishes when the block ends and closes if it raises.
 """
 
 from __future__ import annotations
@@ -63,18 +66,31 @@ class IndexReport:
 
 class Sync:
     """One indexing run. Made by ImageIndex.sync(); `finish` ends it (commit, save, log, and the index's
-    policy such as the default reduction, applied once per run: a run split into chunks ends as one)."""
+    policy such as the default reduction, applied once per run: a run split into chunks ends as one).
+    `on_close` runs once when the run ends either way (ImageIndex releases its writer lock there)."""
 
     def __init__(self, store: VectorStore, folder: IndexFolder, embedder: Embedder, report: IndexReport,
-                 on_finish: Callable[[IndexReport], None] = lambda report: None):
+                 on_finish: Callable[[IndexReport], None] = lambda report: None,
+                 on_close: Callable[[], None] = lambda: None):
         self.store = store
         self.embedder = embedder
         self.folder = folder
         self.report = report
         self.on_finish = on_finish
+        self.on_close = on_close
+        self.closed = False
         self.started = time.perf_counter()
         self.digests: dict[Path, str] = {}  # content hashes computed while planning, so files are read once
         self.since_commit = 0
+
+    def __enter__(self) -> Sync:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *exc: object) -> None:
+        if error_type is None and not self.closed:
+            self.finish()
+        else:
+            self.close()
 
     # --- embed ------------------------------------------------------------------------------
     def embed(self, paths: Sequence[Path], progress: Progress | None = None) -> None:
@@ -93,6 +109,7 @@ class Sync:
         million files overlaps embedding instead of delaying it). Unchanged files are counted; moved
         or copied ones are stored with the vector of the same content already indexed. The content
         hashes computed here are kept for store_files unless whoever embeds hashes the files itself."""
+        self._check_open()
         for path in paths:
             if self._needs_embedding(path, remember_hashes):
                 yield path
@@ -131,12 +148,14 @@ class Sync:
 
     def remove_vanished(self, folder: str | os.PathLike[str], seen: Iterable[str | os.PathLike[str]]) -> None:
         """Drop the images under `folder` whose files were not seen by this run."""
+        self._check_open()
         present = {os.path.abspath(p) for p in seen}
         prefix = os.path.join(os.path.abspath(folder), "")
         vanished = [r.id for r in self.store.records() if r.path.startswith(prefix) and r.path not in present]
         self.report.removed += self.store.remove(vanished)
 
     def remove_files(self, files: Iterable[str | os.PathLike[str]]) -> None:
+        self._check_open()
         ids = []
         for path in files:
             record = self.store.record_by_path(os.path.abspath(path))
@@ -159,6 +178,7 @@ class Sync:
 
     def store_images(self, images: Sequence[NewImage], vectors: np.ndarray) -> None:
         """Add each image by path, or give a known path its new content and vector; commit when due."""
+        self._check_open()
         new, new_rows = [], []
         for row, image in enumerate(images):
             known = self.store.record_by_path(image.path)
@@ -192,16 +212,35 @@ class Sync:
 
     # --- commit and finish --------------------------------------------------------------------
     def commit(self) -> None:
+        self._check_open()
         self.store.commit()
         self.since_commit = 0
 
     def finish(self) -> IndexReport:
-        self.commit()
-        self.store.save()
-        self.on_finish(self.report)
-        self.report.seconds = time.perf_counter() - self.started
-        self._log_failures()
-        return self.report
+        """Commit, save, apply the index's policy and log the failures; the run ends even if one of them fails."""
+        try:
+            self.commit()
+            self.store.save()
+            self.on_finish(self.report)
+            self.report.seconds = time.perf_counter() - self.started
+            self._log_failures()
+            return self.report
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the run without finishing it: what was not committed is dropped, the writer lock released."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.store.rollback()
+        finally:
+            self.on_close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this indexing run has ended (finish or close was called): start another")
 
     def _log_failures(self) -> None:
         if not self.report.failures:

@@ -15,6 +15,7 @@ import functools
 import os
 import random as random_module
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -88,7 +89,7 @@ class ImageIndex:
         self._writer = WriterLock(self.files.writer_lock)
         self._catching_up = threading.Lock()
         self._store = VectorStore(self.folder, embedder.dimension, manifest["index_type"],
-                                  load_reduction(self.files.reduction), **backend_options(manifest))
+                                  recorded_reduction(self.files.reduction, manifest), **backend_options(manifest))
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -105,6 +106,9 @@ class ImageIndex:
         files = IndexFolder(folder)
         if files.is_index():
             raise FileExistsError(f"an index already exists in {files.root}; open it instead")
+        if not files.is_empty_or_missing():
+            raise FileExistsError(f"{files.root} is not empty and not a lookalike index: give a new or empty folder "
+                                  "for the index (the photos themselves can be anywhere)")
         embedder = EmbedderSpec(model or DEFAULT_MODEL, layer, pool, weights, device).build()
         plan = plan_index(index_type, expected_count, embedder.dimension, max_memory, latency_ms)
         manifest = new_manifest(embedder.describe(), plan.index_type) | {
@@ -124,9 +128,32 @@ class ImageIndex:
         manifest = read_manifest(folder)
         if store is not None and store_manifest(store).get("store") != manifest.get("store"):
             raise ValueError(f"{folder} keeps its vectors in {manifest.get('store', 'faiss')}, not {store}")
+        if not IndexFolder(folder).database.exists():
+            raise IndexFormatError(f"{folder} has a manifest but no {IndexFolder(folder).database.name}, which holds "
+                                   "its images and vectors: restore it from a backup, or index the photos again "
+                                   "into a new folder")
+        if IndexFolder(folder).database.stat().st_size == 0:
+            raise IndexFormatError(f"{IndexFolder(folder).database} is empty, so damaged or truncated: restore it "
+                                   "from a backup, or index the photos again into a new folder")
         recorded = manifest["embedder"]
         embedder = EmbedderSpec.of_index(recorded, weights, device).build_matching(recorded)
-        return cls(folder, embedder, manifest)
+        try:
+            index = cls(folder, embedder, manifest)
+        except sqlite3.DatabaseError as error:
+            raise IndexFormatError(f"{IndexFolder(folder).database} is damaged ({error}): restore it from a "
+                                   "backup, or index the photos again into a new folder") from None
+        index._refit_lost_reduction()
+        return index
+
+    def _refit_lost_reduction(self) -> None:
+        """Derived state is rebuilt, never trusted: a reduction the manifest records whose file is missing or
+        does not match (a crash between the two, a damaged file) is fitted again with the recorded settings."""
+        recorded = self.manifest.get("reduction")
+        if recorded is None or self.reduction is not None:
+            return
+        plan = self.manifest.get("reduction_plan") or {}
+        self.manifest.pop("reduction")
+        self.fit_pca(recorded["components"], whiten=recorded["whiten"], sample=plan.get("sample"))
 
     @classmethod
     def open_or_create(cls, folder: str | os.PathLike[str], model: str | None = None,
@@ -203,7 +230,7 @@ class ImageIndex:
         before, self.manifest = self.manifest, manifest
         reduction = self._store.reduction
         if manifest.get("reduction") != before.get("reduction"):
-            reduction = load_reduction(self.files.reduction)
+            reduction = recorded_reduction(self.files.reduction, manifest)
         if (reduction is not self._store.reduction or manifest["index_type"] != before["index_type"]
                 or backend_options(manifest) != backend_options(before)):
             self._store.configure(manifest["index_type"], reduction, **backend_options(manifest))
@@ -234,7 +261,8 @@ class ImageIndex:
         write_manifest(self.folder, self.manifest)
         self._store.close()
         self._store = VectorStore(self.folder, self.embedder.dimension, plan.index_type,
-                                  load_reduction(self.files.reduction), **backend_options(self.manifest))
+                                  recorded_reduction(self.files.reduction, self.manifest),
+                                  **backend_options(self.manifest))
 
     @writes
     def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
@@ -542,6 +570,18 @@ class ImageIndex:
     def embedder_spec(self, weights: str | Path | None = None, device: str = "cpu") -> EmbedderSpec:
         """What rebuilds this index's embedder anywhere (a Ray worker, another process)."""
         return EmbedderSpec.of_index(self.manifest["embedder"], weights, device)
+
+
+def recorded_reduction(path: Path, manifest: dict[str, Any]) -> Any:
+    """The reduction file, only when it is the one the manifest records (same digest); else None."""
+    recorded = manifest.get("reduction")
+    if recorded is None:
+        return None
+    try:
+        reduction = load_reduction(path)
+    except (OSError, ValueError, KeyError):
+        return None
+    return reduction if reduction is not None and reduction.describe()["digest"] == recorded["digest"] else None
 
 
 def delete_index(folder: str | os.PathLike[str]) -> None:

@@ -43,10 +43,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise IndexFormatError(f"{folder} is not a lookalike index (no {FILE}); create one with `lookalike index`")
     try:
         content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IndexFormatError(f"{path} is damaged: {error}") from None
-    if content.get("format") != FORMAT:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise IndexFormatError(f"{path} is damaged or unreadable: {error}") from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise IndexFormatError(f"{path} is not a lookalike index manifest")
+    missing = [key for key in ("embedder", "index_type", "created") if key not in content]
+    if missing:
+        raise IndexFormatError(f"{path} is damaged: it lacks {', '.join(missing)}")
     if int(content.get("format_version", 0)) > FORMAT_VERSION:
         raise IndexFormatError(
             f"{folder} was written by a newer lookalike (format {content['format_version']}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -201,6 +202,175 @@ def test_filter_and_scopes_send_the_search_options_by_name(server: str) -> None:
         expected = [t for t in everything if t["label"] in ("hat", "shoes")]
         assert sorted(t["id"] for t in read_grid(page)) == sorted(t["id"] for t in expected)
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(server: str) -> Iterator:
+    """One headless Chromium for the tests below; each gets its own page (a fresh context) from `page`."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, server: str) -> Iterator:
+    """The search page, loaded, with `page.searches`: the search requests it has sent (method and URL)."""
+    context = chromium.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.searches = []
+    page.on("request", lambda r: page.searches.append(f"{r.method} {r.url}") if "/search" in r.url else None)
+    # file dialogs intercepted from the start: Playwright turns interception on and off with its listeners,
+    # and a dialog opened in between is a native one that never reports, and blocks the next
+    page.on("filechooser", lambda chooser: None)
+    page.goto(server + "/")
+    page.wait_for_selector("#index option", state="attached")
+    yield page
+    context.close()
+
+
+def test_label_filter_applies_on_enter_whatever_the_case_and_names_the_labels_there_are(page) -> None:
+    page.select_option("#index", "organised")
+    page.fill("#k", "16")
+    searched(page, lambda: page.click("#random"))
+    page.fill("#filter", "Label=HAT")
+    options = searched(page, lambda: page.press("#filter", "Enter"))
+    assert options["where"] == ["label=hat"]  # the index's own spelling is sent
+    assert {t["label"] for t in read_grid(page)} == {"hat"}
+    assert len(page.searches) == 2  # Enter (and the change it causes) sent one search
+
+    page.fill("#filter", "label=Skirt")
+    page.press("#filter", "Enter")
+    message = page.inner_text("#status")
+    assert "Skirt" in message and all(f"{label} {PER_LABEL}" in message for label in LABELS)  # values and counts
+    assert read_grid(page) == [] and len(page.searches) == 2  # refused on the page, old results gone
+
+    page.fill("#filter", "colour=red")
+    page.press("#filter", "Enter")
+    assert "colour" in page.inner_text("#status") and "label (dress, hat" in page.inner_text("#status")
+    page.fill("#filter", "LABEL=Shoes, label=PANTS")
+    options = searched(page, lambda: page.press("#filter", "Enter"))  # the same query, now with a filter it knows
+    assert options["where"] == ["label=shoes", "label=pants"]
+    assert {t["label"] for t in read_grid(page)} == {"shoes", "pants"}
+
+
+def test_keyboard_only_upload_focus_ring_and_alt_texts(page, tmp_path: Path) -> None:
+    query = sorted((DEMO_GALLERY / "hat").glob("*.jpg"))[0]
+    page.select_option("#index", "organised")
+    page.focus("#drop")
+    page.keyboard.press("Tab")  # "choose an image" is a button of its own, next after the drop zone
+    assert page.evaluate("document.activeElement.id") == "choose"
+    choose = page.get_by_role("button", name="choose an image")
+    assert choose.is_visible()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    searched(page, lambda: chooser.value.set_files(str(query)))
+    assert page.evaluate("document.activeElement.id") == "results-heading"  # focus continues at the results
+    assert page.get_by_role("heading", name="Most similar images").is_visible()
+    alts = page.eval_on_selector_all("#results img", "images => images.map(i => i.alt)")
+    labels = [t["label"] for t in read_grid(page)]
+    assert len(alts) == 12 and all(re.fullmatch(f"{label} — [0-9a-f]{{4}}….jpg", alt)  # "hat — 06a0….jpg"
+                                   for alt, label in zip(alts, labels, strict=True))
+    assert page.get_attribute("#query-image", "alt") == f"query: {query.name}"
+
+    for key in ("Enter", " "):  # Enter and Space on the drop zone open the file dialog too
+        page.focus("#drop")
+        with page.expect_file_chooser():
+            page.keyboard.press(key)
+
+    page.focus("#results-heading")
+    page.wait_for_function(IMAGES_LOADED)
+    tile = page.locator("#results li").first
+    unfocused = tile.screenshot(path=str(tmp_path / "tile.png"))
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('li') === document.querySelector('#results li')")
+    focused = tile.screenshot(path=str(tmp_path / "tile-focused.png"))
+    box = tile.bounding_box()
+    changed = changed_pixels(unfocused, focused)
+    assert changed > 2 * (box["width"] + box["height"])  # a ring around the tile, at least a pixel wide, is drawn
+    page.screenshot(path=str(tmp_path / "keyboard.png"))
+    keep_screenshots(tmp_path, "tile.png", "tile-focused.png", "keyboard.png")
+
+
+def test_a_photo_dropped_anywhere_on_the_window_is_searched(page) -> None:
+    query = sorted((DEMO_GALLERY / "pants").glob("*.jpg"))[0]
+    dropped = page.evaluate_handle("""([name, bytes]) => {
+        const files = new DataTransfer();
+        files.items.add(new File([new Uint8Array(bytes)], name, {type: "image/jpeg"}));
+        return files; }""", [query.name, list(query.read_bytes())])
+    over = page.evaluate("""files => !document.querySelector('header').dispatchEvent(
+        new DragEvent('dragover', {dataTransfer: files, bubbles: true, cancelable: true}))""", dropped)
+    assert over  # the page takes the drag over its header: the browser would otherwise open the file in a tab
+    with page.expect_response(lambda r: "/search" in r.url, timeout=5_000):
+        page.dispatch_event("#results", "drop", {"dataTransfer": dropped})
+    page.wait_for_selector("#results li")
+    assert page.inner_text("#query-name") == query.name and read_grid(page)[0]["score"] > 0.999
+
+
+def test_an_error_or_another_index_clears_the_old_query_and_results(page, tmp_path: Path) -> None:
+    photo = sorted((DEMO_GALLERY / "dress").glob("*.jpg"))[0]
+    searched(page, lambda: page.set_input_files("#file", str(photo)))
+    assert read_grid(page) and page.is_visible("#query")
+    notes = {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"a text file, not a photo"}
+    searched(page, lambda: page.set_input_files("#file", files=[notes]))
+    assert "not an image" in page.inner_text("#status")
+    assert read_grid(page) == [] and not page.is_visible("#query") and not page.is_visible("#results-heading")
+
+    searched(page, lambda: page.click("#random"))
+    assert read_grid(page) and page.is_visible("#query")
+    page.select_option("#index", "organised")
+    assert read_grid(page) == [] and not page.is_visible("#query")
+
+
+def test_a_file_above_the_limit_is_refused_before_uploading(page) -> None:
+    searched(page, lambda: page.click("#random"))
+    page.evaluate("""() => { // made in the page: 25 MB through the driver would take seconds
+        const chosen = new DataTransfer();
+        chosen.items.add(new File([new Uint8Array([0xff, 0xd8, 0xff]), new ArrayBuffer(25 * 1024 * 1024 - 3)],
+                                  "huge.jpg", {type: "image/jpeg"}));
+        const input = document.querySelector("#file");
+        input.files = chosen.files;
+        input.dispatchEvent(new Event("change")); }""")
+    assert page.inner_text("#status") == "huge.jpg: 25.0 MB; the limit is 20 MB"
+    assert len(page.searches) == 1 and page.searches[0].startswith("GET ")  # only the random search was sent
+    assert read_grid(page) == [] and not page.is_visible("#query")
+
+
+def test_k_above_the_maximum_is_lowered_and_k_zero_or_empty_clears_the_results(page) -> None:
+    searched(page, lambda: page.click("#random"))
+    page.fill("#k", "5000")
+    options = searched(page, lambda: page.press("#k", "Enter"))
+    assert options["k"] == ["1000"] and page.input_value("#k") == "1000"
+    assert "most similar" in page.inner_text("#status") and "lowered from 5000 to 1000" in page.inner_text("#status")
+    assert len(read_grid(page)) == len(LABELS) * PER_LABEL - 1  # every other image of the index
+    for k in ("0", ""):
+        page.fill("#k", k)
+        page.press("#k", "Enter")
+        assert "k must be a whole number from 1 to 1000" in page.inner_text("#status")
+        assert read_grid(page) == [] and not page.is_visible("#query")
+    assert len(page.searches) == 2
+    page.fill("#k", "3")
+    searched(page, lambda: page.press("#k", "Enter"))  # the query is kept: a valid k searches again
+    assert len(read_grid(page)) == 3
+
+
+def changed_pixels(before: bytes, after: bytes) -> int:
+    from io import BytesIO
+
+    from PIL import Image, ImageChops
+
+    first, second = (Image.open(BytesIO(shot)).convert("RGB") for shot in (before, after))
+    return sum(ImageChops.difference(first, second).convert("L").histogram()[25:])  # pixels changed by over 24
+
+
+def keep_screenshots(folder: Path, *names: str) -> None:
+    if os.environ.get("LOOKALIKE_KEEP_SCREENSHOTS"):
+        for name in names:
+            shutil.copy(folder / name, Path(os.environ["LOOKALIKE_KEEP_SCREENSHOTS"]) / name)
 
 
 def searched(page, action) -> dict[str, list[str]]:

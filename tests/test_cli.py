@@ -164,8 +164,8 @@ def test_killed_run_leaves_a_readable_index_and_resumes(tmp_path):
     for seed in range(900):
         write_photo(folder / f"p{seed:04d}.png", seed, size=(96, 96))
     index = tmp_path / "idx"
-    child = subprocess.Popen([sys.executable, "-m", "lookalike", "index", str(folder), "--index", str(index)],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, "-m", "lookalike", "index", str(folder), "--index", str(index),
+                              "--pca", "16"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     committed = _wait_for_first_commit(index / "images.sqlite", child)
     child.send_signal(signal.SIGKILL)
     child.wait()
@@ -174,8 +174,10 @@ def test_killed_run_leaves_a_readable_index_and_resumes(tmp_path):
         survived = len(reopened)
         assert survived >= committed
         assert len(reopened.search(int(reopened.ids()[0]), k=5).matches) == 5
+        assert reopened.reduction is None  # the PCA is fitted when a run finishes: this one never did
     report = summary(run("index", folder, "--index", index, "--json"))
     assert report["unchanged"] == survived and report["added"] == 900 - survived and report["count"] == 900
+    assert "-> 16" in report["reduction"]  # the resumed run finishes, so the index gets its PCA after all
 
 
 def _wait_for_first_commit(database: Path, child: subprocess.Popen, timeout: float = 120) -> int:

@@ -182,6 +182,24 @@ def test_a_finished_shard_left_by_a_crash_is_merged_not_embedded_again(ray_clust
     assert not list(shards.glob("*.parquet"))
 
 
+def test_a_leftover_shard_of_other_vectors_is_discarded_not_a_lasting_failure(photos, tmp_path) -> None:
+    """A shard from a run with another layer (8-d here) or a damaged one must not make every later run fail."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    target = sorted(photos.rglob("*.jpg"))[0]
+    write_shard(shards, {"path": np.asarray([str(target)]), "content_hash": np.asarray(["x"]),
+                         "size": np.asarray([1]), "mtime": np.asarray([0.0]), "width": np.asarray([1]),
+                         "height": np.asarray([1]), "vector": np.ones((1, 8), np.float32), "error": np.asarray([""])})
+    (shards / "shard-0-0.parquet").write_bytes(b"not parquet")
+    with ImageIndex.create(tmp_path / "index") as index:
+        run = index.sync()
+        assert distributed.merge_leftover_shards(run, shards, index.embedder.dimension) == 0
+        report = run.finish()
+        assert len(index) == 0
+    assert sorted("leftover shard discarded" in f.reason for f in report.failures) == [True, True]
+    assert not list(shards.iterdir())
+
+
 def test_fsspec_uri_source_is_indexed_and_rerun_is_a_no_op(ray_cluster, photos, tmp_path) -> None:
     source = f"file://{photos}"
     with ImageIndex.create(tmp_path / "index") as index:

@@ -370,7 +370,12 @@ def merge_leftover_shards(run: Sync, folder: Path, dimension: int) -> int:
     for partial in folder.glob("shard-*.partial"):
         partial.unlink()  # never completed: its images are simply embedded again
     for shard in sorted(folder.glob("shard-*.parquet")):
-        merged += merge_shard(run, shard, dimension, check_files=True)
+        try:
+            merged += merge_shard(run, shard, dimension, check_files=True)
+        except (ValueError, OSError, pa.ArrowException) as error:
+            # not this index's vectors (another model or layer) or unreadable: its images are embedded again
+            run.fail([Failure(shard, f"leftover shard discarded: {error}")])
+            shard.unlink(missing_ok=True)
     return merged
 
 

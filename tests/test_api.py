@@ -422,6 +422,28 @@ def test_batch_upload_adds_every_photo(empty_index: Path) -> None:
         assert one["width"] > 0 and one["size"] == len(photo_bytes("pants", 0))
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_the_same_photo_twice_in_a_batch_is_added_once(empty_index: Path, background: bool) -> None:
+    files = [("files", (name, photo_bytes("hat"), "image/jpeg")) for name in ("a.jpg", "again.jpg")]
+    with client_for(empty_index) as client:
+        response = client.post("/api/indexes/fresh/images", files=files, params={"background": background})
+        if background:
+            assert wait_for_job(client, response.json()["job_url"])["report"]["added"] == 1
+        else:
+            assert response.status_code == 200 and response.json()["report"]["added"] == 1
+        assert client.get("/api/indexes/fresh").json()["count"] == 1
+
+
+def test_a_file_named_twice_or_inside_a_folder_named_is_added_once(empty_index: Path, gallery: Path) -> None:
+    hats = gallery / "hat"
+    with client_for(empty_index, allowed_roots=[gallery]) as client:
+        started = client.post("/api/indexes/fresh/images/from-paths",
+                              json={"paths": [str(hats), str(next(hats.glob("*.jpg"))), str(hats) + "/"]})
+        assert started.status_code == 202 and started.json()["total"] == PER_LABEL
+        job = wait_for_job(client, started.json()["job_url"])
+        assert job["status"] == "done" and job["report"]["added"] == PER_LABEL
+
+
 def test_a_bad_file_in_a_batch_refuses_the_whole_batch(empty_index: Path) -> None:
     files = [("files", ("good.jpg", photo_bytes(), "image/jpeg")), ("files", ("bad.jpg", b"nope", "image/jpeg"))]
     with client_for(empty_index) as client:

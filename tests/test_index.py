@@ -248,3 +248,10 @@ def test_auto_index_type_without_a_count_is_chosen_when_the_first_photos_arrive(
         assert len(index.search(id=int(index.ids()[0]), k=3).matches) == 3
     with ImageIndex.open(tmp_path / "idx") as reopened:
         assert reopened.manifest["index_type"] == "hnsw" and len(reopened) == 8
+
+
+def test_a_file_given_twice_is_indexed_once(tmp_path, photo_folder):
+    photo = sorted(photo_folder.rglob("*.png"))[0]
+    with ImageIndex.create(tmp_path / "idx") as index:
+        report = index.add_files([photo, photo, os.path.relpath(photo)])
+        assert (report.added, len(index)) == (1, 1)

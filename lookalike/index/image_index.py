@@ -276,7 +276,7 @@ class ImageIndex:
 
     @writes
     def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
-        paths = [Path(f) for f in files]
+        paths = list({os.path.abspath(f): Path(f) for f in files}.values())  # each file once
         self.expect(len(paths))
         with self.sync() as run:
             run.fail(Failure(p, "not a supported image type (by extension)") for p in paths

@@ -180,7 +180,10 @@ class Sync:
         """Add each image by path, or give a known path its new content and vector; commit when due."""
         self._check_open()
         new, new_rows = [], []
+        last_row = {image.path: row for row, image in enumerate(images)}  # a path given twice: its last version
         for row, image in enumerate(images):
+            if last_row[image.path] != row:
+                continue
             known = self.store.record_by_path(image.path)
             if known is None:
                 new.append(image)

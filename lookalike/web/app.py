@@ -15,18 +15,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.images import ImageError
 from lookalike.index import IndexFormatError, ModelMismatchError
 from lookalike.version import __version__
 from lookalike.web import indexes_api, search_api
+from lookalike.web.bodies import Health, Readiness
+from lookalike.web.errors import error_response, error_responses
 from lookalike.web.jobs import JobQueue
-from lookalike.web.logs import RequestLog, request_id
+from lookalike.web.logs import RequestLog
 from lookalike.web.paths import RefusedPathError
 from lookalike.web.registry import IndexRegistry
 from lookalike.web.settings import ServerSettings
-from lookalike.web.shown import shown_text
 from lookalike.web.uploads import UploadError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -69,29 +71,36 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
     return app
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"detail": shown_text(message), "request_id": request_id.get()}  # a message may quote a file name
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     async def rejected(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, UploadError)
-        return _error(error.status, error.message)
+        return error_response(error.status, error.message)
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        return _error(error.status_code, str(error.detail), getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return error_response(error.status_code, str(error.detail), headers)
 
     async def invalid(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
-        return _error(422, f"invalid request: {'; '.join(_problem(e) for e in error.errors())}")
+        return error_response(422, f"invalid request: {'; '.join(_problem(e) for e in error.errors())}")
 
     app.add_exception_handler(UploadError, rejected)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     for kind, status in ERROR_STATUS:
         app.add_exception_handler(kind, _handler_for(status))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method a route of this path takes: Starlette's own 405 names only the first route that matched it."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def _problem(error: dict[str, Any]) -> str:
@@ -105,7 +114,7 @@ def _problem(error: dict[str, Any]) -> str:
 def _handler_for(status: int):  # noqa: ANN202 - a Starlette exception handler
     async def handle(request: Request, error: Exception) -> JSONResponse:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        return _error(status, str(message))
+        return error_response(status, str(message))
     return handle
 
 
@@ -120,11 +129,12 @@ def _add_pages(app: FastAPI) -> None:
     def maps_page() -> FileResponse:
         return FileResponse(STATIC / "maps.html")
 
-    @app.get("/health", tags=["service"], summary="The process is up")
+    @app.get("/health", tags=["service"], summary="The process is up", response_model=Health)
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/ready", tags=["service"], summary="Every index is open and answering")
+    @app.get("/ready", tags=["service"], summary="Every index is open and answering", response_model=Readiness,
+             responses=error_responses(503))
     def ready(request: Request) -> JSONResponse:
         registry: IndexRegistry = request.app.state.registry
         counts = {}
@@ -132,7 +142,7 @@ def _add_pages(app: FastAPI) -> None:
             for name in registry.names():
                 counts[name] = len(registry.get(name).index)
         except Exception as error:  # any failure means not ready; say which
-            return _error(503, f"index not answering: {type(error).__name__}: {error}")
+            return error_response(503, f"index not answering: {type(error).__name__}: {error}")
         return JSONResponse({"status": "ready", "indexes": counts})
 
 
@@ -167,4 +177,4 @@ class BodyLimit:
         return f"request body larger than the limit of {self.max_bytes:,} bytes"
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _error(413, self._message())(scope, receive, send)
+        await error_response(413, self._message())(scope, receive, send)

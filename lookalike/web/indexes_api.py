@@ -5,19 +5,23 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from lookalike.embedders import AUTOENCODER_PREFIX, available_models
+from lookalike.embedders.pooling import POOLS
 from lookalike.index import ImageRecord, IndexReport
+from lookalike.index.autoselect import INDEX_TYPES
 from lookalike.index.folder import ARTIFACT_FOLDERS
-from lookalike.web.deps import ImageId, jobs_of, registry_of, require_token, served_index, settings_of
+from lookalike.web.bodies import Added, Artifact, Deleted, Image, ImagePage, IndexInfo, Job, Removed, StartedJob
+from lookalike.web.deps import MAX_ID, ImageId, jobs_of, registry_of, require_token, served_index, settings_of
+from lookalike.web.errors import error_responses
 from lookalike.web.originals import chunks_of, open_indexed
 from lookalike.web.paths import images_under_roots
-from lookalike.web.registry import ServedIndex
+from lookalike.web.registry import NAME, ServedIndex
 from lookalike.web.search_api import capabilities
 from lookalike.web.shown import report_json, shown_path, shown_text
 from lookalike.web.thumbnails import thumbnail
@@ -26,26 +30,40 @@ from lookalike.web.uploads import UploadError, check_upload, discard_unindexed, 
 router = APIRouter(prefix="/api", tags=["indexes"])
 Served = Annotated[ServedIndex, Depends(served_index)]
 Write = [Depends(require_token)]
+WRITE_ERRORS = (401, 403)  # every write, when the server has an API token
 ARTIFACT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".html": "text/html"}
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+               ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
+UNKNOWN_TYPE = "application/octet-stream"
+MEMORY_SIZE = r"^[0-9]{0,12}\.?[0-9]{1,12} ?[KMGTkmgt]?([Ii]?[Bb])?$"  # 2G, 1.5GB, 512 MiB: autoselect reads them
 # the models a request may name: packaged or named ones, never a file of the server (autoencoder:PATH)
 HTTP_MODELS = [model for model in available_models() if not model.startswith(AUTOENCODER_PREFIX)]
+
+
+def file_responses(media_types: list[str], description: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route answering with file bytes of one of these media types."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"description": description, "content": {media_type: binary for media_type in media_types}}}
 
 
 class NewIndex(BaseModel):
     """ImageIndex.create's keywords by the same names (unset: the API's default), less the server-side paths."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="folder name under the server's --index-root")
-    model: str | None = Field(None, description="the embedder (default: lookalike's default model)")
-    layer: str | None = Field(None, description="the network layer to take vectors from")
-    pool: str | None = Field(None, description="how that layer is pooled into one vector")
-    index_type: str | None = Field(None, description="flat-ip, hnsw, ivfpq, ... or auto")
-    expected_count: int | None = Field(None, ge=0, description="with index_type auto: images expected")
-    max_memory: str | None = Field(None, description="with index_type auto: e.g. 2G")
+    name: str = Field(pattern=NAME.pattern, description="folder name under the server's --index-root: 1-64 "
+                      "letters, digits, '.', '_' or '-', starting with a letter or digit")
+    model: Annotated[str, WithJsonSchema({"type": "string", "enum": HTTP_MODELS})] | None = Field(
+        None, description="the embedder (default: lookalike's default model)")
+    layer: str | None = Field(None, description="the network layer to take vectors from (one the model has)")
+    pool: Literal[POOLS] | None = Field(None, description="how that layer is pooled (models with feature maps)")
+    index_type: Literal[(*INDEX_TYPES, "auto")] | None = Field(None, description="the FAISS index, or auto")
+    expected_count: int | None = Field(None, ge=0, le=10**12, description="with index_type auto: images expected")
+    max_memory: str | None = Field(None, pattern=MEMORY_SIZE, description="with index_type auto: e.g. 2G or 512M")
     latency_ms: float | None = Field(None, gt=0, description="with index_type auto: the search time aimed for")
-    pca: int | None = Field(None, ge=0, description="unset: PCA 128 from 1,000 images; 0: never; N: PCA to N")
+    pca: int | None = Field(None, ge=0, le=65_536,
+                            description="unset: PCA 128 from 1,000 images; 0: never; N: PCA to N")
     whiten: bool | None = Field(None, description="whiten the PCA components")
-    pca_sample: int | None = Field(None, ge=1, description="images the PCA is fitted on")
+    pca_sample: int | None = Field(None, ge=1, le=10**9, description="images the PCA is fitted on")
 
     @field_validator("model")
     @classmethod
@@ -70,23 +88,30 @@ def describe(served: ServedIndex) -> dict[str, Any]:
                 "capabilities": capabilities(served.index)}
 
 
-@router.get("/indexes", summary="The indexes this server holds")
+@router.get("/indexes", summary="The indexes this server holds", response_model=list[IndexInfo])
 def list_indexes(request: Request) -> list[dict[str, Any]]:
     registry = registry_of(request)
     return [describe(registry.get(name)) for name in registry.names()]
 
 
-@router.get("/indexes/{name}", summary="Model, count, size and search capabilities of one index")
+@router.get("/indexes/{name}", summary="Model, count, size and search capabilities of one index",
+            response_model=IndexInfo, responses=error_responses(404))
 def inspect_index(served: Served) -> dict[str, Any]:
     return describe(served)
 
 
-@router.post("/indexes", status_code=201, dependencies=Write, summary="Create an empty index with a model")
+@router.post("/indexes", status_code=201, dependencies=Write, summary="Create an empty index with a model",
+             response_model=IndexInfo,
+             description="Fields that depend on each other (a layer and pool the model has, a memory budget the "
+                         "index type fits in) are checked when the index is made: 422 says what to change. "
+                         "404: the model's weights are not on this server.",
+             responses=error_responses(400, *WRITE_ERRORS, 404, 409, 413, 422))
 def create_index(request: Request, new: NewIndex) -> dict[str, Any]:
     return describe(registry_of(request).create(new.name, **new.create_options()))
 
 
-@router.delete("/indexes/{name}", dependencies=Write, summary="Delete an index folder and everything in it")
+@router.delete("/indexes/{name}", dependencies=Write, summary="Delete an index folder and everything in it",
+               response_model=Deleted, responses=error_responses(*WRITE_ERRORS, 404, 409))
 def delete_index(request: Request, served: Served) -> dict[str, Any]:
     if jobs_of(request).busy(served.name):
         raise HTTPException(409, f"index {served.name!r} has a running job; wait for it to finish")
@@ -109,21 +134,25 @@ def image_json(served: ServedIndex, record: ImageRecord) -> dict[str, Any]:
             "thumbnail": f"{base}/thumbnail", "file": f"{base}/file"}
 
 
-@router.get("/indexes/{name}/images", summary="Indexed images, by id, a page at a time")
-def list_images(served: Served, offset: Annotated[int, Query(ge=0)] = 0,
+@router.get("/indexes/{name}/images", summary="Indexed images, by id, a page at a time",
+            response_model=ImagePage, responses=error_responses(404, 422))
+def list_images(served: Served, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     with served.lock.reading():
-        page = list(itertools.islice(served.index.records(), offset, offset + limit))
+        page = list(itertools.islice(itertools.islice(served.index.records(), offset, None), limit))
         return {"count": len(served.index), "offset": offset, "images": [image_json(served, r) for r in page]}
 
 
-@router.get("/indexes/{name}/images/{image_id}", summary="One indexed image's record and labels")
+@router.get("/indexes/{name}/images/{image_id:int}", summary="One indexed image's record and labels",
+            response_model=Image, responses=error_responses(404, 422))
 def inspect_image(served: Served, image_id: ImageId) -> dict[str, Any]:
     with served.lock.reading():
         return image_json(served, record_or_404(served, image_id))
 
 
-@router.get("/indexes/{name}/images/{image_id}/thumbnail", summary="A JPEG thumbnail (cached)")
+@router.get("/indexes/{name}/images/{image_id:int}/thumbnail", summary="A JPEG thumbnail (cached)",
+            response_class=FileResponse,
+            responses=file_responses(["image/jpeg"], "The thumbnail") | error_responses(403, 404, 422))
 def image_thumbnail(request: Request, served: Served, image_id: ImageId) -> FileResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
@@ -131,7 +160,10 @@ def image_thumbnail(request: Request, served: Served, image_id: ImageId) -> File
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.get("/indexes/{name}/images/{image_id}/file", summary="The indexed image file itself")
+@router.get("/indexes/{name}/images/{image_id:int}/file", summary="The indexed image file itself",
+            response_class=StreamingResponse,
+            responses=file_responses([*dict.fromkeys(IMAGE_TYPES.values()), UNKNOWN_TYPE],
+                                     "The file's bytes, typed by its extension") | error_responses(403, 404, 422))
 def image_file(served: Served, image_id: ImageId) -> StreamingResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
@@ -140,9 +172,12 @@ def image_file(served: Served, image_id: ImageId) -> StreamingResponse:
                              headers={"Content-Length": str(record.size)})
 
 
-@router.post("/indexes/{name}/images", dependencies=Write, summary="Add uploaded images (one or a batch)")
+@router.post("/indexes/{name}/images", dependencies=Write, summary="Add uploaded images (one or a batch)",
+             response_model=Added,
+             responses={202: {"model": StartedJob, "description": "Queued as a background job (background=true)"}}
+             | error_responses(400, *WRITE_ERRORS, 404, 413, 422))
 def add_uploads(request: Request, served: Served,
-                files: Annotated[list[UploadFile], File(description="images")],
+                files: Annotated[list[UploadFile], File(min_length=1, description="images")],
                 background: Annotated[bool, Query(description="return at once with a job id to poll")] = False,
                 ) -> JSONResponse:
     settings = settings_of(request)
@@ -150,8 +185,9 @@ def add_uploads(request: Request, served: Served,
         raise UploadError(413, f"{len(files)} files in one request; the limit is {settings.max_batch_files}")
     checked = [check_upload(f.file.read(settings.max_upload_bytes + 1), f.filename or "upload",
                             settings.max_upload_bytes, settings.max_pixels) for f in files]
-    saved = [save_upload(image, served.index.files) for image in checked]
-    names = {str(path): f.filename for path, f in zip(saved, files, strict=True)}
+    paths = [save_upload(image, served.index.files) for image in checked]
+    names = {str(path): f.filename for path, f in zip(paths, files, strict=True)}
+    saved = list(dict.fromkeys(paths))  # the same bytes uploaded twice are one file, added once
     if background:
         job = jobs_of(request).add_files(served, saved, uploads=True)
         return JSONResponse(job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}, status_code=202)
@@ -173,14 +209,16 @@ def added_json(served: ServedIndex, report: IndexReport, names: dict[str, str | 
 
 
 @router.post("/indexes/{name}/images/from-paths", status_code=202, dependencies=Write,
-             summary="Add server-side files or folders under an allowed root, as a background job")
+             summary="Add server-side files or folders under an allowed root, as a background job",
+             response_model=StartedJob, responses=error_responses(400, *WRITE_ERRORS, 404, 413, 422))
 def add_paths(request: Request, served: Served, body: PathsToAdd) -> dict[str, Any]:
     paths = images_under_roots(body.paths, settings_of(request).allowed_roots)
     job = jobs_of(request).add_files(served, paths, roots=settings_of(request).allowed_roots)
     return job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}
 
 
-@router.delete("/indexes/{name}/images/{image_id}", dependencies=Write, summary="Remove an image by id")
+@router.delete("/indexes/{name}/images/{image_id:int}", dependencies=Write, summary="Remove an image by id",
+               response_model=Removed, responses=error_responses(*WRITE_ERRORS, 404, 422))
 def remove_image(served: Served, image_id: ImageId) -> dict[str, Any]:
     with served.lock.writing():
         record = record_or_404(served, image_id)
@@ -191,18 +229,21 @@ def remove_image(served: Served, image_id: ImageId) -> dict[str, Any]:
 
 
 # --- jobs ---------------------------------------------------------------------------------
-@router.get("/jobs", tags=["jobs"], summary="Background additions of this server process")
+@router.get("/jobs", tags=["jobs"], summary="Background additions of this server process",
+            response_model=list[Job])
 def list_jobs(request: Request) -> list[dict[str, Any]]:
     return [job.to_dict() for job in jobs_of(request).all()]
 
 
-@router.get("/jobs/{job_id}", tags=["jobs"], summary="Progress and report of one background addition")
+@router.get("/jobs/{job_id}", tags=["jobs"], summary="Progress and report of one background addition",
+            response_model=Job, responses=error_responses(404))
 def job_progress(request: Request, job_id: str) -> dict[str, Any]:
     return jobs_of(request).get(job_id).to_dict()
 
 
 # --- cluster maps and contact sheets written into the index folder by other commands ------
-@router.get("/indexes/{name}/artifacts", summary="Cluster maps and contact sheets found in the index folder")
+@router.get("/indexes/{name}/artifacts", summary="Cluster maps and contact sheets found in the index folder",
+            response_model=list[Artifact], responses=error_responses(404))
 def list_artifacts(served: Served) -> list[dict[str, str]]:
     found = []
     for folder in ARTIFACT_FOLDERS:
@@ -212,7 +253,9 @@ def list_artifacts(served: Served) -> list[dict[str, str]]:
     return found
 
 
-@router.get("/indexes/{name}/artifacts/{folder}/{file}", summary="One cluster map or contact sheet")
+@router.get("/indexes/{name}/artifacts/{folder}/{file}", summary="One cluster map or contact sheet",
+            response_class=FileResponse,
+            responses=file_responses([*ARTIFACT_TYPES.values()], "The artifact") | error_responses(404))
 def artifact(served: Served, folder: str, file: str) -> FileResponse:
     if folder not in ARTIFACT_FOLDERS or file not in _artifact_files(served.folder / folder):
         raise HTTPException(404, f"no artifact {folder}/{file} in index {served.name!r}")
@@ -230,6 +273,4 @@ def _artifact_files(folder: Path) -> list[str]:
 
 
 def _media_type(path: str) -> str:
-    return {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-            ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}.get(
-        Path(path).suffix.lower(), "application/octet-stream")
+    return IMAGE_TYPES.get(Path(path).suffix.lower(), UNKNOWN_TYPE)

@@ -42,4 +42,4 @@ def images_under_roots(requested: Sequence[str], roots: Sequence[Path]) -> list[
             found.append(path)
         else:
             raise FileNotFoundError(f"{text}: no such file or folder")
-    return found
+    return list(dict.fromkeys(found))  # a file named twice, or also inside a folder named, is added once

@@ -386,3 +386,28 @@ def read_grid(page) -> list[dict]:
         id: Number(b.dataset.id),
         score: Number(b.querySelector('.score').textContent),
         label: b.querySelector('.label').textContent}))""")
+
+
+@pytest.mark.parametrize(("path", "rendered"), [("/docs", ".opblock-summary"), ("/redoc", "[role=menuitem]")])
+def test_api_docs_render_offline_from_files_the_server_ships(chromium, server: str, path: str, rendered: str) -> None:
+    """Swagger UI and ReDoc come from the package, not a CDN: with every other host blocked they still render.
+    (ReDoc's footer credit links an image on its vendor's site; it is blocked here and the page does not need it.)"""
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    outside: list[str] = []
+
+    def loopback_only(route) -> None:
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            if route.request.resource_type != "image":
+                outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", loopback_only)
+    page.goto(server + path)
+    page.wait_for_selector(rendered)
+    assert page.locator(rendered).count() >= 5  # the operations (Swagger) or the menu entries (ReDoc)
+    assert outside == []
+    context.close()

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,8 +57,9 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
         app.state.jobs.shutdown()
         registry.close()
 
-    app = FastAPI(title="lookalike", version=__version__, lifespan=lifespan,
-                  description="Content-based image retrieval: search indexed photos by example.")
+    # /docs and /redoc from Swagger UI and ReDoc files shipped in a package: they work offline (no CDN)
+    app = FastAPIOffline(title="lookalike", version=__version__, lifespan=lifespan,
+                         description="Content-based image retrieval: search indexed photos by example.")
     app.state.settings, app.state.registry, app.state.jobs = settings, registry, JobQueue()
     app.include_router(indexes_api.router)
     app.include_router(search_api.router)

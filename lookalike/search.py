@@ -15,18 +15,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:
-    from lookalike.index import ImageIndex
 
 METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones are added by training
 DEFAULT_CLASS_CONFIDENCE = 0.8  # cumulative class probability by_class widens to (up to by_class classes)
 Vector = npt.NDArray[np.float32]
 Where = dict[str, tuple[str, ...]]
+Index = Any  # an ImageIndex, typed loosely here: lookalike.index imports this module, not the other way round
 
 
 @dataclass(frozen=True)
@@ -211,17 +209,17 @@ class Scope:
 class ScopeRule(Protocol):
     """A search option (by_class, by_cluster) that narrows the search from the query's vector."""
 
-    def available(self, index: ImageIndex) -> bool: ...
+    def available(self, index: Index) -> bool: ...
 
-    def narrow(self, index: ImageIndex, vector: Vector, options: SearchOptions) -> Scope: ...
+    def narrow(self, index: Index, vector: Vector, options: SearchOptions) -> Scope: ...
 
 
 class LearnedMethods(Protocol):
     """Trained similarity models that rank an index's images for a query vector."""
 
-    def names(self, index: ImageIndex) -> list[str]: ...
+    def names(self, index: Index) -> list[str]: ...
 
-    def rank(self, index: ImageIndex, vector: Vector, method: str, k: int, exclude: set[int],
+    def rank(self, index: Index, vector: Vector, method: str, k: int, exclude: set[int],
              allowed: npt.NDArray[np.int64] | None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
 
 
@@ -240,11 +238,11 @@ def register_learned_methods(provider: LearnedMethods) -> None:
         LEARNED.append(provider)
 
 
-def learned_method_names(index: ImageIndex) -> list[str]:
+def learned_method_names(index: Index) -> list[str]:
     return [name for provider in LEARNED for name in provider.names(index) if name not in METRICS]
 
 
-def provider_of(index: ImageIndex, method: str) -> LearnedMethods:
+def provider_of(index: Index, method: str) -> LearnedMethods:
     for provider in LEARNED:
         if method in provider.names(index):
             return provider

@@ -238,20 +238,28 @@ def replace_one_photo(index_folder: Path, folder: Path, finish: bool = True) -> 
     other.close()
 
 
-def test_a_writer_that_missed_another_process_commit_writes_on_the_current_vectors(tmp_path):
+@pytest.fixture
+def stale_index(tmp_path):
+    """An index of six photos, opened here; the tests let another process commit behind its back."""
     folder = photos(tmp_path / "photos", range(6))
-    with ImageIndex.create(tmp_path / "idx", pca=0) as stale:
-        stale.add_folder(folder)
+    index = ImageIndex.create(tmp_path / "idx", pca=0)
+    index.add_folder(folder)
+    yield index, folder
+    index.close()
+
+
+def test_a_writer_that_missed_another_process_commit_writes_on_the_current_vectors(tmp_path, stale_index):
+    stale, folder = stale_index
+    with stale:
         replace_one_photo(tmp_path / "idx", folder)
         stale.add_files(photos(tmp_path / "more", range(60, 61)).glob("*.png"))
         assert stale._store.backend.count == len(stale) == 7
     assert_saved_copy_matches_the_database(tmp_path / "idx")
 
 
-def test_saving_after_another_process_committed_saves_what_the_database_holds(tmp_path):
-    folder = photos(tmp_path / "photos", range(6))
-    with ImageIndex.create(tmp_path / "idx", pca=0) as stale:
-        stale.add_folder(folder)
+def test_saving_after_another_process_committed_saves_what_the_database_holds(tmp_path, stale_index):
+    stale, folder = stale_index
+    with stale:
         gone = stale.record_by_path(folder / "photo0.png").id
         replace_one_photo(tmp_path / "idx", folder, finish=False)
         assert not (tmp_path / "idx" / f"vectors-{stale.generation}.faiss").exists()
@@ -259,10 +267,9 @@ def test_saving_after_another_process_committed_saves_what_the_database_holds(tm
     assert_saved_copy_matches_the_database(tmp_path / "idx")
 
 
-def test_the_store_saves_only_the_generation_its_backend_reflects(tmp_path):
-    folder = photos(tmp_path / "photos", range(6))
-    with ImageIndex.create(tmp_path / "idx", pca=0) as stale:
-        stale.add_folder(folder)
+def test_the_store_saves_only_the_generation_its_backend_reflects(tmp_path, stale_index):
+    stale, folder = stale_index
+    with stale:
         replace_one_photo(tmp_path / "idx", folder, finish=False)
         stale._store.save()
         ids = np.sort(stale.ids())
@@ -272,10 +279,9 @@ def test_the_store_saves_only_the_generation_its_backend_reflects(tmp_path):
     assert_saved_copy_matches_the_database(tmp_path / "idx")
 
 
-def test_a_store_write_after_another_process_commit_starts_from_the_current_vectors(tmp_path):
-    folder = photos(tmp_path / "photos", range(6))
-    with ImageIndex.create(tmp_path / "idx", pca=0) as stale:
-        stale.add_folder(folder)
+def test_a_store_write_after_another_process_commit_starts_from_the_current_vectors(tmp_path, stale_index):
+    stale, folder = stale_index
+    with stale:
         last = stale.record_by_path(folder / "photo5.png").id
         replace_one_photo(tmp_path / "idx", folder, finish=False)
         stale._store.remove([last])  # the store's own write, not through ImageIndex's catching up

@@ -320,9 +320,8 @@ class ImageIndex:
     def search_with(self, query: Query, options: SearchOptions) -> SearchResult:
         """The one search every door ends in: resolve the query once, narrow by scopes and filters, rank."""
         self._catch_up()
+        provider = provider_of(self, options.method) if options.is_learned else None  # raises on an unknown one
         resolved = self.resolve(query)
-        if options.is_learned and options.method not in learned_method_names(self):
-            provider_of(self, options.method)  # raises, naming the methods this index has
         where, predicted = self._narrowed(resolved, options)
         timings = dict(resolved.timings)
         started = time.perf_counter()
@@ -330,9 +329,8 @@ class ImageIndex:
         exclude = {resolved.id} if resolved.id is not None else set()
         if allowed is not None and len(allowed) == 0:
             ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        elif options.is_learned:
-            ids, scores = provider_of(self, options.method).rank(self, resolved.vector, options.method, options.k,
-                                                                 exclude, allowed)
+        elif provider is not None:
+            ids, scores = provider.rank(self, resolved.vector, options.method, options.k, exclude, allowed)
         else:
             ids, scores = self._ranked(resolved.vector, options, exclude, allowed)
         timings["search"] = (time.perf_counter() - started) * 1e3
@@ -385,19 +383,19 @@ class ImageIndex:
     def _narrowed(self, query: ResolvedQuery,
                   options: SearchOptions) -> tuple[dict[str, tuple[str, ...]], dict[str, float] | None]:
         """`where` with every scope the options ask for (by_class, by_cluster) added."""
+        missing = [name for name in ("by_class", "by_cluster") if getattr(options, name) is not None
+                   and name not in SCOPES]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
         where = dict(options.where)
         predicted = None
         for option, rule in SCOPES.items():
             if getattr(options, option) is None:
                 continue
             scope = rule.narrow(self, query.vector, options)
-            asked = where.get(scope.name)  # a filter on the same label keeps only values both allow
-            where[scope.name] = scope.values if asked is None else tuple(v for v in asked if v in scope.values)
+            wanted = where.get(scope.name)  # a filter on the same label keeps only values both allow
+            where[scope.name] = scope.values if wanted is None else tuple(v for v in wanted if v in scope.values)
             predicted = scope.predicted_class or predicted
-        asked = [name for name in ("by_class", "by_cluster") if getattr(options, name) is not None]
-        missing = [name for name in asked if name not in SCOPES]
-        if missing:
-            raise ValueError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
         return where, predicted
 
     def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],

@@ -14,13 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MIN_SIDE = 8
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
+SHRINK_ABOVE = 8  # an image whose shorter side is this many times the target is shrunk right after decoding
+SHRINK_TO = 4  # ... by a whole factor (box averages) that keeps its shorter side at least this many times the target
+REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 
 
 class ImageError(Exception):
@@ -50,11 +53,16 @@ def load_image(source: str | os.PathLike[str] | bytes, target_side: int = 224) -
         raise ImageError(f"decompression bomb refused (more than {MAX_PIXELS:,} pixels): {error}") from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read (unknown or unsupported format)") from None
+    except ValueError as error:
+        if "Decompressed data too large" in str(error):  # a zTXt/iTXt/iCCP chunk that inflates without end
+            raise ImageError(f"metadata bomb refused: a compressed text or profile chunk inflates past Pillow's "
+                             f"limit ({error})") from None
+        raise ImageError(f"corrupt or truncated image: {error}") from None
     except FileNotFoundError:
         raise ImageError("file not found (deleted or moved while indexing?)") from None
     except PermissionError:
         raise ImageError("permission denied: the file is not readable") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
 
 
@@ -92,8 +100,21 @@ def _decode(image: Image.Image, target_side: int, read: Callable[[], bytes]) -> 
         _draft_for(image, target_side)
     image.seek(0)  # first frame of animations
     image.load()
-    upright = ImageOps.exif_transpose(image) or image
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    shrunk = _shrunk(image, target_side)
+    upright = shrunk.transpose(ORIENTATIONS[orientation]) if orientation in ORIENTATIONS else shrunk
     return DecodedImage(pixels=to_rgb(upright), width=width, height=height)
+
+
+def _shrunk(image: Image.Image, target_side: int) -> Image.Image:
+    """A very large decoded image (a 36-megapixel PNG is 144 MB of RGBA) made smaller before the copies that
+    orienting and converting to RGB make: by a whole factor, each pixel the average of a box, so its shorter
+    side stays at least SHRINK_TO x target_side and the resize to the network's input reads about the same
+    pixels. Smaller images are left exactly as decoded."""
+    factor = min(image.size) // (SHRINK_TO * target_side)
+    if min(image.size) < SHRINK_ABOVE * target_side or factor < 2:
+        return image
+    return (image if image.mode in REDUCIBLE_MODES else to_rgb(image)).reduce(factor)
 
 
 def _scaled_jpeg(image: Image.Image, read: Callable[[], bytes], target_side: int) -> Image.Image | None:
@@ -137,7 +158,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")  # (converting copies even RGBA)
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.embedders.base import Matrix, l2_normalise
+from lookalike.faults import disk_full_reported
 
 # Every index gets this PCA once it first holds this many images, whichever way it was built or grown
 # (benchmarks/results/models.md: PCA 128 fitted without labels beat the full vectors on Corel-1K and
@@ -56,8 +57,9 @@ class PcaReduction:
     def save(self, path: Path) -> None:
         """Write to `path` atomically."""
         partial = Path(path).with_name(Path(path).name + ".partial.npz")
-        np.savez(partial, mean=self.mean, components=self.components, scale=self.scale,
-                 whiten=np.array(self.whiten), fitted_on=np.array(self.fitted_on))
+        with disk_full_reported(partial.parent):
+            np.savez(partial, mean=self.mean, components=self.components, scale=self.scale,
+                     whiten=np.array(self.whiten), fitted_on=np.array(self.fitted_on))
         os.replace(partial, path)
 
 

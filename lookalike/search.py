@@ -1,8 +1,9 @@
 """One query, one set of search options, one result: the same names in Python, the CLI and HTTP.
 
-A `Query` is exactly one of: an image (path or bytes), an indexed id, a random indexed image, or a
-vector. `SearchOptions` holds everything else (k, method, min_score, where, path_prefix, by_class,
-class_confidence, by_cluster) and is checked here, once, whichever door the request came in by.
+A `Query` is one of: an image (path or bytes), an indexed id, a random indexed image, or a vector; and/or
+words (`text`, for a model with a text tower). `SearchOptions` holds everything else (k, method, min_score,
+where, path_prefix, by_class, class_confidence, by_cluster, and expand with its neighbours and alpha) and is
+checked here, once, whichever door the request came in by.
 
 Side features plug into the one search through two registries instead of being separate searches:
 - a *scope* narrows the search to label values chosen from the query's vector (classify-then-search
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from lookalike.expansion import DEFAULT_EXPANSION, EXPANSIONS, Expansion
 
 METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones are added by training
 DEFAULT_CLASS_CONFIDENCE = 0.8  # cumulative class probability by_class widens to (up to by_class classes)
@@ -62,7 +65,9 @@ class SearchResult:
 # --- the query --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Query:
-    """What to search from: exactly one of image, id, random or vector."""
+    """What to search from: exactly one of image, id, random or vector; or `text` (words, for an index whose
+    model has a text tower), alone or with one of those. A mixed query ("this photo, but red") searches from
+    the weighted sum of the two unit vectors: `text_weight` for the words, 1 - text_weight for the rest."""
 
     image: str | os.PathLike[str] | bytes | None = None
     id: int | None = None
@@ -70,15 +75,29 @@ class Query:
     seed: int | None = None  # with random: the same seed picks the same image
     vector: Vector | None = None
     model: dict[str, Any] | None = None  # with vector: the description of the embedder that made it
+    text: str | None = None
+    text_weight: float = 0.5  # with text and another query: the words' share of the mixed vector
 
     def __post_init__(self) -> None:
-        given = [self.image is not None, self.id is not None, self.random, self.vector is not None]
-        if sum(given) != 1:
-            raise ValueError("give exactly one query: an image (path or bytes), an indexed id, random, or a vector")
+        given = sum([self.image is not None, self.id is not None, self.random, self.vector is not None])
+        if given > 1 or (given == 0 and self.text is None):
+            raise ValueError("give exactly one query: an image (path or bytes), an indexed id, random, or a vector "
+                             "(text may stand alone or go with one of them)")
+        if self.text is not None and (not isinstance(self.text, str) or not self.text.strip()):
+            raise ValueError(f"text is the words to search by, not {self.text!r}")
+        weight = self.text_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"text_weight is the words' share of a mixed query, from 0 to 1, not {weight!r}")
+
+    def without_text(self) -> Query | None:
+        """The query the words go with (None for words alone)."""
+        if self.image is None and self.id is None and not self.random and self.vector is None:
+            return None
+        return Query(self.image, self.id, self.random, self.seed, self.vector, self.model)
 
     @classmethod
     def of(cls, query: Any = None, **kinds: Any) -> Query:
-        """A Query from a positional value (image path, bytes, indexed id or vector) or keywords."""
+        """A Query from a positional value (image path, bytes, indexed id or vector) or keywords (text too)."""
         if isinstance(query, Query):
             return query
         if isinstance(query, bool):
@@ -107,7 +126,9 @@ class SearchOptions:
     `where` keeps images whose labels match (a name given twice means either value, different names
     must all match); `path_prefix` keeps images under a folder; `by_class` classifies the query and
     searches within its class (widening to up to N classes until `class_confidence`); `by_cluster`
-    searches the N clusters nearest the query."""
+    searches the N clusters nearest the query. `expand` re-ranks the first answer without labels: 'aqe'
+    (the default: query expansion over `expand_neighbours` matches weighted by similarity^`expand_alpha`),
+    'diffusion' (for collections where a query has many true matches) or 'none' (see lookalike.expansion)."""
 
     k: int = 10
     method: str = "cosine"
@@ -117,6 +138,9 @@ class SearchOptions:
     by_class: int | None = None
     class_confidence: float = DEFAULT_CLASS_CONFIDENCE
     by_cluster: int | None = None
+    expand: str = DEFAULT_EXPANSION
+    expand_neighbours: int | None = None
+    expand_alpha: float | None = None
 
     @classmethod
     def of(cls, **given: Any) -> SearchOptions:
@@ -140,6 +164,14 @@ class SearchOptions:
             raise ValueError("method must name cosine, euclidean or a learned similarity")
         if not 0.0 < self.class_confidence <= 1.0:
             raise ValueError(f"class_confidence must be in (0, 1], not {self.class_confidence}")
+        if not isinstance(self.expand, str):
+            raise ValueError(f"expand must be one of {', '.join(EXPANSIONS)}, not {self.expand!r}")
+        object.__setattr__(self, "expand", self.expansion.method)  # checks the method and its parameters
+
+    @property
+    def expansion(self) -> Expansion:
+        """How the first answer is re-ranked (aqe, diffusion or none) with its parameters."""
+        return Expansion.of(self.expand, self.expand_neighbours, self.expand_alpha)
 
     @property
     def is_learned(self) -> bool:

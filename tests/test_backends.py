@@ -81,6 +81,20 @@ def test_single_queries_find_what_a_batch_finds(kind, collection):
         assert np.allclose(one_scores[0, 0], scores[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["ivfpq-fastscan", "hnsw", "hnsw-reduced"])
+def test_a_lone_query_finds_the_same_on_one_thread_as_on_several(kind, collection, monkeypatch):
+    """One thread is the default for a lone query; LOOKALIKE_SEARCH_THREADS lets it split its lists."""
+    backend = built(kind, collection)
+    queries = collection[2][:12]
+    monkeypatch.setenv("LOOKALIKE_SEARCH_THREADS", "1")
+    alone = [backend.search(query[None], 10) for query in queries]
+    monkeypatch.setenv("LOOKALIKE_SEARCH_THREADS", "2")
+    for query, (scores, found) in zip(queries, alone, strict=True):
+        split_scores, split_found = backend.search(query[None], 10)
+        assert recall_at_k(split_found, found, None, 10) >= 0.9  # float ties may swap the last places
+        assert np.allclose(split_scores[0, 0], scores[0, 0], atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_removed_ids_are_never_returned(kind, collection):
     backend = built(kind, collection)
@@ -195,3 +209,15 @@ def test_hnsw_reduced_compaction_drops_tombstones_and_keeps_results(collection, 
     _, after = backend.search(collection[2], 10)
     assert recall_at_k(after, before, None, 10) >= 0.95
     assert not np.isin(after, collection[0][::2]).any()
+
+
+def test_ivf_rows_kept_in_ram_give_the_results_of_mapped_rows(collection, tmp_path):
+    params = SMALL["ivfpq-fastscan"]
+    backend = built("ivfpq-fastscan", collection)
+    backend.save(tmp_path, 1)
+    mapped = load_backend("ivfpq", backend.dimension, tmp_path, 1, params)
+    in_ram = load_backend("ivfpq", backend.dimension, tmp_path, 1, params | {"rows_in_ram": True})
+    assert in_ram.rows_in_ram and in_ram.vectors.base.flags.writeable  # its own copy (the mapped file is read-only)
+    assert not mapped.vectors.base.flags.writeable
+    for got, want in zip(in_ram.search(collection[2], 10), mapped.search(collection[2], 10), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -16,6 +16,7 @@ import uvicorn
 from lookalike.cli import build_parser
 from lookalike.embedders import model_info
 from lookalike.embedders.autoencoder import train_autoencoder
+from lookalike.embedders.hub import fetch_weights
 from lookalike.evaluation import evaluate_index
 from lookalike.files import walk_images
 from lookalike.index import ImageIndex
@@ -24,6 +25,7 @@ from lookalike.organise.clustering import cluster_index, propagate_labels
 from lookalike.organise.duplicates import find_duplicates
 from lookalike.organise.labels import import_labels
 from lookalike.organise.mapping import map_index
+from lookalike.organise.zero_shot import zero_shot_labels
 from lookalike.scale.distributed import ingest_with_ray
 from lookalike.search import SearchOptions
 from lookalike.similarity.pairs import PairSet
@@ -37,11 +39,13 @@ API_CALLS: dict[str, list[Callable[..., object]]] = {
     "search": [ImageIndex.search, SearchOptions],
     "info": [ImageIndex.info],
     "evaluate": [ImageIndex.create, evaluate_index, evaluate_dataset_by_class],
-    "models": [model_info],
+    "models": [model_info, fetch_weights],
     "pca": [ImageIndex.fit_pca, ImageIndex.remove_pca],
+    "dba": [ImageIndex.augment, ImageIndex.remove_augmentation],
     "train-autoencoder": [walk_images, train_autoencoder],
     "labels": [import_labels],
     "train-classifier": [train_classifier],
+    "classify": [zero_shot_labels],
     "cluster": [cluster_index, propagate_labels],
     "map": [map_index],
     "duplicates": [find_duplicates],
@@ -59,7 +63,7 @@ SKIN_ONLY = {
     "index",  # the index folder the CLI opens: the ImageIndex every call above is made on
     "out",  # study pairs: the folder the CLI writes the study's report files into (elsewhere `out` is a keyword)
     "action",  # the word after the verb (labels import, cluster label): which of the verb's calls is made
-    "off",  # pca --off: call remove_pca() instead of fit_pca()
+    "off",  # pca --off / dba --off: call remove_pca() / remove_augmentation() instead
     "update",  # evaluate --update: call add_folder before scoring, which an empty index gets anyway
 }
 

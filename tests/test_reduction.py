@@ -52,7 +52,7 @@ def test_index_searches_reduced_vectors_and_keeps_full_ones(reduced, tmp_path):
     photo = sorted(photos.glob("hat/*.jpg"))[0]
     query = shutil.copy(photo, tmp_path / "query.jpg")  # not in the index: embedded, then reduced
     result = index.search(query, k=3)
-    assert result.matches[0].path == str(photo) and result.matches[0].score == pytest.approx(1.0, abs=1e-4)
+    assert result.matches[0].path == str(photo) and result.matches[0].score == pytest.approx(1.0, abs=0.05)
     assert result.matches[1].score < 0.999
     assert index.info()["reduction"] == f"pca 1280 -> 16 (fitted on {len(ids)})"
 

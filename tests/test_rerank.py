@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import numpy as np
 import pytest
 
-from lookalike.backends import rerank
+from lookalike.backends import pages, rerank
 from lookalike.backends.rerank import RerankStore
 
 DIMENSION = 32
@@ -129,3 +130,53 @@ def test_an_unlimited_container_leaves_the_kernels_figure(tmp_path, limit):
 
 def test_memory_available_is_unknown_without_proc_or_cgroup(tmp_path):
     assert rerank.memory_available(tmp_path) is None
+
+
+def mapping_of(array: np.ndarray) -> mmap.mmap | None:
+    """The memory map an array's buffer lives in, None for memory of its own."""
+    buffer = array
+    while buffer is not None and not isinstance(buffer, mmap.mmap):
+        buffer = buffer.obj if isinstance(buffer, memoryview) else buffer.base
+    return buffer
+
+
+def evicted(store: RerankStore, path) -> bool:
+    """Drop the saved rows from this process and from the page cache; False when the kernel kept them (tmpfs)."""
+    mapping_of(store.base).madvise(mmap.MADV_DONTNEED)
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())  # dirty pages stay until written back
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return not pages.all_resident(store.base, np.arange(0, store.base.nbytes, pages.PAGE))
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not pages.can_probe(), reason="needs fadvise and mincore")
+def test_rows_dropped_from_the_page_cache_are_asked_for_at_once_and_rank_the_same(tmp_path, monkeypatch):
+    dimension = 1024  # a row is half a page: the probe looks at the page of each probed row
+    vectors = np.random.default_rng(3).standard_normal((400, dimension)).astype(np.float32)
+    store = RerankStore(dimension)
+    store.add(np.arange(400, dtype=np.int64), vectors)
+    store.save(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy")
+    asked = []
+    original = RerankStore._request_rows
+    monkeypatch.setattr(RerankStore, "_request_rows",
+                        lambda self, rows: (asked.append(len(rows)), original(self, rows)))
+    candidates = np.tile(np.arange(0, 400, 3), (2, 1))
+    cached = store.rerank(vectors[:2], candidates, 10)
+    assert asked == []  # just written: in the page cache, nothing to ask for
+    if not evicted(store, tmp_path / "rerank-1.f16"):
+        pytest.skip("the page cache kept the file (a RAM file system?)")
+    from_disk = store.rerank(vectors[:2], candidates, 10)
+    assert asked[0] == len(candidates[0])  # every candidate row of the first query, asked for at once
+    for got, want in zip(from_disk, cached, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_rows_read_into_ram_rank_exactly_as_mapped_rows_and_leave_the_file_unmapped(small_spills, tmp_path):
+    store, ids, vectors = filled(1000)
+    store.save(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy")
+    mapped = RerankStore.load(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy", DIMENSION)
+    in_ram = RerankStore.load(tmp_path / "rerank-1.f16", tmp_path / "rerank-1.ids.npy", DIMENSION, in_ram=True)
+    assert mapping_of(in_ram.base) is None and mapping_of(mapped.base) is not None
+    queries, candidates = vectors[:5], np.tile(ids[::7], (5, 1))
+    for got, want in zip(in_ram.rerank(queries, candidates, 10), mapped.rerank(queries, candidates, 10), strict=True):
+        np.testing.assert_array_equal(got, want)

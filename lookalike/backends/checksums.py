@@ -13,6 +13,8 @@ import logging
 import os
 from pathlib import Path
 
+from lookalike.faults import crash_point
+
 log = logging.getLogger("lookalike")
 
 
@@ -23,6 +25,7 @@ def file_digest(path: Path) -> str:
 
 def seal(sidecar: Path, files: list[Path]) -> None:
     """Record size and digest of `files` (same folder as the sidecar), atomically."""
+    crash_point("backend.sealing")
     content = {f.name: {"size": f.stat().st_size, "sha256": file_digest(f)} for f in files}
     partial = sidecar.with_name(sidecar.name + ".partial")
     partial.write_text(json.dumps(content, indent=2, sort_keys=True))

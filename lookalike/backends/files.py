@@ -7,11 +7,14 @@ from pathlib import Path
 
 import faiss
 
+from lookalike.faults import crash_point
+
 
 def write_index_atomically(index: faiss.Index, path: Path) -> None:
     """A FAISS index on disk: readers see the old file or the complete new one, never half."""
     partial = path.with_name(path.name + ".partial")
     faiss.write_index(index, str(partial))
+    crash_point("backend.writing")
     partial.replace(path)
 
 

@@ -17,6 +17,8 @@ from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
 from lookalike.backends.exact import exact_top_k
 from lookalike.backends.files import drop_stale_files, write_index_atomically
+from lookalike.backends.threads import threads_for
+from lookalike.faults import crash_point
 
 SMALL_FILTER = 4096  # at most this many allowed ids: search them exactly instead of walking the graph
 
@@ -76,7 +78,8 @@ class HNSWBackend:
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")
             params.sel = faiss.IDSelectorBitmap(bitmap)
-        scores, rows = self.index.search(queries, k, params=params)
+        with threads_for(len(queries)):
+            scores, rows = self.index.search(queries, k, params=params)
         return scores, np.where(rows >= 0, self.row_ids[np.maximum(rows, 0)], -1)
 
     def compact(self) -> None:
@@ -92,6 +95,7 @@ class HNSWBackend:
     def save(self, folder: Path, generation: int) -> None:
         index_path, rows_path, sidecar = _paths(folder, generation)
         write_index_atomically(self.index, index_path)
+        crash_point("backend.rows-writing")
         partial_rows = rows_path.with_name(rows_path.name + ".partial.npy")
         np.save(partial_rows, self.row_ids)
         partial_rows.replace(rows_path)

@@ -24,6 +24,7 @@ from lookalike.backends.files import drop_stale_files, write_index_atomically
 from lookalike.backends.ivfpq import MAX_TRAIN, pca_rotation
 from lookalike.backends.rerank import RerankStore
 from lookalike.backends.reranked import RerankedBackend
+from lookalike.backends.threads import threads_for
 
 log = logging.getLogger("lookalike")
 ADD_CHUNK = 65_536
@@ -103,6 +104,10 @@ class ReducedHNSWBackend(RerankedBackend):
     # --- search ---------------------------------------------------------------------------
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with threads_for(len(queries)):
+            return self._search(queries, k, allowed_ids)
+
+    def _search(self, queries: Matrix, k: int, allowed_ids: Ids | None) -> tuple[Matrix, Ids]:
         exact = self._exact_answer(queries, k, allowed_ids)
         if exact is not None:
             return exact

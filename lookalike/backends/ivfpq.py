@@ -12,9 +12,9 @@ residual). `coarse="hnsw"` finds the probed lists with a small HNSW graph over t
 instead of comparing the query with every centroid (0.7 ms for 4,096 x 1,280-d on these cores).
 
 The IVF-PQ index holds a few dozen bytes per image in RAM and proposes `rerank` x k candidates;
-their full vectors (float16, memory-mapped from `rerank-<generation>.f16`) give the exact inner
-products that order the final k. IVF and PQ must be trained on a sample: until `min_train`
-vectors exist the backend searches the stored vectors exactly (`trained` is False and
+their full vectors (float16, memory-mapped from `rerank-<generation>.f16`, or read into RAM with
+`rows_in_ram`) give the exact inner products that order the final k. IVF and PQ must be trained
+on a sample: until `min_train` vectors exist the backend searches the stored vectors exactly (`trained` is False and
 `describe()` says so). Deletion is real in the IVF lists; the re-rank file keeps tombstoned rows
 until `compact()`.
 """
@@ -35,6 +35,7 @@ from lookalike.backends.checksums import seal, verified
 from lookalike.backends.files import drop_stale_files, write_index_atomically
 from lookalike.backends.rerank import RerankStore
 from lookalike.backends.reranked import RerankedBackend
+from lookalike.backends.threads import threads_for
 
 log = logging.getLogger("lookalike")
 TRAIN_PER_LIST = 20  # training vectors per inverted list (FAISS asks for 39; 20 is a time/quality trade-off)
@@ -56,7 +57,7 @@ class IVFPQBackend(RerankedBackend):
 
     def __init__(self, dimension: int, nlist: int | None = None, pq_bytes: int = 64, transform: str | None = "pca",
                  reduced_dimension: int | None = 256, nprobe: int = 16, rerank: int = 10, min_train: int = 20_000,
-                 pq_bits: int = 8, coarse: str = "flat"):
+                 pq_bits: int = 8, coarse: str = "flat", rows_in_ram: bool = False):
         if transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {transform!r}; choose from {', '.join(map(str, TRANSFORMS))}")
         if coarse not in COARSE:
@@ -71,7 +72,8 @@ class IVFPQBackend(RerankedBackend):
                              f"divide the {self.reduced_dimension} dimensions they encode")
         self.nprobe, self.rerank, self.min_train = nprobe, rerank, min_train
         self.index: faiss.Index | None = None  # None until trained
-        self.vectors = RerankStore(dimension)
+        self.rows_in_ram = bool(rows_in_ram)  # re-rank rows read into RAM on load, not mapped (see RerankStore)
+        self.vectors = RerankStore(dimension, self.rows_in_ram)
 
     @property
     def trained(self) -> bool:
@@ -94,7 +96,7 @@ class IVFPQBackend(RerankedBackend):
         return {"nlist": self.nlist, "pq_bytes": self.pq_bytes, "transform": self.transform,
                 "reduced_dimension": self.reduced_dimension,
                 "nprobe": self.nprobe, "rerank": self.rerank, "min_train": self.min_train, "pq_bits": self.pq_bits,
-                "coarse": self.coarse}
+                "coarse": self.coarse, "rows_in_ram": self.rows_in_ram}
 
     def describe(self) -> str:
         if not self.trained:
@@ -156,17 +158,18 @@ class IVFPQBackend(RerankedBackend):
     # --- search ---------------------------------------------------------------------------
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        exact = self._exact_answer(queries, k, allowed_ids)
-        if exact is not None:
-            return exact
-        selector = None if allowed_ids is None else faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
-        params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
-        if self.coarse == "hnsw":  # the graph over centroids must look at least as wide as the lists probed
-            graph = faiss.SearchParametersHNSW(efSearch=max(64, 2 * self.nprobe))  # kept alive until search returns
-            params.quantizer_params = graph
-        with _probes_in_parallel(self.index, len(queries)):
-            _, candidates = self.index.search(queries, max(k, self.rerank * k), params=params)
-        return self.vectors.rerank(queries, candidates, k)
+        with threads_for(len(queries)):
+            exact = self._exact_answer(queries, k, allowed_ids)
+            if exact is not None:
+                return exact
+            selector = None if allowed_ids is None else faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
+            if self.coarse == "hnsw":  # the graph over centroids must look at least as wide as the lists probed
+                graph = faiss.SearchParametersHNSW(efSearch=max(64, 2 * self.nprobe))  # alive until search returns
+                params.quantizer_params = graph
+            with _probes_in_parallel(self.index, len(queries)):
+                _, candidates = self.index.search(queries, max(k, self.rerank * k), params=params)
+            return self.vectors.rerank(queries, candidates, k)
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path, generation: int) -> None:
@@ -185,7 +188,7 @@ class IVFPQBackend(RerankedBackend):
         if not vectors_path.exists() or not verified(sidecar):
             return None
         backend = cls(dimension, **params)  # type: ignore[arg-type]
-        backend.vectors = RerankStore.load(vectors_path, ids_path, dimension)
+        backend.vectors = RerankStore.load(vectors_path, ids_path, dimension, backend.rows_in_ram)
         if index_path.exists():
             backend.index = faiss.read_index(str(index_path))
             ivf = faiss.extract_index_ivf(backend.index)
@@ -196,9 +199,9 @@ class IVFPQBackend(RerankedBackend):
 
 @contextmanager
 def _probes_in_parallel(index: faiss.Index, queries: int) -> Iterator[None]:
-    """Fast-scan splits the probed lists of a lone query between threads (FAISS's "implem 14"), which its
-    automatic choice does not do: 0.80 -> 0.61 ms for one query over 1M codes with nprobe 64 on 2 cores.
-    Batches keep the automatic choice (one query per thread)."""
+    """When a lone query may use several threads (settings.search_threads), fast-scan splits its probed lists
+    between them (FAISS's "implem 14"), which its automatic choice does not do: 0.80 -> 0.61 ms for one query over
+    1M codes with nprobe 64 on 2 idle cores. Batches keep the automatic choice (one query per thread)."""
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     if queries >= faiss.omp_get_max_threads() or not hasattr(ivf, "implem"):
         yield

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 from lookalike.cli import core, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
+from lookalike.faults import DiskFullError
 from lookalike.images import ImageError
 from lookalike.index import IndexBusyError, IndexFormatError, ModelMismatchError
 
 VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
 
 EXPECTED_ERRORS = (CommandError, ImageError, ModelMismatchError, IndexFormatError, IndexBusyError, KeyError,
-                   ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError)
+                   ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError, DiskFullError)
 
 
 def build_parser() -> argparse.ArgumentParser:

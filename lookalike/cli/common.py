@@ -47,7 +47,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "an existing index keeps its own)")
     parser.add_argument("--layer", help="where features are tapped (`lookalike models` lists them)")
     parser.add_argument("--pool", choices=POOLS, help="pooling of convolutional maps (default avg)")
-    parser.add_argument("--weights", type=Path, help="local weights file (instead of the packaged or cached one)")
+    parser.add_argument("--weights", type=Path, help="local weights file, or checkpoint folder for a CLIP-family "
+                        "model (instead of the packaged, cached or fetched one)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from typing import Any
@@ -21,7 +22,12 @@ from lookalike.cli.common import (
 )
 from lookalike.cli.scale import add_index_type_options, count_photos
 from lookalike.evaluation import evaluate_index
+from lookalike.expansion import DEFAULT_ALPHA as DEFAULT_EXPAND_ALPHA
+from lookalike.expansion import DEFAULT_NEIGHBOURS as DEFAULT_EXPAND_NEIGHBOURS
+from lookalike.expansion import EXPANSIONS, EXPLANATIONS
 from lookalike.index import ImageIndex, IndexReport
+from lookalike.index.augmentation import DEFAULT_ALPHA as DEFAULT_DBA_ALPHA
+from lookalike.index.augmentation import DEFAULT_NEIGHBOURS as DEFAULT_DBA_NEIGHBOURS
 from lookalike.index.folder import IndexFolder
 from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
 from lookalike.search import METRICS, SearchOptions, parse_count
@@ -36,7 +42,7 @@ def index_command(args: argparse.Namespace) -> int:
     with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store, index_type=args.index_type,
                                    expected_count=_expected_count(args, new), max_memory=args.max_memory,
                                    latency_ms=args.latency_ms, pca=args.pca, whiten=args.whiten,
-                                   pca_sample=args.pca_sample) as index:
+                                   pca_sample=args.pca_sample, dba=args.dba, dba_alpha=args.dba_alpha) as index:
         _print_index_type(index, args, new)
         with progress_bar("embedding") as progress:
             report = _ingest(index, args, progress)
@@ -94,10 +100,13 @@ def remove_command(args: argparse.Namespace) -> int:
 
 def search_command(args: argparse.Namespace) -> int:
     with open_index(args) as index:
-        result = index.search(args.query, id=args.id, random=args.random, seed=args.seed, k=args.k,
+        result = index.search(args.query, id=args.id, random=args.random, seed=args.seed, text=args.text,
+                              text_weight=args.text_weight, k=args.k,
                               method=args.method, min_score=args.min_score, where=args.where,
                               path_prefix=args.path_prefix, by_class=args.by_class,
-                              class_confidence=args.class_confidence, by_cluster=args.by_cluster)
+                              class_confidence=args.class_confidence, by_cluster=args.by_cluster,
+                              expand=args.expand, expand_neighbours=args.expand_neighbours,
+                              expand_alpha=args.expand_alpha)
     print_result(result, args.json)
     return 0
 
@@ -123,17 +132,27 @@ def evaluate_command(args: argparse.Namespace) -> int:
             if args.by_class:
                 _print_by_class(folder, index, args)
                 continue
-            scores = evaluate_index(index, args.dataset, args.query_split, args.gallery_split, args.attribute)
-            rows.append({"index": str(folder), "model": index.info()["model"], "setting": setting_text(index),
-                         **scores.to_dict()})
+            for expand, matches in itertools.product(args.expand or [None], args.matches or [None]):
+                scores = evaluate_index(index, args.dataset, args.query_split, args.gallery_split, args.attribute,
+                                        expand=expand, expand_neighbours=args.expand_neighbours,
+                                        expand_alpha=args.expand_alpha, matches=matches)
+                rows.append({"index": str(folder), "model": index.info()["model"], "setting": setting_text(index),
+                             **scores.to_dict()})
     if args.json and rows:
         print(json.dumps(rows, indent=2))
     elif rows:
-        print(f"{'index':<30} {'model':<20} {'setting':<22} {'mAP':>7} {'P@10':>7} {'queries':>8} {'gallery':>8}")
-        for row in rows:
-            print(f"{row['index']:<30} {row['model']:<20} {row['setting']:<22} {row['mAP']:>7.4f} "
-                  f"{row['P@10']:>7.4f} {row['queries']:>8} {row['gallery']:>8}")
+        _print_scores(rows)
     return 0
+
+
+def _print_scores(rows: list[dict[str, Any]]) -> None:
+    print(f"{'index':<26} {'model':<18} {'setting':<24} {'expand':<10} {'matches':>7} {'mAP':>7} {'P@10':>7} "
+          f"{'ms/query':>8} {'queries':>8} {'gallery':>8}")
+    for row in rows:
+        matches = "all" if row["matches"] is None else row["matches"]
+        print(f"{row['index']:<26} {row['model']:<18} {row['setting']:<24} {row['expand']:<10} {matches:>7} "
+              f"{row['mAP']:>7.4f} {row['P@10']:>7.4f} {row['ms_per_query'] or 0:>8.2f} {row['queries']:>8} "
+              f"{row['gallery']:>8}")
 
 
 def _print_by_class(folder: str, index: ImageIndex, args: argparse.Namespace) -> None:
@@ -163,6 +182,23 @@ def add_pca_options(parser: argparse.ArgumentParser) -> None:
                         "vectors")
     parser.add_argument("--whiten", action="store_true", help="with --pca: whiten (hurts when fitted on few images)")
     parser.add_argument("--pca-sample", type=int, metavar="M", help="fit the PCA on a random sample of M vectors")
+    parser.add_argument("--dba", type=int, metavar="N", help="database-side augmentation: search each image as the "
+                        f"blend of itself and its N nearest (default {DEFAULT_DBA_NEIGHBOURS}; 0: off; change it "
+                        "later with `lookalike dba`)")
+    parser.add_argument("--dba-alpha", type=float, metavar="A", help="with --dba: neighbours weigh similarity^A "
+                        f"(default {DEFAULT_DBA_ALPHA:g})")
+
+
+def add_expand_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """SearchOptions' expand, expand_neighbours, expand_alpha (`many`: repeatable, to compare them)."""
+    parser.add_argument("--expand", action="append" if many else "store", choices=EXPANSIONS,
+                        help=f"re-rank the first answer without labels (default {SEARCH_DEFAULTS.expand}): "
+                        + "; ".join(f"{name}: {text}" for name, text in EXPLANATIONS.items())
+                        + (" (repeat to compare)" if many else ""))
+    parser.add_argument("--expand-neighbours", type=int, metavar="N", help="matches the expansion blends or walks "
+                        f"over (default: {', '.join(f'{k} {v}' for k, v in DEFAULT_EXPAND_NEIGHBOURS.items())})")
+    parser.add_argument("--expand-alpha", type=float, metavar="A", help="matches weigh similarity^A "
+                        f"(default: {', '.join(f'{k} {v:g}' for k, v in DEFAULT_EXPAND_ALPHA.items())})")
 
 
 def add_class_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -176,11 +212,15 @@ def add_class_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
-    """The query (image, --id or --random) and every SearchOptions field, under their API names."""
+    """The query (image, --id, --random and/or --text) and every SearchOptions field, under their API names."""
     parser.add_argument("query", nargs="?", metavar="QUERY_IMAGE", help="an image file to search from")
     parser.add_argument("--id", type=int, help="query by an indexed image id")
     parser.add_argument("--random", action="store_true", help="query by a random indexed image")
     parser.add_argument("--seed", type=int, help="with --random: the same seed picks the same image")
+    parser.add_argument("--text", help="search by words (an index of a CLIP-family model, see `lookalike models`); "
+                        "with an image, --id or --random: that one, changed by the words")
+    parser.add_argument("--text-weight", type=float, help="with --text and another query: the words' share of the "
+                        "mixed query, 0 to 1 (default 0.5)")
     parser.add_argument("-k", "--k", type=int, help=f"number of results (default {SEARCH_DEFAULTS.k})")
     parser.add_argument("--method", help=f"{' or '.join(METRICS)} (default {SEARCH_DEFAULTS.method}), or a learned "
                         "similarity trained with train-similarity")
@@ -191,6 +231,7 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     add_class_options(parser, "classify the query (train-classifier first) and search within its class")
     parser.add_argument("--by-cluster", type=int, nargs="?", const=1, metavar="N",
                         help="search only the N clusters nearest the query (after `lookalike cluster`)")
+    add_expand_options(parser)
 
 
 def register(verbs: Any) -> None:
@@ -224,5 +265,8 @@ def register(verbs: Any) -> None:
     evaluate.add_argument("--attribute", default="label")
     evaluate.add_argument("--update", action="store_true", help="re-sync the index with the folder first")
     add_class_options(evaluate, "compare plain search with classify-then-search (train-classifier first)")
+    add_expand_options(evaluate, many=True)
+    evaluate.add_argument("--matches", type=int, action="append", metavar="R",
+                          help="few-match mode: cut each query's class to R gallery images (repeat to compare)")
     add_model_options(evaluate)
     evaluate.add_argument("--json", action="store_true")

@@ -1,4 +1,5 @@
-"""Organising verbs: labels import, train-classifier, cluster (and cluster label), map, duplicates."""
+"""Organising verbs: labels import, train-classifier, classify (zero-shot, from words), cluster (and cluster
+label), map, duplicates."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ def train_classifier_command(args: argparse.Namespace) -> int:
     print(report.skipped.summary())
     print(confusion, end="")
     print("saved: " + ", ".join(report.files))
+    return 0
+
+
+def classify_command(args: argparse.Namespace) -> int:
+    from lookalike.organise.zero_shot import zero_shot_labels
+
+    with open_index(args) as index:
+        report = zero_shot_labels(index, args.labels, attribute=args.attribute, prompt=args.prompt)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
 
 
@@ -128,6 +138,17 @@ def register(verbs: Any) -> None:
     train.add_argument("--attribute", default="label")
     train.add_argument("--test-fraction", type=float, default=0.2, help="held out when the CSV has no test split")
     train.add_argument("--seed", type=int, default=0)
+
+    from lookalike.organise.zero_shot import DEFAULT_PROMPT
+
+    classify = add_verb(verbs, "classify", classify_command, "label every image with the nearest of a few words "
+                        "(zero-shot; an index of a CLIP-family model), for --where filters")
+    classify.add_argument("--labels", required=True, metavar="WORDS", help='the labels to choose from, comma '
+                          'separated: "chair,sofa,lamp"')
+    classify.add_argument("--attribute", default="label", help="the label name to store them under (default label; "
+                          "replaces its old values)")
+    classify.add_argument("--prompt", default=DEFAULT_PROMPT, help="how each label is put into words "
+                          f"(default {DEFAULT_PROMPT!r})")
 
     cluster = add_verb(verbs, "cluster", cluster_command,
                        "group images by content (k-means); `cluster label` spreads a few labels per cluster")

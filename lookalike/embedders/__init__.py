@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lookalike.embedders.base import Embedder, Matrix, Vector, l2_normalise
 from lookalike.embedders.efficientnet import VARIANTS, EfficientNetLiteEmbedder, lite_layers
+from lookalike.embedders.hub import ANY_FOLDER, CHECKPOINTS, TEXT_MODELS
 
 DEFAULT_MODEL = "efficientnet-lite0"
 AUTOENCODER_PREFIX = "autoencoder:"
@@ -23,10 +24,11 @@ class ModelInfo:
     default_layer: str
     pools: list[str]  # empty when the model's features are not pooled maps
     weights: str
+    text_tower: bool = False  # whether it embeds words too (search by text, zero-shot labels)
 
 
 def available_models() -> list[str]:
-    return [*sorted(VARIANTS), *CLASSIC, *HANDCRAFTED, f"{AUTOENCODER_PREFIX}PATH"]
+    return [*sorted(VARIANTS), *CLASSIC, *HANDCRAFTED, f"{AUTOENCODER_PREFIX}PATH", *TEXT_MODELS]
 
 
 def model_info(model: str) -> ModelInfo:
@@ -41,6 +43,8 @@ def model_info(model: str) -> ModelInfo:
         pooled = ", ".join(spec.pooled)
         return ModelInfo(model, list(spec.layers), spec.default_layer, list(POOLS),
                          f"torchvision file ({' or '.join(spec.weight_files)}) or --weights; pools apply to {pooled}")
+    if model in TEXT_MODELS:
+        return _text_model_info(model)
     if model == "color-histogram":
         return ModelInfo(model, ["hsv"], "hsv", [], "none (handcrafted)")
     if model == "phash":
@@ -49,6 +53,16 @@ def model_info(model: str) -> ModelInfo:
         return ModelInfo(f"{AUTOENCODER_PREFIX}PATH", ["bottleneck"], "bottleneck", [],
                          "your own: lookalike train-autoencoder PHOTOS_DIR --out PATH")
     raise ValueError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+
+
+def _text_model_info(model: str) -> ModelInfo:
+    if model == ANY_FOLDER:
+        weights = "your own: --weights FOLDER, any CLIP or SigLIP checkpoint folder in Hugging Face format"
+    else:
+        checkpoint = CHECKPOINTS[model]
+        weights = (f"hub {checkpoint.repo} ({checkpoint.size}): `lookalike models fetch {model}` where the hub can "
+                   "be reached, or --weights FOLDER")
+    return ModelInfo(model, ["projection"], "projection", [], weights, text_tower=True)
 
 
 def get_embedder(model: str = DEFAULT_MODEL, layer: str | None = None, pool: str | None = None,
@@ -60,6 +74,10 @@ def get_embedder(model: str = DEFAULT_MODEL, layer: str | None = None, pool: str
         from lookalike.embedders.classic import ClassicCnnEmbedder
 
         return ClassicCnnEmbedder(model, weights=weights, device=device, layer=layer, pool=pool)
+    if model in TEXT_MODELS:
+        from lookalike.embedders.clip import ClipEmbedder
+
+        return ClipEmbedder(model, weights=weights, device=device, layer=layer, pool=pool)
     if model in HANDCRAFTED or model.startswith(AUTOENCODER_PREFIX):
         info = model_info(model)
         if layer not in (None, info.default_layer) or pool not in (None, _fixed_pool(model)):
@@ -87,5 +105,5 @@ def _fixed_embedder(model: str, device: str) -> Embedder:
     return AutoencoderEmbedder(Path(path), device=device)
 
 
-__all__ = ["DEFAULT_MODEL", "Embedder", "Matrix", "ModelInfo", "Vector", "available_models", "get_embedder",
-           "l2_normalise", "model_info"]
+__all__ = ["DEFAULT_MODEL", "TEXT_MODELS", "Embedder", "Matrix", "ModelInfo", "Vector", "available_models",
+           "get_embedder", "l2_normalise", "model_info"]

@@ -5,15 +5,17 @@ layer, pool, dimension, preprocessing with the input size). `EmbedderSpec` turns
 user's choice for a new index) back into an embedder; the CLI, the server, Ray workers and reopened
 indexes all build theirs this way, and every one is checked against the record: a different model,
 layer, pool, weights file or export version is a `ModelMismatchError`, never silently mixed vectors.
+Only a CLIP-family model embeds words as well (`text_tower`); any other index refuses a text query clearly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from lookalike.embedders import DEFAULT_MODEL, Embedder, get_embedder
+from lookalike.embedders import DEFAULT_MODEL, TEXT_MODELS, Embedder, Matrix, get_embedder
 
 DEFINING_KEYS = ("model", "version", "dimension", "layer", "pool", "preprocessing")
 
@@ -22,9 +24,35 @@ class ModelMismatchError(Exception):
     """A vector or model that is not the one this index was built with."""
 
 
+class NoTextTowerError(ValueError):
+    """A text query (or zero-shot labels) for an index whose model embeds images only."""
+
+
+class TextTower(Protocol):
+    """An embedder that also turns texts into vectors comparable with its images' (CLIP, SigLIP)."""
+
+    def embed_texts(self, texts: Sequence[str]) -> Matrix:
+        """L2-normalised vectors, one row per text."""
+        ...
+
+
+def has_text_tower(embedder: Embedder) -> bool:
+    return callable(getattr(embedder, "embed_texts", None))
+
+
+def text_tower(embedder: Embedder) -> TextTower:
+    """The embedder as a text tower; a clear NoTextTowerError when its model has none."""
+    if not has_text_tower(embedder):
+        raise NoTextTowerError(f"the index was built by {embedder.name}, which embeds images only, so it cannot be "
+                               f"searched by words: index the photos again with a text-and-image model "
+                               f"({', '.join(TEXT_MODELS)}; see `lookalike models`) into another folder")
+    return embedder  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class EmbedderSpec:
-    """A model and how it is tapped; `weights` is a local file (None: the packaged or cached one)."""
+    """A model and how it is tapped; `weights` is a local file, or a checkpoint folder for a CLIP-family model
+    (None: the packaged, cached or fetched one)."""
 
     model: str = DEFAULT_MODEL
     layer: str | None = None

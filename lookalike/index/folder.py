@@ -123,6 +123,14 @@ class IndexFolder:
         """A place where a new index may be created: no folder yet, or an empty one."""
         return not self.root.exists() or (self.root.is_dir() and not any(self.root.iterdir()))
 
+    def is_unfinished(self) -> bool:
+        """What a creation killed before its manifest was in place leaves: the database (with its journals),
+        the writer lock and a half-written manifest, nothing else (create checks that the database is empty)."""
+        before_manifest = {DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", WRITER_LOCK,
+                           f"{MANIFEST}.partial"}
+        return (self.root.is_dir() and not self.is_index() and DATABASE in (names := os.listdir(self.root))
+                and set(names) <= before_manifest)
+
 
 def is_index_folder(folder: str | os.PathLike[str]) -> bool:
     return IndexFolder(folder).is_index()

@@ -28,9 +28,12 @@ import numpy.typing as npt
 from lookalike import reduction as reduction_module
 from lookalike.backends import backend_options, store_manifest
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix
-from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors
+from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors, text_tower
+from lookalike.expansion import diffusion_order, expanded_queries
+from lookalike.faults import crash_point
 from lookalike.files import walk_images
 from lookalike.images import ImageError, is_image_path, load_image
+from lookalike.index import augmentation
 from lookalike.index import tune as tuning
 from lookalike.index.autoselect import plan_index
 from lookalike.index.folder import IndexFolder
@@ -97,27 +100,35 @@ class ImageIndex:
                device: str = "cpu", layer: str | None = None, pool: str | None = None,
                store: str | None = None, index_type: str = "flat-ip", expected_count: int = 0,
                max_memory: str | int | None = None, latency_ms: float | None = None,
-               pca: int | None = None, whiten: bool = False, pca_sample: int | None = None) -> ImageIndex:
+               pca: int | None = None, whiten: bool = False, pca_sample: int | None = None,
+               dba: int | None = None, dba_alpha: float | None = None) -> ImageIndex:
         """A new index. `store` keeps the vectors in Milvus (milvus://HOST:PORT/COLLECTION or a .db file);
         `index_type` 'auto' chooses from expected_count, max_memory and latency_ms (without expected_count,
         when the first files arrive: see `expect`). `pca` None is the
         default reduction (PCA 128, fitted once when the index first holds 1,000 images), 0 keeps the
-        full vectors, N fits PCA to N as soon as there are N images."""
+        full vectors, N fits PCA to N as soon as there are N images. `dba` is the database-side augmentation:
+        None the default (each image searched as the blend of itself and its 10 nearest, kept up to date
+        after every run), 0 off, N neighbours (weighted by similarity^`dba_alpha`)."""
         files = IndexFolder(folder)
         if files.is_index():
             raise FileExistsError(f"an index already exists in {files.root}; open it instead")
-        if not files.is_empty_or_missing():
+        if not files.is_empty_or_missing() and not files.is_unfinished():
             raise FileExistsError(f"{files.root} is not empty and not a lookalike index: give a new or empty folder "
                                   "for the index (the photos themselves can be anywhere)")
         embedder = EmbedderSpec(model or DEFAULT_MODEL, layer, pool, weights, device).build()
         plan = plan_index(index_type, expected_count, embedder.dimension, max_memory, latency_ms)
         manifest = new_manifest(embedder.describe(), plan.index_type) | {
             "index_params": plan.params, "index_choice": plan.reasons,
-            "reduction_plan": reduction_module.plan_reduction(pca, whiten, pca_sample)} | store_manifest(store)
+            "reduction_plan": reduction_module.plan_reduction(pca, whiten, pca_sample),
+            "augmentation_plan": augmentation.plan_augmentation(dba, dba_alpha)} | store_manifest(store)
         if index_type == "auto" and expected_count <= 0 and store is None:
             manifest["index_type_pending"] = {"max_memory": max_memory, "latency_ms": latency_ms}
         files.root.mkdir(parents=True, exist_ok=True)
         index = cls(files.root, embedder, manifest)  # reaches the store before the folder becomes an index
+        if len(index._store):  # a database that lost its manifest, not a creation killed before writing it
+            index.close()
+            raise FileExistsError(f"{files.root} holds images but no {files.manifest.name}: restore it from a "
+                                  "backup, or index the photos again into a new folder")
         write_manifest(files.root, manifest)
         return index
 
@@ -166,6 +177,7 @@ class ImageIndex:
         try:
             index._check_asked(model=model, layer=layer, pool=pool)
             index._check_reduction_asked(options.get("pca"), options.get("whiten", False))
+            index._check_augmentation_asked(options.get("dba"), options.get("dba_alpha"))
         except (ModelMismatchError, ValueError, IndexBusyError):
             index.close()
             raise
@@ -197,6 +209,15 @@ class ImageIndex:
         elif pca == 0 and current is not None:
             raise ValueError(f"{self.folder} already has PCA to {current['components']}; "
                              "remove it with `lookalike pca --off`")
+
+    def _check_augmentation_asked(self, dba: int | None, dba_alpha: float | None) -> None:
+        if dba is None and dba_alpha is None:
+            return
+        asked = augmentation.plan_augmentation(dba, dba_alpha)
+        if asked != self.manifest.get("augmentation_plan"):
+            raise ValueError(f"{self.folder} has database-side augmentation "
+                             f"{self.manifest.get('augmentation_plan') or 'off'}, not {asked or 'off'}; "
+                             "change it with `lookalike dba`")
 
     def close(self) -> None:
         try:
@@ -303,17 +324,21 @@ class ImageIndex:
         if plan and "reduction" not in self.manifest and len(self) >= plan["min_images"]:
             self.fit_pca(plan["components"], whiten=plan["whiten"], sample=plan["sample"])
             report.reduction = self.info()["reduction"]
+        else:
+            self._augment()
 
     # --- search ---------------------------------------------------------------------------
     def search(self, query: str | os.PathLike[str] | bytes | int | np.ndarray | Query | None = None, *,
                id: int | None = None, random: bool = False, seed: int | None = None,  # noqa: A002
                vector: np.ndarray | None = None, model: dict[str, Any] | None = None,
-               **options: Any) -> SearchResult:
+               text: str | None = None, text_weight: float | None = None, **options: Any) -> SearchResult:
         """The indexed images most like a query: an image file or its bytes, an indexed `id`, a `random`
-        indexed image (`seed` repeats it) or a `vector` (made by `model`, an embedder description).
+        indexed image (`seed` repeats it) or a `vector` (made by `model`, an embedder description); or
+        `text`, words (a CLIP-family index), alone or mixed with one of those (`text_weight`, default 0.5).
         `options` are SearchOptions: k, method, min_score, where, path_prefix, by_class,
         class_confidence, by_cluster."""
-        kinds = {"id": id, "random": random, "seed": seed, "vector": vector, "model": model}
+        kinds = {"id": id, "random": random, "seed": seed, "vector": vector, "model": model, "text": text,
+                 "text_weight": text_weight}
         given = Query.of(query, **{k: v for k, v in kinds.items() if v is not None and v is not False})
         return self.search_with(given, SearchOptions.of(**options))
 
@@ -340,7 +365,10 @@ class ImageIndex:
         return SearchResult(matches[:options.k], resolved.label, options.method, timings, predicted, resolved.id)
 
     def resolve(self, query: Query) -> ResolvedQuery:
-        """A query as a vector, once: a stored vector for an indexed image (its file unchanged), else embedded."""
+        """A query as a vector, once: a stored vector for an indexed image (its file unchanged), else embedded;
+        words are embedded by the text tower, and mixed with the rest by their weight."""
+        if query.text is not None:
+            return self._resolve_text(query)
         if query.random:
             query = Query(id=self.random_id(query.seed))
         if query.id is not None:
@@ -358,6 +386,25 @@ class ImageIndex:
         vector, timings = self.embed_image(query.image)
         label = "<uploaded image>" if isinstance(query.image, bytes) else os.fsdecode(query.image)
         return ResolvedQuery(vector, label, None, timings)
+
+    def _resolve_text(self, query: Query) -> ResolvedQuery:
+        words, timings = self.embed_text(query.text or "")
+        label = f'"{query.text}"'
+        rest = query.without_text()
+        if rest is None:
+            return ResolvedQuery(words, label, None, timings)
+        other = self.resolve(rest)
+        mixed = query.text_weight * words + (1.0 - query.text_weight) * other.vector
+        mixed /= max(float(np.linalg.norm(mixed)), 1e-12)
+        return ResolvedQuery(mixed.astype(np.float32), f"{other.label} + {label}", other.id, other.timings | timings)
+
+    def embed_text(self, text: str) -> tuple[np.ndarray, dict[str, float]]:
+        """Words as a vector comparable with the indexed images', with the time it took (ms). An index whose
+        model has no text tower raises NoTextTowerError (a ValueError) saying so."""
+        tower = text_tower(self.embedder)
+        started = time.perf_counter()
+        vector = tower.embed_texts([text])[0]
+        return vector, {"embed_text": (time.perf_counter() - started) * 1e3}
 
     def embed_image(self, image: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, dict[str, float]]:
         """One query image as a vector, with decode and embed times (ms). Bad images raise ImageError."""
@@ -400,11 +447,25 @@ class ImageIndex:
 
     def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],
                 allowed: Ids | None) -> tuple[Ids, np.ndarray]:
+        """The vector index's answer, re-ranked by the expansion the options ask for (within `allowed`)."""
         if len(self._store) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        inner, ids = self._store.search(vector.reshape(1, -1), options.k + len(exclude), allowed_ids=allowed)
+        expansion, wanted = options.expansion, options.k + len(exclude)
+        query = self._store.to_searchable(vector.reshape(1, -1))
+        ids, inner = self._answer(query, expansion.candidates(wanted), allowed)
+        if expansion.blends and len(ids):
+            count = min(expansion.neighbours, len(ids))
+            expanded = expanded_queries(query, inner[None, :count],
+                                        self._store.indexed_vectors(ids[:count].tolist())[None], expansion.alpha)
+            ids, inner = self._answer(expanded, wanted, allowed)
+        elif expansion.method == "diffusion":
+            return diffusion_order(query[0], ids, self._store.indexed_vectors(ids.tolist()), expansion)
+        return ids[:wanted], scores_from_inner_products(inner[:wanted], options.method)
+
+    def _answer(self, searchable: np.ndarray, count: int, allowed: Ids | None) -> tuple[Ids, np.ndarray]:
+        inner, ids = self._store.search(searchable, count, allowed_ids=allowed, searchable=True)
         found = ids[0] >= 0  # the backend pads with -1 when fewer images are allowed than asked for
-        return ids[0][found], scores_from_inner_products(inner[0][found], options.method)
+        return ids[0][found], inner[0][found]
 
     def nearest(self, vector: np.ndarray, count: int, allowed: Ids | None = None) -> tuple[Ids, np.ndarray]:
         """Ids and cosines of the `count` indexed images nearest a vector (candidates for re-ranking)."""
@@ -515,6 +576,7 @@ class ImageIndex:
         write_manifest(self.folder, self.manifest)
         self._store.mark_changed()  # other processes reload once the reduction beside the database is written
         self._store.save()
+        self._augment()  # the reduction dropped the augmented vectors: they live in its space
 
     @writes
     def remove_pca(self) -> None:
@@ -526,6 +588,58 @@ class ImageIndex:
         write_manifest(self.folder, self.manifest)
         self._store.mark_changed()
         self._store.save()
+        self._augment()
+
+    # --- database-side augmentation (see augmentation.py) ---------------------------------------
+    @writes
+    def augment(self, neighbours: int = augmentation.DEFAULT_NEIGHBOURS, alpha: float = augmentation.DEFAULT_ALPHA,
+                progress: Progress | None = None) -> int:
+        """(Re)build database-side augmentation: every image is searched as the blend of itself and its
+        `neighbours` nearest (weighted by similarity^alpha), kept up to date after every run. The count."""
+        self.manifest["augmentation_plan"] = augmentation.plan_augmentation(neighbours, alpha)
+        write_manifest(self.folder, self.manifest)
+        return self._augment(progress, full=True)
+
+    @writes
+    def remove_augmentation(self) -> None:
+        """Search every image by its own vector again; later runs do not augment."""
+        self.manifest["augmentation_plan"] = None
+        write_manifest(self.folder, self.manifest)
+        self._store.drop_augmented()
+        self._store.commit()
+        self._store.save()
+
+    def _augment(self, progress: Progress | None = None, full: bool = False) -> int:
+        """Bring the augmented vectors up to date with the images, in one commit: a full build when asked or
+        when none exist yet, else only what the changes since the last pass touched. Images augmented."""
+        plan = augmentation.AugmentationPlan.of(self.manifest.get("augmentation_plan"))
+        if plan is None:
+            return 0
+        changed = self._store.changed_vector_ids()
+        graph = augmentation.Graph(*self._store.augmented_graph())
+        ids = self._store.ids()
+        if not full and not changed and np.array_equal(graph.ids, ids):
+            return 0
+        vectors = self._store.searchable_vectors(ids.tolist())
+        if full or len(graph.ids) == 0 or graph.neighbours.shape[1] != plan.neighbours:
+            graph, rows_vectors = augmentation.augment_all(ids, vectors, plan, progress)
+            touched = graph.ids
+        else:
+            graph, touched = augmentation.update(graph, ids, vectors, changed, plan)
+            rows_vectors = augmentation.augmented_rows(graph, np.searchsorted(graph.ids, touched), ids, vectors,
+                                                       plan.alpha)
+        rows = np.searchsorted(graph.ids, touched)
+        self._store.set_augmented(touched, graph.neighbours[rows], graph.similarities[rows], rows_vectors,
+                                  rebuild=len(touched) > len(ids) // 10)
+        crash_point("augmentation.writing")
+        self._store.commit()
+        self._store.save()
+        return len(touched)
+
+    def indexed_vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """Vectors as searches find them: augmented (when the index augments), reduced (when it has a reduction)."""
+        self._catch_up()
+        return self._store.indexed_vectors([int(i) for i in image_ids])
 
     @writes
     def tune(self, target_recall: float = 0.95, sample: int = 500, k: int = 10, seed: int = 0) -> tuning.TuneReport:
@@ -558,6 +672,7 @@ class ImageIndex:
             "layer": embedder.get("layer"),
             "pool": embedder.get("pool"),
             "reduction": reduction_module.describe_text(self.manifest.get("reduction")),
+            "augmentation": augmentation.describe_text(self.manifest.get("augmentation_plan")),
             "count": len(self._store),
             "index_type": self.manifest["index_type"],
             "store": self.manifest.get("store", "faiss"),

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lookalike.faults import crash_point, disk_full_reported
 from lookalike.index.folder import MANIFEST as FILE
 from lookalike.version import __version__
 
@@ -22,8 +23,11 @@ class IndexFormatError(Exception):
 def write_manifest(folder: Path, content: dict[str, Any]) -> None:
     """Replace the manifest atomically: readers see the old file or the new one, never half."""
     partial = folder / (FILE + ".partial")
-    partial.write_text(json.dumps(content, indent=2, sort_keys=True))
+    with disk_full_reported(folder):
+        partial.write_text(json.dumps(content, indent=2, sort_keys=True))
+    crash_point("manifest.writing")
     os.replace(partial, folder / FILE)
+    crash_point("manifest.written")
 
 
 def new_manifest(embedder_description: dict[str, Any], index_type: str = "flat-ip") -> dict[str, Any]:

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from lookalike.backends import VectorBackend, load_backend, new_backend
 from lookalike.embedders import Matrix
+from lookalike.faults import crash_point, disk_full_reported
 from lookalike.index.folder import DATABASE
 
 Ids = npt.NDArray[np.int64]
@@ -48,6 +49,13 @@ CREATE TABLE IF NOT EXISTS labels (
     PRIMARY KEY (image_id, name)
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS augmented (
+    image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    neighbours BLOB NOT NULL,
+    similarities BLOB NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changed_vectors (image_id INTEGER PRIMARY KEY);
 """
 
 
@@ -83,10 +91,11 @@ class VectorStore:
         self.reduction = reduction  # e.g. PCA: SQLite keeps full vectors, the backend searches reduced ones
         self.backend_options = backend_options
         self.db = sqlite3.connect(self.folder / DATABASE, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        with disk_full_reported(self.folder, writer=False):  # a full disk is not a damaged database
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
         self._in_transaction = False
         self._reloading = threading.Lock()
         generation = self.generation
@@ -108,13 +117,17 @@ class VectorStore:
         if self._in_transaction:
             generation = self.generation + 1
             self.db.execute("INSERT OR REPLACE INTO state VALUES ('generation', ?)", (str(generation),))
-            self.db.execute("COMMIT")
+            crash_point("store.committing")
+            with disk_full_reported(self.folder):
+                self.db.execute("COMMIT")
             self._in_transaction = False
+            crash_point("store.committed")
             self.backend_generation = generation  # current at begin(), and given every change since
 
     def rollback(self) -> None:
         if self._in_transaction:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # a COMMIT that failed (disk full) has rolled back already
+                self.db.execute("ROLLBACK")
             self._in_transaction = False
             if getattr(self.backend, "shared", False):  # the one collection holds the rolled-back changes
                 generation = self.generation
@@ -147,6 +160,7 @@ class VectorStore:
             ids.append(int(cursor.lastrowid or 0))
         if ids:
             self.backend.add(np.asarray(ids, dtype=np.int64), self._searchable(vectors))
+        crash_point("store.added")
         return ids
 
     def replace(self, image_id: int, image: NewImage, vector: npt.NDArray[np.float32]) -> None:
@@ -157,6 +171,7 @@ class VectorStore:
             (self._encode(image.path), image.content_hash, image.size, image.mtime, image.width, image.height,
              _vector_blob(vector), image_id),
         )
+        self._vector_changed([image_id])
         ids = np.asarray([image_id], dtype=np.int64)
         self.backend.remove(ids)
         self.backend.add(ids, self._searchable(np.asarray(vector).reshape(1, -1)))
@@ -171,7 +186,9 @@ class VectorStore:
             return 0
         self.begin()
         self.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+        self._vector_changed(ids)
         self.backend.remove(np.asarray(ids, dtype=np.int64))
+        crash_point("store.removed")
         return len(ids)
 
     def set_labels(self, image_id: int, labels: dict[str, str]) -> None:
@@ -270,10 +287,17 @@ class VectorStore:
         self.index_type, self.reduction, self.backend_options = index_type, reduction, backend_options
         self.backend_generation = -1  # whatever the database's generation, this backend is not it
 
-    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
-        """Top-k inner products per query; `allowed_ids` restricts the search inside the backend."""
+    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None,
+               searchable: bool = False) -> tuple[Matrix, Ids]:
+        """Top-k inner products per query; `allowed_ids` restricts the search inside the backend.
+        Queries are full vectors, or already searchable ones (reduced) when `searchable`."""
         k = max(1, min(k, self.backend.count))
-        return self.backend.search(np.ascontiguousarray(self._searchable(queries)), k, allowed_ids)
+        queries = np.asarray(queries, np.float32) if searchable else self._searchable(queries)
+        return self.backend.search(np.ascontiguousarray(queries), k, allowed_ids)
+
+    def to_searchable(self, vectors: Matrix) -> Matrix:
+        """Full vectors as the backend compares them (reduced, when the index has a reduction)."""
+        return self._searchable(vectors)
 
     def compact(self) -> int | None:
         """Rebuild a backend that keeps deleted vectors as tombstones; None when it deletes in place."""
@@ -281,6 +305,7 @@ class VectorStore:
         if compact is None:
             return None
         compact()
+        crash_point("store.compacted")
         self.save()
         return int(self.backend.count)
 
@@ -291,9 +316,64 @@ class VectorStore:
     def use_reduction(self, reduction: Any) -> None:
         """Search through another reduction (or None): a new generation, the backend rebuilt from SQLite."""
         self.begin()
+        self.db.execute("DELETE FROM augmented")  # augmented vectors live in the old reduction's space
         self.commit()
+        crash_point("store.reduction-committed")
         self.reduction = reduction
         self.backend = self._rebuild()
+
+    # --- database-side augmentation (see augmentation.py) ----------------------------------------
+    def augmented_graph(self) -> tuple[Ids, Ids, Matrix]:
+        """Ids with an augmented vector, their neighbours and similarities (rows in id order)."""
+        rows = self.db.execute("SELECT image_id, neighbours, similarities FROM augmented ORDER BY image_id").fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32)
+        return (np.asarray([r[0] for r in rows], np.int64), np.stack([np.frombuffer(r[1], np.int64) for r in rows]),
+                np.stack([np.frombuffer(r[2], np.float32) for r in rows]))
+
+    def changed_vector_ids(self) -> set[int]:
+        """Ids removed or given a new vector since the last augmentation pass."""
+        return {int(row[0]) for row in self.db.execute("SELECT image_id FROM changed_vectors")}
+
+    def set_augmented(self, ids: Ids, neighbours: Ids, similarities: Matrix, vectors: Matrix,
+                      rebuild: bool = False) -> None:
+        """Augmented vectors for some images, searched from now on (`rebuild`: build the backend afresh
+        rather than replacing each one, for a pass that touched much of the collection)."""
+        self.begin()
+        self.db.executemany("INSERT OR REPLACE INTO augmented VALUES (?,?,?,?)",
+                            [(int(i), n.astype(np.int64).tobytes(), s.astype(np.float32).tobytes(), _vector_blob(v))
+                             for i, n, s, v in zip(ids, neighbours, similarities, vectors, strict=True)])
+        self.db.execute("DELETE FROM changed_vectors")
+        if rebuild:
+            self.backend = self._rebuild()
+        elif len(ids):
+            self.backend.remove(np.asarray(ids, np.int64))
+            self.backend.add(np.asarray(ids, np.int64), np.asarray(vectors, np.float32))
+
+    def drop_augmented(self) -> None:
+        """Search every image by its own vector again (and forget what changed)."""
+        self.begin()
+        self.db.execute("DELETE FROM augmented")
+        self.db.execute("DELETE FROM changed_vectors")
+        self.backend = self._rebuild()
+
+    def indexed_vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """Vectors as the backend holds them: augmented where the image has one, else searchable."""
+        matrix = np.zeros((len(image_ids), self.searchable_dimension), dtype=np.float32)
+        plain: list[int] = []
+        for row_number, image_id in enumerate(image_ids):
+            row = self.db.execute("SELECT vector FROM augmented WHERE image_id = ?", (int(image_id),)).fetchone()
+            if row is None:
+                plain.append(row_number)
+            else:
+                matrix[row_number] = _blob_vector(row[0])
+        if plain:
+            matrix[plain] = self.searchable_vectors([int(image_ids[i]) for i in plain])
+        return matrix
+
+    def _vector_changed(self, image_ids: Sequence[int]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO changed_vectors VALUES (?)", [(int(i),) for i in image_ids])
+        self.db.executemany("DELETE FROM augmented WHERE image_id = ?", [(int(i),) for i in image_ids])
 
     def _searchable(self, vectors: Matrix) -> Matrix:
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -311,11 +391,13 @@ class VectorStore:
             raise RuntimeError("commit before saving")
         if self.generation != self.backend_generation:
             self._reload()
-        self.backend.save(self.folder, self.backend_generation)
+        with disk_full_reported(self.folder):
+            self.backend.save(self.folder, self.backend_generation)
 
     def close(self) -> None:
         if self._in_transaction:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             self._in_transaction = False
         self.db.close()
 
@@ -342,15 +424,27 @@ class VectorStore:
         backend = new_backend(self.index_type, self.searchable_dimension, **self.backend_options)
         batch_ids: list[int] = []
         batch_vectors: list[npt.NDArray[np.float32]] = []
-        for image_id, blob in self.db.execute("SELECT id, vector FROM images ORDER BY id"):
+        batch_augmented: list[bytes | None] = []
+        rows = self.db.execute("SELECT images.id, images.vector, augmented.vector FROM images "
+                               "LEFT JOIN augmented ON augmented.image_id = images.id ORDER BY images.id")
+        for image_id, blob, augmented in rows:
             batch_ids.append(image_id)
             batch_vectors.append(_blob_vector(blob))
+            batch_augmented.append(augmented)
             if len(batch_ids) == 4096:
-                backend.add(np.asarray(batch_ids, dtype=np.int64), self._searchable(np.stack(batch_vectors)))
-                batch_ids, batch_vectors = [], []
+                backend.add(np.asarray(batch_ids, dtype=np.int64), self._rows(batch_vectors, batch_augmented))
+                batch_ids, batch_vectors, batch_augmented = [], [], []
         if batch_ids:
-            backend.add(np.asarray(batch_ids, dtype=np.int64), self._searchable(np.stack(batch_vectors)))
+            backend.add(np.asarray(batch_ids, dtype=np.int64), self._rows(batch_vectors, batch_augmented))
         return backend
+
+    def _rows(self, vectors: list[npt.NDArray[np.float32]], augmented: list[bytes | None]) -> Matrix:
+        """What the backend holds for a batch: the augmented vector where there is one, else searchable."""
+        rows = self._searchable(np.stack(vectors))
+        for row, blob in enumerate(augmented):
+            if blob is not None and len(blob) == rows.shape[1] * 4:  # else of a reduction lost since (refitted on open)
+                rows[row] = _blob_vector(blob)
+        return rows
 
     # --- paths --------------------------------------------------------------------------
     def _encode(self, path: str) -> bytes:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.embedders import Embedder
+from lookalike.faults import crash_point, disk_full_reported
 from lookalike.files import content_hash, stat_file
 from lookalike.index.folder import IndexFolder
 from lookalike.index.store import NewImage, VectorStore
@@ -223,7 +224,9 @@ class Sync:
         """Commit, save, apply the index's policy and log the failures; the run ends even if one of them fails."""
         try:
             self.commit()
+            crash_point("sync.saving")
             self.store.save()
+            crash_point("sync.finishing")
             self.on_finish(self.report)
             self.report.seconds = time.perf_counter() - self.started
             self._log_failures()
@@ -248,7 +251,8 @@ class Sync:
     def _log_failures(self) -> None:
         if not self.report.failures:
             return
-        with open(self.folder.failure_log, "a", encoding="utf-8", errors="backslashreplace") as log:
+        with disk_full_reported(self.folder.root), open(self.folder.failure_log, "a", encoding="utf-8",
+                                                        errors="backslashreplace") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             for failure in self.report.failures:
                 log.write(f"{stamp}\t{os.fsdecode(failure.path)}\t{failure.reason}\n")

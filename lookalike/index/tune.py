@@ -128,6 +128,6 @@ def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 50
     query_ids = np.sort(np.random.default_rng(seed).choice(ids, min(sample, len(ids)), replace=False))
     queries = store.searchable_vectors(query_ids.tolist())
     parts = np.array_split(ids, max(1, len(ids) // 65_536))
-    chunks = ((chunk, store.searchable_vectors(chunk.tolist())) for chunk in parts)
+    chunks = ((chunk, store.indexed_vectors(chunk.tolist())) for chunk in parts)  # as the backend holds them
     _, truth = exact_top_k(queries, chunks, k + 1)
     return tune_backend(store.backend, queries, truth, target_recall, k, query_ids)

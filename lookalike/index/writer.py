@@ -8,6 +8,7 @@ It is an flock on an open file, so the kernel drops it when the holder exits, ev
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -83,7 +84,8 @@ def _locked(path: Path) -> int:
         os.close(descriptor)
         raise
     os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # a full disk: the flock holds all the same, the busy message lacks the pid
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
     return descriptor
 
 

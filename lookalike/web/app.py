@@ -1,4 +1,4 @@
-"""The FastAPI app: routes from indexes_api and search_api, errors as JSON, limits, logs, the static page."""
+"""The FastAPI app: routes from indexes_api, search_api and maps_api, errors as JSON, limits, logs, the pages."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lookalike.faults import DiskFullError
 from lookalike.images import ImageError
 from lookalike.index import IndexFormatError, ModelMismatchError
 from lookalike.version import __version__
-from lookalike.web import indexes_api, search_api
+from lookalike.web import indexes_api, maps_api, search_api
 from lookalike.web.bodies import Health, Readiness
 from lookalike.web.errors import error_response, error_responses
 from lookalike.web.jobs import JobQueue
@@ -39,7 +41,7 @@ log = logging.getLogger("lookalike.web")
 ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (RefusedPathError, 403), (PermissionError, 403), (FileNotFoundError, 404), (KeyError, 404),
     (FileExistsError, 409), (ModelMismatchError, 409), (ImageError, 422), (IndexFormatError, 422),
-    (NotADirectoryError, 422), (ValueError, 422),
+    (NotADirectoryError, 422), (ValueError, 422), (DiskFullError, 507),
 ]
 
 
@@ -63,6 +65,7 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
     app.state.settings, app.state.registry, app.state.jobs = settings, registry, JobQueue()
     app.include_router(indexes_api.router)
     app.include_router(search_api.router)
+    app.include_router(maps_api.router)
     _add_error_handlers(app)
     _add_pages(app)
     if settings.cors_origins:
@@ -135,6 +138,13 @@ def _add_pages(app: FastAPI) -> None:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    @app.get("/api/limits", tags=["service"], summary="The most one upload or search may be",
+             response_model=Limits)
+    def limits(request: Request) -> dict[str, int]:
+        settings: ServerSettings = request.app.state.settings
+        return {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels,
+                "max_k": search_api.MAX_K}
+
     @app.get("/ready", tags=["service"], summary="Every index is open and answering", response_model=Readiness,
              responses=error_responses(503))
     def ready(request: Request) -> JSONResponse:
@@ -146,6 +156,15 @@ def _add_pages(app: FastAPI) -> None:
         except Exception as error:  # any failure means not ready; say which
             return error_response(503, f"index not answering: {type(error).__name__}: {error}")
         return JSONResponse({"status": "ready", "indexes": counts})
+
+
+class Limits(BaseModel):
+    """The server's limits a client checks before sending (the server checks them again)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_upload_bytes: int
+    max_pixels: int
+    max_k: int
 
 
 class BodyLimit:

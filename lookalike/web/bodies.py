@@ -23,6 +23,11 @@ class Readiness(Body):
     indexes: dict[str, int]  # name -> image count
 
 
+class LowConfidence(Body):
+    score: dict[str, float]  # search method -> best score below which an answer is doubtful
+    class_probability: float  # the classifier's top probability below which it is unsure
+
+
 class Capabilities(Body):
     """What the page may offer for an index: its search methods, scopes, label filters and label counts."""
 
@@ -30,6 +35,11 @@ class Capabilities(Body):
     scopes: dict[str, bool]
     filters: bool
     labels: dict[str, dict[str, int]]  # label name -> value -> images
+    low_confidence: LowConfidence  # the page notes a doubtful answer below these (web/confidence.py)
+    text_search: bool  # its model has a text tower: the page may offer a text box
+    expansions: dict[str, str]  # each expand option and a line saying what it does
+    expand: str  # the default expand
+    augmentation: str  # the index's database-side augmentation, in words ("none" when off)
 
 
 class IndexInfo(BaseModel):

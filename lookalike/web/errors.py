@@ -20,6 +20,7 @@ MEANINGS = {
     413: "The request body or an uploaded image is larger than the server's limit",
     422: "A parameter or field is invalid or unknown, or an upload is not a usable image",
     503: "An index is not answering",
+    507: "The index's disk is full: nothing was half-written; free space and send it again",
 }
 
 

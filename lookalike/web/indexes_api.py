@@ -64,6 +64,9 @@ class NewIndex(BaseModel):
                             description="unset: PCA 128 from 1,000 images; 0: never; N: PCA to N")
     whiten: bool | None = Field(None, description="whiten the PCA components")
     pca_sample: int | None = Field(None, ge=1, le=10**9, description="images the PCA is fitted on")
+    dba: int | None = Field(None, ge=0, le=1000, description="unset: database-side augmentation over 10 neighbours; "
+                            "0: off; N: over N neighbours")
+    dba_alpha: float | None = Field(None, ge=0, le=100, description="with dba: neighbours weigh similarity^alpha")
 
     @field_validator("model")
     @classmethod

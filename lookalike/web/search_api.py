@@ -1,4 +1,5 @@
-"""Search over HTTP: POST an image, or GET from an indexed id or a random one; one call to ImageIndex.search.
+"""Search over HTTP: POST an image, or GET from an indexed id, a random one or words (`text`); one call to
+ImageIndex.search. Words also go with an upload, an id or random (a mixed query, `text_weight`).
 
 Both routes take the SearchOptions by their Python and CLI names (k, method, min_score, where,
 path_prefix, by_class, class_confidence, by_cluster); the API checks them, and its errors become
@@ -8,15 +9,19 @@ path_prefix, by_class, class_confidence, by_cluster); the API checks them, and i
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from lookalike.embedders.spec import has_text_tower
+from lookalike.expansion import EXPANSIONS, EXPLANATIONS
 from lookalike.index import ImageIndex
+from lookalike.search import Query as SearchQuery
 from lookalike.search import SearchOptions, SearchResult, option_names
 from lookalike.web.bodies import SearchAnswer
+from lookalike.web.confidence import low_confidence
 from lookalike.web.deps import MAX_ID, served_index, settings_of
 from lookalike.web.errors import error_responses
 from lookalike.web.registry import ServedIndex
@@ -27,6 +32,7 @@ from lookalike.web.uploads import check_upload
 router = APIRouter(prefix="/api/indexes/{name}", tags=["search"])
 Served = Annotated[ServedIndex, Depends(served_index)]
 MAX_K = 1000
+MAX_TEXT = 1000  # characters of a text query (a text tower reads its first 64-77 tokens anyway)
 Count = Annotated[int, Field(ge=1)]
 WHERE_TERM = r"^[^=]*[^=\s][^=]*=.*\S"  # NAME=VALUE, neither blank (what search.parse_where reads)
 
@@ -49,24 +55,46 @@ class SearchFields(BaseModel):
                                     description="with by_class: widen until the classes hold this probability")
     by_cluster: Count | SkipJsonSchema[None] = Field(None, description="search the N clusters nearest the query "
                                                                       "(a clustered index)")
+    expand: Literal[EXPANSIONS] = Field(SearchOptions.expand, description="re-rank the first answer without labels: "
+                                        + "; ".join(f"{name}: {text}" for name, text in EXPLANATIONS.items()))
+    expand_neighbours: Annotated[int, Field(ge=1, le=1000)] | SkipJsonSchema[None] = Field(
+        None, description="matches the expansion blends or walks over (default: the method's own)")
+    expand_alpha: Annotated[float, Field(ge=0, le=100)] | SkipJsonSchema[None] = Field(
+        None, description="matches weigh similarity^expand_alpha (default: the method's own)")
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(include=set(option_names()))
 
 
-class SearchFromIndexed(SearchFields):
+class TextFields(SearchFields):
+    """Words to search by (an index whose model has a text tower: see its capabilities' text_search)."""
+
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S")] | SkipJsonSchema[None] = Field(
+        None, description="words to search by; with an image, id or random, they change that query")
+    text_weight: float = Field(SearchQuery.text_weight, ge=0, le=1,
+                               description="with text and another query: the words' share of the mixed query")
+
+    def query_kinds(self) -> dict[str, Any]:
+        return {"text": self.text, "text_weight": self.text_weight if self.text is not None else None}
+
+
+class SearchFromIndexed(TextFields):
     id: Annotated[int, Field(ge=0, le=MAX_ID)] | SkipJsonSchema[None] = Field(None, description="an indexed image id")
     random: bool = Field(False, description="start from a random indexed image")
     seed: int | SkipJsonSchema[None] = Field(None, description="with random: the same seed picks the same image")
 
 
-class SearchFromUpload(SearchFields):
+class SearchFromUpload(TextFields):
     image: UploadFile = Field(description="the query image")
 
 
 def capabilities(index: ImageIndex) -> dict[str, Any]:
-    """What the page may offer for this index: its methods, its scopes (by_class, by_cluster), its labels."""
-    return {"methods": index.methods(), "scopes": index.scopes(), "filters": True, "labels": index.label_counts()}
+    """What the page may offer for this index: its methods, its scopes (by_class, by_cluster), its labels, and
+    whether it can be searched by words (text_search)."""
+    return {"methods": index.methods(), "scopes": index.scopes(), "filters": True, "labels": index.label_counts(),
+            "low_confidence": low_confidence(index), "text_search": has_text_tower(index.embedder),
+            "expansions": {name: EXPLANATIONS[name] for name in EXPANSIONS}, "expand": SearchOptions.expand,
+            "augmentation": index.info()["augmentation"]}
 
 
 def run_search(served: ServedIndex, query: bytes | None, fields: SearchFields, **kinds: Any) -> dict[str, Any]:
@@ -99,12 +127,15 @@ def search_by_upload(request: Request, served: Served,
     settings = settings_of(request)
     data = asked.image.file.read(settings.max_upload_bytes + 1)
     checked = check_upload(data, asked.image.filename or "upload", settings.max_upload_bytes, settings.max_pixels)
-    return run_search(served, checked.data, asked)
+    return run_search(served, checked.data, asked, **asked.query_kinds())
 
 
-@router.get("/search", summary="Search from an indexed image (id=N) or a random one (random=true, seed=S)",
-            description="Give exactly one of `id` and `random=true`: neither, or both, is a 422.",
+@router.get("/search", summary="Search from an indexed image (id=N), a random one (random=true, seed=S) or words "
+                                "(text=...)",
+            description="Give exactly one of `id` and `random=true`, or `text`; `text` may also go with either of "
+                        "them (a mixed query). Neither `id`, `random=true` nor `text`, or both `id` and `random=true`, "
+                        "is a 422, and so is `text` for an index whose model has no text tower.",
             response_model=SearchAnswer,
             responses=error_responses(404, 422))
 def search_from_indexed(served: Served, asked: Annotated[SearchFromIndexed, Query()]) -> dict[str, Any]:
-    return run_search(served, None, asked, id=asked.id, random=asked.random, seed=asked.seed)
+    return run_search(served, None, asked, id=asked.id, random=asked.random, seed=asked.seed, **asked.query_kinds())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from lookalike.faults import DiskFullError, disk_full_reported
 from lookalike.files import bytes_hash
 from lookalike.index import ImageIndex
 from lookalike.index.folder import IndexFolder
@@ -71,7 +72,12 @@ def save_upload(image: CheckedImage, files: IndexFolder) -> Path:
     target = folder / f"{bytes_hash(image.data)[:24]}{image.extension}"
     if not target.exists():
         partial = target.with_suffix(target.suffix + ".partial")
-        partial.write_bytes(image.data)
+        try:
+            with disk_full_reported(folder, writer=False):  # a full disk is a 507, not a 500
+                partial.write_bytes(image.data)
+        except DiskFullError:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, target)
     return target
 

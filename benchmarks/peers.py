@@ -1,0 +1,610 @@
+"""lookalike against the tools people would pick instead, side by side in one run (issue 18).
+
+Same vectors for everyone (benchmarks/synthetic.py: a Gaussian mixture fitted to real embeddings;
+the "1M" collection holds 999,000 of them, 1,000 further held-out vectors are the queries), exact
+ground truth computed here, every system tuned with its own knob, cheapest setting first, to
+recall@10 >= 0.95 on the same 1,000 queries it is then timed on:
+
+- lookalike: the index `plan_index("auto", ...)` picks with a 2G memory budget (IVF fast-scan +
+  float16 re-rank rows memory-mapped at 1M; exact search at 100k), built, saved and loaded through
+  lookalike's own backend and tuned by `tune_backend`; at 100k also its IVF plan (`lookalike-ivf`);
+- FAISS as a knowledgeable user writes it: IVF_HNSW32 fast-scan (by residual) + Refine(SQfp16), all
+  in RAM, knobs nprobe and k_factor; run once with FAISS's default threads and once with one thread;
+- hnswlib (M 16 and 32, ef_construction 100), knob ef;
+- usearch (f32 and i8, connectivity 16), knob expansion_search.
+
+RAM is the anonymous memory the process gained by loading the index and searching (after importing
+the system's library); "mapped" is the file pages it touched (page cache, shared and reclaimable).
+
+Each system is built once (cached in benchmarks/out/peers-SIZE/) in its own process, then measured
+in rounds; every round starts a fresh process per system (the order rotates from round to round)
+after dropping its files from the page cache (posix_fadvise DONTNEED). In that process: load time
+and the first queries (cold), resident memory, then one query at a time: warm, with one busy-loop
+process loading one core, with two loading both cores, and (for systems that read their files
+while searching) right after the index's pages were evicted from the page cache under it.
+
+    flock /tmp/lookalike-bench.lock /work/main/.venv/bin/python -m benchmarks.peers 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import mmap
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+POOL = 1_000_000
+HELD_OUT = 1_000
+K = 10
+TARGET = 0.95
+COLD_QUERIES = 20
+EVICTED_QUERIES = 100
+WARM_UP = 200
+BUSY_QUERIES = 500  # per round, with one or two cores busy
+SLOW_MS, SLOW_QUERIES = 10.0, 100  # a system slower than SLOW_MS a query is timed on SLOW_QUERIES per condition
+SHARD = 50_000
+EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+NPROBE = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+K_FACTOR = (10, 20, 30, 40, 50, 80)
+SYSTEMS = ("lookalike", "faiss", "faiss-1thread", "hnswlib-M16", "hnswlib-M32", "usearch-f32", "usearch-i8")
+BUDGET = "2G"
+METHOD = ("Same 1,280-d synthetic vectors for every system (benchmarks/synthetic.py; the 1M collection holds 999,000, "
+          "1,000 held-out vectors are the queries), exact ground truth; each system tuned with its own knob, cheapest "
+          "first, to recall@10 >= 0.95 on those 1,000 queries, then timed one query at a time on them. Each system is "
+          "measured in a fresh process per round (rounds interleave the systems, order rotating), after its files "
+          "were dropped from the page cache (posix_fadvise DONTNEED): load time and first queries (cold), then warm, "
+          "with one busy-loop process loading one core, with two loading both cores, and, for a system that reads "
+          "its files while searching (lookalike's memory-mapped re-rank rows), right after the file's pages were "
+          "evicted from the process and the page cache (evicted: what memory pressure does to a running server). "
+          "p50 and p99 are those of the median round. RAM: anonymous memory the process gained by loading the index "
+          "and searching (library imported first); mapped: file pages it touched (page cache: shared, reclaimable). "
+          "hnswlib and usearch search with one thread per query (the best for lone queries); \"faiss\" keeps FAISS's "
+          "default threads, \"faiss-1thread\" sets omp_set_num_threads(1).")
+LIBRARIES = {"lookalike": ("lookalike", "torch"), "faiss": ("faiss",), "hnswlib": ("hnswlib",),
+             "usearch": ("usearch.index",)}
+
+
+# --- the systems -------------------------------------------------------------------------------
+class Lookalike:
+    """lookalike's own backend, as the index folder holds it (VectorStore.search calls backend.search)."""
+
+    def __init__(self, name: str):
+        self.name, self.forced = name, "ivfpq" if name == "lookalike-ivf" else None
+
+    def plan(self, size: int):
+        from lookalike.index.autoselect import plan_index
+
+        return plan_index(self.forced or "auto", size, 1280, None if self.forced else BUDGET)
+
+    def build(self, base: np.ndarray, size: int, folder: Path) -> dict:
+        from lookalike.backends import new_backend
+
+        plan = self.plan(size)
+        backend = new_backend(plan.index_type, base.shape[1], plan.params)
+        for start in range(0, size, SHARD):
+            stop = min(size, start + SHARD)
+            backend.add(np.arange(start, stop, dtype=np.int64), np.asarray(base[start:stop]))
+        if getattr(backend, "trained", True) is False:
+            backend.train()
+        backend.save(folder, 1)
+        return {"kind": plan.index_type, "params": plan.params}
+
+    def open(self, folder: Path, built: dict):
+        from lookalike.backends import load_backend
+
+        self.backend = load_backend(built["kind"], 1280, folder, 1, built["params"] | built.get("knob", {}))
+        assert self.backend is not None, f"{folder} holds no loadable {built['kind']} index"
+
+    def tune(self, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list]:
+        from lookalike.index.tune import tune_backend
+
+        report = tune_backend(self.backend, queries, truth, TARGET, K)
+        return report.params, [[t.params, round(t.recall, 4)] for t in report.trials]
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return self.backend.search(query[None], K)[1][0]
+
+    def evict(self) -> bool:
+        """Drop the mapped re-rank rows from this process and from the page cache (what memory pressure does)."""
+        mapped = getattr(getattr(self.backend, "vectors", None), "base", None)
+        while mapped is not None and not isinstance(mapped, mmap.mmap):  # the array's buffer: the mapped file
+            mapped = mapped.obj if isinstance(mapped, memoryview) else getattr(mapped, "base", None)
+        if mapped is None:
+            return False
+        mapped.madvise(mmap.MADV_DONTNEED)
+        return True
+
+
+class Faiss:
+    """IVF fast-scan + Refine(SQfp16) in RAM, the recipe lookalike's IVF plan wraps, written directly."""
+
+    def __init__(self, name: str):
+        self.name, self.threads = name, 1 if name.endswith("1thread") else None
+
+    def files_name(self) -> str:
+        return "faiss"
+
+    def build(self, base: np.ndarray, size: int, folder: Path) -> dict:
+        import faiss
+
+        from lookalike.backends.ivfpq import MAX_TRAIN, TRAIN_PER_LIST
+        from lookalike.index.autoselect import plan_index
+
+        nlist = plan_index("ivfpq", size, base.shape[1]).params["nlist"]
+        d = base.shape[1]
+        index = faiss.index_factory(d, f"IVF{nlist}_HNSW32,PQ{d // 4}x4fsr,Refine(SQfp16)", faiss.METRIC_INNER_PRODUCT)
+        sample = min(size, max(20_000, min(MAX_TRAIN, TRAIN_PER_LIST * nlist)))  # what lookalike trains on
+        rows = np.sort(np.random.default_rng(0).choice(size, sample, replace=False))
+        index.train(np.ascontiguousarray(base[rows]))
+        for start in range(0, size, SHARD):
+            index.add(np.ascontiguousarray(base[start:min(size, start + SHARD)]))
+        faiss.write_index(index, str(folder / "index.faiss"))
+        return {"factory": f"IVF{nlist}_HNSW32,PQ{d // 4}x4fsr,Refine(SQfp16)", "train": sample}
+
+    def open(self, folder: Path, built: dict):
+        import faiss
+
+        if self.threads:
+            faiss.omp_set_num_threads(self.threads)
+        self.index = faiss.read_index(str(folder / "index.faiss"))
+        self.set(**built.get("knob", {"nprobe": 64, "k_factor": 30}))
+
+    def set(self, nprobe: int, k_factor: int) -> None:
+        import faiss
+
+        self.index.k_factor = k_factor
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.nprobe = nprobe
+        faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(64, 2 * nprobe)
+
+    def tune(self, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list]:
+        """For each k_factor the smallest nprobe reaching the target; the fastest of those (batched timing)."""
+        trials, reached = [], []
+        for k_factor in K_FACTOR:
+            for nprobe in NPROBE:
+                self.set(nprobe, k_factor)
+                started = time.perf_counter()
+                found = self.index.search(queries, K)[1]
+                ms = (time.perf_counter() - started) * 1e3 / len(queries)
+                trials.append([{"nprobe": nprobe, "k_factor": k_factor}, round(recall(found, truth), 4), round(ms, 3)])
+                if trials[-1][1] >= TARGET:
+                    reached.append(trials[-1])
+                    break
+        best = min(reached, key=lambda t: t[2])[0] if reached else max(trials, key=lambda t: t[1])[0]
+        self.set(**best)
+        return best, trials
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return self.index.search(query[None], K)[1][0]
+
+
+class Hnswlib:
+    def __init__(self, name: str):
+        self.name, self.M = name, int(name.rsplit("M", 1)[1])
+
+    def build(self, base: np.ndarray, size: int, folder: Path) -> dict:
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=base.shape[1])
+        index.init_index(max_elements=size, ef_construction=100, M=self.M)
+        for start in range(0, size, SHARD):
+            stop = min(size, start + SHARD)
+            index.add_items(np.asarray(base[start:stop]), np.arange(start, stop), num_threads=os.cpu_count())
+        index.save_index(str(folder / "index.bin"))
+        return {"M": self.M, "ef_construction": 100}
+
+    def open(self, folder: Path, built: dict):
+        import hnswlib
+
+        self.index = hnswlib.Index(space="ip", dim=1280)
+        self.index.load_index(str(folder / "index.bin"))
+        self.index.set_num_threads(1)  # one query at a time
+        self.index.set_ef(built.get("knob", {}).get("ef", 64))
+
+    def tune(self, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list]:
+        def found(ef: int) -> np.ndarray:
+            self.index.set_ef(max(ef, K))
+            return self.index.knn_query(queries, K, num_threads=os.cpu_count())[0]
+
+        return tune_one_knob("ef", found, truth, self.index.set_ef)
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return self.index.knn_query(query[None], K)[0][0]
+
+
+class Usearch:
+    def __init__(self, name: str):
+        self.name, self.dtype = name, name.rsplit("-", 1)[1]
+
+    def build(self, base: np.ndarray, size: int, folder: Path) -> dict:
+        from usearch.index import Index
+
+        index = Index(ndim=base.shape[1], metric=self.metric(), dtype=self.dtype, connectivity=16)
+        for start in range(0, size, SHARD):
+            stop = min(size, start + SHARD)
+            index.add(np.arange(start, stop), np.asarray(base[start:stop]), threads=os.cpu_count())
+        index.save(str(folder / "index.usearch"))
+        return {"connectivity": 16, "expansion_add": int(index.expansion_add), "dtype": self.dtype,
+                "metric": self.metric()}
+
+    def metric(self) -> str:
+        return "cos" if self.dtype == "i8" else "ip"  # int8 codes are of normalised vectors (ours are)
+
+    def open(self, folder: Path, built: dict):
+        from usearch.index import Index
+
+        self.index = Index.restore(str(folder / "index.usearch"))
+        self.index.expansion_search = built.get("knob", {}).get("expansion_search", 64)
+
+    def tune(self, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list]:
+        def found(ef: int) -> np.ndarray:
+            self.index.expansion_search = ef
+            return self.index.search(queries, K, threads=os.cpu_count()).keys
+
+        def keep(ef: int) -> None:
+            self.index.expansion_search = ef
+
+        return tune_one_knob("expansion_search", found, truth, keep)
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return self.index.search(query, K, threads=1).keys
+
+
+def system(name: str):
+    if name.startswith("lookalike"):
+        return Lookalike(name)
+    if name.startswith("faiss"):
+        return Faiss(name)
+    return Hnswlib(name) if name.startswith("hnswlib") else Usearch(name)
+
+
+def tune_one_knob(knob: str, found, truth: np.ndarray, keep) -> tuple[dict, list]:
+    trials = []
+    for ef in EF:
+        trials.append([{knob: ef}, round(recall(found(ef), truth), 4)])
+        if trials[-1][1] >= TARGET:
+            break
+    best = max(trials, key=lambda t: t[1])[0] if trials[-1][1] < TARGET else trials[-1][0]
+    keep(best[knob])
+    return best, trials
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)]))
+
+
+# --- shared data ---------------------------------------------------------------------------------
+def folder_of(size: int, name: str) -> Path:
+    return OUT / f"peers-{size}" / ("faiss" if name.startswith("faiss") else name)
+
+
+def queries_and_truth(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out queries and their exact top k among the first `size` vectors (cached)."""
+    queries_path, truth_path = OUT / "peers-queries.npy", OUT / f"peers-truth-{size}.npy"
+    if not queries_path.exists() or not truth_path.exists():
+        import faiss
+
+        from benchmarks.synthetic import synthetic_vectors
+
+        pool = synthetic_vectors(POOL)
+        queries = np.ascontiguousarray(pool[POOL - HELD_OUT:])
+        heap = faiss.ResultHeap(len(queries), K, keep_max=True)
+        for start in range(0, size, SHARD):
+            _add_chunk(heap, queries, np.ascontiguousarray(pool[start:min(size, start + SHARD)]), start)
+        heap.finalize()
+        np.save(queries_path, queries)
+        np.save(truth_path, heap.I)
+    return np.load(queries_path), np.load(truth_path)
+
+
+def _add_chunk(heap, queries: np.ndarray, chunk: np.ndarray, start: int) -> None:
+    import faiss
+
+    scores, rows = faiss.knn(queries, chunk, K, metric=faiss.METRIC_INNER_PRODUCT)
+    heap.add_result(scores, rows + start)
+
+
+def memory() -> dict[str, int]:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("RssAnon", "RssFile", "VmHWM")):
+            name, value = line.split(":")
+            fields[name] = int(value.split()[0]) * 1024
+    return fields
+
+
+# --- building (one process per system) ------------------------------------------------------------
+def build_one(name: str, size: int) -> None:
+    from benchmarks.synthetic import synthetic_vectors
+
+    base = synthetic_vectors(POOL)
+    queries, truth = queries_and_truth(size)
+    folder = folder_of(size, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = system(name)
+    print(f"building {name} over {size:,} vectors", flush=True)
+    started = time.perf_counter()
+    built = chosen.build(base, size, folder)
+    built["build_s"] = time.perf_counter() - started
+    built["build_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    (folder / "build.json").write_text(json.dumps(built, indent=1))
+    print(f"{name}: built in {built['build_s']:.0f} s", flush=True)
+
+
+def tune_one(name: str, size: int) -> None:
+    """Set the system's knob on all the queries: every system reaches the target on the same queries."""
+    queries, truth = queries_and_truth(size)
+    folder, built = folder_of(size, name), built_info(size, name)
+    built.pop("knob", None)
+    chosen = system(name)
+    chosen.open(folder, built)
+    built["knob"], built["trials"] = chosen.tune(queries, truth)
+    built["tuned_on"] = len(queries)
+    (folder / "build.json").write_text(json.dumps(built, indent=1))
+    print(f"{name}: knob {built['knob']}", flush=True)
+
+
+def built_info(size: int, name: str) -> dict | None:
+    path = folder_of(size, name) / "build.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --- measuring (the worker: one fresh process per system and round) -------------------------------
+def worker(name: str, size: int) -> None:
+    """Answers commands on stdin, one JSON line each; replies on stdout."""
+    queries, truth = queries_and_truth(size)
+    chosen = system(name)
+    built = built_info(size, name)
+    for module in LIBRARIES[name.split("-")[0]]:  # the baseline: the library loaded, no index yet
+        importlib.import_module(module)
+    before = memory()
+    started = time.perf_counter()
+    chosen.open(folder_of(size, name), built)
+    reply({"load_s": time.perf_counter() - started})
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["do"] == "run":
+            times, found = [], []
+            for row in range(command["start"], command["stop"]):
+                started = time.perf_counter()
+                found.append(chosen.search(queries[row]))
+                times.append((time.perf_counter() - started) * 1e3)
+            hits = [len(set(f.tolist()) & set(truth[r].tolist())) / K
+                    for f, r in zip(found, range(command["start"], command["stop"]), strict=True)]
+            reply({"ms": times, "recall": float(np.mean(hits))})
+        elif command["do"] == "memory":
+            now = memory()
+            reply({"anon": now["RssAnon"] - before["RssAnon"], "file": now["RssFile"] - before["RssFile"],
+                   "total": now["RssAnon"] + now["RssFile"]})
+        elif command["do"] == "evict":
+            evicted = getattr(chosen, "evict", lambda: False)()
+            reply({"evicted": evicted})
+        else:
+            return
+
+
+def reply(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+class Worker:
+    def __init__(self, name: str, size: int):
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.peers", "--worker", name, str(size)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+        self.load_s = self.read()["load_s"]
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.write(json.dumps({"do": "quit"}) + "\n")
+        self.process.stdin.close()
+        self.process.wait()
+
+
+class BusyCores:
+    """`count` processes each spinning one core, for as long as the block runs."""
+
+    def __init__(self, count: int):
+        self.count, self.processes = count, []
+
+    def __enter__(self):
+        self.processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.count)]
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
+def drop_from_page_cache(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def cached_bytes(folder: Path) -> int:
+    """Bytes of the folder's files in the page cache (util-linux fincore), -1 when it cannot be asked."""
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", *map(str, folder.iterdir())],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return -1
+    return sum(int(v) for v in out.split())
+
+
+def measure_round(name: str, size: int, round_: int) -> dict:
+    folder = folder_of(size, name)
+    drop_from_page_cache(folder)
+    left = cached_bytes(folder)
+    load_average = os.getloadavg()[0]
+    worker_ = Worker(name, size)
+    result = {"load_s": worker_.load_s, "cached_before_load": left, "load_average": load_average}
+    cold_start = (round_ * COLD_QUERIES) % HELD_OUT
+    result["cold"] = worker_.ask(do="run", start=cold_start, stop=cold_start + COLD_QUERIES)["ms"]
+    warm_up = worker_.ask(do="run", start=0, stop=WARM_UP)["ms"]
+    count = HELD_OUT if np.median(warm_up) < SLOW_MS else SLOW_QUERIES  # exact search at 100k: 76 ms a query
+    warm = worker_.ask(do="run", start=0, stop=count)
+    result["warm"], result["recall"] = warm["ms"], warm["recall"]
+    result["memory"] = worker_.ask(do="memory")
+    for busy in (1, 2):
+        start, stop = (round_ * BUSY_QUERIES) % HELD_OUT, (round_ * BUSY_QUERIES) % HELD_OUT + min(count, BUSY_QUERIES)
+        with BusyCores(busy):
+            result[f"busy{busy}"] = worker_.ask(do="run", start=start, stop=stop)["ms"]
+    if worker_.ask(do="evict")["evicted"]:
+        drop_from_page_cache(folder)
+        result["evicted_cached"] = cached_bytes(folder)
+        start = (round_ * EVICTED_QUERIES) % HELD_OUT
+        result["evicted"] = worker_.ask(do="run", start=start, stop=start + EVICTED_QUERIES)["ms"]
+    worker_.close()
+    return result
+
+
+# --- the report ----------------------------------------------------------------------------------
+def summarise(rounds: list[dict]) -> dict:
+    row = {"load_s": float(np.median([r["load_s"] for r in rounds])),
+           "recall": float(np.median([r["recall"] for r in rounds])),
+           "anon": float(np.median([r["memory"]["anon"] for r in rounds])),
+           "file": float(np.median([r["memory"]["file"] for r in rounds])),
+           "first": float(np.median([r["cold"][0] for r in rounds])),
+           "cold_p50": float(np.median([np.percentile(r["cold"], 50) for r in rounds])),
+           "cold_max": float(np.median([max(r["cold"]) for r in rounds]))}
+    for condition in ("warm", "busy1", "busy2", "evicted"):  # the median round's p50 and p99
+        if condition in rounds[0]:
+            for percentile in (50, 99):
+                row[f"{condition}_p{percentile}"] = float(np.median([np.percentile(r[condition], percentile)
+                                                                     for r in rounds]))
+    return row
+
+
+def report(size: int, names: list[str], results: dict[str, list[dict]], loads: list[float]) -> list[str]:
+    from benchmarks import collect
+
+    rows = {name: summarise(results[name]) for name in names}
+    builds = {name: built_info(size, name) for name in names}
+    lines = [f"### {size:,} vectors", "",
+             f"{collect.machine_line()} Load average (1 min) when each process started: "
+             f"{min(loads):.1f} to {max(loads):.1f}; this machine has 2 cores, so \"both cores busy\" means two "
+             "busy-loop processes plus the search on 2 cores.", "",
+             "| system | knob (tuned) | recall@10 | build | RAM | mapped | load | first query cold | cold p50 / max "
+             "| warm p50 / p99 | 1 core busy p50 / p99 | 2 cores busy p50 / p99 | evicted p50 / p99 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        row, built = rows[name], builds[name]
+        evicted = (f"{row['evicted_p50']:.2f} / {row['evicted_p99']:.2f} ms" if "evicted_p50" in row else "-")
+        lines.append(
+            f"| {name} | {knob_text(built)} | {row['recall']:.3f} | {built['build_s']:.0f} s | "
+            f"{row['anon'] / 2**20:,.0f} MiB | {row['file'] / 2**20:,.0f} MiB | {row['load_s']:.2f} s | "
+            f"{row['first']:.2f} ms | {row['cold_p50']:.2f} / {row['cold_max']:.2f} ms | "
+            f"{row['warm_p50']:.2f} / {row['warm_p99']:.2f} ms | {row['busy1_p50']:.2f} / {row['busy1_p99']:.2f} ms | "
+            f"{row['busy2_p50']:.2f} / {row['busy2_p99']:.2f} ms | {evicted} |")
+    ours = next((name for name in names if name.startswith("lookalike")), None)
+    if ours:
+        lines += ["", f"Ratios {ours} / peer (below 1: lookalike is faster or smaller):", "",
+                  "| peer | warm p50 | warm p99 | 1 core busy p50 | 1 core busy p99 | 2 cores busy p50 | cold p50 "
+                  "| RAM |", "|---|---|---|---|---|---|---|---|"]
+        us = rows[ours]
+        for name in names:
+            if name == ours:
+                continue
+            peer = rows[name]
+            ratios = [us[key] / peer[key] for key in ("warm_p50", "warm_p99", "busy1_p50", "busy1_p99", "busy2_p50",
+                                                       "cold_p50", "anon")]
+            lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    return lines
+
+
+def knob_text(built: dict) -> str:
+    knob = ", ".join(f"{k}={v}" for k, v in built["knob"].items()) or "exact"
+    shape = built.get("factory") or (f"M={built['M']}" if "M" in built else None) or (
+        f"{built['dtype']}" if "dtype" in built else built.get("kind"))
+    return f"{shape}: {knob}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("size", type=int, nargs="?", default=POOL - HELD_OUT)
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rebuild", default="", help="comma-separated systems to build again")
+    parser.add_argument("--retune", default="", help="comma-separated systems to tune again")
+    parser.add_argument("--build-only", action="store_true", help="build and tune, measure nothing")
+    parser.add_argument("--report", action="store_true", help="write the section from the last run's results")
+    parser.add_argument("--tune", nargs=2, metavar=("SYSTEM", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("SYSTEM", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--build", nargs=2, metavar=("SYSTEM", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker[0], int(args.worker[1]))
+    if args.build:
+        return build_one(args.build[0], int(args.build[1]))
+    if args.tune:
+        return tune_one(args.tune[0], int(args.tune[1]))
+    names = args.systems.split(",")
+    saved = OUT / f"peers-{args.size}" / "results.json"
+    if args.report:  # the section again from the last run's measurements
+        results = json.loads(saved.read_text())
+        names = [name for name in names if name in results]
+        loads = [r["load_average"] for name in names for r in results[name]]
+        return write(args.size, report(args.size, names, results, loads))
+    queries_and_truth(args.size)
+    for name in dict.fromkeys(folder_of(args.size, n).name for n in names):  # faiss-1thread shares faiss's build
+        wanted = next(n for n in names if folder_of(args.size, n).name == name)
+        if built_info(args.size, wanted) is None or name in args.rebuild.split(","):
+            subprocess.run([sys.executable, "-m", "benchmarks.peers", "--build", wanted, str(args.size)], check=True,
+                           cwd=HERE.parent)
+        if built_info(args.size, wanted).get("tuned_on") != HELD_OUT or name in args.retune.split(","):
+            subprocess.run([sys.executable, "-m", "benchmarks.peers", "--tune", wanted, str(args.size)], check=True,
+                           cwd=HERE.parent)
+    if args.build_only:
+        return None
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    loads = []
+    for round_ in range(args.rounds):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            print(f"round {round_ + 1}: {name}", flush=True)
+            results[name].append(measure_round(name, args.size, round_))
+            loads.append(results[name][-1]["load_average"])
+    saved.write_text(json.dumps(results))
+    lines = report(args.size, names, results, loads)
+    print("\n".join(lines))
+    write(args.size, lines)
+
+
+def write(size: int, lines: list[str]) -> None:
+    from benchmarks import collect
+
+    path = collect.SECTIONS / "peers.md"
+    sections = {}
+    if path.exists():
+        for part in path.read_text().split("\n### ")[1:]:
+            sections[int(part.split(" ", 1)[0].replace(",", ""))] = "### " + part.rstrip()
+    sections[size] = "\n".join(lines)
+    head = ["## Side by side with the tools people would pick instead (issue 18)", "",
+            f"Written by `benchmarks/peers.py`. {METHOD}", ""]
+    collect.write_section("peers", "\n".join(head + [sections[s] + "\n" for s in sorted(sections)]))
+
+
+if __name__ == "__main__":
+    main()

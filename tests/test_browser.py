@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -54,14 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`lookalike serve` in a subprocess over two indexes of 16 real photos, `clothes` (just indexed) and
     `organised` (labelled, with a classifier and clusters); yields its base URL."""
     require_browser()
-    gallery = tmp_path_factory.mktemp("browser-gallery")
-    rows = ["path,label"]
-    for label in LABELS:
-        for photo in sorted((DEMO_GALLERY / label).glob("*.jpg"))[:PER_LABEL]:
-            (gallery / label).mkdir(exist_ok=True)
-            shutil.copy(photo, gallery / label / photo.name)
-            rows.append(f"{label}/{photo.name},{label}")
-    (gallery / "labels.csv").write_text("\n".join(rows) + "\n")
+    gallery = labelled_gallery(tmp_path_factory.mktemp("browser-gallery"))
     folders = [tmp_path_factory.mktemp("browser-index") / name for name in ("clothes", "organised")]
     for folder in folders:
         with ImageIndex.create(folder) as index:
@@ -69,10 +63,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if folder.name == "organised":
                 train_classifier(index, gallery / "labels.csv")
                 cluster_index(index, k=len(LABELS), sheets=False)
+    with serving(folders, tmp_path_factory.mktemp("server-log")) as base:
+        yield base
+
+
+def labelled_gallery(folder: Path) -> Path:
+    """PER_LABEL real photos of each of LABELS copied into `folder`, with a labels.csv."""
+    rows = ["path,label"]
+    for label in LABELS:
+        for photo in sorted((DEMO_GALLERY / label).glob("*.jpg"))[:PER_LABEL]:
+            (folder / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, folder / label / photo.name)
+            rows.append(f"{label}/{photo.name},{label}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@contextmanager
+def serving(folders: list[Path], log_folder: Path) -> Iterator[str]:
+    """`lookalike serve` on a free loopback port over these index folders, until the block ends: its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "lookalike", "serve", "--port", str(port)]
     command += [argument for folder in folders for argument in ("--index", str(folder))]
-    with open(tmp_path_factory.mktemp("server-log") / "server.log", "w+") as log:
+    with open(log_folder / "server.log", "w+") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -81,6 +94,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=20)
+
+
+@contextmanager
+def headless_chromium() -> Iterator:
+    """Debian's Chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
 
 
 def wait_until_ready(base: str, process: subprocess.Popen, log, seconds: float = 60) -> None:
@@ -208,13 +233,8 @@ def test_filter_and_scopes_send_the_search_options_by_name(server: str) -> None:
 @pytest.fixture(scope="module")
 def chromium(server: str) -> Iterator:
     """One headless Chromium for the tests below; each gets its own page (a fresh context) from `page`."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+    with headless_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -3,17 +3,21 @@ or pinch, keys), and the contact sheets as a grid; `lookalike serve` on loopback
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from conftest import DEMO_GALLERY, REPO
-from test_browser import CHROMIUM, LABELS, PER_LABEL, free_port, keep_screenshots, require_browser, wait_until_ready
+from test_browser import (
+    LABELS,
+    PER_LABEL,
+    headless_chromium,
+    keep_screenshots,
+    labelled_gallery,
+    require_browser,
+    serving,
+)
 
 from lookalike.index import ImageIndex
 from lookalike.organise.clustering import cluster_index
@@ -27,14 +31,7 @@ MAPPED = "mapped"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`lookalike serve` over `mapped` (16 labelled photos, clustered with contact sheets, mapped) and `plain`."""
     require_browser()
-    gallery = tmp_path_factory.mktemp("maps-gallery")
-    rows = ["path,label"]
-    for label in LABELS:
-        for photo in sorted((DEMO_GALLERY / label).glob("*.jpg"))[:PER_LABEL]:
-            (gallery / label).mkdir(exist_ok=True)
-            shutil.copy(photo, gallery / label / photo.name)
-            rows.append(f"{label}/{photo.name},{label}")
-    (gallery / "labels.csv").write_text("\n".join(rows) + "\n")
+    gallery = labelled_gallery(tmp_path_factory.mktemp("maps-gallery"))
     root = tmp_path_factory.mktemp("maps-index")
     with ImageIndex.create(root / MAPPED) as index:
         index.add_folder(gallery)
@@ -43,29 +40,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         map_index(index)
     with ImageIndex.create(root / "plain") as index:
         index.add_folder(gallery / "hat")
-    port = free_port()
-    command = [sys.executable, "-m", "lookalike", "serve", "--port", str(port), "--index", str(root / MAPPED),
-               "--index", str(root / "plain")]
-    with open(tmp_path_factory.mktemp("maps-server-log") / "server.log", "w+") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_ready(base, process, log)
-            yield base
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    with serving([root / MAPPED, root / "plain"], tmp_path_factory.mktemp("maps-server-log")) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def chromium(server: str) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+    with headless_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def open_maps(chromium, server: str, **context_options) -> object:

@@ -4,9 +4,6 @@ onto chosen photos (tests/tiny_clip.py): the photo the words must find is known 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +12,17 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import numpy as np
 import pytest
-from conftest import DEMO_GALLERY, REPO
+from conftest import DEMO_GALLERY
 from test_browser import (
-    CHROMIUM,
     IMAGES_LOADED,
-    LABELS,
     PER_LABEL,
-    free_port,
+    headless_chromium,
     keep_screenshots,
+    labelled_gallery,
     read_grid,
     require_browser,
     searched,
-    wait_until_ready,
+    serving,
 )
 from tiny_clip import save_tiny_checkpoint, steer_text_tower, torch_embeddings
 
@@ -45,14 +41,6 @@ class Served:
     photo_of: dict[str, str]  # words -> the file name of the photo they embed onto
 
 
-def gallery_of(folder: Path) -> Path:
-    for label in LABELS:
-        for photo in sorted((DEMO_GALLERY / label).glob("*.jpg"))[:PER_LABEL]:
-            (folder / label).mkdir(parents=True, exist_ok=True)
-            shutil.copy(photo, folder / label / photo.name)
-    return folder
-
-
 def steered_clip(folder: Path, gallery: Path) -> dict[str, str]:
     """A tiny CLIP checkpoint in `folder` whose words embed onto photos of the gallery; words -> photo file name."""
     save_tiny_checkpoint(folder)
@@ -66,7 +54,7 @@ def steered_clip(folder: Path, gallery: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     require_browser()
-    gallery = gallery_of(tmp_path_factory.mktemp("options-gallery"))
+    gallery = labelled_gallery(tmp_path_factory.mktemp("options-gallery"))
     weights = tmp_path_factory.mktemp("options-clip")
     photo_of = steered_clip(weights, gallery)
     root = tmp_path_factory.mktemp("options-index")
@@ -75,29 +63,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     # no augmentation: a random-weight tower embeds every photo alike, so blending neighbours would blur them
     with ImageIndex.create(root / WORDS, model="clip", weights=weights, pca=0, dba=0) as index:
         index.add_folder(gallery)
-    port = free_port()
-    command = [sys.executable, "-m", "lookalike", "serve", "--port", str(port), "--index", str(root / PLAIN),
-               "--index", str(root / WORDS)]
-    with open(tmp_path_factory.mktemp("options-server-log") / "server.log", "w+") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_ready(base, process, log)
-            yield Served(base, photo_of)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    with serving([root / PLAIN, root / WORDS], tmp_path_factory.mktemp("options-server-log")) as base:
+        yield Served(base, photo_of)
 
 
 @pytest.fixture(scope="module")
 def chromium(server: Served) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+    with headless_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

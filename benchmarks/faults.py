@@ -99,8 +99,9 @@ def crash_table(crashes: list[dict[str, Any]]) -> list[str]:
     by_command: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for figure in crashes:
         by_command[figure["command"]].append(figure)
-    lines = ["| command | crash points | cases recovered | recover (ms, median) | healthy open (ms, median) | "
-             "recover / healthy | re-run (ms, median) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| command | cases (point or point@visit) | runs recovered | recover (ms, median) | "
+             "healthy open (ms, median) | recover / healthy | re-run (ms, median) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for command, figures in by_command.items():
         points = {f["point"] for f in figures}
         recover = [f["recover_ms"] for f in figures if f["recover_ms"] is not None]

@@ -2,7 +2,8 @@
 what SQLite holds (nothing half-written), equals a rebuild from SQLite, and finishes the work when run again.
 
 Each command runs in a fork of one process that imported the CLI once (the import costs seconds; a fork, none),
-and kills itself with SIGKILL at its crash point; one case runs `python -m lookalike` as a user would.
+and kills itself with SIGKILL at its crash point; one case runs `python -m lookalike` as a user would, and a
+real `lookalike serve` is killed while it indexes an upload batch.
 """
 
 from __future__ import annotations

@@ -189,6 +189,7 @@ def test_a_hostile_upload_is_indexed_as_what_it_is_or_refused_with_a_reason(host
         for reason in (searched.json()["detail"], refusal(added, count)):
             assert hostile.reason in reason or "not an image" in reason, reason
     assert server.client.get("/ready").status_code == 200  # still up
+    # the largest image the server accepts (40 megapixels) decodes to 160 MB of RGBA, shrunk through one more copy
     assert peak < 400 * MIB, f"{hostile.name} took {peak / MIB:.0f} MiB more than the server held"
     assert tree(root, leave_out=index) == outside  # nothing written outside the index folder
     uploads = list(IndexFolder(index).uploads.iterdir())

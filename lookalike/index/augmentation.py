@@ -31,7 +31,8 @@ DEFAULT_NEIGHBOURS = 10
 DEFAULT_ALPHA = 2.0
 DEFAULT_PLAN = {"neighbours": DEFAULT_NEIGHBOURS, "alpha": DEFAULT_ALPHA}
 EXACT_LIMIT = 200_000  # above this, a full build finds neighbours with an IVF index instead of exactly
-CHUNK = 4096  # rows of inner products computed at once (CHUNK x collection floats)
+CHUNK = 4096  # rows of inner products computed at once, at most
+CHUNK_FLOATS = 1 << 26  # and at most this many inner products (256 MB) whatever the collection's size
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,21 @@ def nearest_others(vectors: Matrix, rows: npt.NDArray[np.intp], n: int,
     found = np.full((len(rows), n), -1, np.int64)
     similarity = np.full((len(rows), n), -np.inf, np.float32)
     take = min(n, len(vectors) - 1)
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
+    step = chunk_rows(len(vectors))
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
         inner = vectors[chunk] @ vectors.T
         inner[np.arange(len(chunk)), chunk] = -np.inf
         if take > 0:
             found[start:start + len(chunk), :take], similarity[start:start + len(chunk), :take] = _top(inner, take)
         if progress is not None:
-            progress(min(start + CHUNK, len(rows)), len(rows))
+            progress(min(start + step, len(rows)), len(rows))
     return found, similarity
+
+
+def chunk_rows(columns: int) -> int:
+    """Rows per chunk of inner products against `columns` vectors, within CHUNK_FLOATS."""
+    return max(1, min(CHUNK, CHUNK_FLOATS // max(columns, 1)))
 
 
 def _top(inner: Matrix, take: int) -> tuple[Ids, Matrix]:
@@ -179,14 +186,16 @@ def _take_in_new(kept: Graph, rows: npt.NDArray[np.bool_], ids: Ids, vectors: Ma
         return np.zeros(0, np.int64)
     new_vectors = vectors[np.searchsorted(ids, new_ids)]
     changed: list[int] = []
-    for start in range(0, int(rows.sum()), CHUNK):
-        row_numbers = np.flatnonzero(rows)[start:start + CHUNK]
+    step = chunk_rows(len(new_ids))
+    for start in range(0, int(rows.sum()), step):
+        row_numbers = np.flatnonzero(rows)[start:start + step]
         inner = vectors[np.searchsorted(ids, kept.ids[row_numbers])] @ new_vectors.T
         weakest = kept.similarities[row_numbers, -1]
-        for local in np.flatnonzero((inner > weakest[:, None]).any(axis=1)):
+        closer = inner > weakest[:, None]
+        for local in np.flatnonzero(closer.any(axis=1)):
             row = row_numbers[local]
-            candidates = np.concatenate([kept.neighbours[row], new_ids])
-            values = np.concatenate([kept.similarities[row], inner[local]])
+            candidates = np.concatenate([kept.neighbours[row], new_ids[closer[local]]])
+            values = np.concatenate([kept.similarities[row], inner[local][closer[local]]])
             order = np.lexsort((np.searchsorted(ids, np.maximum(candidates, 0)), -values))[:n]
             kept.neighbours[row], kept.similarities[row] = candidates[order], values[order]
             changed.append(int(kept.ids[row]))

@@ -10,7 +10,7 @@
 4. Query time at 1M on IVF fast-scan (lookalike's backend) with the default expansion, and its recall@10
    against the same pipeline run exactly.
 
-    flock /tmp/lookalike-bench.lock .venv/bin/python -m benchmarks.expansion [--skip-scale]
+    flock /tmp/lookalike-bench.lock .venv/bin/python -m benchmarks.expansion [--skip-scale] [--sizes 100000,1000000]
 """
 
 from __future__ import annotations
@@ -164,6 +164,12 @@ def in_fresh_process(function: str, count: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def scale_sizes(argv: list[str]) -> list[int]:
+    """--sizes 100000,1000000 (the default)."""
+    given = argv[argv.index("--sizes") + 1] if "--sizes" in argv else "100000,1000000"
+    return [int(size) for size in given.split(",")]
+
+
 def main(argv: list[str]) -> None:
     lines = ["## Query expansion and database-side augmentation (benchmarks/expansion.py)", "",
              collect.machine_line(), ""]
@@ -178,14 +184,15 @@ def main(argv: list[str]) -> None:
                   "itself, without reading SQLite; each in a fresh process):", "",
                   "| images | full build | add 1% more | images touched by the 1% | peak RAM |",
                   "|---|---|---|---|---|"]
-        for count in (100_000, 1_000_000):
+        for count in scale_sizes(argv):
             cost = in_fresh_process("dba_cost", count)
             lines.append(f"| {count:,} | " + (f"{cost['full_s'] / 60:.1f} min | {cost['add_1pct_s']:.1f} s | "
                                                f"{cost['touched']:,} | {cost['peak_rss_gb']:.1f} GB |"
                                                if "error" not in cost else f"failed: {cost['error']} | | | |"))
-        answer = in_fresh_process("scale_query", 1_000_000)
-        lines += ["", "At 1M on IVF fast-scan (lookalike's `ivfpq` backend, default parameters) with DBA and the "
-                  "default expansion (two searches per query): " + (
+        answer = in_fresh_process("scale_query", max(scale_sizes(argv)))
+        lines += ["", "On IVF fast-scan (lookalike's `ivfpq` backend, default parameters) with DBA and the "
+                  "default expansion (two searches per query), "
+                  f"{max(scale_sizes(argv)):,} images: " + (
                       f"p50 **{answer['p50_ms']:.2f} ms**, p99 {answer['p99_ms']:.2f} ms, recall@10 "
                       f"**{answer['recall']:.3f}** against the same pipeline run exactly (target p50 <= 2.5 ms at "
                       "recall >= 0.95)." if "error" not in answer else f"failed: {answer['error']}")]

@@ -8,6 +8,8 @@ recall@10 >= 0.95 on the same 1,000 queries it is then timed on:
 - lookalike: the index `plan_index("auto", ...)` picks with a 2G memory budget (IVF fast-scan +
   float16 re-rank rows memory-mapped at 1M; exact search at 100k), built, saved and loaded through
   lookalike's own backend and tuned by `tune_backend`; at 100k also its IVF plan (`lookalike-ivf`);
+  `-ram` loads the same index with its re-rank rows read into RAM (`rows_in_ram`), `-fastest` tunes
+  it as the FAISS user tunes theirs (below) instead of with `tune_backend`;
 - FAISS as a knowledgeable user writes it: IVF_HNSW32 fast-scan (by residual) + Refine(SQfp16), all
   in RAM, knobs nprobe and k_factor; run once with FAISS's default threads and once with one thread;
 - hnswlib (M 16 and 32, ef_construction 100), knob ef;
@@ -56,7 +58,9 @@ SHARD = 50_000
 EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 K_FACTOR = (10, 20, 30, 40, 50, 80)
-SYSTEMS = ("lookalike", "faiss", "faiss-1thread", "hnswlib-M16", "hnswlib-M32", "usearch-f32", "usearch-i8")
+RERANK = (10, 20, 30, 40, 50, 80)  # lookalike's re-rank depth (x k), for the "-fastest" operating point
+SYSTEMS = ("lookalike", "lookalike-ram", "faiss", "faiss-1thread", "hnswlib-M16", "hnswlib-M32", "usearch-f32",
+           "usearch-i8")
 BUDGET = "2G"
 METHOD = ("Same 1,280-d synthetic vectors for every system (benchmarks/synthetic.py; the 1M collection holds 999,000, "
           "1,000 held-out vectors are the queries), exact ground truth; each system tuned with its own knob, cheapest "
@@ -69,7 +73,10 @@ METHOD = ("Same 1,280-d synthetic vectors for every system (benchmarks/synthetic
           "p50 and p99 are those of the median round. RAM: anonymous memory the process gained by loading the index "
           "and searching (library imported first); mapped: file pages it touched (page cache: shared, reclaimable). "
           "hnswlib and usearch search with one thread per query (the best for lone queries); \"faiss\" keeps FAISS's "
-          "default threads, \"faiss-1thread\" sets omp_set_num_threads(1).")
+          "default threads, \"faiss-1thread\" sets omp_set_num_threads(1); \"-ram\": lookalike's re-rank rows read "
+          "into RAM at load (`rows_in_ram`) instead of memory-mapped; \"-fastest\": lookalike's index at the "
+          "operating point a FAISS user picks (for each re-rank depth the smallest nprobe reaching the target, then "
+          "the fastest of those) instead of the first that `tune_backend` reaches.")
 LIBRARIES = {"lookalike": ("lookalike", "torch"), "faiss": ("faiss",), "hnswlib": ("hnswlib",),
              "usearch": ("usearch.index",)}
 
@@ -79,7 +86,9 @@ class Lookalike:
     """lookalike's own backend, as the index folder holds it (VectorStore.search calls backend.search)."""
 
     def __init__(self, name: str):
-        self.name, self.forced = name, "ivfpq" if name == "lookalike-ivf" else None
+        self.in_ram, self.fastest = name.endswith("-ram"), name.removesuffix("-ram").endswith("-fastest")
+        self.name = name.removesuffix("-ram").removesuffix("-fastest")
+        self.forced = "ivfpq" if self.name == "lookalike-ivf" else None
 
     def plan(self, size: int):
         from lookalike.index.autoselect import plan_index
@@ -102,12 +111,16 @@ class Lookalike:
     def open(self, folder: Path, built: dict):
         from lookalike.backends import load_backend
 
-        self.backend = load_backend(built["kind"], 1280, folder, 1, built["params"] | built.get("knob", {}))
+        params = built["params"] | built.get("knob", {}) | ({"rows_in_ram": True} if self.in_ram else {})
+        self.backend = load_backend(built["kind"], 1280, folder, 1, params)
         assert self.backend is not None, f"{folder} holds no loadable {built['kind']} index"
 
     def tune(self, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list]:
         from lookalike.index.tune import tune_backend
 
+        if self.fastest and getattr(self.backend, "kind", "") == "ivfpq":
+            return fastest_reaching(self.backend.set_search_params, lambda q: self.backend.search(q, K)[1], "rerank",
+                                    RERANK, queries, truth)
         report = tune_backend(self.backend, queries, truth, TARGET, K)
         return report.params, [[t.params, round(t.recall, 4)] for t in report.trials]
 
@@ -168,21 +181,7 @@ class Faiss:
         faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(64, 2 * nprobe)
 
     def tune(self, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list]:
-        """For each k_factor the smallest nprobe reaching the target; the fastest of those (batched timing)."""
-        trials, reached = [], []
-        for k_factor in K_FACTOR:
-            for nprobe in NPROBE:
-                self.set(nprobe, k_factor)
-                started = time.perf_counter()
-                found = self.index.search(queries, K)[1]
-                ms = (time.perf_counter() - started) * 1e3 / len(queries)
-                trials.append([{"nprobe": nprobe, "k_factor": k_factor}, round(recall(found, truth), 4), round(ms, 3)])
-                if trials[-1][1] >= TARGET:
-                    reached.append(trials[-1])
-                    break
-        best = min(reached, key=lambda t: t[2])[0] if reached else max(trials, key=lambda t: t[1])[0]
-        self.set(**best)
-        return best, trials
+        return fastest_reaching(self.set, lambda q: self.index.search(q, K)[1], "k_factor", K_FACTOR, queries, truth)
 
     def search(self, query: np.ndarray) -> np.ndarray:
         return self.index.search(query[None], K)[1][0]
@@ -268,6 +267,26 @@ def system(name: str):
     return Hnswlib(name) if name.startswith("hnswlib") else Usearch(name)
 
 
+def fastest_reaching(set_params, search, depth_name: str, depths, queries: np.ndarray,
+                     truth: np.ndarray) -> tuple[dict, list]:
+    """For each re-rank depth the smallest nprobe reaching the target; the fastest of those (batched timing), as a
+    FAISS user picks an operating point."""
+    trials, reached = [], []
+    for depth in depths:
+        for nprobe in NPROBE:
+            set_params(**{"nprobe": nprobe, depth_name: depth})
+            started = time.perf_counter()
+            found = search(queries)
+            ms = (time.perf_counter() - started) * 1e3 / len(queries)
+            trials.append([{"nprobe": nprobe, depth_name: depth}, round(recall(found, truth), 4), round(ms, 3)])
+            if trials[-1][1] >= TARGET:
+                reached.append(trials[-1])
+                break
+    best = min(reached, key=lambda t: t[2])[0] if reached else max(trials, key=lambda t: t[1])[0]
+    set_params(**best)
+    return best, trials
+
+
 def tune_one_knob(knob: str, found, truth: np.ndarray, keep) -> tuple[dict, list]:
     trials = []
     for ef in EF:
@@ -285,7 +304,14 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 # --- shared data ---------------------------------------------------------------------------------
 def folder_of(size: int, name: str) -> Path:
-    return OUT / f"peers-{size}" / ("faiss" if name.startswith("faiss") else name)
+    """Variants that only search differently share their system's build (faiss-1thread, lookalike-ram)."""
+    return OUT / f"peers-{size}" / ("faiss" if name.startswith("faiss") else
+                                    name.removesuffix("-ram").removesuffix("-fastest"))
+
+
+def knob_key(name: str) -> str:
+    """Where build.json keeps a variant's knob: "-fastest" tunes lookalike's index another way."""
+    return "knob-fastest" if name.removesuffix("-ram").endswith("-fastest") else "knob"
 
 
 def queries_and_truth(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -344,19 +370,27 @@ def build_one(name: str, size: int) -> None:
 def tune_one(name: str, size: int) -> None:
     """Set the system's knob on all the queries: every system reaches the target on the same queries."""
     queries, truth = queries_and_truth(size)
-    folder, built = folder_of(size, name), built_info(size, name)
-    built.pop("knob", None)
+    folder = folder_of(size, name)
+    saved = json.loads((folder / "build.json").read_text())
     chosen = system(name)
-    chosen.open(folder, built)
-    built["knob"], built["trials"] = chosen.tune(queries, truth)
-    built["tuned_on"] = len(queries)
-    (folder / "build.json").write_text(json.dumps(built, indent=1))
-    print(f"{name}: knob {built['knob']}", flush=True)
+    chosen.open(folder, {key: value for key, value in saved.items() if not key.startswith("knob")})
+    key = knob_key(name)
+    saved[key], saved[f"trials{key[4:]}"] = chosen.tune(queries, truth)
+    saved[f"tuned_on{key[4:]}"] = len(queries)
+    (folder / "build.json").write_text(json.dumps(saved, indent=1))
+    print(f"{name}: knob {saved[key]}", flush=True)
 
 
 def built_info(size: int, name: str) -> dict | None:
+    """The system's build record with its variant's knob and trials as "knob", "trials", "tuned_on"."""
     path = folder_of(size, name) / "build.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    saved, suffix = json.loads(path.read_text()), knob_key(name)[4:]
+    if not suffix:
+        return saved
+    return saved | {"knob": saved.get("knob" + suffix, saved.get("knob", {})),
+                    "trials": saved.get("trials" + suffix, []), "tuned_on": saved.get("tuned_on" + suffix)}
 
 
 # --- measuring (the worker: one fresh process per system and round) -------------------------------
@@ -506,7 +540,7 @@ def report(size: int, names: list[str], results: dict[str, list[dict]], loads: l
     lines = [f"### {size:,} vectors", "",
              f"{collect.machine_line()} Load average (1 min) when each process started: "
              f"{min(loads):.1f} to {max(loads):.1f}; this machine has 2 cores, so \"both cores busy\" means two "
-             "busy-loop processes plus the search on 2 cores.", "",
+             f"busy-loop processes plus the search on 2 cores.{host_reclaim()}", "",
              "| system | knob (tuned) | recall@10 | build | RAM | mapped | load | first query cold | cold p50 / max "
              "| warm p50 / p99 | 1 core busy p50 / p99 | 2 cores busy p50 / p99 | evicted p50 / p99 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -533,6 +567,24 @@ def report(size: int, names: list[str], results: dict[str, list[dict]], loads: l
                                                        "cold_p50", "anon")]
             lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
     return lines
+
+
+def host_reclaim() -> str:
+    """A sentence on the host's proactive reclaim (DAMON pageout), which drops file pages idle for a while."""
+    kdamond = Path("/sys/kernel/mm/damon/admin/kdamonds/0")
+    scheme = kdamond / "contexts/0/schemes/0"
+    try:
+        running = (kdamond / "state").read_text().strip() == "on"
+        action = (scheme / "action").read_text().strip()
+        age = int((scheme / "access_pattern/age/min").read_text())
+        aggregation_us = int((kdamond / "contexts/0/monitoring_attrs/intervals/aggr_us").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not running or action != "pageout":
+        return ""
+    return (f" This host runs DAMON proactive reclaim: memory idle for {age * aggregation_us / 1e6:.0f} s or more is "
+            "paged out, so the pages of a memory-mapped index that queries have not touched for that long leave the "
+            "page cache even without memory pressure (anonymous memory stays: there is no swap).")
 
 
 def knob_text(built: dict) -> str:
@@ -569,14 +621,17 @@ def main(argv: list[str] | None = None) -> None:
         loads = [r["load_average"] for name in names for r in results[name]]
         return write(args.size, report(args.size, names, results, loads))
     queries_and_truth(args.size)
-    for name in dict.fromkeys(folder_of(args.size, n).name for n in names):  # faiss-1thread shares faiss's build
-        wanted = next(n for n in names if folder_of(args.size, n).name == name)
-        if built_info(args.size, wanted) is None or name in args.rebuild.split(","):
-            subprocess.run([sys.executable, "-m", "benchmarks.peers", "--build", wanted, str(args.size)], check=True,
-                           cwd=HERE.parent)
-        if built_info(args.size, wanted).get("tuned_on") != HELD_OUT or name in args.retune.split(","):
-            subprocess.run([sys.executable, "-m", "benchmarks.peers", "--tune", wanted, str(args.size)], check=True,
-                           cwd=HERE.parent)
+    def run(step: str, name: str) -> None:
+        subprocess.run([sys.executable, "-m", "benchmarks.peers", f"--{step}", name, str(args.size)], check=True,
+                       cwd=HERE.parent)
+
+    builds = {folder_of(args.size, n): n for n in reversed(names)}  # variants share a build: the first name builds
+    for name in builds.values():
+        if built_info(args.size, name) is None or name in args.rebuild.split(","):
+            run("build", name)
+    for name in {(folder_of(args.size, n), knob_key(n)): n for n in reversed(names)}.values():  # and a knob
+        if built_info(args.size, name).get("tuned_on") != HELD_OUT or name in args.retune.split(","):
+            run("tune", name)
     if args.build_only:
         return None
     results: dict[str, list[dict]] = {name: [] for name in names}

@@ -566,7 +566,31 @@ def report(size: int, names: list[str], results: dict[str, list[dict]], loads: l
             ratios = [us[key] / peer[key] for key in ("warm_p50", "warm_p99", "busy1_p50", "busy1_p99", "busy2_p50",
                                                        "cold_p50", "anon")]
             lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+        for name in (ours, f"{ours}-fastest"):
+            if name in rows:
+                lines += ["", *targets(name, rows)]
     return lines
+
+
+def targets(ours: str, rows: dict[str, dict]) -> list[str]:
+    """Issue 18's targets for lookalike, each met or missed as measured."""
+    us, graph = rows[ours], next((rows[n] for n in rows if n.startswith("hnswlib")), None)
+    checks = [(f"warm p50 <= 0.85 ms: {us['warm_p50']:.2f} ms", us["warm_p50"] <= 0.85),
+              (f"one core busy p50 <= 2 ms: {us['busy1_p50']:.2f} ms", us["busy1_p50"] <= 2),
+              (f"one core busy p99 <= 5 ms: {us['busy1_p99']:.2f} ms", us["busy1_p99"] <= 5),
+              (f"first query cold <= 10 ms: {us['first']:.2f} ms (slowest of the first {COLD_QUERIES}: "
+               f"{us['cold_max']:.2f} ms)", us["cold_max"] <= 10)]
+    if "evicted_p50" in us:
+        checks.append((f"queries right after eviction <= 10 ms: p50 {us['evicted_p50']:.2f} ms",
+                       us["evicted_p50"] <= 10))
+    if graph:
+        ratios = [us[key] / graph[key] for key in ("warm_p50", "busy1_p50", "busy2_p50")]
+        checks += [("never slower than hnswlib: warm / 1 busy / 2 busy p50 ratios "
+                    + " / ".join(f"{r:.2f}" for r in ratios), max(ratios) <= 1),
+                   (f"RAM <= 1/5 of hnswlib's: {us['anon'] / graph['anon']:.2f} (mapped re-rank rows not counted: "
+                    f"{us['file'] / 2**30:.1f} GiB of page cache)", us["anon"] / graph["anon"] <= 0.2)]
+    return [f"Targets for {ours} (issue 18; the machine was not quiet, see the load average):", "",
+            *(f"- {'met' if ok else 'missed'}: {text}" for text, ok in checks)]
 
 
 def host_reclaim() -> str:

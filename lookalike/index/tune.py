@@ -81,7 +81,8 @@ def candidate_settings(backend: VectorBackend) -> list[dict[str, int]]:
 
 def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_recall: float = 0.95, k: int = 10,
                  query_ids: Ids | None = None) -> TuneReport:
-    """The cheapest setting reaching `target_recall`; raises ValueError when none does."""
+    """The fastest setting reaching `target_recall`: for each re-rank depth the smallest nprobe (or ef_search)
+    that reaches it, then the fastest of those as measured; raises ValueError when none does."""
     if not 0 < target_recall <= 1:
         raise ValueError(f"target recall must be in (0, 1], not {target_recall}")
     report = TuneReport(backend.kind, target_recall)
@@ -91,8 +92,9 @@ def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_rec
                        f"{getattr(backend, 'describe', lambda: backend.kind)()}: recall is 1.0, nothing to tune yet")
         return report
     extra = 0 if query_ids is None else 1
+    reached: list[Trial] = []
     for params in settings:
-        if _plateaued(report.trials, params):
+        if _plateaued(report.trials, params) or any(_same_depth(t.params, params) for t in reached):
             continue
         backend.set_search_params(**params)  # type: ignore[attr-defined]
         started = time.perf_counter()
@@ -101,14 +103,23 @@ def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_rec
         trial = Trial(params, recall_at_k(found, truth, query_ids, k), elapsed)
         report.trials.append(trial)
         if trial.recall >= target_recall:
-            report.params, report.recall = params, trial.recall
-            return report
+            reached.append(trial)
+    if reached:
+        fastest = min(reached, key=lambda t: t.ms_per_query)
+        backend.set_search_params(**fastest.params)  # type: ignore[attr-defined]
+        report.params, report.recall = fastest.params, fastest.recall
+        return report
     best = max(report.trials, key=lambda t: t.recall)
     backend.set_search_params(**best.params)  # type: ignore[attr-defined]
     raise UnreachableRecallError(
         f"target recall@{k} {target_recall} cannot be reached by this {backend.kind} index: the best "
         f"measured is {best.recall:.3f} with {best.params}; lower the target or rebuild with more "
         "bytes per image (or a more exact index type)", report)
+
+
+def _same_depth(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Two settings of one knob family at the same re-rank depth (HNSW settings have a single family)."""
+    return a.get("rerank") == b.get("rerank")
 
 
 def _plateaued(trials: list[Trial], params: dict[str, int]) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lookalike.expansion import DIFFUSION_CANDIDATES, Expansion, diffusion_scores, expanded_queries
+from lookalike.expansion import Expansion, diffusion_scores, expanded_queries
 from lookalike.index import ImageIndex
 from lookalike.index.augmentation import AugmentationPlan, augment_all
 from lookalike.search import SearchOptions
@@ -154,7 +154,7 @@ def pipeline_scores(queries: np.ndarray, gallery: np.ndarray, expansion: Expansi
         if hidden is not None:
             scores[hidden] = -np.inf
     elif expansion.method == "diffusion":
-        count = min(max(DIFFUSION_CANDIDATES, expansion.neighbours + 1), gallery.shape[0])
+        count = min(expansion.candidates(0), gallery.shape[0])
         for row, query in enumerate(queries):
             top = np.argsort(-scores[row], kind="stable")[:count]
             top = top[np.isfinite(scores[row, top])]

@@ -96,6 +96,21 @@ def serving(folders: list[Path], log_folder: Path) -> Iterator[str]:
             process.wait(timeout=20)
 
 
+def open_search_page(chromium, base: str, timeout_ms: int, before_load=None):
+    """A fresh context's search page at 1000x900, with `page.searches`: the search requests it has sent
+    (method and URL); `before_load(page)` runs before the page is loaded."""
+    context = chromium.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.searches = []
+    page.on("request", lambda r: page.searches.append(f"{r.method} {r.url}") if "/search" in r.url else None)
+    if before_load is not None:
+        before_load(page)
+    page.goto(base + "/")
+    page.wait_for_selector("#index option", state="attached")
+    return page
+
+
 @contextmanager
 def headless_chromium() -> Iterator:
     """Debian's Chromium, headless, driven by Playwright."""
@@ -240,18 +255,11 @@ def chromium(server: str) -> Iterator:
 @pytest.fixture
 def page(chromium, server: str) -> Iterator:
     """The search page, loaded, with `page.searches`: the search requests it has sent (method and URL)."""
-    context = chromium.new_context(viewport={"width": 1000, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    page.searches = []
-    page.on("request", lambda r: page.searches.append(f"{r.method} {r.url}") if "/search" in r.url else None)
     # file dialogs intercepted from the start: Playwright turns interception on and off with its listeners,
     # and a dialog opened in between is a native one that never reports, and blocks the next
-    page.on("filechooser", lambda chooser: None)
-    page.goto(server + "/")
-    page.wait_for_selector("#index option", state="attached")
+    page = open_search_page(chromium, server, 10_000, lambda p: p.on("filechooser", lambda chooser: None))
     yield page
-    context.close()
+    page.context.close()
 
 
 def test_label_filter_applies_on_enter_whatever_the_case_and_names_the_labels_there_are(page) -> None:

@@ -19,6 +19,7 @@ from test_browser import (
     headless_chromium,
     keep_screenshots,
     labelled_gallery,
+    open_search_page,
     read_grid,
     require_browser,
     searched,
@@ -76,15 +77,9 @@ def chromium(server: Served) -> Iterator:
 @pytest.fixture
 def page(chromium, server: Served) -> Iterator:
     """The search page, loaded, with `page.searches`: the search requests it has sent (method and URL)."""
-    context = chromium.new_context(viewport={"width": 1000, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.searches = []
-    page.on("request", lambda r: page.searches.append(f"{r.method} {r.url}") if "/search" in r.url else None)
-    page.goto(server.base + "/")
-    page.wait_for_selector("#index option", state="attached")
+    page = open_search_page(chromium, server.base, 15_000)
     yield page
-    context.close()
+    page.context.close()
 
 
 def capabilities(server: Served, index: str) -> dict:

@@ -616,10 +616,10 @@ class ImageIndex:
         if plan is None:
             return 0
         changed = self._store.changed_vector_ids()
+        if not full and not changed and self._store.augmented_count() == len(self._store):
+            return 0  # every image has its augmented vector (rows of removed images go with them)
         graph = augmentation.Graph(*self._store.augmented_graph())
         ids = self._store.ids()
-        if not full and not changed and np.array_equal(graph.ids, ids):
-            return 0
         vectors = self._store.searchable_vectors(ids.tolist())
         if full or len(graph.ids) == 0 or graph.neighbours.shape[1] != plan.neighbours:
             graph, rows_vectors = augmentation.augment_all(ids, vectors, plan, progress)
@@ -635,6 +635,11 @@ class ImageIndex:
         self._store.commit()
         self._store.save()
         return len(touched)
+
+    @property
+    def augmentation_text(self) -> str:
+        """The index's database-side augmentation in words ("none" when off)."""
+        return augmentation.describe_text(self.manifest.get("augmentation_plan"))
 
     def indexed_vectors(self, image_ids: Sequence[int]) -> Matrix:
         """Vectors as searches find them: augmented (when the index augments), reduced (when it has a reduction)."""
@@ -672,7 +677,7 @@ class ImageIndex:
             "layer": embedder.get("layer"),
             "pool": embedder.get("pool"),
             "reduction": reduction_module.describe_text(self.manifest.get("reduction")),
-            "augmentation": augmentation.describe_text(self.manifest.get("augmentation_plan")),
+            "augmentation": self.augmentation_text,
             "count": len(self._store),
             "index_type": self.manifest["index_type"],
             "store": self.manifest.get("store", "faiss"),

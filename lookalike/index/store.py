@@ -331,6 +331,9 @@ class VectorStore:
         return (np.asarray([r[0] for r in rows], np.int64), np.stack([np.frombuffer(r[1], np.int64) for r in rows]),
                 np.stack([np.frombuffer(r[2], np.float32) for r in rows]))
 
+    def augmented_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM augmented").fetchone()[0])
+
     def changed_vector_ids(self) -> set[int]:
         """Ids removed or given a new vector since the last augmentation pass."""
         return {int(row[0]) for row in self.db.execute("SELECT image_id FROM changed_vectors")}

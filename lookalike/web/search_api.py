@@ -94,7 +94,7 @@ def capabilities(index: ImageIndex) -> dict[str, Any]:
     return {"methods": index.methods(), "scopes": index.scopes(), "filters": True, "labels": index.label_counts(),
             "low_confidence": low_confidence(index), "text_search": has_text_tower(index.embedder),
             "expansions": {name: EXPLANATIONS[name] for name in EXPANSIONS}, "expand": SearchOptions.expand,
-            "augmentation": index.info()["augmentation"]}
+            "augmentation": index.augmentation_text}
 
 
 def run_search(served: ServedIndex, query: bytes | None, fields: SearchFields, **kinds: Any) -> dict[str, Any]:

@@ -6,10 +6,9 @@ ground truth computed here, every system tuned with its own knob, cheapest setti
 recall@10 >= 0.95 on the same 1,000 queries it is then timed on:
 
 - lookalike: the index `plan_index("auto", ...)` picks with a 2G memory budget (IVF fast-scan +
-  float16 re-rank rows memory-mapped at 1M; exact search at 100k), built, saved and loaded through
+  float16 re-rank rows memory-mapped at 1M; HNSW at 100k), built, saved and loaded through
   lookalike's own backend and tuned by `tune_backend`; at 100k also its IVF plan (`lookalike-ivf`);
-  `-ram` loads the same index with its re-rank rows read into RAM (`rows_in_ram`), `-fastest` tunes
-  it as the FAISS user tunes theirs (below) instead of with `tune_backend`;
+  `-ram` loads the same index with its re-rank rows read into RAM (`rows_in_ram`);
 - FAISS as a knowledgeable user writes it: IVF_HNSW32 fast-scan (by residual) + Refine(SQfp16), all
   in RAM, knobs nprobe and k_factor; run once with FAISS's default threads and once with one thread;
 - hnswlib (M 16 and 32, ef_construction 100), knob ef;
@@ -58,7 +57,6 @@ SHARD = 50_000
 EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 K_FACTOR = (10, 20, 30, 40, 50, 80)
-RERANK = (10, 20, 30, 40, 50, 80)  # lookalike's re-rank depth (x k), for the "-fastest" operating point
 SYSTEMS = ("lookalike", "lookalike-ram", "faiss", "faiss-1thread", "hnswlib-M16", "hnswlib-M32", "usearch-f32",
            "usearch-i8")
 BUDGET = "2G"
@@ -74,9 +72,9 @@ METHOD = ("Same 1,280-d synthetic vectors for every system (benchmarks/synthetic
           "and searching (library imported first); mapped: file pages it touched (page cache: shared, reclaimable). "
           "hnswlib and usearch search with one thread per query (the best for lone queries); \"faiss\" keeps FAISS's "
           "default threads, \"faiss-1thread\" sets omp_set_num_threads(1); \"-ram\": lookalike's re-rank rows read "
-          "into RAM at load (`rows_in_ram`) instead of memory-mapped; \"-fastest\": lookalike's index at the "
-          "operating point a FAISS user picks (for each re-rank depth the smallest nprobe reaching the target, then "
-          "the fastest of those) instead of the first that `tune_backend` reaches.")
+          "into RAM at load (`rows_in_ram`) instead of memory-mapped. lookalike's `tune_backend` and FAISS's "
+          "knobs are set the same way: for each re-rank depth the smallest nprobe reaching the target, then the "
+          "fastest of those.")
 LIBRARIES = {"lookalike": ("lookalike", "torch"), "faiss": ("faiss",), "hnswlib": ("hnswlib",),
              "usearch": ("usearch.index",)}
 
@@ -86,8 +84,7 @@ class Lookalike:
     """lookalike's own backend, as the index folder holds it (VectorStore.search calls backend.search)."""
 
     def __init__(self, name: str):
-        self.in_ram, self.fastest = name.endswith("-ram"), name.removesuffix("-ram").endswith("-fastest")
-        self.name = name.removesuffix("-ram").removesuffix("-fastest")
+        self.in_ram, self.name = name.endswith("-ram"), name.removesuffix("-ram")
         self.forced = "ivfpq" if self.name == "lookalike-ivf" else None
 
     def plan(self, size: int):
@@ -118,9 +115,6 @@ class Lookalike:
     def tune(self, queries: np.ndarray, truth: np.ndarray) -> tuple[dict, list]:
         from lookalike.index.tune import tune_backend
 
-        if self.fastest and getattr(self.backend, "kind", "") == "ivfpq":
-            return fastest_reaching(self.backend.set_search_params, lambda q: self.backend.search(q, K)[1], "rerank",
-                                    RERANK, queries, truth)
         report = tune_backend(self.backend, queries, truth, TARGET, K)
         return report.params, [[t.params, round(t.recall, 4)] for t in report.trials]
 
@@ -305,13 +299,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 # --- shared data ---------------------------------------------------------------------------------
 def folder_of(size: int, name: str) -> Path:
     """Variants that only search differently share their system's build (faiss-1thread, lookalike-ram)."""
-    return OUT / f"peers-{size}" / ("faiss" if name.startswith("faiss") else
-                                    name.removesuffix("-ram").removesuffix("-fastest"))
-
-
-def knob_key(name: str) -> str:
-    """Where build.json keeps a variant's knob: "-fastest" tunes lookalike's index another way."""
-    return "knob-fastest" if name.removesuffix("-ram").endswith("-fastest") else "knob"
+    return OUT / f"peers-{size}" / ("faiss" if name.startswith("faiss") else name.removesuffix("-ram"))
 
 
 def queries_and_truth(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -374,23 +362,16 @@ def tune_one(name: str, size: int) -> None:
     saved = json.loads((folder / "build.json").read_text())
     chosen = system(name)
     chosen.open(folder, {key: value for key, value in saved.items() if not key.startswith("knob")})
-    key = knob_key(name)
-    saved[key], saved[f"trials{key[4:]}"] = chosen.tune(queries, truth)
-    saved[f"tuned_on{key[4:]}"] = len(queries)
+    saved["knob"], saved["trials"] = chosen.tune(queries, truth)
+    saved["tuned_on"] = len(queries)
     (folder / "build.json").write_text(json.dumps(saved, indent=1))
-    print(f"{name}: knob {saved[key]}", flush=True)
+    print(f"{name}: knob {saved['knob']}", flush=True)
 
 
 def built_info(size: int, name: str) -> dict | None:
-    """The system's build record with its variant's knob and trials as "knob", "trials", "tuned_on"."""
+    """The system's build record: how it was built, its knob as tuned ("knob", "trials", "tuned_on")."""
     path = folder_of(size, name) / "build.json"
-    if not path.exists():
-        return None
-    saved, suffix = json.loads(path.read_text()), knob_key(name)[4:]
-    if not suffix:
-        return saved
-    return saved | {"knob": saved.get("knob" + suffix, saved.get("knob", {})),
-                    "trials": saved.get("trials" + suffix, []), "tuned_on": saved.get("tuned_on" + suffix)}
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 # --- measuring (the worker: one fresh process per system and round) -------------------------------
@@ -566,13 +547,11 @@ def report(size: int, names: list[str], results: dict[str, list[dict]], loads: l
             ratios = [us[key] / peer[key] for key in ("warm_p50", "warm_p99", "busy1_p50", "busy1_p99", "busy2_p50",
                                                        "cold_p50", "anon")]
             lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
-        for name in (ours, f"{ours}-fastest"):
-            if name in rows:
-                lines += ["", *targets(name, rows)]
+        lines += ["", *targets(ours, rows, loads)]
     return lines
 
 
-def targets(ours: str, rows: dict[str, dict]) -> list[str]:
+def targets(ours: str, rows: dict[str, dict], loads: list[float]) -> list[str]:
     """Issue 18's targets for lookalike, each met or missed as measured."""
     us, graph = rows[ours], next((rows[n] for n in rows if n.startswith("hnswlib")), None)
     checks = [(f"warm p50 <= 0.85 ms: {us['warm_p50']:.2f} ms", us["warm_p50"] <= 0.85),
@@ -589,7 +568,9 @@ def targets(ours: str, rows: dict[str, dict]) -> list[str]:
                     + " / ".join(f"{r:.2f}" for r in ratios), max(ratios) <= 1),
                    (f"RAM <= 1/5 of hnswlib's: {us['anon'] / graph['anon']:.2f} (mapped re-rank rows not counted: "
                     f"{us['file'] / 2**30:.1f} GiB of page cache)", us["anon"] / graph["anon"] <= 0.2)]
-    return [f"Targets for {ours} (issue 18; the machine was not quiet, see the load average):", "",
+    quiet = "quiet: load average below 1 when each process started" if max(loads) < 1 else \
+        f"not quiet: load average up to {max(loads):.1f} when a process started"
+    return [f"Targets for {ours} (issue 18; the machine was {quiet}):", "",
             *(f"- {'met' if ok else 'missed'}: {text}" for text, ok in checks)]
 
 
@@ -653,7 +634,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in builds.values():
         if built_info(args.size, name) is None or name in args.rebuild.split(","):
             run("build", name)
-    for name in {(folder_of(args.size, n), knob_key(n)): n for n in reversed(names)}.values():  # and a knob
+    for name in builds.values():  # and a knob
         if built_info(args.size, name).get("tuned_on") != HELD_OUT or name in args.retune.split(","):
             run("tune", name)
     if args.build_only:

@@ -15,6 +15,12 @@ def test_small_collection_gets_exact_search():
     assert "no recall is lost" in plan.explain()
 
 
+def test_hundred_thousand_images_are_not_searched_exactly():
+    plan = plan_index("auto", 100_000, 1280, max_memory="2G")  # exact: 26 ms a query, measured
+    assert plan.index_type == "hnsw"
+    assert "exact search would take about 26 ms" in plan.explain()
+
+
 def test_mid_size_collection_gets_hnsw_when_it_fits():
     plan = plan_index("auto", 200_000, 1280, max_memory="2G", latency_ms=10)
     assert plan.index_type == "hnsw"

@@ -15,7 +15,8 @@ from lookalike.backends.ivfpq import MAX_TRAIN, TRAIN_PER_LIST, lists_for
 
 INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq", "hnsw-reduced")
 DEFAULT_LATENCY_MS = 10.0
-FLAT_MS_PER_VALUE = 7e-8  # exact search scans n x d floats: ~90 ms for 1M x 1280 on 2 cores
+FLAT_MS_PER_VALUE = 2e-7  # exact search of one query scans n x d floats: measured 26 ms at 100k and 241 ms at 1M
+# (1,280-d, benchmarks/scale.py); a lone query runs on one thread (backends/threads.py)
 HNSW_M = 32
 PQ_BYTES = (64, 32, 16, 8)  # 8-bit codes of PCA-256 vectors, for budgets too small for fast-scan
 FAST_SCAN_MAX_LISTS = 4096  # k-means over more lists takes too long to train on 2 cores

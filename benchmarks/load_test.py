@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -75,10 +76,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen:
+def start_server(folder: Path, port: int, ready_within: float = 120) -> subprocess.Popen:
     command = [sys.executable, "-m", "lookalike", "serve", "--index", str(folder), "--port", str(port)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + ready_within
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
@@ -86,14 +87,35 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
         except httpx.TransportError:
             time.sleep(0.2)
     process.terminate()
-    raise RuntimeError("server did not become ready in 120 s")
+    raise RuntimeError(f"server did not become ready in {ready_within:.0f} s")
 
 
 Request = Callable[[httpx.Client, int], httpx.Response]
 
 
+@dataclass
+class Timed:
+    """Every request of one run: client latency (ms), the server's own timings of those answered, the wall time."""
+
+    latencies: list[float]
+    server_ms: list[dict[str, float]]
+    errors: int
+    wall: float
+
+
 def run(request: Request, total: int, clients: int) -> dict[str, float]:
     """`total` requests shared by `clients` threads, each with its own connection; latency per request."""
+    timed = timed_requests(request, total, clients)
+    ordered = np.asarray(timed.latencies)
+    stages = {name: statistics.fmean(t.get(name, 0.0) for t in timed.server_ms) if timed.server_ms else 0.0
+              for name in ("decode", "embed", "search")}
+    return {"requests": total, "clients": clients, "throughput": total / timed.wall, "errors": timed.errors,
+            "p50": float(np.percentile(ordered, 50)), "p99": float(np.percentile(ordered, 99)),
+            "max": float(ordered.max()), **stages}
+
+
+def timed_requests(request: Request, total: int, clients: int) -> Timed:
+    """`total` requests shared by `clients` threads, each with its own connection, every timing kept."""
     latencies: list[float] = []
     server_ms: list[dict[str, float]] = []
     errors = 0
@@ -128,13 +150,7 @@ def run(request: Request, total: int, clients: int) -> dict[str, float]:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
-    ordered = np.asarray(latencies)
-    stages = {name: statistics.fmean(t.get(name, 0.0) for t in server_ms) if server_ms else 0.0
-              for name in ("decode", "embed", "search")}
-    return {"requests": total, "clients": clients, "throughput": total / wall, "errors": errors,
-            "p50": float(np.percentile(ordered, 50)), "p99": float(np.percentile(ordered, 99)),
-            "max": float(ordered.max()), **stages}
+    return Timed(latencies, server_ms, errors, time.perf_counter() - started)
 
 
 def scenarios(base: str, photos: list[tuple[str, bytes]], count: int) -> dict[str, Request]:

@@ -107,6 +107,12 @@ def plan_reduction(pca: int | None, whiten: bool = False, sample: int | None = N
     return {"components": pca, "whiten": whiten, "sample": sample or MAX_FIT_SAMPLE, "min_images": pca}
 
 
+def planned_dimension(plan: dict[str, Any] | None, dimension: int) -> int:
+    """The dimension an index with this reduction plan searches in once the PCA is fitted (the vector index is
+    planned for it, not for the model's output)."""
+    return min(int(plan["components"]), dimension) if plan else dimension
+
+
 def describe_text(reduction: dict[str, Any] | None) -> str:
     """A manifest's reduction in a few words."""
     if not reduction:

@@ -108,6 +108,15 @@ def test_removed_ids_are_never_returned(kind, collection):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_removing_an_id_twice_or_an_unknown_id_counts_only_what_was_there(kind, collection):
+    ids = collection[0]
+    backend = built(kind, collection)
+    backend.remove(np.array([ids[0], ids[0], ids[1], 10**9]))
+    backend.remove(ids[:1])
+    assert backend.count == 3000 - 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_readded_id_is_found_with_its_new_vector(kind, collection):
     ids, vectors, queries = collection
     backend = built(kind, collection)

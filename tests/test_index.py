@@ -255,3 +255,15 @@ def test_a_file_given_twice_is_indexed_once(tmp_path, photo_folder):
     with ImageIndex.create(tmp_path / "idx") as index:
         report = index.add_files([photo, photo, os.path.relpath(photo)])
         assert (report.added, len(index)) == (1, 1)
+
+
+def test_search_answers_nothing_once_every_image_is_removed_and_finds_them_again_when_added(tmp_path, photo_folder):
+    with ImageIndex.create(tmp_path / "idx", pca=0, dba=0) as index:
+        query = index.embed_image(sorted(photo_folder.rglob("*.png"))[0])[0]
+        assert index.search(vector=query, k=3).matches == [] and len(index.nearest(query, 3)[0]) == 0
+        index.add_folder(photo_folder)
+        assert len(index.search(vector=query, k=3).matches) == 3
+        index.remove_ids(index.ids().tolist())
+        assert index.search(vector=query, k=3).matches == [] and len(index.nearest(query, 3)[0]) == 0
+        index.add_folder(photo_folder)
+        assert len(index.search(vector=query, k=3).matches) == 3 and len(index.nearest(query, 3)[0]) == 3

@@ -36,10 +36,11 @@ class HNSWBackend:
         self.ef_search = ef_search
         self.row_ids = np.zeros(0, dtype=np.int64) if row_ids is None else row_ids
         self._rows: dict[int, int] | None = None
+        self._alive = int(np.count_nonzero(self.row_ids >= 0))  # kept, not counted: every search asks (1M rows)
 
     @property
     def count(self) -> int:
-        return int(np.count_nonzero(self.row_ids >= 0))
+        return self._alive
 
     @property
     def tombstones(self) -> int:
@@ -57,12 +58,15 @@ class HNSWBackend:
         ids = np.asarray(ids, dtype=np.int64)
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self.row_ids = np.concatenate([self.row_ids, ids])
+        self._alive += len(ids)
         if self._rows is not None:
             self._rows.update(zip(ids.tolist(), range(len(self.row_ids) - len(ids), len(self.row_ids)), strict=True))
 
     def remove(self, ids: Ids) -> None:
-        rows = self._rows_of(ids)
-        self.row_ids[rows[rows >= 0]] = -1
+        rows = np.unique(self._rows_of(ids))
+        rows = rows[rows >= 0]
+        self.row_ids[rows] = -1
+        self._alive -= len(rows)
         for image_id in np.asarray(ids).tolist():
             self._row_map().pop(int(image_id), None)
 
@@ -89,7 +93,7 @@ class HNSWBackend:
         for start in range(0, len(alive), 65_536):
             rows = alive[start:start + 65_536]
             fresh.add(self.row_ids[rows], self.index.reconstruct_batch(rows))
-        self.index, self.row_ids, self._rows = fresh.index, fresh.row_ids, None
+        self.index, self.row_ids, self._rows, self._alive = fresh.index, fresh.row_ids, None, fresh.count
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path, generation: int) -> None:

@@ -67,9 +67,6 @@ class IVFPQBackend(RerankedBackend):
         self.dimension, self.pq_bits, self.coarse = dimension, int(pq_bits), coarse
         self.nlist, self.pq_bytes, self.transform = nlist, pq_bytes, transform
         self.reduced_dimension = min(reduced_dimension or dimension, dimension) if transform else dimension
-        if self.reduced_dimension % self.sub_quantizers:
-            raise ValueError(f"{self.sub_quantizers} sub-quantisers ({pq_bytes} bytes of {pq_bits} bits) do not "
-                             f"divide the {self.reduced_dimension} dimensions they encode")
         self.nprobe, self.rerank, self.min_train = nprobe, rerank, min_train
         self.index: faiss.Index | None = None  # None until trained
         self.rows_in_ram = bool(rows_in_ram)  # re-rank rows read into RAM on load, not mapped (see RerankStore)
@@ -122,6 +119,11 @@ class IVFPQBackend(RerankedBackend):
 
     def train(self, seed: int = 0) -> None:
         """Train IVF and PQ on a sample of the stored vectors, then index them all."""
+        # checked here, not when built: an index is planned for its PCA's dimension and holds the model's full
+        # vectors (searched exactly) until the PCA is fitted
+        if self.reduced_dimension % self.sub_quantizers:
+            raise ValueError(f"{self.sub_quantizers} sub-quantisers ({self.pq_bytes} bytes of {self.pq_bits} bits) "
+                             f"do not divide the {self.reduced_dimension} dimensions they encode")
         if self.nlist is None:
             self.nlist = lists_for(self.count)
         alive = np.flatnonzero(self.vectors.row_ids >= 0)

@@ -41,6 +41,7 @@ class RerankStore:
         self.spilled: np.ndarray = np.zeros((0, dimension), dtype=np.float16)  # mapped spill file, after the base
         self._spill_path: Path | None = None
         self.row_ids = np.zeros(0, dtype=np.int64)  # id per row, -1 for removed rows
+        self._alive = 0  # rows not removed: kept, not counted (every search asks; 1M rows)
         self._lookup: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None  # id -> row, see rows_of
         self._decoder = faiss.ScalarQuantizer(dimension, faiss.ScalarQuantizer.QT_fp16)
         self._file: BinaryIO | None = None  # the base file, open, to ask the kernel for rows ahead of reading them
@@ -48,7 +49,7 @@ class RerankStore:
 
     @property
     def count(self) -> int:
-        return int(np.count_nonzero(self.row_ids >= 0))
+        return self._alive
 
     @property
     def reads_ahead(self) -> bool:
@@ -63,6 +64,7 @@ class RerankStore:
     def add(self, ids: Ids, vectors: Matrix) -> None:
         self.pending.append(np.asarray(vectors, dtype=np.float16))
         self.row_ids = np.concatenate([self.row_ids, np.asarray(ids, dtype=np.int64)])
+        self._alive += len(ids)
         self._lookup = None
         if sum(block.nbytes for block in self.pending) >= SPILL_BYTES:
             self._spill()
@@ -82,8 +84,10 @@ class RerankStore:
         self.spilled = np.memmap(self._spill_path, dtype=np.float16, mode="r", shape=(rows, self.dimension))
 
     def remove(self, ids: Ids) -> None:
-        rows = self.rows_of(ids)
-        self.row_ids[rows[rows >= 0]] = -1
+        rows = np.unique(self.rows_of(ids))
+        rows = rows[rows >= 0]
+        self.row_ids[rows] = -1
+        self._alive -= len(rows)
         self._lookup = None
 
     def rows_of(self, ids: Ids) -> np.ndarray:
@@ -215,7 +219,7 @@ class RerankStore:
         old.base, old.spilled, old.pending, old.row_ids = self.base, self.spilled, self.pending, self.row_ids
         old._spill_path, self._spill_path = self._spill_path, None
         self.base = self.spilled = np.zeros((0, self.dimension), dtype=np.float16)
-        self.pending, self.row_ids, self._lookup = [], np.zeros(0, dtype=np.int64), None
+        self.pending, self.row_ids, self._lookup, self._alive = [], np.zeros(0, dtype=np.int64), None, 0
         for ids, vectors in old.alive_chunks():  # streamed: the old rows stay mapped until this is done
             self.add(ids, vectors)
         if old._spill_path is not None:
@@ -248,6 +252,7 @@ class RerankStore:
     def load(cls, vectors_path: Path, ids_path: Path, dimension: int, in_ram: bool = False) -> RerankStore:
         store = cls(dimension, in_ram)
         store.row_ids = np.load(ids_path)
+        store._alive = int(np.count_nonzero(store.row_ids >= 0))
         store._map(vectors_path)
         if len(store.base) != len(store.row_ids):
             raise ValueError(f"{vectors_path.name} holds {len(store.base)} rows, {ids_path.name} {len(store.row_ids)}")

@@ -116,10 +116,11 @@ class ImageIndex:
             raise FileExistsError(f"{files.root} is not empty and not a lookalike index: give a new or empty folder "
                                   "for the index (the photos themselves can be anywhere)")
         embedder = EmbedderSpec(model or DEFAULT_MODEL, layer, pool, weights, device).build()
-        plan = plan_index(index_type, expected_count, embedder.dimension, max_memory, latency_ms)
+        reduction_plan = reduction_module.plan_reduction(pca, whiten, pca_sample)
+        searched = reduction_module.planned_dimension(reduction_plan, embedder.dimension)
+        plan = plan_index(index_type, expected_count, searched, max_memory, latency_ms)
         manifest = new_manifest(embedder.describe(), plan.index_type) | {
-            "index_params": plan.params, "index_choice": plan.reasons,
-            "reduction_plan": reduction_module.plan_reduction(pca, whiten, pca_sample),
+            "index_params": plan.params, "index_choice": plan.reasons, "reduction_plan": reduction_plan,
             "augmentation_plan": augmentation.plan_augmentation(dba, dba_alpha)} | store_manifest(store)
         if index_type == "auto" and expected_count <= 0 and store is None:
             manifest["index_type_pending"] = {"max_memory": max_memory, "latency_ms": latency_ms}
@@ -276,7 +277,8 @@ class ImageIndex:
         pending = self.manifest.get("index_type_pending")
         if pending is None or len(self) > 0:
             return
-        plan = plan_index("auto", count, self.embedder.dimension, pending["max_memory"], pending["latency_ms"])
+        searched = reduction_module.planned_dimension(self.manifest.get("reduction_plan"), self.embedder.dimension)
+        plan = plan_index("auto", count, searched, pending["max_memory"], pending["latency_ms"])
         self.manifest.pop("index_type_pending")
         self.manifest |= {"index_type": plan.index_type, "index_params": plan.params, "index_choice": plan.reasons}
         write_manifest(self.folder, self.manifest)
@@ -448,7 +450,7 @@ class ImageIndex:
     def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],
                 allowed: Ids | None) -> tuple[Ids, np.ndarray]:
         """The vector index's answer, re-ranked by the expansion the options ask for (within `allowed`)."""
-        if len(self._store) == 0:
+        if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         expansion, wanted = options.expansion, options.k + len(exclude)
         query = self._store.to_searchable(vector.reshape(1, -1))
@@ -470,7 +472,7 @@ class ImageIndex:
     def nearest(self, vector: np.ndarray, count: int, allowed: Ids | None = None) -> tuple[Ids, np.ndarray]:
         """Ids and cosines of the `count` indexed images nearest a vector (candidates for re-ranking)."""
         self._catch_up()
-        if len(self._store) == 0:
+        if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         inner, ids = self._store.search(np.asarray(vector, np.float32).reshape(1, -1), count, allowed_ids=allowed)
         keep = ids[0] >= 0

@@ -201,6 +201,10 @@ class VectorStore:
     def __len__(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
+    def is_empty(self) -> bool:
+        """No images: one row looked at, where COUNT(*) walks the whole table."""
+        return self.db.execute("SELECT 1 FROM images LIMIT 1").fetchone() is None
+
     def records(self) -> Iterator[ImageRecord]:
         for row in self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images ORDER BY id"):
             yield self._record(row)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +27,7 @@ class Prepared:
     """A decoded, preprocessed image waiting for the network."""
 
     path: Path
-    tensor: npt.NDArray[np.float32]
+    tensor: npt.NDArray[Any]  # the network's input: float32 channels first, or the uint8 crop for a folded input
     width: int
     height: int
 

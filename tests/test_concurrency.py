@@ -196,8 +196,8 @@ def test_a_reader_never_returns_an_image_another_writer_removed(tmp_path):
 def test_a_match_whose_image_vanished_since_the_search_is_skipped(tmp_path):
     with ImageIndex.create(tmp_path / "idx", pca=0) as index:
         index.add_folder(photos(tmp_path / "photos", range(3)))
-        assert index._match(999, 0.5) is None
-        assert index._match(1, 0.5).id == 1
+        matches = index._matches([(999, 0.9), (1, 0.5), (2, 0.4)])
+        assert [(m.id, m.score) for m in matches] == [(1, 0.5), (2, 0.4)]
 
 
 def test_a_reader_adopts_the_pca_another_process_fitted(tmp_path):

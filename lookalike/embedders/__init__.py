@@ -65,11 +65,25 @@ def _text_model_info(model: str) -> ModelInfo:
     return ModelInfo(model, ["projection"], "projection", [], weights, text_tower=True)
 
 
+def new_index_precision(model: str, device: str = "cpu") -> str | None:
+    """The precision a new index of `model` runs in when none is asked for: int8 for EfficientNet-Lite on a CPU that
+    has integer dot-product instructions (`quantized.default_precision`), else None (float32)."""
+    from lookalike.embedders.quantized import default_precision
+
+    chosen = default_precision(device) if model in VARIANTS else "float32"
+    return None if chosen == "float32" else chosen
+
+
 def get_embedder(model: str = DEFAULT_MODEL, layer: str | None = None, pool: str | None = None,
-                 weights: Path | None = None, device: str = "cpu") -> Embedder:
-    """The embedder for a model name, tapped at `layer` and pooled by `pool` (None: the model's default)."""
+                 weights: Path | None = None, device: str = "cpu", precision: str | None = None) -> Embedder:
+    """The embedder for a model name, tapped at `layer` and pooled by `pool` (None: the model's default);
+    `precision` int8 (EfficientNet-Lite only) runs the network quantized."""
     if model in VARIANTS:
-        return EfficientNetLiteEmbedder(model, weights=weights, device=device, layer=layer, pool=pool)
+        return EfficientNetLiteEmbedder(model, weights=weights, device=device, layer=layer, pool=pool,
+                                        precision=precision)
+    if precision not in (None, "float32"):
+        raise ValueError(f"precision {precision!r} is for the EfficientNet-Lite models ({', '.join(VARIANTS)}); "
+                         f"{model} runs in float32")
     if model in CLASSIC:
         from lookalike.embedders.classic import ClassicCnnEmbedder
 

@@ -15,36 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from lookalike.embedders.onnx_runtime import open_session
+from lookalike.embedders.onnx_runtime import CachedModel, open_session
 from lookalike.settings import cache_dir
 
 TOLERANCE = 1e-3  # largest difference between torch and ONNX outputs accepted
 
 
-class ExportedNetwork:
+class ExportedNetwork(CachedModel):
     """A torch module built on demand, exported to `<cache>/onnx/<cache_name>.onnx`, run by ONNX Runtime."""
 
     def __init__(self, cache_name: str, build: Callable[[], Any], input_side: int,
                  output_names: Sequence[str] = ("features",), device: str = "cpu"):
+        super().__init__(device)
         self.cache_name = cache_name
         self.build = build
         self.input_side = input_side
         self.output_names = tuple(output_names)
-        self.device = device
-        self._session: Any = None
-        self._lock = threading.Lock()
-
-    def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
-        return self.session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})
-
-    @property
-    def session(self) -> Any:
-        with self._lock:
-            if self._session is None:
-                self._session = open_session(self.onnx_path(), self.device)
-            return self._session
 
     def onnx_path(self) -> Path:
         """The exported model in the cache, exporting (and validating) it the first time."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 
@@ -36,3 +40,26 @@ def open_session(model_path: Path, device: str = "cpu", threads: int | None = No
     if os.environ.get("LOOKALIKE_ORT_SPINNING", "0") != "1":
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model_path), options, providers=select_providers(device))
+
+
+class CachedModel:
+    """A model file in the cache (`onnx_path()`, made the first time) whose session opens once, on first use, for
+    every thread; its one input `pixels` is fed as `input_type`."""
+
+    def __init__(self, device: str = "cpu", input_type: type[np.generic] = np.float32):
+        self.device, self.input_type = device, input_type
+        self._session: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
+
+    def onnx_path(self) -> Path:
+        raise NotImplementedError
+
+    def run(self, batch: npt.NDArray[Any]) -> list[npt.NDArray[np.float32]]:
+        return self.session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=self.input_type)})
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        with self._lock:
+            if self._session is None:
+                self._session = open_session(self.onnx_path(), self.device)
+            return self._session

@@ -1,10 +1,10 @@
 """What defines an index's vectors, and the one call that rebuilds the embedder from it.
 
 An index records its embedder's description in the manifest (model, weights digest and export version,
-layer, pool, dimension, preprocessing with the input size). `EmbedderSpec` turns that record (or the
-user's choice for a new index) back into an embedder; the CLI, the server, Ray workers and reopened
+layer, pool, dimension, preprocessing with the input size, and precision when int8). `EmbedderSpec` turns that
+record (or the user's choice for a new index) back into an embedder; the CLI, the server, Ray workers and reopened
 indexes all build theirs this way, and every one is checked against the record: a different model,
-layer, pool, weights file or export version is a `ModelMismatchError`, never silently mixed vectors.
+layer, pool, weights file, export version or precision is a `ModelMismatchError`, never silently mixed vectors.
 Only a CLIP-family model embeds words as well (`text_tower`); any other index refuses a text query clearly.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from lookalike.embedders import DEFAULT_MODEL, TEXT_MODELS, Embedder, Matrix, get_embedder
 
-DEFINING_KEYS = ("model", "version", "dimension", "layer", "pool", "preprocessing")
+DEFINING_KEYS = ("model", "version", "dimension", "layer", "pool", "preprocessing", "precision")
 
 
 class ModelMismatchError(Exception):
@@ -59,17 +59,20 @@ class EmbedderSpec:
     pool: str | None = None
     weights: Path | None = None
     device: str = "cpu"
+    precision: str | None = None  # None: float32; "int8" (EfficientNet-Lite): the quantized network
 
     @classmethod
     def of_index(cls, description: dict[str, Any], weights: str | Path | None = None,
                  device: str = "cpu") -> EmbedderSpec:
-        """The spec an index's manifest records (`weights` overrides the recorded local file)."""
+        """The spec an index's manifest records (`weights` overrides the recorded local file); a record without
+        `precision` (every index made before int8 models, and every float one) is float32."""
         chosen = weights or description.get("weights_file")
         return cls(description["model"], description.get("layer"), description.get("pool"),
-                   Path(chosen) if chosen else None, device)
+                   Path(chosen) if chosen else None, device, description.get("precision"))
 
     def build(self) -> Embedder:
-        return get_embedder(self.model, layer=self.layer, pool=self.pool, weights=self.weights, device=self.device)
+        return get_embedder(self.model, layer=self.layer, pool=self.pool, weights=self.weights, device=self.device,
+                            precision=self.precision)
 
     def build_matching(self, description: dict[str, Any]) -> Embedder:
         """The embedder, refused unless it makes exactly the vectors `description` records."""

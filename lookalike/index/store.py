@@ -213,6 +213,26 @@ class VectorStore:
         row = self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
         return self._record(row) if row else None
 
+    def records_of(self, image_ids: Sequence[int]) -> dict[int, ImageRecord]:
+        """The records of the given ids that exist, by id (a search's matches: a query per 500 ids)."""
+        return {int(row[0]): self._record(row)
+                for row in self._rows_for_ids(f"SELECT {_RECORD_COLUMNS} FROM images WHERE id IN", image_ids)}
+
+    def labels_of(self, image_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """The labels of each of the given ids that has any."""
+        found: dict[int, dict[str, str]] = {}
+        for image_id, name, value in self._rows_for_ids("SELECT image_id, name, value FROM labels WHERE image_id IN",
+                                                        image_ids):
+            found.setdefault(int(image_id), {})[name] = value
+        return found
+
+    def _rows_for_ids(self, select: str, image_ids: Sequence[int]) -> Iterator[tuple]:
+        """`select ... IN (ids)`, 500 ids a query (SQLite limits the parameters of one statement)."""
+        ids = [int(image_id) for image_id in image_ids]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            yield from self.db.execute(f"{select} ({','.join('?' * len(chunk))})", chunk).fetchall()
+
     def record_by_path(self, path: str) -> ImageRecord | None:
         row = self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images WHERE path = ?", (self._encode(path),)).fetchone()
         return self._record(row) if row else None

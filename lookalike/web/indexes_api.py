@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from lookalike.embedders import AUTOENCODER_PREFIX, available_models
 from lookalike.embedders.pooling import POOLS
+from lookalike.embedders.quantized import PRECISIONS
 from lookalike.index import ImageRecord, IndexReport
 from lookalike.index.autoselect import INDEX_TYPES
 from lookalike.index.folder import ARTIFACT_FOLDERS
@@ -56,6 +57,9 @@ class NewIndex(BaseModel):
         None, description="the embedder (default: lookalike's default model)")
     layer: str | None = Field(None, description="the network layer to take vectors from (one the model has)")
     pool: Literal[POOLS] | None = Field(None, description="how that layer is pooled (models with feature maps)")
+    precision: Literal[PRECISIONS] | None = Field(None, description="int8: an EfficientNet-Lite model runs "
+                                                  "quantized; default: int8 on CPUs with VNNI or Arm dot product "
+                                                  "instructions, else float32")
     index_type: Literal[(*INDEX_TYPES, "auto")] | None = Field(None, description="the FAISS index, or auto")
     expected_count: int | None = Field(None, ge=0, le=10**12, description="with index_type auto: images expected")
     max_memory: str | None = Field(None, pattern=MEMORY_SIZE, description="with index_type auto: e.g. 2G or 512M")

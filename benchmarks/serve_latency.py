@@ -1,6 +1,6 @@
 """Search by uploaded photo through `lookalike serve` at 3,781 and ~1M images, next to the peers (issue 18, part 4).
 
-Three indexes, built once into benchmarks/out/serve/ and reused:
+Four indexes, built once into benchmarks/out/serve/ and reused:
 
 - `clothing`: every clothing photo embedded by the server's default model with the product's defaults
   (what `lookalike index clothing` builds: PCA 128 and database-side augmentation);
@@ -9,7 +9,11 @@ Three indexes, built once into benchmarks/out/serve/ and reused:
 - `clothing-1m`: those 3,781 real vectors plus the 999,000 synthetic vectors benchmarks/peers.py measures
   the peers on (benchmarks/synthetic.py), added through the public indexing run (`index.sync()`,
   `store_images`), no PCA, no augmentation, `index_type="auto"` with a 2G memory budget (the plan
-  peers.py's lookalike system gets), then `index.tune()`.
+  peers.py's lookalike system gets), then `index.tune()`;
+- `clothing-1m-default`: the product's defaults at that size: `index_type="auto"`, the 2G budget, the default PCA
+  (128, fitted at the end of the first run, on the 3,781 real vectors) and the default database-side augmentation
+  (DBA over 10 neighbours), filled with the same real vectors and then the same synthetic ones, then `index.tune()`.
+  Each stage's time and the process's peak RAM after it are kept in its build record.
 
 Each is served by `lookalike serve` on loopback and sent the 372 clothing test photos as JPEG uploads by
 1 and 4 httpx client threads, with the server's default expansion (aQE: two searches) and with
@@ -28,7 +32,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -39,6 +44,7 @@ from benchmarks.load_test import Timed, free_port, load_average, query_photos, s
 from benchmarks.peers import EF, HELD_OUT, POOL, BusyCores
 from lookalike.cli.common import progress_bar
 from lookalike.index import ImageIndex, NewImage
+from lookalike.index.tune import UnreachableRecallError
 from lookalike.settings import datasets_dir
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +81,7 @@ def full_vector_index(folder: Path, source: ImageIndex, synthetic: int) -> dict:
     real = {r.id: r for r in source.records()}
     started = time.perf_counter()
     with ImageIndex.open_or_create(folder, index_type="auto", expected_count=len(ids) + synthetic,
-                                   max_memory=BUDGET, pca=0, dba=0) as index:
+                                   max_memory=BUDGET, pca=0, dba=0, precision=precision_of(source)) as index:
         if len(index) == 0:
             run = index.sync()
             run.store_images([NewImage(real[i].path, real[i].content_hash, real[i].size, real[i].mtime,
@@ -91,6 +97,108 @@ def full_vector_index(folder: Path, source: ImageIndex, synthetic: int) -> dict:
              "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     record.write_text(json.dumps(built, indent=1))
     return built
+
+
+def default_index_at_1m(folder: Path, source: ImageIndex, synthetic: int) -> dict:
+    """The product's defaults (auto, 2G, PCA 128, DBA 10) over the source's real vectors, then `synthetic` of the
+    peers' vectors; each stage timed, with the process's peak RAM after it. Built once, like full_vector_index.
+
+    The synthetic vectors arrive in a second indexing run with augmentation off, and the augmentation is then built
+    in one full pass (`augment()`, the defaults): left on, that run's finish would update the neighbour graph
+    incrementally, one exact search over the whole collection per new image (999,000 of them; see the report)."""
+    record = folder.with_suffix(".json")
+    if record.exists():
+        return json.loads(record.read_text())
+    ids, vectors = source.vectors()
+    real = {r.id: r for r in source.records()}
+    stages: dict[str, dict] = {}
+    total = len(ids) + synthetic
+    with ImageIndex.open_or_create(folder, index_type="auto", expected_count=total, max_memory=BUDGET,
+                                   precision=precision_of(source)) as index:
+        plan = {"index_type": index.manifest["index_type"], "index_params": index.manifest.get("index_params"),
+                "index_choice": index.manifest.get("index_choice")}
+        if len(index) == 0:
+            with stage(stages, "store real"):
+                run = index.sync()
+                run.store_images([NewImage(real[i].path, real[i].content_hash, real[i].size, real[i].mtime,
+                                           real[i].width, real[i].height) for i in ids.tolist()], vectors)
+            with stage(stages, "finish real: PCA fit, backend rebuild, DBA"):
+                run.finish()
+        if len(index) < total:
+            if index.manifest.get("augmentation_plan"):
+                with stage(stages, "augmentation off"):
+                    index.remove_augmentation()
+            with stage(stages, "store synthetic"):
+                add_synthetic(index, len(index) - len(ids), synthetic)
+        if not index.manifest.get("augmentation_plan"):
+            with stage(stages, "DBA full pass") as timing:
+                def neighbours_found(done: int, count: int) -> None:
+                    if done == count:
+                        timing["neighbours_s"] = time.perf_counter() - timing["started"]
+
+                index.augment(progress=neighbours_found)
+        with stage(stages, "tune"):
+            tuned = tuned_or_missed(index)
+        info = index.info() | {"index_params": index.manifest.get("index_params"),
+                               "index_choice": index.manifest.get("index_choice")}
+    built = {"real": len(ids), "synthetic": synthetic, "planned": plan, "stages": stages, "tuned": tuned,
+             "info": info, "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    record.write_text(json.dumps(built, indent=1))
+    return built
+
+
+def with_incremental_dba_cost(record: Path, rows: int = 512) -> dict:
+    """The build record, with what the incremental augmentation pass would have cost (measured once): the exact
+    neighbour search it runs for each new image, timed for `rows` of them over unit vectors of the index's size
+    and dimension (its cost depends only on those)."""
+    from lookalike.index import augmentation
+
+    built = json.loads(record.read_text())
+    if "incremental_dba" not in built:
+        count, dimension = built["info"]["count"], 128
+        vectors = np.random.default_rng(0).standard_normal((count, dimension), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        started = time.perf_counter()
+        augmentation.nearest_others(vectors, np.arange(rows), augmentation.DEFAULT_NEIGHBOURS)
+        seconds = time.perf_counter() - started
+        built["incremental_dba"] = {"rows": rows, "collection": count, "dimension": dimension, "seconds": seconds,
+                                    "per_new": seconds / rows}
+        record.write_text(json.dumps(built, indent=1))
+    return built
+
+
+def tuned_or_missed(index: ImageIndex) -> dict | None:
+    """`index.tune()`'s report (None for exact search); a target it cannot reach is a measured miss, kept."""
+    if index.manifest["index_type"] == "flat-ip":
+        return None
+    try:
+        return index.tune().to_dict()
+    except UnreachableRecallError as missed:
+        return missed.report.to_dict() | {"missed": str(missed)}
+
+
+@contextmanager
+def stage(stages: dict[str, dict], name: str) -> Iterator[dict]:
+    """Time a build stage into `stages[name]`, with the process's peak resident memory (GiB) during it: the
+    kernel's high-water mark is reset when the stage starts (Linux /proc/self/clear_refs)."""
+    timing = stages.setdefault(name, {})
+    Path("/proc/self/clear_refs").write_text("5")
+    timing["started"] = time.perf_counter()
+    yield timing
+    timing["seconds"] = time.perf_counter() - timing.pop("started")
+    timing["peak_rss_gib"] = peak_rss_kib() / 2**20
+    print(f"stage {name}: {timing}", file=sys.stderr)
+
+
+def peak_rss_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+def precision_of(source: ImageIndex) -> str:
+    """The network precision the copied vectors were computed in: the new index embeds uploads with the same one
+    (a new index's default precision depends on the CPU)."""
+    return source.manifest["embedder"].get("precision", "float32")
 
 
 def add_synthetic(index: ImageIndex, done: int, count: int) -> None:
@@ -276,6 +384,9 @@ def main() -> None:
         builds = {"3781": full_vector_index(WORK / "clothing-full", small, 0)}
         if "1m" in sizes:
             builds["1m"] = full_vector_index(WORK / "clothing-1m", small, SYNTHETIC)
+            with ImageIndex.open(WORK / "clothing-full") as full:
+                builds["1m default"] = default_index_at_1m(WORK / "clothing-1m-default", full, SYNTHETIC)
+            builds["1m default"] = with_incremental_dba_cost(WORK / "clothing-1m-default.json")
         small_info = small.info()
     if args.build_only:
         return
@@ -301,6 +412,7 @@ def measure(sizes: list[str], requests: int, rounds: int) -> dict:
         measured["3781"] = measure_server(WORK / "clothing-full", photos, requests, rounds)
     if "1m" in sizes:
         measured["1m"] = measure_server(WORK / "clothing-1m", photos, requests, rounds)
+        measured["1m default"] = measure_server(WORK / "clothing-1m-default", photos, requests, rounds)
     peers["1m"], peers_when = peers_at_1m()
     return {"machine": collect.machine_line(), "measured": measured, "peers": peers, "peers_when": peers_when,
             "photos": len(photos), "requests": requests, "rounds": rounds}
@@ -329,16 +441,80 @@ def report(saved: dict, builds: dict, small_info: dict) -> list[str]:
                       f"{b['info']['index_type']} {json.dumps(b['info']['index_params'])}, after `index.tune()` "
                       f"(recall@10 {b['tuned']['recall'] if b['tuned'] else '-'} on 500 of its own vectors); "
                       f"built {b['built']} in {b['build_s'] / 60:.1f} min + {b['tune_s']:.0f} s tuning, "
-                      f"{b['info']['disk_bytes'] / 2**30:.1f} GiB on disk. The product's defaults (PCA 128 + "
-                      "database-side augmentation) are measured at 3,781 only: at 1M `index_type=\"auto\"` plans "
-                      "its IVF for the 1,280-d vectors (160-byte 4-bit PQ: 320 sub-quantisers), and the default PCA "
-                      "128, fitted when the index reaches 1,000 images, then makes that backend refuse to be built "
-                      "(ValueError: 320 sub-quantisers do not divide the 128 dimensions), so such an index cannot "
-                      "be made today; augmentation would add 6.8 min and 8 GB peak RAM there (see Query expansion).")
+                      f"{b['info']['disk_bytes'] / 2**30:.1f} GiB on disk.")
+    if "1m default" in builds:
+        lines[-1] += " " + default_at_1m_text(builds["1m default"])
     for name, run in measured.items():
         lines += ["", *server_table(name, run)]
     lines += ["", *peer_table(measured, peers, saved["peers_when"])]
-    return lines + before_is_empty()
+    return lines + before_is_empty() + before_live_counter(measured)
+
+
+def default_at_1m_text(b: dict) -> str:
+    """What the product's defaults chose at 1M, each build stage's time and peak RAM, and what its recall means."""
+    dba = b["stages"].get("DBA full pass", {})
+    notes = {"store synthetic": " (SQLite rows and the HNSW graph over their PCA vectors, in chunks)",
+             "DBA full pass": (f" (its neighbour search {dba['neighbours_s'] / 60:.1f} min, then the augmented vectors "
+                               "written and the backend rebuilt from them)" if "neighbours_s" in dba else "")}
+    stages = "; ".join((f"{name} {t['seconds'] / 60:.1f} min" if t["seconds"] >= 60 else f"{name} {t['seconds']:.1f} s")
+                       + notes.get(name, "") for name, t in b["stages"].items())
+    peak_stage = max(b["stages"], key=lambda name: b["stages"][name]["peak_rss_gib"])  # the first at the peak
+    tuned = b["tuned"]
+    tuning = ("no search knob to tune" if tuned is None else
+              f"`index.tune()` set {json.dumps(tuned['params'])}, recall@10 {tuned['recall']}"
+              + (f" (missed: {tuned['missed']})" if "missed" in tuned else ""))
+    incremental = b.get("incremental_dba")
+    why = ("" if incremental is None else
+           f" Left on, the second run's finish would have updated the neighbour graph incrementally, which searches "
+           f"each new image's neighbours exactly against the whole collection: {incremental['rows']} such rows over "
+           f"{incremental['collection']:,} x {incremental['dimension']} vectors took {incremental['seconds']:.1f} s "
+           f"here, so {incremental['per_new'] * b['synthetic'] / 3600:.1f} h for the {b['synthetic']:,} new images "
+           "(a product issue, reported; a single run of all 1M images takes the full, approximate pass).")
+    return (f"**1M default**: the product's defaults at that size, `ImageIndex.create(folder, index_type=\"auto\", "
+            f"expected_count={b['real'] + b['synthetic']:,}, max_memory=\"{BUDGET}\")` with the default PCA and "
+            "DBA (and the float32 network, in which the copied vectors were computed: new indexes now default to "
+            "the int8 network on CPUs with integer dot-product instructions, this one included; every index here is "
+            "float32, so the server embeds uploads in float32 for all of them), filled with the same "
+            f"{b['real']:,} real vectors in a first indexing run (whose finish fits the "
+            f"PCA on them: {b['info']['reduction']}) and the same {b['synthetic']:,} synthetic vectors in a second "
+            f"run with augmentation off, then `index.augment()` in one full pass (the default: "
+            f"{b['info']['augmentation']}). `auto` chose {b['planned']['index_type']} "
+            f"{json.dumps(b['planned']['index_params'])} "
+            f"over the {b['info']['reduction'].split(' (')[0].split('-> ')[-1]}-d vectors (\""
+            + "; ".join(b["planned"]["index_choice"]) + f"\"); {tuning} on 500 of its own vectors, against exact "
+            "search in its own space (its own PCA-128 vector as the query, the augmented vectors as the "
+            "collection): not comparable with the full-vector indexes' recall, and the synthetic vectors have no "
+            "labels, so its search quality on the synthetic part is not measured here. Built "
+            f"{b['built']}: {stages}; peak resident memory of the building process "
+            f"{b['stages'][peak_stage]['peak_rss_gib']:.1f} GiB, in the stage {peak_stage}; "
+            f"{b['info']['disk_bytes'] / 2**30:.1f} GiB on disk." + why)
+
+
+def before_live_counter(measured: dict) -> list[str]:
+    """The previous run of this script, before searches stopped counting the backend's live rows, if kept."""
+    path = WORK / "measured-before-live-counter.json"
+    if not path.exists() or "1m" not in measured:
+        return []
+    earlier = json.loads(path.read_text())["measured"]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
+
+    def change(size: str) -> str:
+        cells = []
+        for clients in CLIENTS:
+            before, now = earlier[size]["cells"][f"{clients}/none"], measured[size]["cells"][f"{clients}/none"]
+            cells.append(f"{clients} client{'s' if clients > 1 else ''}: server search p50 "
+                         f"{np.percentile(before['search'], 50):.2f} -> {np.percentile(now['search'], 50):.2f} ms, "
+                         f"HTTP p50 {np.percentile(before['latencies'], 50):.1f} -> "
+                         f"{np.percentile(now['latencies'], 50):.1f} ms")
+        return "; ".join(cells)
+
+    control = (f" The 3,781 full-vector index (exact search: its backend kept no such count) in the same two runs: "
+               f"{change('3781')}: what changed between the runs besides the fix (the machine's load, the working "
+               "tree), to read the 1M change against."
+               if "3781" in measured and "3781" in earlier else "")
+    return ["", f"The run of {when} (after the `COUNT(*)` fix) still counted the backend's live rows on every "
+                "search (`count_nonzero` over the 1M row ids); that count is now kept. 1M full vectors, `expand=none`, "
+                f"that run -> this one: {change('1m')}." + control]
 
 
 def before_is_empty() -> list[str]:
@@ -356,7 +532,7 @@ def before_is_empty() -> list[str]:
                 cells.append(f"{label}, {clients} client{'s' if clients > 1 else ''}: HTTP p50 / p99 "
                              f"{np.percentile(c['latencies'], 50):.1f} / {np.percentile(c['latencies'], 99):.1f} ms, "
                              f"server search p50 {np.percentile(c['search'], 50):.2f} ms")
-    return ["", f"Before this run, the same script ({when}) measured every search also counting the index's images "
+    return ["", f"An earlier run of the same script ({when}) measured every search also counting the index's images "
                 "(`len()` of the store: SQLite `COUNT(*)`, which reads the whole table, 7 ms at 1M rows); searches "
                 "now ask only whether the index is empty (`VectorStore.is_empty`). Then, `expand=none`: "
                 + "; ".join(cells) + "."]
@@ -364,7 +540,7 @@ def before_is_empty() -> list[str]:
 
 def server_table(name: str, run: dict) -> list[str]:
     title = {"3781 default": "3,781 images, default index (PCA 128 + DBA)", "3781": "3,781 images, full vectors",
-             "1m": "1M images, full vectors"}[name]
+             "1m": "1M images, full vectors", "1m default": "1M images, default index (PCA 128 + DBA)"}[name]
     lines = [f"### {title}", "",
              f"Load average before: {run['load_before']}, after: {run['load_after']}. Server ready "
              f"{run['ready_s']:.1f} s after start; first request {run['first_ms']:.1f} ms.", "",
@@ -396,7 +572,9 @@ def peer_table(measured: dict, peers: dict, peers_when: str) -> list[str]:
              "0.95 against exact search at a small ef). At 1M the peers' times are benchmarks/peers.py's "
              f"per-query times (999,000 synthetic vectors, its 1,000 held-out synthetic queries, all rounds pooled), "
              f"from its run of {peers_when or 'never'}, not this run; lookalike's search at 1M here answers real "
-             "photos over 3,781 real + 999,000 synthetic vectors.", "",
+             "photos over 3,781 real + 999,000 synthetic vectors. The default indexes' rows (PCA 128 + DBA) are "
+             "lookalike as installed: they search other vectors than the peers (128-d, augmented), so they get no "
+             "ratio.", "",
              "| images | clients | system | search p50 / p99 | embedding + search p50 | p99 "
              "| lookalike / peer (p50 / p99) |",
              "|---|---:|---|---:|---:|---:|---:|"]
@@ -411,6 +589,8 @@ def peer_table(measured: dict, peers: dict, peers_when: str) -> list[str]:
             lines.append(f"| {label} | {clients} | lookalike (server timings; HTTP p50 {np.percentile(http, 50):.1f} "
                          f"/ p99 {np.percentile(http, 99):.1f} ms) | {np.percentile(cell['search'], 50):.2f} / "
                          f"{np.percentile(cell['search'], 99):.2f} ms | {ours50:.1f} ms | {ours99:.1f} ms | - |")
+            if f"{size} default" in measured:
+                lines.append(default_row(label, clients, measured[f"{size} default"]["cells"][f"{clients}/none"]))
             for peer, times in peers.get(size, {}).items():
                 search = times["warm" if clients == 1 else "busy2"]
                 p50, p99 = with_embedding(cell["decode_embed"], search)
@@ -419,6 +599,16 @@ def peer_table(measured: dict, peers: dict, peers_when: str) -> list[str]:
                              f"{np.percentile(search, 99):.2f} ms | {p50:.1f} ms | {p99:.1f} ms | "
                              f"{ours50 / p50:.2f} / {ours99 / p99:.2f} |")
     return lines
+
+
+def default_row(label: str, clients: int, cell: dict) -> str:
+    """The default index's row (PCA 128 + DBA): its search runs in another space, so no ratio to the peers."""
+    ours50, ours99 = with_embedding(cell["decode_embed"], cell["search"])
+    http = np.asarray(cell["latencies"])
+    return (f"| {label} | {clients} | lookalike, default index (PCA 128 + DBA; other vectors, recall not comparable; "
+            f"HTTP p50 {np.percentile(http, 50):.1f} / p99 {np.percentile(http, 99):.1f} ms) | "
+            f"{np.percentile(cell['search'], 50):.2f} / {np.percentile(cell['search'], 99):.2f} ms | {ours50:.1f} ms | "
+            f"{ours99:.1f} ms | - |")
 
 
 if __name__ == "__main__":

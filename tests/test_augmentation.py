@@ -79,14 +79,32 @@ def _rankings(index: ImageIndex) -> dict[str, list[str]]:
 def test_index_grown_in_runs_searches_like_one_built_at_once(tmp_path: Path):
     photos = _photos()
     with ImageIndex.create(tmp_path / "grown", dba=6) as grown:
-        grown.add_files(photos[:60])
-        grown.add_files(photos[60:])
+        grown.add_files(photos[:110])
+        grown.add_files(photos[110:])  # a fifth more: updated in place, not rebuilt
         grown.remove_files(photos[10:20])
         grown_rankings = _rankings(grown)
     with ImageIndex.create(tmp_path / "at-once", dba=6) as at_once:
         at_once.add_files(photos[:10] + photos[20:])
         assert at_once.info()["augmentation"] == "DBA over 6 neighbours (alpha 2)"
         assert _rankings(at_once) == grown_rankings
+
+
+def test_a_run_that_adds_most_of_the_images_rebuilds_the_augmentation_instead_of_updating_it(tmp_path: Path,
+                                                                                            monkeypatch):
+    from lookalike.index import augmentation
+
+    updates = []
+    real_update = augmentation.update
+    monkeypatch.setattr(augmentation, "update", lambda *args: updates.append(len(args[1])) or real_update(*args))
+    photos = _photos()
+    with ImageIndex.create(tmp_path / "idx", dba=6) as index:
+        index.add_files(photos[:20])
+        index.add_files(photos[20:])  # 124 new of 144: a full build is cheaper than 127 exact searches
+        assert updates == []
+        index.remove_files(photos[:5])  # 5 of 144: updated
+        assert updates == [139]
+    assert augmentation.rebuild_is_cheaper(40_000, 1_000_000) and not augmentation.rebuild_is_cheaper(20_000, 1_000_000)
+    assert augmentation.rebuild_is_cheaper(41, 100) and not augmentation.rebuild_is_cheaper(39, 100)
 
 
 def test_dba_off_searches_each_image_by_its_own_vector(tmp_path: Path):

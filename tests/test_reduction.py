@@ -132,3 +132,14 @@ def test_pca_without_a_sample_size_is_fitted_on_a_bounded_sample(demo_clone, mon
     demo_clone.fit_pca(8)
     demo_clone.fit_pca(8, sample=120)
     assert fitted_on == [100, 120] and len(demo_clone) == 144
+
+
+def test_vectors_reduced_in_chunks_equal_those_reduced_at_once(tmp_path, photo_folder, monkeypatch):
+    from lookalike.index import store
+
+    with ImageIndex.create(tmp_path / "idx", pca=4, dba=0) as index:
+        index.add_folder(photo_folder)
+        ids = index.ids().tolist()
+        at_once = index.reduction.apply(index.vectors(ids))
+        monkeypatch.setattr(store, "SEARCHABLE_CHUNK", 3)  # 8 images: chunks of 3, 3 and 2
+        np.testing.assert_allclose(index._store.searchable_vectors(ids), at_once, atol=1e-6)

@@ -334,8 +334,15 @@ class VectorStore:
         return int(self.backend.count)
 
     def searchable_vectors(self, image_ids: Sequence[int]) -> Matrix:
-        """Vectors as the backend searches them (reduced, when the index has a reduction)."""
-        return self._searchable(self.vectors(image_ids))
+        """Vectors as the backend searches them (reduced, when the index has a reduction), read and reduced 65,536
+        at a time: at 1M 1,280-d images reduced to 128, 0.5 GB instead of two 5 GB copies."""
+        if self.reduction is None or len(image_ids) <= SEARCHABLE_CHUNK:
+            return self._searchable(self.vectors(image_ids))
+        out = np.empty((len(image_ids), self.reduction.dimension), dtype=np.float32)
+        for start in range(0, len(image_ids), SEARCHABLE_CHUNK):
+            chunk = image_ids[start:start + SEARCHABLE_CHUNK]
+            out[start:start + len(chunk)] = self._searchable(self.vectors(chunk))
+        return out
 
     def use_reduction(self, reduction: Any) -> None:
         """Search through another reduction (or None): a new generation, the backend rebuilt from SQLite."""
@@ -493,6 +500,7 @@ class VectorStore:
 
 
 _RECORD_COLUMNS = "id, path, content_hash, size, mtime, width, height"
+SEARCHABLE_CHUNK = 65_536  # vectors read and reduced at once by searchable_vectors
 
 
 def _vector_blob(vector: npt.NDArray[np.float32]) -> bytes:

@@ -99,12 +99,20 @@ def test_a_run_that_adds_most_of_the_images_rebuilds_the_augmentation_instead_of
     photos = _photos()
     with ImageIndex.create(tmp_path / "idx", dba=6) as index:
         index.add_files(photos[:20])
-        index.add_files(photos[20:])  # 124 new of 144: a full build is cheaper than 127 exact searches
+        index.add_files(photos[20:])  # 124 new of 144: a full build is cheaper than 124 exact searches
         assert updates == []
         index.remove_files(photos[:5])  # 5 of 144: updated
         assert updates == [139]
-    assert augmentation.rebuild_is_cheaper(40_000, 1_000_000) and not augmentation.rebuild_is_cheaper(20_000, 1_000_000)
-    assert augmentation.rebuild_is_cheaper(41, 100) and not augmentation.rebuild_is_cheaper(39, 100)
+
+    def graph_of(ids: np.ndarray) -> Graph:  # only which images have neighbours counts here
+        return Graph(ids, np.zeros((len(ids), 1), np.int64), np.zeros((len(ids), 1), np.float32))
+
+    million, hundred = np.arange(1_000_000), np.arange(100)
+    assert augmentation.rebuild_is_cheaper(graph_of(million[:960_000]), million, set())  # 4% new
+    assert not augmentation.rebuild_is_cheaper(graph_of(million[:980_000]), million, set())  # 2% new
+    assert not augmentation.rebuild_is_cheaper(graph_of(million), million, set(range(20_000)))  # 2% changed
+    assert augmentation.rebuild_is_cheaper(graph_of(hundred[:59]), hundred, set())  # 41%: below 200k, past 40%
+    assert not augmentation.rebuild_is_cheaper(graph_of(hundred[:61]), hundred, {0})  # 39% + 1 changed
 
 
 def test_dba_off_searches_each_image_by_its_own_vector(tmp_path: Path):

@@ -65,13 +65,12 @@ def _text_model_info(model: str) -> ModelInfo:
     return ModelInfo(model, ["projection"], "projection", [], weights, text_tower=True)
 
 
-def new_index_precision(model: str, device: str = "cpu") -> str | None:
+def new_index_precision(model: str, device: str = "cpu") -> str:
     """The precision a new index of `model` runs in when none is asked for: int8 for EfficientNet-Lite on a CPU that
-    has integer dot-product instructions (`quantized.default_precision`), else None (float32)."""
+    has integer dot-product instructions (`quantized.default_precision`), else float32."""
     from lookalike.embedders.quantized import default_precision
 
-    chosen = default_precision(device) if model in VARIANTS else "float32"
-    return None if chosen == "float32" else chosen
+    return default_precision(device) if model in VARIANTS else "float32"
 
 
 def get_embedder(model: str = DEFAULT_MODEL, layer: str | None = None, pool: str | None = None,

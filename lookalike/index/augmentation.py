@@ -161,12 +161,13 @@ def _approximate_nearest(vectors: Matrix, n: int, progress: Progress | None) -> 
     return found, similarity
 
 
-def rebuild_is_cheaper(changed: int, total: int) -> bool:
-    """Whether a full build beats updating `changed` of `total` images. An update searches each changed image
-    against all the others exactly; a full build is exact up to EXACT_LIMIT images and uses IVF above it. Measured on
-    2 cores (RESULTS.md, "Query expansion"): at 1M a full build took 6.8 min and adding 1% 138 s (so 999,000 images
-    added to 3,781 would have taken about 2 hours); at 100k 2.4 min and 3.4 s."""
-    return changed > (0.03 if total > EXACT_LIMIT else 0.4) * total
+def rebuild_is_cheaper(graph: Graph, ids: Ids, changed: set[int]) -> bool:
+    """Whether a full build beats updating the graph for the images new or `changed` among `ids` (every image now).
+    An update searches each of them against all the others exactly; a full build is exact up to EXACT_LIMIT images
+    and uses IVF above it. Measured on 2 cores (RESULTS.md, "Query expansion"): at 1M a full build took 6.8 min and
+    adding 1% 138 s (so 999,000 images added to 3,781 would have taken about 2 hours); at 100k 2.4 min and 3.4 s."""
+    work = len(changed) + len(np.setdiff1d(ids, graph.ids))
+    return work > (0.03 if len(ids) > EXACT_LIMIT else 0.4) * len(ids)
 
 
 def update(graph: Graph, ids: Ids, vectors: Matrix, changed: set[int],

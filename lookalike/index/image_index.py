@@ -629,7 +629,7 @@ class ImageIndex:
         ids = self._store.ids()
         vectors = self._store.searchable_vectors(ids.tolist())
         if (full or len(graph.ids) == 0 or graph.neighbours.shape[1] != plan.neighbours
-                or augmentation.rebuild_is_cheaper(len(changed) + len(np.setdiff1d(ids, graph.ids)), len(ids))):
+                or augmentation.rebuild_is_cheaper(graph, ids, changed)):
             graph, rows_vectors = augmentation.augment_all(ids, vectors, plan, progress)
             touched = graph.ids
         else:

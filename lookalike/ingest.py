@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders import Embedder, Matrix
+from lookalike.files import FileContent, Fingerprint
 from lookalike.images import ImageError, load_image
+
+Reader = Callable[[Path], FileContent]  # a file's bytes and their fingerprint, read through one descriptor
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Prepared:
     tensor: npt.NDArray[Any]  # the network's input: float32 channels first, or the uint8 crop for a folded input
     width: int
     height: int
+    fingerprint: Fingerprint | None = None  # of the bytes decoded, when they were read by a Reader
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,18 @@ class EmbeddedBatch:
     failures: list[Failure]
 
 
-def prepare(embedder: Embedder, path: Path) -> Prepared | Failure:
+def prepare(embedder: Embedder, path: Path, read: Reader | None = None) -> Prepared | Failure:
+    """The network's input for one file, opened by path, or with `read` when given (the bytes decoded are then
+    the bytes fingerprinted)."""
     try:
-        decoded = load_image(path, target_side=embedder.input_side)
-        return Prepared(path, embedder.preprocess(decoded), decoded.width, decoded.height)
+        if read is None:
+            decoded, fingerprint = load_image(path, target_side=embedder.input_side), None
+        else:
+            content = read(path)
+            decoded, fingerprint = load_image(content.data, target_side=embedder.input_side), content.fingerprint
+        return Prepared(path, embedder.preprocess(decoded), decoded.width, decoded.height, fingerprint)
+    except OSError as error:  # from `read`: gone, unreadable, or refused as a link
+        return Failure(path, str(error))
     except ImageError as error:
         return Failure(path, str(error))
     except Exception as error:  # noqa: BLE001 - one bad file must never stop a run
@@ -56,7 +68,8 @@ def prepare(embedder: Embedder, path: Path) -> Prepared | Failure:
 
 
 def embed_files(
-    embedder: Embedder, paths: Iterable[Path], batch_size: int = 32, workers: int | None = None
+    embedder: Embedder, paths: Iterable[Path], batch_size: int = 32, workers: int | None = None,
+    read: Reader | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Embed files in batches, in order; undecodable files come back as failures, not errors.
 
@@ -64,7 +77,7 @@ def embed_files(
     this one (and the decoders keep decoding), so the network never waits for the caller."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as network:
         running: Future[EmbeddedBatch] | None = None
-        for images, failures in decoded_batches(embedder, paths, batch_size, workers):
+        for images, failures in decoded_batches(embedder, paths, batch_size, workers, read):
             submitted = network.submit(_embed, embedder, images, failures)
             if running is not None:
                 yield running.result()
@@ -74,7 +87,8 @@ def embed_files(
 
 
 def decoded_batches(
-    embedder: Embedder, paths: Iterable[Path], batch_size: int = 32, workers: int | None = None
+    embedder: Embedder, paths: Iterable[Path], batch_size: int = 32, workers: int | None = None,
+    read: Reader | None = None,
 ) -> Iterator[tuple[list[Prepared], list[Failure]]]:
     """Decoded images in batches of `batch_size` (with the failures met on the way), in order; decoder threads
     run up to three batches ahead."""
@@ -84,7 +98,7 @@ def decoded_batches(
         ready: list[Prepared] = []
         failures: list[Failure] = []
         for path in paths:
-            pending.append(pool.submit(prepare, embedder, path))
+            pending.append(pool.submit(prepare, embedder, path, read))
             if len(pending) >= 3 * batch_size:
                 _collect(pending.popleft().result(), ready, failures)
             if len(ready) >= batch_size:

@@ -1,11 +1,15 @@
-"""The HTTP API against hostile files and requests (issue 17): links swapped in after indexing, models and
-options naming server-side files, deleting outside --index-root, ids beyond 64 bits, file names that are not
-UTF-8, and uploads that leave bytes behind. In process with FastAPI's TestClient, over tiny indexes."""
+"""The HTTP API against hostile files and requests (issues 17 and 24): files and folders swapped for links after
+indexing or while a job reads them, models and options naming server-side files, deleting outside --index-root,
+ids beyond 64 bits, file names that are not UTF-8, and uploads that leave bytes behind. In process with FastAPI's
+TestClient, over tiny indexes."""
 
 from __future__ import annotations
 
+import ctypes
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,7 +81,9 @@ def test_a_file_swapped_for_a_symlink_after_indexing_is_not_served(
         photo.symlink_to(secret)
         response = client.get(f"/api/indexes/shown/images/{image_id}/{route}")
     assert response.status_code == 404
-    assert response.json()["detail"] == f"image {image_id} changed on disk since it was indexed; re-index it"
+    assert response.json()["detail"] == (f"image {image_id} changed on disk since it was indexed: {photo} is a "
+                                         f"symbolic link, which is not followed below a root (if the link is yours, "
+                                         f"serve with --allowed-roots naming it); re-index it")
     assert not list((folder / "thumbnails").glob("*.jpg"))
 
 
@@ -114,8 +120,88 @@ def test_a_path_swapped_for_a_link_out_of_the_root_before_the_job_runs_is_not_in
             photo.symlink_to(secret)
         job = wait_for_job(client, started.json()["job_url"])
         assert job["status"] == "done" and job["report"]["added"] == 0 and job["done"] == 1
-        assert job["report"]["failures"] == [{"path": str(photo), "reason": "outside the allowed roots"}]
+        assert job["report"]["failures"] == [{"path": str(photo), "reason": f"{photo} is a symbolic link, which is not "
+                                                                            f"followed below a root"}]
         assert client.get("/api/indexes/fresh").json()["count"] == 0
+
+
+# --- 1b. a folder swapped for a link, once or in a race (issue 24) ---------------------------------------
+def twin_photos(inside: Path, outside: Path) -> tuple[Path, Path]:
+    """Two different pictures of the same byte size and modification time (BMP: the size is the pixel count)."""
+    write_photo(inside, seed=5)
+    write_photo(outside, seed=6)
+    assert inside.stat().st_size == outside.stat().st_size and inside.read_bytes() != outside.read_bytes()
+    os.utime(outside, ns=(inside.stat().st_atime_ns, inside.stat().st_mtime_ns))
+    return inside, outside
+
+
+@pytest.mark.parametrize("route", ["file", "thumbnail"])
+@pytest.mark.parametrize("roots", ["none", "photos"])
+def test_a_folder_swapped_for_a_link_after_indexing_is_not_served(tmp_path: Path, route: str, roots: str) -> None:
+    photos = tmp_path / "photos"
+    decoy, secret = twin_photos(photos / "sub" / "decoy.bmp", tmp_path / "secret" / "decoy.bmp")
+    folder = new_index(tmp_path / "shown", decoy)
+    with client_for(folder, allowed_roots=[photos] if roots == "photos" else []) as client:
+        image_id = only_id(client, "shown")
+        (photos / "sub").rename(photos / "sub.orig")
+        (photos / "sub").symlink_to(secret.parent)
+        response = client.get(f"/api/indexes/shown/images/{image_id}/{route}")
+    assert response.status_code == 404, response.content[:100]
+    assert response.json()["detail"].startswith(f"image {image_id} changed on disk since it was indexed: "
+                                                f"{photos / 'sub'} is a symbolic link")
+    assert not list((folder / "thumbnails").glob("*.jpg"))
+
+
+def renameat2_exchange() -> Callable[[Path, Path], None]:
+    """Swap two names atomically (Linux renameat2 RENAME_EXCHANGE), else with two renames through a third name."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+
+    def exchange(a: Path, b: Path) -> None:
+        if renameat2 is not None and renameat2(-100, bytes(a), -100, bytes(b), 2) == 0:  # AT_FDCWD, RENAME_EXCHANGE
+            return
+        a.rename(a.with_name("swapping"))
+        b.rename(a)
+        a.with_name("swapping").rename(b)
+    return exchange
+
+
+def test_a_folder_swapped_for_a_link_while_a_job_reads_it_leaks_nothing(tmp_path: Path) -> None:
+    """A thread swaps allowed/sub with a link to secret/ (0.5 ms in every 2.5 ms) while the job adds sub's photos:
+    every photo indexed must be one of sub's, never one of secret's (same names, other pictures)."""
+    allowed, secret = tmp_path / "allowed", tmp_path / "secret"
+    mine = {write_photo(allowed / "sub" / f"p{n}.png", seed=n).read_bytes() for n in range(48)}
+    theirs = {write_photo(secret / f"p{n}.png", seed=100 + n).read_bytes() for n in range(48)}
+    (allowed / "link").symlink_to(secret)
+    exchange, stop, swaps = renameat2_exchange(), threading.Event(), []
+
+    def swap() -> None:
+        while not stop.is_set():
+            exchange(allowed / "sub", allowed / "link")  # sub is now the link to secret/
+            time.sleep(0.0005)
+            exchange(allowed / "sub", allowed / "link")
+            swaps.append(1)
+            time.sleep(0.002)
+
+    with client_for(new_index(tmp_path / "fresh"), allowed_roots=[allowed]) as client:
+        started = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(allowed / "sub")]})
+        assert started.status_code == 202 and started.json()["total"] == 48
+        swapper = threading.Thread(target=swap)
+        swapper.start()
+        try:
+            job = wait_for_job(client, started.json()["job_url"])
+        finally:
+            stop.set()
+            swapper.join()
+        assert job["status"] == "done" and swaps
+        images = client.get("/api/indexes/fresh/images").json()["images"]
+        responses = [client.get(image["file"]) for image in images]
+    assert [r.status_code for r in responses] == [200] * len(images)
+    served = [r.content for r in responses]
+    refused = [f["reason"] for f in job["report"]["failures"]]
+    assert all("symbolic link" in reason for reason in refused), refused
+    assert len(images) + len(refused) == 48 and images
+    assert not set(served) & theirs and set(served) <= mine
 
 
 # --- 2. a request names no server-side file ---------------------------------------------------------

@@ -24,10 +24,10 @@ import numpy as np
 
 from lookalike.embedders import Embedder
 from lookalike.faults import crash_point, disk_full_reported
-from lookalike.files import content_hash, stat_file
+from lookalike.files import Fingerprint, content_hash, stat_file
 from lookalike.index.folder import IndexFolder
 from lookalike.index.store import NewImage, VectorStore
-from lookalike.ingest import Failure, embed_files
+from lookalike.ingest import Failure, Prepared, Reader, embed_files
 
 COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
 
@@ -94,13 +94,19 @@ class Sync:
             self.close()
 
     # --- embed ------------------------------------------------------------------------------
-    def embed(self, paths: Sequence[Path], progress: Progress | None = None) -> None:
+    def embed(self, paths: Sequence[Path], progress: Progress | None = None, read: Reader | None = None) -> None:
         """Plan `paths`, embed what needs it (decoding in threads while the network runs) and store it.
-        A long run may call this once per chunk, committing in between, and finish once at the end."""
+        A long run may call this once per chunk, committing in between, and finish once at the end.
+        With `read` (files confined beneath roots), every file is opened only through it, and what is stored
+        (size, time, digest) is what was read from the descriptor whose bytes were decoded."""
         handled_before = self.report.handled
-        for batch in embed_files(self.embedder, self.plan(paths)):
+        planned = self.plan(paths) if read is None else self._plan_read(paths, read)
+        for batch in embed_files(self.embedder, planned, read=read):
             self.fail(batch.failures)
-            self.store_files([(i.path, i.width, i.height) for i in batch.images], batch.vectors)
+            if read is None:
+                self.store_files([(i.path, i.width, i.height) for i in batch.images], batch.vectors)
+            else:
+                self.store_images([_described(i) for i in batch.images], batch.vectors)
             if progress:
                 progress(self.report.handled - handled_before, len(paths))
 
@@ -115,6 +121,20 @@ class Sync:
             if self._needs_embedding(path, remember_hashes):
                 yield path
 
+    def _plan_read(self, paths: Iterable[Path], read: Reader) -> Iterator[Path]:
+        """plan, with every file fingerprinted through `read`: one that cannot be read is left to the decoder,
+        which reads it again the same way and reports why."""
+        self._check_open()
+        for path in paths:
+            try:
+                found = read(path).fingerprint
+            except OSError:
+                yield path
+                continue
+            if self._known_or_reused(path, found):
+                continue
+            yield path
+
     def _needs_embedding(self, path: Path, remember_hashes: bool) -> bool:
         stat = stat_file(path)
         if stat is None:
@@ -127,18 +147,28 @@ class Sync:
             digest = content_hash(path)
         except OSError:
             return True
-        if known and known.content_hash == digest:
-            self.store.touch(known.id, stat.size, stat.mtime)
-            self.report.unchanged += 1
-            return False
         if remember_hashes:
             self.digests[path] = digest
-        source = self.store.record_for_hash(digest)
-        if source is None:
+        return not self._known_or_reused(path, Fingerprint(stat.size, stat.mtime, digest))
+
+    def _known_or_reused(self, path: Path, found: Fingerprint) -> bool:
+        """Whether a file needs no embedding: its content is indexed under its path (unchanged) or under another
+        (its vector is reused, stored here under this path)."""
+        known = self.store.record_by_path(os.path.abspath(path))
+        if known and known.content_hash == found.digest:
+            if (known.size, known.mtime) != (found.size, found.mtime):
+                self.store.touch(known.id, found.size, found.mtime)
+            self.report.unchanged += 1
+            self.digests.pop(path, None)
             return True
-        self.store_files([(path, source.width, source.height)], self.store.vectors([source.id]))
+        source = self.store.record_for_hash(found.digest)
+        if source is None:
+            return False
+        self.digests.pop(path, None)
+        image = NewImage(os.path.abspath(path), found.digest, found.size, found.mtime, source.width, source.height)
+        self.store_images([image], self.store.vectors([source.id]))
         self.report.reused += 1
-        return False
+        return True
 
     def plan_uris(self, uris: Sequence[str]) -> list[str]:
         """Remote files (URIs) not indexed yet; an indexed URI counts as unchanged."""
@@ -256,3 +286,10 @@ class Sync:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             for failure in self.report.failures:
                 log.write(f"{stamp}\t{os.fsdecode(failure.path)}\t{failure.reason}\n")
+
+
+def _described(image: Prepared) -> NewImage:
+    """An image read by a Reader, as stored: its fingerprint is that of the bytes that were decoded."""
+    assert image.fingerprint is not None
+    found = image.fingerprint
+    return NewImage(os.path.abspath(image.path), found.digest, found.size, found.mtime, image.width, image.height)

@@ -20,7 +20,7 @@ from lookalike.index.folder import ARTIFACT_FOLDERS
 from lookalike.web.bodies import Added, Artifact, Deleted, Image, ImagePage, IndexInfo, Job, Removed, StartedJob
 from lookalike.web.deps import MAX_ID, ImageId, jobs_of, registry_of, require_token, served_index, settings_of
 from lookalike.web.errors import error_responses
-from lookalike.web.originals import chunks_of, open_indexed
+from lookalike.web.originals import chunks_of, open_indexed, serving_roots
 from lookalike.web.paths import images_under_roots
 from lookalike.web.registry import NAME, ServedIndex
 from lookalike.web.search_api import capabilities
@@ -163,7 +163,9 @@ def inspect_image(served: Served, image_id: ImageId) -> dict[str, Any]:
 def image_thumbnail(request: Request, served: Served, image_id: ImageId) -> FileResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
-    path = thumbnail(record, served.index.files, settings_of(request).thumbnail_side)
+    settings = settings_of(request)
+    path = thumbnail(record, served.index.files, settings.thumbnail_side,
+                     serving_roots(served.index.files, settings.allowed_roots))
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
@@ -171,10 +173,11 @@ def image_thumbnail(request: Request, served: Served, image_id: ImageId) -> File
             response_class=StreamingResponse,
             responses=file_responses([*dict.fromkeys(IMAGE_TYPES.values()), UNKNOWN_TYPE],
                                      "The file's bytes, typed by its extension") | error_responses(403, 404, 422))
-def image_file(served: Served, image_id: ImageId) -> StreamingResponse:
+def image_file(request: Request, served: Served, image_id: ImageId) -> StreamingResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
-    handle = open_indexed(record)  # served from this descriptor, the one checked: no re-opening of the path
+    roots = serving_roots(served.index.files, settings_of(request).allowed_roots)
+    handle = open_indexed(record, roots)  # served from this descriptor, the one checked: no re-opening of the path
     return StreamingResponse(chunks_of(handle, record.size), media_type=_media_type(record.path),
                              headers={"Content-Length": str(record.size)})
 

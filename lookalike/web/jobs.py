@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lookalike.files import read_beneath
 from lookalike.index import IndexReport
-from lookalike.ingest import Failure
-from lookalike.web.paths import inside
+from lookalike.ingest import Reader
 from lookalike.web.registry import ServedIndex
 from lookalike.web.shown import report_json
 from lookalike.web.uploads import discard_unindexed
@@ -32,9 +32,11 @@ class Work:
     roots: list[Path] | None
     uploads: bool
 
-    def still_allowed(self, paths: list[Path]) -> list[Path]:
-        """The paths whose real location is under an allowed root right now, just before they are read."""
-        return paths if self.roots is None else [p for p in paths if inside(p, self.roots)]
+    def reader(self) -> Reader | None:
+        """How the job's files are read: beneath an allowed root through no link (a folder swapped for a link
+        after the request was checked is refused when the file is opened, not before), or by path."""
+        roots = self.roots
+        return None if roots is None else lambda path: read_beneath(roots, path)
 
 
 @dataclass
@@ -105,9 +107,7 @@ class JobQueue:
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
                 with served.lock.writing():
-                    allowed = work.still_allowed(chunk)
-                    run.fail(Failure(p, "outside the allowed roots") for p in chunk if p not in allowed)
-                    run.embed(allowed)
+                    run.embed(chunk, read=work.reader())
                     run.commit()
                 job.done += len(chunk)
         finally:

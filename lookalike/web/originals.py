@@ -1,44 +1,45 @@
-"""Indexed files opened for serving: never through a link in the last component of their path, and only while
-they are still the file that was indexed (same size and mtime), checked on the descriptor that is then read."""
+"""Indexed files opened for serving: through descriptors opened beneath a root without following any link
+(see files.open_beneath), and only while they are still the file that was indexed (same size, mtime and
+content digest), checked on the descriptor whose bytes are then sent."""
 
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import BinaryIO
 
+from lookalike.files import UnsafePathError, bytes_hash, open_beneath, root_of, stream_hash
 from lookalike.index import ImageRecord
+from lookalike.index.folder import IndexFolder
 
-# O_NOFOLLOW: a link put in place of the file fails to open; O_NONBLOCK: a FIFO put there cannot hang the open
-FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
-    | getattr(os, "O_BINARY", 0)
 CHUNK = 1 << 16
 
 
-def open_indexed(record: ImageRecord) -> BinaryIO:
-    """The indexed file, open for reading; FileNotFoundError (a 404) when it is gone or no longer the one indexed."""
-    try:
-        descriptor = os.open(record.path, FLAGS)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image {record.id} is indexed but its file is gone: {record.path}") from None
-    except PermissionError:
-        raise PermissionError(f"image {record.id} is indexed but its file is not readable") from None
-    except OSError:  # ELOOP (a link) and whatever else stands where the file was
-        raise _changed(record) from None
-    handle = os.fdopen(descriptor, "rb")
-    found = os.fstat(descriptor)
-    if not stat.S_ISREG(found.st_mode) or (found.st_size, found.st_mtime) != (record.size, record.mtime):
+def serving_roots(files: IndexFolder, allowed_roots: Sequence[Path]) -> list[Path]:
+    """Where an index's files may be read from, innermost first wins: the allowed roots, the index's own
+    uploads, else the file system's root, below which no component of the indexed path may be a link."""
+    return [*allowed_roots, files.uploads, Path(os.sep)]
+
+
+def open_indexed(record: ImageRecord, roots: Sequence[Path]) -> BinaryIO:
+    """The indexed file, open for reading at its start; FileNotFoundError (a 404) when it is gone, reached
+    through a link, or no longer the one indexed."""
+    handle = os.fdopen(_descriptor(record, roots), "rb")
+    found = os.fstat(handle.fileno())
+    if (found.st_size, found.st_mtime) != (record.size, record.mtime) or stream_hash(handle) != record.content_hash:
         handle.close()
-        raise _changed(record)
-    if getattr(os, "O_NONBLOCK", 0):
-        os.set_blocking(descriptor, True)
+        raise _changed(record, "its size, time or content differ")
+    handle.seek(0)
     return handle
 
 
-def read_indexed(record: ImageRecord) -> bytes:
-    with open_indexed(record) as handle:
-        return handle.read(record.size)
+def read_indexed(record: ImageRecord, roots: Sequence[Path]) -> bytes:
+    with os.fdopen(_descriptor(record, roots), "rb") as handle:
+        found, data = os.fstat(handle.fileno()), handle.read()
+    if (len(data), found.st_mtime) != (record.size, record.mtime) or bytes_hash(data) != record.content_hash:
+        raise _changed(record, "its size, time or content differ")
+    return data
 
 
 def chunks_of(handle: BinaryIO, size: int) -> Iterator[bytes]:
@@ -50,5 +51,18 @@ def chunks_of(handle: BinaryIO, size: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _changed(record: ImageRecord) -> FileNotFoundError:
-    return FileNotFoundError(f"image {record.id} changed on disk since it was indexed; re-index it")
+def _descriptor(record: ImageRecord, roots: Sequence[Path]) -> int:
+    try:
+        return open_beneath(root_of(record.path, roots), record.path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {record.id} is indexed but its file is gone: {record.path}") from None
+    except UnsafePathError as error:
+        raise _changed(record, f"{error} (if the link is yours, serve with --allowed-roots naming it)") from None
+    except PermissionError:
+        raise PermissionError(f"image {record.id} is indexed but its file is not readable") from None
+    except OSError as error:  # whatever else stands where the file or a folder was
+        raise _changed(record, error.strerror or type(error).__name__) from None
+
+
+def _changed(record: ImageRecord, why: str) -> FileNotFoundError:
+    return FileNotFoundError(f"image {record.id} changed on disk since it was indexed: {why}; re-index it")

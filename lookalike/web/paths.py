@@ -1,4 +1,4 @@
-"""Server-side paths a client may name: only inside the configured allowed roots, symlinks resolved first."""
+"""Server-side paths a client may name: only inside the configured allowed roots, reached through no link."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lookalike.files import walk_images
+from lookalike.files import UnsafePathError, root_of, walk_images
 from lookalike.images import is_image_path
 
 
@@ -15,12 +15,15 @@ class RefusedPathError(Exception):
 
 
 def inside(path: str | os.PathLike[str], roots: Sequence[Path]) -> bool:
-    real = os.path.realpath(path)
-    for root in roots:
-        base = os.path.realpath(root)
-        if os.path.commonpath([real, base]) == base:
-            return True
-    return False
+    """Whether the path names something under a root with no link below the root (checked now; the job reads
+    each file again beneath its root through no link, so a swap made after this check is refused then)."""
+    try:
+        root = root_of(path, roots)
+    except UnsafePathError:
+        return False
+    relative = Path(os.path.abspath(path)).relative_to(root)
+    return not any(os.path.islink(root.joinpath(*relative.parts[:depth]))
+                   for depth in range(1, len(relative.parts) + 1))
 
 
 def images_under_roots(requested: Sequence[str], roots: Sequence[Path]) -> list[Path]:
@@ -32,7 +35,7 @@ def images_under_roots(requested: Sequence[str], roots: Sequence[Path]) -> list[
         if "\x00" in text or not os.path.isabs(text):
             raise RefusedPathError(f"{text!r}: give an absolute path under an allowed root")
         if not inside(text, roots):
-            raise RefusedPathError(f"{text}: outside the allowed roots")
+            raise RefusedPathError(f"{text}: outside the allowed roots (or reached through a link)")
         path = Path(text)
         if path.is_dir():
             found += [p for p in walk_images(path) if inside(p, roots)]  # links leading out are skipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -14,14 +15,15 @@ from lookalike.index.folder import IndexFolder
 from lookalike.web.originals import read_indexed
 
 
-def thumbnail(record: ImageRecord, files: IndexFolder, side: int) -> Path:
+def thumbnail(record: ImageRecord, files: IndexFolder, side: int, roots: Sequence[Path]) -> Path:
     """A JPEG no larger than side x side; the name carries the content hash, so changed files get a new one.
-    It is made from the indexed file only while that is still the file indexed (see originals)."""
+    It is made from the indexed file, read beneath one of `roots`, only while that is still the file indexed
+    (see originals)."""
     folder = files.thumbnails
     target = folder / f"{record.id}-{record.content_hash[:16]}-{side}.jpg"
     if target.exists():
         return target
-    pixels = load_image(read_indexed(record), target_side=side).pixels
+    pixels = load_image(read_indexed(record, roots), target_side=side).pixels
     folder.mkdir(exist_ok=True)
     pixels.thumbnail((side, side), Image.Resampling.LANCZOS)
     partial = target.with_name(target.name + f".{uuid.uuid4().hex}.partial")

@@ -8,7 +8,8 @@ Unset, a crash point costs one comparison. CRASH_POINTS lists them all (tests ch
 
 A full disk (no space, a file too large for the file system or the process's limit, a quota) shows up as
 an OSError, a SQLite "database or disk is full" or a FAISS write error; `disk_full` turns each into one
-DiskFullError with a message a person can act on.
+DiskFullError with a message a person can act on. A read-only file system or a folder this process may not
+write (EROFS, EACCES, EPERM) is an UnwritableError, named as such: neither is a damaged index.
 """
 
 from __future__ import annotations
@@ -89,16 +90,70 @@ def disk_full(error: BaseException, folder: Path) -> DiskFullError | None:
 @contextmanager
 def disk_full_reported(folder: Path, writer: bool = True) -> Iterator[None]:
     """Run a write into `folder`: a full disk comes out as DiskFullError and, for the index's writer (who owns
-    them), the half-written temporary files are removed: each failed run must not take more of the missing space."""
+    them), the half-written temporary files are removed: each failed run must not take more of the missing space.
+    A read-only or forbidden folder comes out as UnwritableError."""
     try:
         yield
     except Exception as error:
         full = disk_full(error, folder)
         if full is None:
-            raise
+            problem = unwritable(error, folder)
+            if problem is None:
+                raise
+            raise problem from error
         if writer:
             drop_partial_files(folder)
         raise full from error
+
+
+def storage_problem(error: BaseException, folder: Path) -> OSError | None:
+    """`error` as what is wrong with the disk under `folder` (full, read-only, forbidden), or None when it is not
+    the disk: an error to report as such before anyone calls a file damaged."""
+    return disk_full(error, folder) or unwritable(error, folder)
+
+
+# --- a disk that may not be written ---------------------------------------------------------------
+UNWRITABLE = {errno.EROFS: "the file system is read-only", errno.EACCES: "this process may not write there "
+              "(permission denied)", errno.EPERM: "this process may not write there (operation not permitted)"}
+SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN = 3, 8, 14
+
+
+class UnwritableError(OSError):
+    """The index folder cannot be written (a read-only file system, missing permissions): nothing is damaged."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def unwritable(error: BaseException, folder: Path) -> UnwritableError | None:
+    """`error` as an UnwritableError when a read-only file system or missing permissions caused it, else None."""
+    if isinstance(error, UnwritableError):
+        return error
+    code = _unwritable_errno(error, folder)
+    if code is None:
+        return None
+    return UnwritableError(code, f"cannot write to {folder}: {UNWRITABLE[code]} ({errno.errorcode[code]}). "
+                                 "The index is intact; lookalike writes beside its database even to search (the "
+                                 "write-ahead log): make the folder writable, or copy the index to a writable disk")
+
+
+def _unwritable_errno(error: BaseException, folder: Path) -> int | None:
+    if isinstance(error, OSError) and error.errno in UNWRITABLE:
+        return error.errno
+    sqlite_code = getattr(error, "sqlite_errorcode", None)
+    if sqlite_code is None or sqlite_code & 0xFF not in (SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_IOERR):
+        return None
+    return _why_unwritable(Path(folder))  # SQLite does not say which errno: look at the folder
+
+
+def _why_unwritable(folder: Path) -> int | None:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return errno.EROFS
+        files = [folder, *(p for p in folder.iterdir() if p.is_file())]
+    except OSError:
+        return None
+    return None if all(os.access(p, os.W_OK) for p in files) else errno.EACCES
 
 
 def drop_partial_files(folder: Path) -> None:

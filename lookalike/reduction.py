@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ DEFAULT_MAX_SAMPLE = 20000  # the default PCA is fitted on at most this many ind
 DEFAULT_PLAN = {"components": DEFAULT_COMPONENTS, "whiten": False, "sample": DEFAULT_MAX_SAMPLE,
                 "min_images": DEFAULT_MIN_IMAGES}
 MAX_FIT_SAMPLE = 200_000  # any PCA unless a larger sample is asked for: 1 GB of 1,280-d float32 at most
+DIGEST_PREFIX = "sha256:"  # a manifest's digest of the whole file; older manifests hold 12 hex digits of part of it
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,24 @@ class PcaReduction:
         return l2_normalise(projected * self.scale)
 
     def describe(self) -> dict[str, Any]:
-        digest = hashlib.sha256(self.components.tobytes() + self.scale.tobytes()).hexdigest()[:12]
         return {"method": "pca", "components": self.dimension, "whiten": self.whiten, "fitted_on": self.fitted_on,
-                "input_dimension": int(self.components.shape[1]), "digest": digest}
+                "input_dimension": int(self.components.shape[1]), "digest": self.digest()}
+
+    def digest(self) -> str:
+        """Of everything the file holds (mean, components, scale, whiten, fitted_on): any change shows."""
+        content = hashlib.sha256()
+        for array in (self.mean, self.components, self.scale):
+            content.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        content.update(f"{self.whiten}:{self.fitted_on}".encode())
+        return f"{DIGEST_PREFIX}{content.hexdigest()[:16]}"
+
+    def is_recorded_as(self, digest: str) -> bool:
+        """Whether this is the reduction a manifest recorded. A manifest written before the digest covered the
+        whole file holds a digest of components and scale alone: it is still accepted (the shapes were checked
+        when loading), so indexes written by older releases open."""
+        if digest.startswith(DIGEST_PREFIX):
+            return digest == self.digest()
+        return digest == hashlib.sha256(self.components.tobytes() + self.scale.tobytes()).hexdigest()[:12]
 
     def save(self, path: Path) -> None:
         """Write to `path` atomically."""
@@ -79,14 +96,41 @@ def fit_pca(vectors: Matrix, components: int, whiten: bool = False) -> PcaReduct
                         scale.astype(np.float32), whiten, count)
 
 
+class ReductionFileError(ValueError):
+    """A reduction file that cannot be used: not an .npz archive, missing arrays, or arrays of the wrong shape."""
+
+
 def load_reduction(path: Path) -> PcaReduction | None:
-    """The PCA saved at `path`, or None when there is none."""
+    """The PCA saved at `path`, or None when there is none; ReductionFileError saying what is wrong with a
+    damaged one (the index fits it again from its full vectors)."""
     path = Path(path)
     if not path.exists():
         return None
-    with np.load(path) as saved:
-        return PcaReduction(saved["mean"], saved["components"], saved["scale"], bool(saved["whiten"]),
-                            int(saved["fitted_on"]))
+    if not zipfile.is_zipfile(path):
+        raise ReductionFileError(f"{path} is damaged: it is not an .npz archive")
+    try:
+        with np.load(path) as saved:
+            reduction = PcaReduction(saved["mean"], saved["components"], saved["scale"], bool(saved["whiten"]),
+                                     int(saved["fitted_on"]))
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError, OSError) as error:
+        raise ReductionFileError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+    problem = _shape_problem(reduction)
+    if problem:
+        raise ReductionFileError(f"{path} is damaged: {problem}")
+    return reduction
+
+
+def _shape_problem(reduction: PcaReduction) -> str | None:
+    components, mean, scale = reduction.components, reduction.mean, reduction.scale
+    if components.ndim != 2 or components.shape[0] < 1:
+        return f"its components are an array of shape {components.shape}, not (components, dimension)"
+    if mean.shape != (components.shape[1],):
+        return f"its mean has shape {mean.shape}, the components need ({components.shape[1]},)"
+    if scale.shape != (components.shape[0],):
+        return f"its scale has shape {scale.shape}, the components need ({components.shape[0]},)"
+    if not all(np.isfinite(a).all() for a in (components, mean, scale)):
+        return "it holds values that are not finite numbers"
+    return None
 
 
 def remove_reduction(path: Path) -> None:

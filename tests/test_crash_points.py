@@ -24,8 +24,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DEMO_GALLERY, REPO
-from recovery import answers_of, check_no_leftovers, check_opens_and_searches_what_sqlite_holds, record_figure
+from conftest import DEMO_GALLERY, REPO, wait_for_job, write_photo
+from recovery import (
+    answers_of,
+    check_no_leftovers,
+    check_opens_and_searches_what_sqlite_holds,
+    database_rows,
+    record_figure,
+)
 
 from lookalike.cli import main
 from lookalike.faults import CRASH_AT, CRASH_POINTS
@@ -297,3 +303,65 @@ def test_a_server_killed_during_an_upload_batch_restarts_with_the_index_whole(ph
     check_no_leftovers(folder)
     record_figure("crash", command="serve (upload batch)", point="store.added", recover_ms=round(recovery * 1e3, 1),
                   healthy_open_ms=round(seconds_to_recover(folder) * 1e3, 1), rerun_ms=None)
+
+
+# --- uploads journalled: a kill -9 loses none acknowledged and orphans none (issue 24) ----------------------------
+UPLOADS = 120  # a batch of the size the issue was found with; CHUNK (64) of a job are committed per write lock
+
+
+@pytest.fixture(scope="module")
+def many_photos(tmp_path_factory) -> list[tuple[str, tuple[str, bytes, str]]]:
+    folder = tmp_path_factory.mktemp("many")
+    paths = [write_photo(folder / f"upload{seed}.png", seed, size=(48, 36)) for seed in range(UPLOADS)]
+    return [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
+
+
+def upload_files(folder: Path) -> list[Path]:
+    uploads = IndexFolder(folder).uploads
+    return sorted(uploads.iterdir()) if uploads.is_dir() else []
+
+
+def orphans(folder: Path) -> int:
+    """Files in INDEX/uploads that no image of the index is (SQLite, read as it is now)."""
+    with ImageIndex.open(folder) as index:
+        return sum(index.record_by_path(p) is None for p in upload_files(folder))
+
+
+def test_a_server_killed_during_a_synchronous_batch_keeps_no_file_of_it_after_restart(
+        starts, many_photos, tmp_path):
+    folder = prepared(starts["add"], tmp_path / "idx")
+    before = database_rows(folder)
+    with serving(folder, crash_at="store.added") as (client, server):
+        with pytest.raises(httpx.TransportError):
+            client.post("/api/indexes/idx/images", files=many_photos)
+        assert server.wait(timeout=30) == -9
+    left_at_kill = orphans(folder)
+    with serving(folder) as (client, _):
+        assert client.get("/ready").json()["indexes"] == {"idx": before}  # nothing was acknowledged: none added
+    assert upload_files(folder) == [] and database_rows(folder) == before
+    check_no_leftovers(folder)
+    record_figure("upload crash", during=f"synchronous batch of {UPLOADS}", point="store.added",
+                  acknowledged=0, kept=database_rows(folder) - before, orphans_at_kill=left_at_kill,
+                  orphans_after_restart=len(upload_files(folder)), job_after_restart=None)
+
+
+def test_a_server_killed_during_a_background_job_finishes_it_under_its_id_after_restart(
+        starts, many_photos, tmp_path):
+    folder = prepared(starts["add"], tmp_path / "idx")
+    before = database_rows(folder)
+    with serving(folder, crash_at="store.committed") as (client, server):  # killed once the first chunk committed
+        started = client.post("/api/indexes/idx/images", params={"background": "true"}, files=many_photos)
+        assert started.status_code == 202, started.text
+        assert server.wait(timeout=60) == -9
+    added_at_kill, left_at_kill = database_rows(folder) - before, orphans(folder)
+    assert 0 < added_at_kill < UPLOADS
+    with serving(folder) as (client, _):
+        job = wait_for_job(client, started.json()["job_url"])
+        assert job["id"] == started.json()["id"] and job["status"] == "done", job
+        assert client.get("/ready").json()["indexes"] == {"idx": before + UPLOADS}
+    assert len(upload_files(folder)) == UPLOADS and orphans(folder) == 0
+    check_no_leftovers(folder)
+    record_figure("upload crash", during=f"background job of {UPLOADS}, killed at {added_at_kill}/{UPLOADS}",
+                  point="store.committed", acknowledged=UPLOADS, kept=database_rows(folder) - before,
+                  orphans_at_kill=left_at_kill, orphans_after_restart=orphans(folder),
+                  job_after_restart=job["status"])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_photo
 
 from lookalike.cli import main
+from lookalike.faults import UnwritableError
 from lookalike.index import ImageIndex, IndexFormatError
 from lookalike.index.folder import IndexFolder
 
@@ -86,3 +94,139 @@ def test_an_index_is_not_written_into_a_folder_that_holds_other_files(tmp_path, 
         ImageIndex.create(folder)
     assert main(["index", str(tmp_path / "photos-elsewhere"), "--index", str(folder)]) == 2
     assert sorted(p.name for p in folder.iterdir()) == ["holiday.png", "notes.txt"]
+
+
+# --- every file of the folder checked (issue 24) ----------------------------------------------------
+@pytest.fixture
+def histogram_index(tmp_path, photo_folder):
+    """A PCA-reduced index made in milliseconds (a colour-histogram embedder needs no network)."""
+    folder = tmp_path / "hist"
+    with ImageIndex.create(folder, model="color-histogram", pca=4, dba=0) as index:
+        index.add_folder(photo_folder)
+    return folder
+
+
+def scores_of(folder) -> list[list[float]]:
+    with ImageIndex.open(folder) as index:
+        return [[round(m.score, 5) for m in index.search(id=int(i), k=8).matches] for i in index.ids()]
+
+
+def rewrite_reduction(folder, **changed) -> None:
+    path = IndexFolder(folder).reduction
+    with np.load(path) as saved:
+        arrays = dict(saved) | changed
+    np.savez(path, **arrays)
+
+
+def record_older_digest(folder) -> None:
+    """The manifest as releases before issue 24 wrote it: a digest of the components and the scale alone."""
+    with np.load(IndexFolder(folder).reduction) as saved:
+        digest = hashlib.sha256(saved["components"].tobytes() + saved["scale"].tobytes()).hexdigest()[:12]
+    manifest = json.loads(IndexFolder(folder).manifest.read_text())
+    manifest["reduction"]["digest"] = digest
+    IndexFolder(folder).manifest.write_text(json.dumps(manifest))
+
+
+def test_a_reduction_whose_mean_was_altered_is_fitted_again_not_used(histogram_index, caplog):
+    expected = scores_of(histogram_index)
+    with np.load(IndexFolder(histogram_index).reduction) as saved:
+        mean = saved["mean"]
+    rewrite_reduction(histogram_index, mean=mean + 0.05)
+    assert scores_of(histogram_index) == expected
+    assert "pca.npz is not the reduction manifest.json records" in caplog.text
+    with np.load(IndexFolder(histogram_index).reduction) as saved:
+        assert np.array_equal(saved["mean"], mean)
+
+
+def test_an_index_whose_manifest_holds_the_older_digest_opens_with_its_reduction(histogram_index):
+    record_older_digest(histogram_index)
+    before = IndexFolder(histogram_index).reduction.read_bytes()
+    with ImageIndex.open(histogram_index) as index:
+        assert index.reduction is not None and index.reduction.dimension == 4
+    assert IndexFolder(histogram_index).reduction.read_bytes() == before  # used as it is, not fitted again
+
+
+@pytest.mark.parametrize("damage", ["not a zip", "a broken zip", "a mean one value short", "no scale"])
+def test_a_damaged_reduction_file_is_fitted_again_even_under_the_older_digest(histogram_index, damage, caplog):
+    expected = scores_of(histogram_index)
+    record_older_digest(histogram_index)  # the older digest does not cover the mean: the shapes are checked
+    path = IndexFolder(histogram_index).reduction
+    if damage == "not a zip":
+        path.write_bytes(b"\x93NUMPY not an archive")
+    elif damage == "a broken zip":
+        path.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    elif damage == "a mean one value short":
+        with np.load(path) as saved:
+            rewrite_reduction(histogram_index, mean=saved["mean"][:-1])
+    else:
+        with np.load(path) as saved:
+            np.savez(path, **{name: saved[name] for name in saved.files if name != "scale"})
+    assert scores_of(histogram_index) == expected
+    assert f"{path} is damaged" in caplog.text
+
+
+def test_one_stored_vector_of_the_wrong_length_is_left_out_and_named_not_the_whole_index(histogram_index, caplog):
+    with ImageIndex.open(histogram_index) as index:
+        damaged = int(index.ids()[2])
+        path = index.record(damaged).path
+    with sqlite3.connect(IndexFolder(histogram_index).database) as db:
+        db.execute("UPDATE images SET vector = ? WHERE id = ?", (b"\0" * 12, damaged))
+    for copy in histogram_index.glob("vectors-*"):
+        copy.unlink()  # so it is rebuilt from the database
+    with ImageIndex.open(histogram_index) as index:
+        assert len(index) == 8
+        query = int(index.ids()[0])
+        found = {m.id for m in index.search(id=query, k=8).matches}
+        assert found == set(index.ids().tolist()) - {query, damaged}  # the others are all searched
+        with pytest.raises(IndexFormatError, match=f"images.sqlite, image id {damaged} .*3 values, the model makes"):
+            index.search(id=damaged, k=3)
+    assert f"image id {damaged} ({path})" in caplog.text
+    with ImageIndex.open(histogram_index) as index:  # its saved copy lacks that row: used, not rebuilt each time
+        index.remove_ids([damaged])
+        index.add_files([path])
+        assert len(index.search(id=int(index.ids()[0]), k=8).matches) == 7  # every other image again
+
+
+def test_a_writer_lock_that_is_a_folder_is_named_not_a_traceback(histogram_index, photo_folder, capsys):
+    lock = IndexFolder(histogram_index).writer_lock
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    capsys.readouterr()
+    assert main(["add", str(next(photo_folder.rglob("*.png"))), "--index", str(histogram_index)]) == 2
+    error = capsys.readouterr().err
+    assert f"{lock} is a folder, not the lock file" in error and "Traceback" not in error, error
+
+
+def test_an_index_folder_whose_name_is_not_utf8_indexes_and_searches(tmp_path, photo_folder, capsys):
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9-index"))
+    assert main(["index", str(photo_folder), "--index", str(folder), "--model", "color-histogram",
+                 "--index-type", "hnsw"]) == 0
+    with ImageIndex.open(folder) as index:
+        assert len(index) == 8 and len(index.search(id=int(index.ids()[0]), k=3).matches) == 3
+    assert any(name.startswith("hnsw-") for name in os.listdir(folder))
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A tmpfs of its own, made read-only once filled; skipped where this process may not mount one."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def test_an_index_on_a_read_only_file_system_is_named_so_not_damaged(read_only_disk, histogram_index, capsys):
+    shutil.copytree(histogram_index, read_only_disk / "idx")
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_disk)], check=True)
+    capsys.readouterr()
+    assert main(["info", "--index", str(read_only_disk / "idx")]) == 2
+    error = capsys.readouterr().err
+    assert "the file system is read-only (EROFS)" in error and "damaged" not in error, error
+    with pytest.raises(UnwritableError):
+        ImageIndex.open(read_only_disk / "idx")

@@ -9,7 +9,7 @@ import numpy as np
 
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
-from lookalike.backends.files import drop_stale_files, write_index_atomically
+from lookalike.backends.files import drop_stale_files, read_index, write_index_atomically
 
 
 class FlatBackend:
@@ -48,7 +48,7 @@ class FlatBackend:
         if not path.exists() or not verified(_sidecar(path)):
             return None
         try:
-            index = faiss.read_index(str(path))
+            index = read_index(path)
         except RuntimeError:
             return None  # damaged copy: the database still has everything
         return cls(dimension, index) if index.d == dimension else None

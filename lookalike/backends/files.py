@@ -13,9 +13,16 @@ from lookalike.faults import crash_point
 def write_index_atomically(index: faiss.Index, path: Path) -> None:
     """A FAISS index on disk: readers see the old file or the complete new one, never half."""
     partial = path.with_name(path.name + ".partial")
-    faiss.write_index(index, str(partial))
+    with open(partial, "wb") as out:  # through Python's file: FAISS takes only UTF-8 names, a folder may not be one
+        faiss.write_index(index, faiss.PyCallbackIOWriter(out.write))
     crash_point("backend.writing")
     partial.replace(path)
+
+
+def read_index(path: Path) -> faiss.Index:
+    """A FAISS index saved by write_index_atomically (any file name the system allows, UTF-8 or not)."""
+    with open(path, "rb") as source:
+        return faiss.read_index(faiss.PyCallbackIOReader(source.read))
 
 
 def drop_stale_files(folder: Path, patterns: Iterable[str], keep: Iterable[Path]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
 from lookalike.backends.exact import exact_top_k
-from lookalike.backends.files import drop_stale_files, write_index_atomically
+from lookalike.backends.files import drop_stale_files, read_index, write_index_atomically
 from lookalike.backends.threads import threads_for
 from lookalike.faults import crash_point
 
@@ -111,7 +111,7 @@ class HNSWBackend:
         index_path, rows_path, sidecar = _paths(folder, generation)
         if not index_path.exists() or not verified(sidecar):
             return None
-        index = faiss.read_index(str(index_path))
+        index = read_index(index_path)
         if index.d != dimension:
             return None
         backend = cls(dimension, index=index, row_ids=np.load(rows_path))

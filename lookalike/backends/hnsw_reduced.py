@@ -20,7 +20,7 @@ import numpy as np
 
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
-from lookalike.backends.files import drop_stale_files, write_index_atomically
+from lookalike.backends.files import drop_stale_files, read_index, write_index_atomically
 from lookalike.backends.ivfpq import MAX_TRAIN, pca_rotation
 from lookalike.backends.rerank import RerankStore
 from lookalike.backends.reranked import RerankedBackend
@@ -150,7 +150,7 @@ class ReducedHNSWBackend(RerankedBackend):
         backend = cls(dimension, **params)  # type: ignore[arg-type]
         backend.vectors = RerankStore.load(vectors_path, ids_path, dimension)
         if graph_path.exists():
-            backend.graph = faiss.read_index(str(graph_path))
+            backend.graph = read_index(graph_path)
             backend.rotation = _transform(np.load(rotation_path), dimension, backend.graph.d)
             backend.reduced_dimension, backend.M = backend.graph.d, int(backend.graph.hnsw.nb_neighbors(1))
             backend.storage = "sq8" if isinstance(backend.graph, faiss.IndexHNSWSQ) else "flat"

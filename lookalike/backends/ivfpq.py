@@ -32,7 +32,7 @@ import numpy as np
 
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
-from lookalike.backends.files import drop_stale_files, write_index_atomically
+from lookalike.backends.files import drop_stale_files, read_index, write_index_atomically
 from lookalike.backends.rerank import RerankStore
 from lookalike.backends.reranked import RerankedBackend
 from lookalike.backends.threads import threads_for
@@ -192,7 +192,7 @@ class IVFPQBackend(RerankedBackend):
         backend = cls(dimension, **params)  # type: ignore[arg-type]
         backend.vectors = RerankStore.load(vectors_path, ids_path, dimension, backend.rows_in_ram)
         if index_path.exists():
-            backend.index = faiss.read_index(str(index_path))
+            backend.index = read_index(index_path)
             ivf = faiss.extract_index_ivf(backend.index)
             backend.nlist = ivf.nlist
             backend.coarse = "hnsw" if isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW) else "flat"

@@ -8,14 +8,15 @@ from collections.abc import Sequence
 
 from lookalike.cli import core, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
-from lookalike.faults import DiskFullError
+from lookalike.faults import DiskFullError, UnwritableError
 from lookalike.images import ImageError
-from lookalike.index import IndexBusyError, IndexFormatError, ModelMismatchError
+from lookalike.index import IndexBusyError, IndexFormatError, LockFileError, ModelMismatchError
 
 VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
 
 EXPECTED_ERRORS = (CommandError, ImageError, ModelMismatchError, IndexFormatError, IndexBusyError, KeyError,
-                   ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError, DiskFullError)
+                   ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ConnectionError, DiskFullError,
+                   UnwritableError, LockFileError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from lookalike.index.image_index import ImageIndex, ModelMismatchError, delete_i
 from lookalike.index.manifest import IndexFormatError
 from lookalike.index.store import ImageRecord, NewImage
 from lookalike.index.sync import IndexReport, Sync
-from lookalike.index.writer import IndexBusyError
+from lookalike.index.writer import IndexBusyError, LockFileError
 
-__all__ = ["ImageIndex", "ImageRecord", "IndexBusyError", "IndexFormatError", "IndexReport", "ModelMismatchError",
-           "NewImage", "Sync", "delete_index"]
+__all__ = ["ImageIndex", "ImageRecord", "IndexBusyError", "IndexFormatError", "IndexReport", "LockFileError",
+           "ModelMismatchError", "NewImage", "Sync", "delete_index"]

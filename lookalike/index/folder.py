@@ -11,6 +11,7 @@
     similarity/            learned similarity models
     map/, maps/            2-D maps of the collection
     uploads/, thumbnails/  images uploaded over HTTP, thumbnails served to the page
+    journal/               the server's accepted uploads and jobs, so a crash orphans and loses none
     ray-shards/            embedded shards a Ray run has not merged yet
 """
 
@@ -35,6 +36,7 @@ MAP = "map"
 MAPS = "maps"
 UPLOADS = "uploads"
 THUMBNAILS = "thumbnails"
+JOURNAL = "journal"
 RAY_SHARDS = "ray-shards"
 ARTIFACT_FOLDERS = (CLUSTERS_REPORT, MAP, MAPS)  # pictures and reports the web page may show
 
@@ -111,6 +113,10 @@ class IndexFolder:
     @property
     def thumbnails(self) -> Path:
         return self.root / THUMBNAILS
+
+    @property
+    def journal(self) -> Path:
+        return self.root / JOURNAL
 
     @property
     def ray_shards(self) -> Path:

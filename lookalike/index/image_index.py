@@ -12,6 +12,7 @@ committed (one small query when they committed nothing).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import random as random_module
 import shutil
@@ -30,19 +31,19 @@ from lookalike.backends import backend_options, store_manifest
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, new_index_precision
 from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors, text_tower
 from lookalike.expansion import diffusion_order, expanded_queries
-from lookalike.faults import crash_point
+from lookalike.faults import crash_point, storage_problem
 from lookalike.files import walk_images
 from lookalike.images import ImageError, is_image_path, load_image
 from lookalike.index import augmentation
 from lookalike.index import tune as tuning
 from lookalike.index.autoselect import plan_index
-from lookalike.index.folder import IndexFolder
+from lookalike.index.folder import MANIFEST, IndexFolder
 from lookalike.index.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
 from lookalike.index.store import ImageRecord, VectorStore
 from lookalike.index.sync import IndexReport, Sync
 from lookalike.index.writer import IndexBusyError, WriterLock
 from lookalike.ingest import Failure
-from lookalike.reduction import fit_pca, load_reduction, remove_reduction
+from lookalike.reduction import ReductionFileError, fit_pca, load_reduction, remove_reduction
 from lookalike.search import (
     METRICS,
     SCOPES,
@@ -58,6 +59,7 @@ from lookalike.search import (
 
 Progress = Callable[[int, int], None]  # (images done, images to do)
 Ids = npt.NDArray[np.int64]
+log = logging.getLogger("lookalike")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -155,9 +157,10 @@ class ImageIndex:
         embedder = EmbedderSpec.of_index(recorded, weights, device).build_matching(recorded)
         try:
             index = cls(folder, embedder, manifest)
-        except sqlite3.DatabaseError as error:
-            raise IndexFormatError(f"{IndexFolder(folder).database} is damaged ({error}): restore it from a "
-                                   "backup, or index the photos again into a new folder") from None
+        except sqlite3.DatabaseError as error:  # a disk that is full or may not be written damages nothing
+            raise storage_problem(error, folder) or IndexFormatError(
+                f"{IndexFolder(folder).database} is damaged ({error}): restore it from a backup, or index the "
+                "photos again into a new folder") from None
         index._refit_lost_reduction()
         return index
 
@@ -705,9 +708,14 @@ def recorded_reduction(path: Path, manifest: dict[str, Any]) -> Any:
         return None
     try:
         reduction = load_reduction(path)
-    except (OSError, ValueError, KeyError):
+    except ReductionFileError as damaged:
+        log.warning("lookalike: %s; it is fitted again from the full vectors", damaged)
         return None
-    return reduction if reduction is not None and reduction.describe()["digest"] == recorded["digest"] else None
+    if reduction is not None and not reduction.is_recorded_as(recorded["digest"]):
+        log.warning("lookalike: %s is not the reduction %s records (another digest); it is fitted again from the "
+                    "full vectors", path, MANIFEST)
+        return None
+    return reduction
 
 
 def delete_index(folder: str | os.PathLike[str]) -> None:

@@ -12,6 +12,7 @@ a write or a save brings it up to date first, so a saved copy always holds exact
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -27,8 +28,10 @@ from lookalike.backends import VectorBackend, load_backend, new_backend
 from lookalike.embedders import Matrix
 from lookalike.faults import crash_point, disk_full_reported
 from lookalike.index.folder import DATABASE
+from lookalike.index.manifest import IndexFormatError
 
 Ids = npt.NDArray[np.int64]
+log = logging.getLogger("lookalike")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -249,8 +252,21 @@ class VectorStore:
             row = self.db.execute("SELECT vector FROM images WHERE id = ?", (int(image_id),)).fetchone()
             if row is None:
                 raise KeyError(f"no image with id {image_id} in the index")
+            if len(row[0]) != self.dimension * 4:
+                raise IndexFormatError(self._damaged_row_message(int(image_id), len(row[0])))
             matrix[row_number] = _blob_vector(row[0])
         return matrix
+
+    def _damaged_row_message(self, image_id: int, blob_bytes: int) -> str:
+        record = self.record(image_id)
+        return (f"{self.folder / DATABASE}, image id {image_id} ({record.path if record else '?'}): its vector has "
+                f"{blob_bytes / 4:g} values, the model makes {self.dimension}; the row is damaged and is not "
+                "searched: remove that image from the index and add it again")
+
+    def damaged_rows(self) -> int:
+        """Images whose stored vector is not of the model's length (a damaged row): they are left out of searches."""
+        query = "SELECT COUNT(*) FROM images WHERE length(vector) != ?"
+        return int(self.db.execute(query, (self.dimension * 4,)).fetchone()[0])
 
     def ids(self) -> Ids:
         return np.asarray([r[0] for r in self.db.execute("SELECT id FROM images ORDER BY id")], dtype=np.int64)
@@ -450,7 +466,7 @@ class VectorStore:
     def _load_or_rebuild(self, generation: int) -> VectorBackend:
         backend = load_backend(self.index_type, self.searchable_dimension, self.folder, generation,
                                **self.backend_options)
-        if backend is not None and backend.count == len(self):
+        if backend is not None and backend.count in (count := len(self), count - self.damaged_rows()):
             return backend
         return self._rebuild()
 
@@ -462,6 +478,9 @@ class VectorStore:
         rows = self.db.execute("SELECT images.id, images.vector, augmented.vector FROM images "
                                "LEFT JOIN augmented ON augmented.image_id = images.id ORDER BY images.id")
         for image_id, blob, augmented in rows:
+            if len(blob) != self.dimension * 4:  # one damaged row must not make the whole index unopenable
+                log.warning("lookalike: %s", self._damaged_row_message(image_id, len(blob)))
+                continue
             batch_ids.append(image_id)
             batch_vectors.append(_blob_vector(blob))
             batch_augmented.append(augmented)

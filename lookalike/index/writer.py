@@ -18,7 +18,16 @@ from pathlib import Path
 
 
 class IndexBusyError(RuntimeError):
-    """Another process (or another ImageIndex in this process) is writing the index folder."""
+    """Another process (or another ImageIndex in this process) is writing the index folder; `pid` is the
+    writer's process id when it could be read."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+
+
+class LockFileError(OSError):
+    """The writer lock's file cannot be a lock: something else (a folder) sits at its path."""
 
 
 class WriterLock:
@@ -73,13 +82,17 @@ class WriterLock:
 
 def _locked(path: Path) -> int:
     """An open descriptor of `path` holding its exclusive flock, with this process's pid written in it."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except IsADirectoryError:
+        raise LockFileError(f"{path} is a folder, not the lock file lookalike keeps there: nothing in it is "
+                            f"lookalike's; move it away (or remove it if empty: rmdir {path}) and run again") from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
         os.close(descriptor)
-        raise IndexBusyError(_busy_message(path.parent, holder)) from None
+        raise IndexBusyError(_busy_message(path.parent, holder), int(holder) if holder.isdigit() else None) from None
     except BaseException:
         os.close(descriptor)
         raise

@@ -20,9 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lookalike.faults import DiskFullError
+from lookalike.faults import DiskFullError, UnwritableError
 from lookalike.images import ImageError
-from lookalike.index import IndexFormatError, ModelMismatchError
+from lookalike.index import IndexBusyError, IndexFormatError, LockFileError, ModelMismatchError
 from lookalike.version import __version__
 from lookalike.web import indexes_api, maps_api, search_api
 from lookalike.web.bodies import Health, Readiness
@@ -41,8 +41,9 @@ log = logging.getLogger("lookalike.web")
 ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (RefusedPathError, 403), (PermissionError, 403), (FileNotFoundError, 404), (KeyError, 404),
     (FileExistsError, 409), (ModelMismatchError, 409), (ImageError, 422), (IndexFormatError, 422),
-    (NotADirectoryError, 422), (ValueError, 422), (DiskFullError, 507),
+    (NotADirectoryError, 422), (ValueError, 422), (DiskFullError, 507), (UnwritableError, 503), (LockFileError, 503),
 ]
+BUSY_RETRY_SECONDS = "1"  # another process's write: most take a moment (a chunk of an indexing run)
 
 
 def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: ServerSettings | None = None) -> FastAPI:
@@ -63,6 +64,8 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
     app = FastAPIOffline(title="lookalike", version=__version__, lifespan=lifespan,
                          description="Content-based image retrieval: search indexed photos by example.")
     app.state.settings, app.state.registry, app.state.jobs = settings, registry, JobQueue()
+    for name in registry.names():  # what a server that died left: its jobs run again, its orphans go
+        app.state.jobs.resume(registry.get(name))
     app.include_router(indexes_api.router)
     app.include_router(search_api.router)
     app.include_router(maps_api.router)
@@ -92,7 +95,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, RequestValidationError)
         return error_response(422, f"invalid request: {'; '.join(_problem(e) for e in error.errors())}")
 
+    async def busy(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, IndexBusyError)
+        return error_response(409, str(error), {"Retry-After": BUSY_RETRY_SECONDS}, writer_pid=error.pid)
+
     app.add_exception_handler(UploadError, rejected)
+    app.add_exception_handler(IndexBusyError, busy)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     for kind, status in ERROR_STATUS:

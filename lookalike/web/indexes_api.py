@@ -26,12 +26,22 @@ from lookalike.web.registry import NAME, ServedIndex
 from lookalike.web.search_api import capabilities
 from lookalike.web.shown import report_json, shown_path, shown_text
 from lookalike.web.thumbnails import thumbnail
-from lookalike.web.uploads import UploadError, check_upload, discard_unindexed, is_upload, save_upload
+from lookalike.web.uploads import (
+    CheckedImage,
+    UploadError,
+    check_upload,
+    discard_unindexed,
+    is_upload,
+    save_upload,
+    upload_path,
+)
 
 router = APIRouter(prefix="/api", tags=["indexes"])
 Served = Annotated[ServedIndex, Depends(served_index)]
 Write = [Depends(require_token)]
-WRITE_ERRORS = (401, 403)  # every write, when the server has an API token
+# every write: 401/403 when the server has an API token, 409 while another process writes the index (its pid in
+# `writer_pid`), 503 when the index folder cannot be written, 507 when its disk is full
+WRITE_ERRORS = (401, 403, 409, 503, 507)
 ARTIFACT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".html": "text/html"}
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
@@ -48,9 +58,10 @@ def file_responses(media_types: list[str], description: str) -> dict[int | str, 
 
 
 class NewIndex(BaseModel):
-    """ImageIndex.create's keywords by the same names (unset: the API's default), less the server-side paths."""
+    """ImageIndex.create's keywords by the same names (unset: the API's default), less the server-side paths.
+    Strict: a number must be a JSON number and a flag a JSON boolean (`false` is no 0, `1` no `true`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=NAME.pattern, description="folder name under the server's --index-root: 1-64 "
                       "letters, digits, '.', '_' or '-', starting with a letter or digit")
     model: Annotated[str, WithJsonSchema({"type": "string", "enum": HTTP_MODELS})] | None = Field(
@@ -195,18 +206,32 @@ def add_uploads(request: Request, served: Served,
         raise UploadError(413, f"{len(files)} files in one request; the limit is {settings.max_batch_files}")
     checked = [check_upload(f.file.read(settings.max_upload_bytes + 1), f.filename or "upload",
                             settings.max_upload_bytes, settings.max_pixels) for f in files]
-    paths = [save_upload(image, served.index.files) for image in checked]
+    paths = [upload_path(image, served.index.files) for image in checked]
     names = {str(path): f.filename for path, f in zip(paths, files, strict=True)}
     saved = list(dict.fromkeys(paths))  # the same bytes uploaded twice are one file, added once
-    if background:
-        job = jobs_of(request).add_files(served, saved, uploads=True)
-        return JSONResponse(job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}, status_code=202)
-    with served.lock.writing():
-        try:
-            report = served.index.add_files(saved)
-        finally:
-            discard_unindexed(saved, served.index)
-        return JSONResponse(added_json(served, report, names))
+    with served.journal.batch(saved) as batch:  # named before saved: a crash from here on orphans none
+        _save_all(checked, served)
+        if background:
+            job = jobs_of(request).add_files(served, saved, uploads=True, batch=batch)
+            return JSONResponse(job.to_dict() | {"job_url": f"/api/jobs/{job.id}"}, status_code=202)
+        with served.lock.writing():
+            try:
+                report = served.index.add_files(saved)
+            finally:
+                discard_unindexed(saved, served.index)
+            return JSONResponse(added_json(served, report, names))
+
+
+def _save_all(images: list[CheckedImage], served: ServedIndex) -> None:
+    """Save every upload of a batch, or none: one that fails (a full disk) takes the others back."""
+    done: list[Path] = []
+    try:
+        for image in images:
+            done.append(save_upload(image, served.index.files))
+    except BaseException:
+        with served.lock.writing():
+            discard_unindexed(done, served.index)
+        raise
 
 
 def added_json(served: ServedIndex, report: IndexReport, names: dict[str, str | None]) -> dict[str, Any]:

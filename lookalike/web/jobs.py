@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.files import read_beneath
-from lookalike.index import IndexReport
+from lookalike.index import IndexBusyError, IndexReport
 from lookalike.ingest import Reader
+from lookalike.web.journal import KEPT_JOBS, Entry, Recovered
 from lookalike.web.registry import ServedIndex
 from lookalike.web.shown import report_json
 from lookalike.web.uploads import discard_unindexed
 
 CHUNK = 64  # images added per write lock: searches wait at most about one chunk's embedding time
+BUSY_WAIT_SECONDS = 300.0  # how long a job waits for another process's write to the index before it fails
+BUSY_RETRY_SECONDS = 0.5
 log = logging.getLogger("lookalike.web")
 
 
@@ -69,24 +72,51 @@ class JobQueue:
         self._lock = threading.Lock()
 
     def add_files(self, served: ServedIndex, paths: Sequence[Path], roots: Sequence[Path] | None = None,
-                  uploads: bool = False) -> Job:
-        """Queue an addition. With `roots`, each file must still lie under one when it is read (a link swapped
-        in after the request was checked is refused); `uploads` are the server's own copies, deleted if not indexed."""
+                  uploads: bool = False, batch: Entry | None = None) -> Job:
+        """Queue an addition, written in the index's journal first (a crash from here on does not lose it). With
+        `roots`, each file must still lie under one when it is read (a link swapped in after the request was
+        checked is refused); `uploads` are the server's own copies, deleted if not indexed, journalled as `batch`."""
         job = Job(uuid.uuid4().hex, served.name, len(paths))
+        if batch is not None:
+            served.journal.accept(batch, job.id)
+        else:
+            served.journal.record_job(job.id, paths, roots, uploads)
+        self._queue(job, served, Work(list(paths), None if roots is None else list(roots), uploads))
+        return job
+
+    def resume(self, served: ServedIndex) -> Recovered:
+        """Take over what a server that died left in the index's journal: its unfinished jobs run again under
+        their ids, its finished ones answer as they did. Call once per index, before serving writes."""
+        recovered = served.journal.recover(served.index)
+        with self._lock:
+            for entry in recovered.finished:
+                self._jobs[entry.id] = RecordedJob(entry.outcome | {"index": served.name})
+        for entry in recovered.unfinished:
+            roots = None if entry.roots is None else [Path(r) for r in entry.roots]
+            self._queue(Job(entry.id, served.name, len(entry.paths)), served,
+                        Work([Path(p) for p in entry.paths], roots, entry.uploads))
+        if recovered.unfinished or recovered.removed_uploads or recovered.adopted_uploads:
+            log.warning("journal recovered", extra={"index": served.name, "jobs_resumed": len(recovered.unfinished),
+                                                    "uploads_removed": recovered.removed_uploads,
+                                                    "uploads_adopted": recovered.adopted_uploads})
+        return recovered
+
+    def _queue(self, job: Job, served: ServedIndex, work: Work) -> None:
         with self._lock:
             self._jobs[job.id] = job
         context = contextvars.copy_context()  # the job's log lines carry the id of the request that started it
-        work = Work(list(paths), None if roots is None else list(roots), uploads)
         self._worker.submit(context.run, self._run, job, served, work)
-        return job
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> Job | RecordedJob:
         job = self._jobs.get(job_id)
         if job is None:
-            raise KeyError(f"no job with id {job_id!r}")
+            raise KeyError(f"job {job_id!r} is unknown to this server. It answers for every job of the indexes it "
+                           f"serves that is queued or running, across restarts, and for the last {KEPT_JOBS} "
+                           "finished ones of each; an id from another server or of a deleted index is unknown. "
+                           "What an index holds now: GET /api/indexes/NAME/images")
         return job
 
-    def all(self) -> list[Job]:
+    def all(self) -> list[Job | RecordedJob]:
         return sorted(self._jobs.values(), key=lambda j: j.created)
 
     def busy(self, index_name: str) -> bool:
@@ -122,15 +152,54 @@ class JobQueue:
         job.status = "running"
         log.info("job started", extra={"job": job.id, "index": job.index, "total": job.total})
         try:
-            self._add_in_chunks(job, served, work)
+            self._add_when_free(job, served, work)
             job.status = "done"
         except Exception as error:  # the job records why; the server keeps serving
             job.status, job.error = "failed", f"{type(error).__name__}: {error}"
             log.exception("job failed", extra={"job": job.id})
+            if work.uploads:  # refused before its run began (the index busy): no upload left without an id
+                with served.lock.writing():
+                    discard_unindexed(work.paths, served.index)
         finally:
             job.finished = time.time()
+            served.journal.finish_job(job.id, job.status, job.to_dict())
             log.info("job finished", extra={"job": job.id, "status": job.status, "added": job.report.added,
                                             "failed": job.report.failed})
+
+    def _add_when_free(self, job: Job, served: ServedIndex, work: Work) -> None:
+        """The job's run; while another process writes the index (IndexBusyError before anything was added), it
+        waits its turn, up to BUSY_WAIT_SECONDS: an acknowledged job is not dropped for a moment's conflict."""
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                self._add_in_chunks(job, served, work)
+                return
+            except IndexBusyError:
+                if job.done or time.monotonic() > deadline:
+                    raise
+                time.sleep(BUSY_RETRY_SECONDS)
+
+
+@dataclass(frozen=True)
+class RecordedJob:
+    """A job an earlier server process ran to its end: it answers as it did then (from the journal)."""
+
+    answer: dict[str, Any]
+
+    @property
+    def index(self) -> str:
+        return str(self.answer["index"])
+
+    @property
+    def status(self) -> str:
+        return str(self.answer["status"])
+
+    @property
+    def created(self) -> float:
+        return float(self.answer["created"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.answer
 
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from lookalike.index import ImageIndex, delete_index
 from lookalike.index.folder import IndexFolder
+from lookalike.web.journal import Journal
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -60,6 +61,7 @@ class ReadWriteLock:
 class ServedIndex:
     name: str
     index: ImageIndex
+    journal: Journal  # the uploads and jobs this server accepted for the index (see journal.py)
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
 
     @property
@@ -110,6 +112,7 @@ class IndexRegistry:
         with served.lock.writing():
             with self._lock:
                 self._served.pop(name, None)
+            served.journal.close()
             served.index.close()
             delete_index(served.folder)
 
@@ -120,6 +123,7 @@ class IndexRegistry:
 
     def close(self) -> None:
         for served in list(self._served.values()):
+            served.journal.close()
             served.index.close()
         self._served.clear()
 
@@ -129,7 +133,7 @@ class IndexRegistry:
             name, number = base, 2
             while name in self._served:
                 name, number = f"{base}-{number}", number + 1
-            served = ServedIndex(name, index)
+            served = ServedIndex(name, index, Journal(index.files))
             self._served[name] = served
         return served
 

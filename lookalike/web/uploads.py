@@ -65,11 +65,17 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Che
     return CheckedImage(data, found, width, height)
 
 
+def upload_path(image: CheckedImage, files: IndexFolder) -> Path:
+    """Where an upload is saved: INDEX/uploads/ under a name made from the content (the same photo twice is one
+    file), known before it is written so the journal can name it first."""
+    return files.uploads / f"{bytes_hash(image.data)[:24]}{image.extension}"
+
+
 def save_upload(image: CheckedImage, files: IndexFolder) -> Path:
-    """Write into INDEX/uploads/ under a name made from the content (the same photo twice is one file)."""
+    """Write the upload to its `upload_path`."""
     folder = files.uploads
     folder.mkdir(exist_ok=True)
-    target = folder / f"{bytes_hash(image.data)[:24]}{image.extension}"
+    target = upload_path(image, files)
     if not target.exists():
         partial = target.with_suffix(target.suffix + ".partial")
         try:

@@ -1,7 +1,7 @@
-"""Organising a collection: classify-then-search, clustering and label propagation, near-duplicates,
-and the time to cluster 100k vectors and to map 10k.
+"""Organising a collection: classify-then-search, clustering and label propagation, and the time to cluster
+100k vectors and to map 10k. (Duplicates: benchmarks/duplicates.py, which builds its edited-copy sets here.)
 
-    flock /tmp/lookalike-bench.lock python -m benchmarks.organise [--only dups,classify,cluster,speed]
+    flock /tmp/lookalike-bench.lock python -m benchmarks.organise [--only classify,cluster,speed]
 
 Indexes are built once in benchmarks/out/ (git-ignored) and reused. Writes section "organise".
 """
@@ -29,15 +29,7 @@ from lookalike.organise.clustering import (
     propagate,
     representatives,
 )
-from lookalike.organise.duplicates import (
-    DEFAULT_PIXEL_THRESHOLD,
-    DEFAULT_THRESHOLD,
-    DEFAULT_VERIFY_FROM,
-    EDITS,
-    find_duplicates,
-    make_edited_copy,
-    pair_precision_recall,
-)
+from lookalike.organise.duplicates import EDITS, make_edited_copy
 from lookalike.organise.labels import import_labels
 from lookalike.organise.mapping import embed_2d
 from lookalike.settings import datasets_dir
@@ -147,42 +139,6 @@ def build_duplicate_set(edited: int = 200, distinct: int = 800, seed: int = 0) -
     return folder, pairs
 
 
-def _score_duplicates(index: ImageIndex, pairs: list[tuple[str, str]], **options) -> dict:
-    started = time.perf_counter()
-    groups = find_duplicates(index, **options)
-    seconds = time.perf_counter() - started
-    precision, recall, found, true = pair_precision_recall([g.paths for g in groups], pairs)
-    truth = {tuple(sorted(pair)) for pair in pairs}
-    false = sorted({(Path(a).name, Path(b).name) for g in groups for a in g.paths for b in g.paths
-                    if a < b and (a, b) not in truth})
-    return {"precision": precision, "recall": recall, "found_pairs": found, "true_pairs": true, "seconds": seconds,
-            "images": len(index), "missed_by_edit": _missed_by_edit(groups, pairs), "false_pairs": false}
-
-
-def duplicates_part() -> dict:
-    """CNN-only thresholds and the default rule (CNN + pixel check) on the tuning set (seed 0), then the
-    default rule on a second set of other photos (seed 1) that played no part in choosing it."""
-    folder, pairs = build_duplicate_set()
-    with indexed("duplicates", folder / "photos") as index:
-        cnn_only = {str(t): _score_duplicates(index, pairs, threshold=t, verify_from=None) for t in THRESHOLDS}
-        default = _score_duplicates(index, pairs)
-    folder, pairs = build_duplicate_set(seed=1)
-    with indexed("duplicates-1", folder / "photos") as index:
-        held_out = _score_duplicates(index, pairs)
-        held_out_cnn = _score_duplicates(index, pairs, threshold=DEFAULT_THRESHOLD, verify_from=None)
-    return {"thresholds": cnn_only, "default": default, "held_out": held_out, "held_out_cnn_only": held_out_cnn}
-
-
-def _missed_by_edit(groups, pairs) -> dict[str, int]:
-    together = {(a, b) for g in groups for a in g.paths for b in g.paths if a < b}
-    missed: dict[str, int] = {}
-    for a, b in pairs:
-        if tuple(sorted((a, b))) not in together:
-            edit = Path(b).stem.split("-", 1)[1]
-            missed[edit] = missed.get(edit, 0) + 1
-    return missed
-
-
 # --- speed: 100k vectors clustered, 10k mapped --------------------------------------------------
 def derived_vectors(count: int, noise: float = 0.35, seed: int = 0) -> np.ndarray:
     """Noisy copies of the real clothing embeddings (unit length): real structure, any size."""
@@ -210,7 +166,7 @@ def speed_part() -> dict:
 
 # --- the section ----------------------------------------------------------------------------------
 def section(results: dict) -> str:
-    lines = ["## Organising: classify-then-search, clustering, label propagation, near-duplicates", "",
+    lines = ["## Organising: classify-then-search, clustering, label propagation", "",
              collect.machine_line() + " Other helpers' work was running on the same 2 cores.", "",
              "Script: `benchmarks/organise.py`. Model: efficientnet-lite0, cosine. Parts finished at: "
              + ", ".join(f"{part} {r.get('measured', '?')}" for part, r in results.items()) + ".", ""]
@@ -257,32 +213,6 @@ def section(results: dict) -> str:
         lines += [f"| nearest {n} cluster{'s' if n > 1 else ''} | {b[f'searched_share_{n}']:.2f} | "
                   f"{b[f'clusters_{n}'][0]:.4f} | {b[f'clusters_{n}'][1]:.4f} |" for n in (1, 2, 3)]
         lines.append("")
-    if "dups" in results:
-        d = results["dups"]
-        rule = (f"cosine >= {DEFAULT_THRESHOLD}, or cosine >= {DEFAULT_VERIFY_FROM} and pixel correlation >= "
-                f"{DEFAULT_PIXEL_THRESHOLD}")
-        lines += ["### Near-duplicates (edited real photos)", "",
-                  "200 clothing photos each with one edited copy (edits in turn: exact copy, resize 50%, JPEG "
-                  "quality 30, crop 5%, crop 10%, rotate 3 degrees, brightness +20%) mixed with 800 other clothing "
-                  "photos: 1,200 images, 200 true pairs. A found pair is two images in one group. The tuning set "
-                  "(seed 0) chose the rule; the held-out set (seed 1, other photos) checks it.", "",
-                  "| rule | set | precision | recall | pairs found | missed, by edit |",
-                  "| --- | --- | ---: | ---: | ---: | --- |"]
-        for name, row, which in ((f"**default**: {rule}", d["default"], "tuning"),
-                                 (f"**default**: {rule}", d["held_out"], "held-out"),
-                                 (f"CNN only, cosine >= {DEFAULT_THRESHOLD}", d["held_out_cnn_only"], "held-out"),
-                                 *((f"CNN only, cosine >= {t}", r, "tuning") for t, r in d["thresholds"].items())):
-            lines.append(f"| {name} | {which} | {row['precision']:.4f} | {row['recall']:.4f} | {row['found_pairs']} "
-                         f"| {row['missed_by_edit'] or 'none'} |")
-        false = ", ".join(f"{a}/{b}" for a, b in d["held_out"]["false_pairs"]) or "none"
-        lines += ["", f"False pairs of the default rule on the held-out set: {false} (files named by a plain "
-                  "number are different photos of the dataset, NNNN-edit.jpg an edited copy of NNNN.jpg). Looked at "
-                  "by eye (held-out run of 04:43 UTC): 0320/0718 is the same photo stored twice in the clothing "
-                  "dataset (a true duplicate the set does not know about); the others are garments of one kind "
-                  "photographed on the same background, joined by cosine >= 0.92 alone.", "",
-                  "Target: precision and recall >= 0.95. The CNN alone cannot reach both: different garments "
-                  "photographed the same way (jeans on the same wall) score like 10%-cropped copies; the pixel check "
-                  "on the band below the threshold separates them.", ""]
     if "speed" in results:
         s = results["speed"]
         lines += ["### Speed", "",
@@ -295,7 +225,7 @@ def section(results: dict) -> str:
     return "\n".join(lines)
 
 
-PARTS = {"classify": classify_part, "cluster": cluster_part, "bycluster": by_cluster_part, "dups": duplicates_part,
+PARTS = {"classify": classify_part, "cluster": cluster_part, "bycluster": by_cluster_part,
          "speed": speed_part}
 
 

@@ -102,30 +102,35 @@ def duplicates_command(args: argparse.Namespace) -> int:
     from lookalike.organise.duplicates import find_duplicates
 
     with open_index(args) as index:
-        groups = find_duplicates(index, threshold=args.threshold, verify_from=args.verify_from,
-                                 pixel_threshold=args.pixel_threshold)
+        found = find_duplicates(index, threshold=args.threshold, min_inliers=args.min_inliers,
+                                min_agreement=args.min_agreement, look_alike_threshold=args.look_alike_threshold)
     if args.json:
-        print(json.dumps([g.to_dict() for g in groups], indent=2))
+        print(json.dumps(found.to_dict(), indent=2))
         return 0
-    if not groups:
-        print(f"no near-duplicates at cosine >= {args.threshold}")
-    for number, group in enumerate(groups, 1):
-        print(f"group {number}: {len(group.paths)} images (similarity >= {group.min_similarity:.3f})")
+    for number, group in enumerate(found.groups, 1):
+        print(f"group {number}: {len(group.paths)} copies of one photo (cosine >= {group.min_similarity:.3f})")
         for path in group.paths:
             print(f"  {'keep' if path == group.keep else '    '}  {path}")
-    extra = sum(len(g.paths) - 1 for g in groups)
-    print(f"{len(groups)} groups; {extra} images could go (keeping one per group)")
+    for number, alike in enumerate(found.look_alikes, 1):
+        print(f"look-alike group {number}: {len(alike.paths)} different photos that look alike (cosine >= "
+              f"{alike.min_similarity:.3f}; not copies, none could go)")
+        for path in alike.paths:
+            print(f"        {path}")
+    print(f"{len(found.groups)} groups of copies; {found.could_go} images could go (keeping one per group); "
+          f"{len(found.look_alikes)} look-alike groups (different photos, kept); {found.checked_pairs} pairs with "
+          f"cosine >= {args.threshold} checked")
     return 0
 
 
 def cosine_or_none(text: str) -> float | None:
-    """--verify-from: a cosine, or 'none' for no pixel check at all."""
+    """--look-alike-threshold: a cosine, or 'none' for no look-alike groups."""
     return None if text.strip().lower() == "none" else float(text)
 
 
 def register(verbs: Any) -> None:
     from lookalike.organise.clustering import AUTO_K_RANGE
-    from lookalike.organise.duplicates import DEFAULT_PIXEL_THRESHOLD, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FROM
+    from lookalike.organise.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS
+    from lookalike.organise.duplicates import DEFAULT_LOOK_ALIKE_THRESHOLD, DEFAULT_THRESHOLD
 
     labels = add_verb(verbs, "labels", labels_command, "import labels (path + label columns) from a CSV")
     labels.add_argument("action", choices=["import"])
@@ -175,11 +180,16 @@ def register(verbs: Any) -> None:
                          help="also draw the PNG with thumbnails (default yes)")
     mapping.add_argument("--seed", type=int, default=0)
 
-    duplicates = add_verb(verbs, "duplicates", duplicates_command, "groups of near-identical images")
+    duplicates = add_verb(verbs, "duplicates", duplicates_command,
+                          "copies of a photo that could go (each checked against the one kept), and look-alikes")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                            help=f"cosine similarity that makes two images duplicates (default {DEFAULT_THRESHOLD})")
-    duplicates.add_argument("--verify-from", type=cosine_or_none, default=DEFAULT_VERIFY_FROM, metavar="COSINE",
-                            help="pairs between this cosine and --threshold are duplicates when their pixels agree "
-                                 f"(default {DEFAULT_VERIFY_FROM}; none: no pixel check, cosine >= --threshold only)")
-    duplicates.add_argument("--pixel-threshold", type=float, default=DEFAULT_PIXEL_THRESHOLD,
-                            help=f"pixel correlation needed below --threshold (default {DEFAULT_PIXEL_THRESHOLD})")
+                            help=f"cosine from which a pair is checked for being a copy (default {DEFAULT_THRESHOLD})")
+    duplicates.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS,
+                            help=f"keypoint matches that must agree on one small rotation, scale and shift "
+                                 f"(default {DEFAULT_MIN_INLIERS})")
+    duplicates.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                            help=f"correlation of the aligned pixels a copy reaches (default {DEFAULT_MIN_AGREEMENT})")
+    duplicates.add_argument("--look-alike-threshold", type=cosine_or_none, default=DEFAULT_LOOK_ALIKE_THRESHOLD,
+                            metavar="COSINE", help="cosine from which different photos are listed as look-alikes, "
+                                                   f"never as copies (default {DEFAULT_LOOK_ALIKE_THRESHOLD}; none: "
+                                                   "not listed)")

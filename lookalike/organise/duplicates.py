@@ -1,19 +1,20 @@
-"""Near-duplicate groups: exact copies, resized, recompressed or slightly cropped versions of a photo.
+"""Duplicates a user can delete by: copies of a photo (resized, re-encoded, cropped or rotated a little,
+brightened), each checked against the photo it would be deleted in favour of.
 
-Pairs of images whose CNN vectors have cosine >= threshold (a FAISS range search) are duplicates;
-pairs a little below it (cosine >= verify_from) are duplicates when their pixels agree too: the
-correlation of small colour thumbnails, trying centre crops of up to 10% on either side, must reach
-pixel_threshold (this recovers cropped and rotated copies that the CNN alone scores like two different
-photos of similar things). Duplicates are joined into groups (connected components, i.e. union-find);
-identical files (same content hash) always are. Each group recommends one copy to keep: the largest
-resolution, then the largest file. The defaults are chosen on the edited-copy benchmark
-(benchmarks/organise.py) and checked on a second set of other photos.
+Candidate pairs are the CNN neighbours with cosine >= threshold (a FAISS range search); a candidate is a
+copy only when the keypoint check (organise/copy_check.py) finds the two photos are one photo: many
+keypoints agreeing on one small rotation-scale-shift, and the pixels agreeing once aligned. Identical files
+(same content hash) always are. Groups never chain: in order of preference (the largest resolution, then
+the largest file) each photo not yet placed keeps its own copies, so every photo that "could go" was
+checked directly against the kept one. Photos that look alike (cosine >= look_alike_threshold) but are no
+copies are reported apart, as look-alike groups, and never counted as deletable. Numbers:
+benchmarks/duplicates.py.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,29 +23,63 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageEnhance
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+
+from lookalike.organise.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS, check_copy
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex, ImageRecord
 
-DEFAULT_THRESHOLD = 0.92  # see benchmarks/results/organise.md (edited-copy sets)
-DEFAULT_VERIFY_FROM = 0.85
-DEFAULT_PIXEL_THRESHOLD = 0.92
-PIXEL_SIDE = 48
-CROPS = (0.0, 0.05, 0.10)  # centre crops tried on one image of a pair (fraction of width and height)
+DEFAULT_THRESHOLD = 0.80  # cosine from which a pair is checked: edited copies score >= 0.84 (benchmarks/duplicates.py)
+DEFAULT_LOOK_ALIKE_THRESHOLD = 0.92  # cosine from which two photos that are no copies are shown as look-alikes
+
+Edges = dict[int, dict[int, float]]  # row -> {neighbour row: cosine}
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
+    """A kept photo and its copies, each verified against it: every path but `keep` could go."""
+
     ids: list[int]
     paths: list[str]
     keep: str  # path of the recommended copy
-    min_similarity: float  # the weakest link that joined the group
+    min_similarity: float  # the lowest cosine between the kept photo and one of its copies
+
+    @property
+    def could_go(self) -> list[str]:
+        return [path for path in self.paths if path != self.keep]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keep": self.keep, "paths": self.paths, "ids": self.ids,
+        return {"keep": self.keep, "could_go": self.could_go, "paths": self.paths, "ids": self.ids,
                 "min_similarity": round(self.min_similarity, 4)}
+
+
+@dataclass(frozen=True)
+class LookAlikeGroup:
+    """A photo and others that look like it but are different photos (failed the copy check): none could go."""
+
+    ids: list[int]
+    paths: list[str]
+    photo: str  # the photo the others look like
+    min_similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"photo": self.photo, "paths": self.paths, "ids": self.ids,
+                "min_similarity": round(self.min_similarity, 4)}
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    groups: list[DuplicateGroup]  # copies: deletable
+    look_alikes: list[LookAlikeGroup]  # different photos that look alike: never deletable
+    checked_pairs: int  # candidate pairs the copy check looked at
+
+    @property
+    def could_go(self) -> int:
+        return sum(len(group.could_go) for group in self.groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"groups": [g.to_dict() for g in self.groups], "could_go": self.could_go,
+                "look_alikes": [g.to_dict() for g in self.look_alikes], "checked_pairs": self.checked_pairs}
 
 
 def similar_pairs(vectors: npt.NDArray[np.float32], threshold: float) -> tuple[npt.NDArray[np.int64], ...]:
@@ -60,104 +95,99 @@ def similar_pairs(vectors: npt.NDArray[np.float32], threshold: float) -> tuple[n
     return rows[keep], neighbours[keep].astype(np.int64), scores[keep]
 
 
-def group_rows(count: int, first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]) -> list[list[int]]:
-    """Connected components of the pair graph with more than one member, as lists of row numbers."""
-    graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(count, count))
-    _, component = connected_components(graph, directed=False)
-    members: dict[int, list[int]] = {}
-    for row, label in enumerate(component.tolist()):
-        members.setdefault(label, []).append(row)
-    return [rows for rows in members.values() if len(rows) > 1]
+def anchored_groups(order: Sequence[int], edges: Edges) -> list[tuple[int, list[int]]]:
+    """Groups without chaining: in `order`, each row not yet placed takes its neighbours not yet placed;
+    every member is a direct neighbour of its group's anchor (A~B and B~C never put A and C together)."""
+    placed: set[int] = set()
+    groups = []
+    for row in order:
+        if row in placed:
+            continue
+        members = sorted(n for n in edges.get(row, {}) if n not in placed)
+        if members:
+            placed |= {row, *members}
+            groups.append((row, members))
+    return groups
 
 
 def recommended_copy(records: Iterable[ImageRecord]) -> ImageRecord:
     """The copy to keep: most pixels, then the biggest file, then the shortest path."""
-    return max(records, key=lambda r: (r.width * r.height, r.size, -len(r.path)))
+    return max(records, key=_preference)
+
+
+def _preference(record: ImageRecord) -> tuple[int, int, int]:
+    return record.width * record.height, record.size, -len(record.path)
 
 
 def find_duplicates(index: ImageIndex, threshold: float = DEFAULT_THRESHOLD,
-                    verify_from: float | None = DEFAULT_VERIFY_FROM,
-                    pixel_threshold: float = DEFAULT_PIXEL_THRESHOLD) -> list[DuplicateGroup]:
-    """Groups of near-identical images in an index, biggest group first (verify_from=None: CNN only)."""
-    for name, value in (("threshold", threshold), ("verify_from", verify_from), ("pixel_threshold", pixel_threshold)):
+                    min_inliers: int = DEFAULT_MIN_INLIERS, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                    look_alike_threshold: float | None = DEFAULT_LOOK_ALIKE_THRESHOLD) -> Duplicates:
+    """Copies a user can delete (groups, biggest first) and, apart, look-alike groups (look_alike_threshold=None:
+    none). A pair with cosine >= threshold is a copy when the keypoint check finds >= min_inliers agreeing
+    matches and an aligned pixel correlation >= min_agreement."""
+    for name, value in (("threshold", threshold), ("look_alike_threshold", look_alike_threshold),
+                        ("min_agreement", min_agreement)):
         if value is not None and not -1.0 <= value <= 1.0:
             raise ValueError(f"{name} is a similarity between -1 and 1, not {value}")
     ids, vectors = index.vectors()
     if len(ids) < 2:
-        return []
+        return Duplicates([], [], 0)
     records = {record.id: record for record in index.records()}
-    low = threshold if verify_from is None else min(verify_from, threshold)
-    first, second, scores = similar_pairs(vectors, low)
-    if low < threshold:
-        paths = [records[int(i)].path for i in ids]
-        keep = [score >= threshold or pixel_correlation(paths[a], paths[b]) >= pixel_threshold
-                for a, b, score in zip(first.tolist(), second.tolist(), scores.tolist(), strict=True)]
-        first, second, scores = first[keep], second[keep], scores[keep]
+    rows = [records[int(i)] for i in ids]
+    copies, look_alikes, checked = _checked_pairs(rows, vectors, threshold, min_inliers, min_agreement,
+                                                  look_alike_threshold)
+    preferred = sorted(range(len(rows)), key=lambda r: _preference(rows[r]), reverse=True)
+    copy_groups = anchored_groups(preferred, copies)
+    groups = [_duplicate_group(rows, keep, members, copies) for keep, members in copy_groups]
+    going = {row for _, members in copy_groups for row in members}  # look-alikes among the photos that stay
+    look_alikes = {a: {b: s for b, s in near.items() if b not in going} for a, near in look_alikes.items()
+                   if a not in going}
+    most_alike = sorted(look_alikes, key=lambda r: (-len(look_alikes[r]), rows[r].path))
+    alike = [_look_alike_group(rows, photo, members, look_alikes)
+             for photo, members in anchored_groups(most_alike, look_alikes)]
+    return Duplicates(sorted(groups, key=lambda g: (-len(g.ids), g.keep)),
+                      sorted(alike, key=lambda g: (-len(g.ids), g.photo)), checked)
+
+
+def _checked_pairs(rows: list[ImageRecord], vectors: npt.NDArray[np.float32], threshold: float, min_inliers: int,
+                   min_agreement: float, look_alike_threshold: float | None) -> tuple[Edges, Edges, int]:
+    """The copy pairs (verified, or the same file content) and the look-alike pairs, as edges both ways."""
+    copies: Edges = {}
+    look_alikes: Edges = {}
     by_hash: dict[str, list[int]] = {}
-    for row, image_id in enumerate(ids.tolist()):
-        by_hash.setdefault(records[image_id].content_hash, []).append(row)
-    same = [(rows[0], other) for rows in by_hash.values() for other in rows[1:]]
-    if same:
-        first = np.concatenate([first, [a for a, _ in same]]).astype(np.int64)
-        second = np.concatenate([second, [b for _, b in same]]).astype(np.int64)
-        scores = np.concatenate([scores, np.ones(len(same), dtype=np.float32)])
-    weakest = _weakest_link(first, second, scores)
-    groups = []
-    for rows in group_rows(len(ids), first, second):
-        members = [records[int(ids[r])] for r in rows]
-        members.sort(key=lambda r: r.path)
-        groups.append(DuplicateGroup([r.id for r in members], [r.path for r in members],
-                                     recommended_copy(members).path, min(weakest.get(r, 1.0) for r in rows)))
-    return sorted(groups, key=lambda g: (-len(g.ids), g.keep))
-
-
-def _weakest_link(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64],
-                  scores: npt.NDArray[np.float32]) -> dict[int, float]:
-    """Per row, the best similarity that joined it to its group (the group's minimum is its weakest link)."""
-    best: dict[int, float] = {}
+    for row, record in enumerate(rows):
+        by_hash.setdefault(record.content_hash, []).append(row)
+    for same in by_hash.values():
+        for a in same:
+            for b in same:
+                if a != b:
+                    copies.setdefault(a, {})[b] = 1.0
+    low = threshold if look_alike_threshold is None else min(threshold, look_alike_threshold)
+    first, second, scores = similar_pairs(vectors, low)
+    checked = 0
     for a, b, score in zip(first.tolist(), second.tolist(), scores.tolist(), strict=True):
-        best[a] = max(best.get(a, -1.0), score)
-        best[b] = max(best.get(b, -1.0), score)
-    return best
+        if b in copies.get(a, {}):
+            continue
+        if score >= threshold:
+            checked += 1
+            if check_copy(rows[a].path, rows[b].path).is_copy(min_inliers, min_agreement):
+                copies.setdefault(a, {})[b] = copies.setdefault(b, {})[a] = score
+                continue
+        if look_alike_threshold is not None and score >= look_alike_threshold:
+            look_alikes.setdefault(a, {})[b] = look_alikes.setdefault(b, {})[a] = score
+    return copies, look_alikes, checked
 
 
-_SMALL_CACHE: dict[str, Image.Image | None] = {}
+def _duplicate_group(rows: list[ImageRecord], keep: int, members: list[int], edges: Edges) -> DuplicateGroup:
+    chosen = sorted([keep, *members], key=lambda r: rows[r].path)
+    return DuplicateGroup([rows[r].id for r in chosen], [rows[r].path for r in chosen], rows[keep].path,
+                          min(edges[keep][m] for m in members))
 
 
-def pixel_correlation(first: str, second: str) -> float:
-    """Best correlation of the two images as small colour thumbnails (brightness and contrast removed),
-    over centre crops of up to 10% of either image: high for crops, resizes, recompressions, small
-    rotations and brightness changes of one photo; -1 when either cannot be read."""
-    images = [_small(first), _small(second)]
-    if images[0] is None or images[1] is None:
-        return -1.0
-    best = -1.0
-    for crop in CROPS:
-        for cropped, other in ((0, 1), (1, 0)):
-            a, b = _thumbnail(images[cropped], crop), _thumbnail(images[other], 0.0)
-            best = max(best, float((a * b).sum()))
-    return best
-
-
-def _small(path: str) -> Image.Image | None:
-    from lookalike.images import ImageError, load_image
-
-    if path not in _SMALL_CACHE:
-        if len(_SMALL_CACHE) > 4096:
-            _SMALL_CACHE.clear()
-        try:
-            _SMALL_CACHE[path] = load_image(path, target_side=4 * PIXEL_SIDE).pixels
-        except ImageError:
-            _SMALL_CACHE[path] = None
-    return _SMALL_CACHE[path]
-
-
-def _thumbnail(image: Image.Image, crop: float) -> npt.NDArray[np.float32]:
-    dx, dy = int(image.width * crop / 2), int(image.height * crop / 2)
-    box = (dx, dy, image.width - dx, image.height - dy)
-    pixels = np.asarray(image.resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BILINEAR, box=box), np.float32)
-    pixels = pixels - pixels.mean()
-    return pixels / (np.linalg.norm(pixels) + 1e-6)
+def _look_alike_group(rows: list[ImageRecord], photo: int, members: list[int], edges: Edges) -> LookAlikeGroup:
+    chosen = sorted([photo, *members], key=lambda r: rows[r].path)
+    return LookAlikeGroup([rows[r].id for r in chosen], [rows[r].path for r in chosen], rows[photo].path,
+                          min(edges[photo][m] for m in members))
 
 
 # --- the edited-copy evaluation set -----------------------------------------------------------

@@ -125,8 +125,11 @@ def _open_at(name: str, flags: int, folder: int, shown: Path) -> int:
     try:
         return os.open(name, flags, dir_fd=folder)
     except OSError as error:
-        if error.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR) and _is_link(name, folder):
+        if error.errno == errno.ELOOP or (error.errno in (errno.EMLINK, errno.ENOTDIR) and _is_link(name, folder)):
             raise UnsafePathError(f"{shown} is a symbolic link, which is not followed below a root") from None
+        if error.errno == errno.ENOTDIR:  # a link, found as such by open, that was swapped back before lstat
+            raise UnsafePathError(f"{shown} is no folder, or was a symbolic link (not followed below a root)") \
+                from None
         raise
 
 

@@ -114,7 +114,15 @@ def _shrunk(image: Image.Image, target_side: int) -> Image.Image:
     factor = min(image.size) // (SHRINK_TO * target_side)
     if min(image.size) < SHRINK_ABOVE * target_side or factor < 2:
         return image
-    return (image if image.mode in REDUCIBLE_MODES else to_rgb(image)).reduce(factor)
+    return (image if image.mode in REDUCIBLE_MODES else _reducible(image)).reduce(factor)
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """A mode Image.reduce takes, in one full-size copy: a palette image (a GIF's frame) as RGB, or RGBA only
+    when it has transparency, instead of to_rgb's three full-size RGBA copies (585 -> 200 MiB for 6000x6000)."""
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    return to_rgb(image)
 
 
 def _scaled_jpeg(image: Image.Image, read: Callable[[], bytes], target_side: int) -> Image.Image | None:

@@ -15,6 +15,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def served(tmp_path_factory) -> Iterator[tuple[Server, Path]]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    environment = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_API_TOKEN"}
+    environment = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_API_TOKEN"} | {"LOOKALIKE_DECODE_SLOTS": "2"}
     process = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--index", str(root / "idx"),
                                 "--port", str(port)], cwd=REPO, env=environment, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -212,3 +213,32 @@ def test_hostile_files_in_a_folder_are_indexed_as_what_they_are_or_reported(tmp_
         if not hostile.accepted:
             assert hostile.reason.replace("not an image", "not an image Pillow can read") in reasons[hostile.name], \
                 reasons[hostile.name]
+
+
+def animated_gif(side: int = 6000, frames: int = 3) -> bytes:
+    """A large animation that compresses to little (flat frames): 36 megapixels a frame, under the 40M limit."""
+    shown = [Image.new("P", (side, side), n) for n in range(frames)]
+    for frame in shown:
+        frame.putpalette([value for n in range(256) for value in (n, n * 7 % 256, n * 13 % 256)])
+    return encoded(shown[0], "GIF", save_all=True, append_images=shown[1:], duration=40)
+
+
+def test_a_burst_of_large_uploads_is_decoded_a_few_at_a_time_and_its_memory_given_back(served):
+    """8 concurrent searches by a 6000x6000 animated GIF on a server with 2 decode slots: each answered, the peak
+    about that of 2 decodes (it was 8 decodes of 585 MiB each, 4.8 GB, kept after the burst), and the memory
+    given back afterwards."""
+    server, _ = served
+    data = animated_gif()
+    server.reset_peak()
+    resident = server.memory("VmRSS")
+
+    def search(_: int) -> int:
+        return server.client.post("/api/indexes/idx/search", data={"k": "3"},
+                                  files={"image": ("anim.gif", data, "image/gif")}).status_code
+
+    with ThreadPoolExecutor(8) as clients:
+        statuses = list(clients.map(search, range(8)))
+    peak, after = server.memory("VmHWM") - resident, server.memory("VmRSS") - resident
+    assert statuses == [200] * 8
+    assert peak < 600 * MIB, f"the burst took {peak / MIB:.0f} MiB more than the server held"
+    assert after < 100 * MIB, f"{after / MIB:.0f} MiB were not given back after the burst"

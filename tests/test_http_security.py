@@ -196,12 +196,16 @@ def test_a_folder_swapped_for_a_link_while_a_job_reads_it_leaks_nothing(tmp_path
         assert job["status"] == "done" and swaps
         images = client.get("/api/indexes/fresh/images").json()["images"]
         responses = [client.get(image["file"]) for image in images]
-    assert [r.status_code for r in responses] == [200] * len(images)
-    served = [r.content for r in responses]
-    refused = [f["reason"] for f in job["report"]["failures"]]
-    assert all("symbolic link" in reason for reason in refused), refused
-    assert len(images) + len(refused) == 48 and images
-    assert not set(served) & theirs and set(served) <= mine
+        refused = [f["reason"] for f in job["report"]["failures"]]
+        assert [r.status_code for r in responses] == [200] * len(images)
+        served = [r.content for r in responses]
+        assert all("symbolic link" in reason for reason in refused), [r for r in refused if "symbolic" not in r]
+        assert len(images) + len(refused) == 48
+        assert not set(served) & theirs and set(served) <= mine
+        again = client.post("/api/indexes/fresh/images/from-paths", json={"paths": [str(allowed / "sub")]})
+        assert wait_for_job(client, again.json()["job_url"])["report"]["added"] == len(refused)  # no swap now
+        assert {client.get(image["file"]).content for image in client.get("/api/indexes/fresh/images").json()[
+            "images"]} == mine
 
 
 # --- 2. a request names no server-side file ---------------------------------------------------------
@@ -363,3 +367,19 @@ def test_an_upload_already_indexed_stays_when_a_second_copy_fails(tmp_path: Path
         with pytest.raises(RuntimeError, match="disk on fire"):
             client.post("/api/indexes/fresh/images", files=upload)
     assert uploaded_files(folder) == [Path(image["path"])]
+
+
+# --- 7. bounded work per request (issue 24) -----------------------------------------------------------------
+def test_an_upload_waiting_too_long_for_a_decode_slot_is_503_with_retry_after(photo_index: tuple[Path, Path]) -> None:
+    folder, _ = photo_index
+    upload = {"image": ("q.jpg", jpeg_bytes(), "image/jpeg")}
+    with client_for(folder, decode_slots=1, decode_wait_seconds=0.2) as client:
+        with client.app.state.slots.slot():  # another request is decoding
+            started = time.perf_counter()
+            busy = client.post("/api/indexes/shown/search", files=upload)
+            waited = time.perf_counter() - started
+            thumbnail = client.get(f"/api/indexes/shown/images/{only_id(client, 'shown')}/thumbnail")
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1" and 0.2 <= waited < 5
+        assert "busy decoding other images (1 at a time" in busy.json()["detail"]
+        assert thumbnail.status_code == 503  # made by decoding too; once made, it is served without a slot
+        assert client.post("/api/indexes/shown/search", files=upload).status_code == 200

@@ -19,6 +19,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from lookalike.web import ServerSettings, create_app
     from lookalike.web.logs import configure_logging
     from lookalike.web.tuning import tune_for_single_queries
+    from lookalike.web.work import map_large_buffers
 
     settings = ServerSettings.from_env(allowed_roots=[Path(root) for root in args.allowed_roots] or None,
                                        index_root=args.index_root, max_upload_bytes=args.max_upload_bytes,
@@ -30,6 +31,7 @@ def serve_command(args: argparse.Namespace) -> int:
         _create_if_new(Path(folder), args)
     configure_logging()
     tune_for_single_queries()
+    map_large_buffers()
     app = create_app(args.index, settings)
     print(f"lookalike: serving {', '.join(app.state.registry.names())} on http://{args.host}:{args.port}/ "
           f"(API docs at /docs)", flush=True)

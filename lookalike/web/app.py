@@ -33,6 +33,7 @@ from lookalike.web.paths import RefusedPathError
 from lookalike.web.registry import IndexRegistry
 from lookalike.web.settings import ServerSettings
 from lookalike.web.uploads import UploadError
+from lookalike.web.work import WorkSlots
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("lookalike.web")
@@ -66,6 +67,7 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
     app.state.settings, app.state.registry, app.state.jobs = settings, registry, JobQueue()
     for name in registry.names():  # what a server that died left: its jobs run again, its orphans go
         app.state.jobs.resume(registry.get(name))
+    app.state.slots = WorkSlots(settings.decode_slots, settings.decode_wait_seconds)
     app.include_router(indexes_api.router)
     app.include_router(search_api.router)
     app.include_router(maps_api.router)

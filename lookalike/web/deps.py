@@ -10,6 +10,7 @@ from fastapi import Header, HTTPException, Path, Request
 from lookalike.web.jobs import JobQueue
 from lookalike.web.registry import IndexRegistry, ServedIndex
 from lookalike.web.settings import ServerSettings
+from lookalike.web.work import WorkSlots
 
 MAX_ID = 2**63 - 1  # the largest integer SQLite holds: a larger id is refused here, not overflowed in the store
 ImageId = Annotated[int, Path(ge=0, le=MAX_ID, description="an indexed image's id")]
@@ -17,6 +18,10 @@ ImageId = Annotated[int, Path(ge=0, le=MAX_ID, description="an indexed image's i
 
 def settings_of(request: Request) -> ServerSettings:
     return request.app.state.settings
+
+
+def slots_of(request: Request) -> WorkSlots:
+    return request.app.state.slots
 
 
 def registry_of(request: Request) -> IndexRegistry:

@@ -18,14 +18,14 @@ from lookalike.index import ImageRecord, IndexReport
 from lookalike.index.autoselect import INDEX_TYPES
 from lookalike.index.folder import ARTIFACT_FOLDERS
 from lookalike.web.bodies import Added, Artifact, Deleted, Image, ImagePage, IndexInfo, Job, Removed, StartedJob
-from lookalike.web.deps import MAX_ID, ImageId, jobs_of, registry_of, require_token, served_index, settings_of
+from lookalike.web.deps import MAX_ID, ImageId, jobs_of, registry_of, require_token, served_index, settings_of, slots_of
 from lookalike.web.errors import error_responses
 from lookalike.web.originals import chunks_of, open_indexed, serving_roots
 from lookalike.web.paths import images_under_roots
 from lookalike.web.registry import NAME, ServedIndex
 from lookalike.web.search_api import capabilities
 from lookalike.web.shown import report_json, shown_path, shown_text
-from lookalike.web.thumbnails import thumbnail
+from lookalike.web.thumbnails import cached_thumbnail, thumbnail
 from lookalike.web.uploads import (
     CheckedImage,
     UploadError,
@@ -170,13 +170,15 @@ def inspect_image(served: Served, image_id: ImageId) -> dict[str, Any]:
 
 @router.get("/indexes/{name}/images/{image_id:int}/thumbnail", summary="A JPEG thumbnail (cached)",
             response_class=FileResponse,
-            responses=file_responses(["image/jpeg"], "The thumbnail") | error_responses(403, 404, 422))
+            responses=file_responses(["image/jpeg"], "The thumbnail") | error_responses(403, 404, 422, 503))
 def image_thumbnail(request: Request, served: Served, image_id: ImageId) -> FileResponse:
     with served.lock.reading():
         record = record_or_404(served, image_id)
-    settings = settings_of(request)
-    path = thumbnail(record, served.index.files, settings.thumbnail_side,
-                     serving_roots(served.index.files, settings.allowed_roots))
+    settings, files = settings_of(request), served.index.files
+    path = cached_thumbnail(record, files, settings.thumbnail_side)
+    if path is None:
+        with slots_of(request).slot():  # decoding: a few at a time, or a 503 after a bounded wait
+            path = thumbnail(record, files, settings.thumbnail_side, serving_roots(files, settings.allowed_roots))
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 

@@ -22,7 +22,7 @@ from lookalike.search import Query as SearchQuery
 from lookalike.search import SearchOptions, SearchResult, option_names
 from lookalike.web.bodies import SearchAnswer
 from lookalike.web.confidence import low_confidence
-from lookalike.web.deps import MAX_ID, served_index, settings_of
+from lookalike.web.deps import MAX_ID, served_index, settings_of, slots_of
 from lookalike.web.errors import error_responses
 from lookalike.web.registry import ServedIndex
 from lookalike.web.shown import shown_path
@@ -121,13 +121,14 @@ def present(result: SearchResult, index_name: str, started: float) -> dict[str, 
 
 
 @router.post("/search", summary="Search by an uploaded image", response_model=SearchAnswer,
-             responses=error_responses(400, 404, 413, 422))
+             responses=error_responses(400, 404, 413, 422, 503))
 def search_by_upload(request: Request, served: Served,
                      asked: Annotated[SearchFromUpload, Form(media_type="multipart/form-data")]) -> dict[str, Any]:
     settings = settings_of(request)
     data = asked.image.file.read(settings.max_upload_bytes + 1)
     checked = check_upload(data, asked.image.filename or "upload", settings.max_upload_bytes, settings.max_pixels)
-    return run_search(served, checked.data, asked, **asked.query_kinds())
+    with slots_of(request).slot():  # decoding and embedding: a few at a time, or a 503 after a bounded wait
+        return run_search(served, checked.data, asked, **asked.query_kinds())
 
 
 @router.get("/search", summary="Search from an indexed image (id=N), a random one (random=true, seed=S) or words "

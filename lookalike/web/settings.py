@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lookalike.web.work import cores
+
 MiB = 1024 * 1024
 
 
@@ -22,19 +24,25 @@ class ServerSettings:
     max_batch_files: int = 500
     thumbnail_side: int = 256
     cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers at all
+    decode_slots: int = field(default_factory=cores)  # uploads and thumbnails decoded at once (one per core)
+    decode_wait_seconds: float = 10.0  # how long a request waits for a decode slot before a 503
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
         """Defaults, then LOOKALIKE_* environment variables, then explicit overrides (e.g. CLI flags)."""
         settings = cls()
         settings.api_token = os.environ.get("LOOKALIKE_API_TOKEN") or None
-        for name in ("max_upload_bytes", "max_request_bytes", "max_pixels", "max_batch_files"):
+        for name, kind in NUMBERS.items():
             value = os.environ.get(f"LOOKALIKE_{name.upper()}")
             if value:
-                setattr(settings, name, int(value))
+                setattr(settings, name, kind(value))
         origins = os.environ.get("LOOKALIKE_CORS_ORIGINS", "")
         settings.cors_origins = [o.strip() for o in origins.split(",") if o.strip()]
         for name, value in overrides.items():
             if value is not None:
                 setattr(settings, name, value)
         return settings
+
+
+NUMBERS: dict[str, type] = {"max_upload_bytes": int, "max_request_bytes": int, "max_pixels": int,
+                            "max_batch_files": int, "decode_slots": int, "decode_wait_seconds": float}

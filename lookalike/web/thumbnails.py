@@ -15,12 +15,17 @@ from lookalike.index.folder import IndexFolder
 from lookalike.web.originals import read_indexed
 
 
+def cached_thumbnail(record: ImageRecord, files: IndexFolder, side: int) -> Path | None:
+    """The thumbnail made earlier, if any (serving it decodes nothing)."""
+    target = _thumbnail_path(record, files, side)
+    return target if target.exists() else None
+
+
 def thumbnail(record: ImageRecord, files: IndexFolder, side: int, roots: Sequence[Path]) -> Path:
     """A JPEG no larger than side x side; the name carries the content hash, so changed files get a new one.
     It is made from the indexed file, read beneath one of `roots`, only while that is still the file indexed
     (see originals)."""
-    folder = files.thumbnails
-    target = folder / f"{record.id}-{record.content_hash[:16]}-{side}.jpg"
+    folder, target = files.thumbnails, _thumbnail_path(record, files, side)
     if target.exists():
         return target
     pixels = load_image(read_indexed(record, roots), target_side=side).pixels
@@ -30,3 +35,7 @@ def thumbnail(record: ImageRecord, files: IndexFolder, side: int, roots: Sequenc
     pixels.save(partial, "JPEG", quality=85)
     os.replace(partial, target)
     return target
+
+
+def _thumbnail_path(record: ImageRecord, files: IndexFolder, side: int) -> Path:
+    return files.thumbnails / f"{record.id}-{record.content_hash[:16]}-{side}.jpg"

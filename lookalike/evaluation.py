@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lookalike.expansion import Expansion, diffusion_scores, expanded_queries
+from lookalike.expansion import (
+    GUARD_CANDIDATES,
+    GUARD_NEIGHBOUR,
+    Expansion,
+    diffusion_scores,
+    expanded_queries,
+    guarded_order,
+)
 from lookalike.index import ImageIndex
 from lookalike.index.augmentation import AugmentationPlan, augment_all
 from lookalike.search import SearchOptions
@@ -46,12 +53,15 @@ class RetrievalScores:
     expand: str = "none"
     matches: int | None = None  # the few-match mode's r, None for the whole gallery
     ms_per_query: float | None = None  # median time of one `search` with these options on this index
+    new_photos: int = 0  # queries the index does not hold, embedded at query time
+    top_1: float | None = None  # share of queries whose first match is relevant
 
     def to_dict(self) -> dict[str, Any]:
         return {"mAP": round(self.mean_average_precision, 4), "P@10": round(self.precision_at_10, 4),
                 "queries": self.queries, "gallery": self.gallery,
                 "query_split": self.query_split, "gallery_split": self.gallery_split,
-                "expand": self.expand, "matches": self.matches,
+                "expand": self.expand, "matches": self.matches, "new_photos": self.new_photos,
+                "top1": None if self.top_1 is None else round(self.top_1, 4),
                 "ms_per_query": None if self.ms_per_query is None else round(self.ms_per_query, 3)}
 
 
@@ -96,84 +106,146 @@ def retrieval_scores(similarity: npt.NDArray[np.float32], query_labels: npt.NDAr
     return float(np.mean(aps)), float(relevant[:, :k].mean())
 
 
+def first_is_relevant(similarity: npt.NDArray[np.float32], query_labels: npt.NDArray[Any],
+                      gallery_labels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Per query, whether the best-scored gallery image has its label (top-1)."""
+    return gallery_labels[np.argmax(similarity, axis=1)] == query_labels
+
+
 def evaluate_index(index: ImageIndex, dataset: str | os.PathLike[str], query_split: str | None = None,
                    gallery_split: str | None = None, attribute: str = "label", similarity: Any = None,
                    expand: str | None = None, expand_neighbours: int | None = None,
                    expand_alpha: float | None = None, matches: int | None = None, seed: int = 0) -> RetrievalScores:
-    """Score an index (which must hold the dataset's images) on the dataset's labels, searching as `search`
-    does with the same expand options; `matches` is the few-match mode (each query's class cut to r
-    gallery images, chosen with `seed`). `similarity` (a learned model) ranks instead of the pipeline."""
+    """Score an index on the dataset's labels, searching as `search` does with the same expand options. The
+    gallery is the gallery split's indexed images; queries the index does not hold are embedded now, as a
+    user's new photo would be (index only the gallery to measure that: an indexed query is already blended
+    into its neighbours' DBA vectors, which flatters DBA). `matches` is the few-match mode (each query's class
+    cut to r gallery images, chosen with `seed`). `similarity` (a learned model) ranks instead of the pipeline."""
     options = SearchOptions.of(expand=expand, expand_neighbours=expand_neighbours, expand_alpha=expand_alpha)
     images = read_labels(dataset, attribute)
     if query_split is None or gallery_split is None:
         query_split, gallery_split = default_splits(images)
     ids_by_path = index.ids_by_path()
-    present = [image for image in images if os.path.abspath(image.path) in ids_by_path]
-    if not present:
+    indexed = [image for image in images if os.path.abspath(image.path) in ids_by_path]
+    if not indexed:
         raise ValueError(f"none of the images in {dataset}/labels.csv are in the index {index.folder}")
-    queries = [i for i in present if i.split == query_split] if query_split else present
-    gallery = [i for i in present if i.split == gallery_split] if gallery_split else present
+    queries = [i for i in images if i.split == query_split] if query_split else indexed
+    gallery = [i for i in indexed if i.split == gallery_split] if gallery_split else indexed
     if not queries or not gallery:
         raise ValueError(f"no images in split {query_split!r} or {gallery_split!r}")
-    query_ids = [ids_by_path[os.path.abspath(i.path)] for i in queries]
     gallery_ids = [ids_by_path[os.path.abspath(i.path)] for i in gallery]
+    query_ids = [ids_by_path.get(os.path.abspath(i.path), -1) for i in queries]
+    query_vectors = _query_vectors(index, queries, query_ids)
     query_labels, gallery_labels = np.array([i.label for i in queries]), np.array([i.label for i in gallery])
     expansion = options.expansion if similarity is None else Expansion.of("none")
+    leave_one_out = not query_split
     if matches is not None:
-        mean_ap, p10 = _few_match_scores(index, query_ids, gallery_ids, query_labels, gallery_labels,
-                                         expansion, matches, seed, leave_one_out=not query_split)
+        mean_ap, p10, top_1 = _few_match_scores(index, query_vectors, query_ids, gallery_ids, query_labels,
+                                                gallery_labels, expansion, matches, seed, leave_one_out)
     else:
-        scores = _similarity(index, query_ids, gallery_ids, similarity, expansion, leave_one_out=not query_split)
+        hidden = np.equal.outer(query_ids, gallery_ids) if leave_one_out else None
+        if similarity is not None:
+            scores = similarity(query_vectors, index.searchable_vectors(gallery_ids))
+        else:
+            scores = pipeline_scores(query_vectors, Gallery.of_index(index, gallery_ids), expansion, hidden)
         mean_ap, p10 = retrieval_scores(scores, query_labels, gallery_labels)
-    timing = None if similarity is not None else _ms_per_query(index, query_ids, options)
+        top_1 = float(first_is_relevant(scores, query_labels, gallery_labels).mean())
+    timing = None if similarity is not None else _ms_per_query(index, [i for i in query_ids if i >= 0] or gallery_ids,
+                                                                options)
     return RetrievalScores(mean_ap, p10, len(queries), len(gallery), query_split, gallery_split,
-                           expansion.method, matches, timing)
+                           expansion.method, matches, timing, sum(1 for i in query_ids if i < 0), top_1)
 
 
-def _similarity(index: ImageIndex, query_ids: list[int], gallery_ids: list[int], similarity: Any,
-                expansion: Expansion, leave_one_out: bool) -> np.ndarray:
-    query_vectors = index.searchable_vectors(query_ids)
-    if similarity is not None:
-        return similarity(query_vectors, index.searchable_vectors(gallery_ids))
-    return pipeline_scores(query_vectors, index.indexed_vectors(gallery_ids), expansion,
-                           np.equal.outer(query_ids, gallery_ids) if leave_one_out else None)
+def _query_vectors(index: ImageIndex, queries: list[LabelledImage], query_ids: list[int]) -> np.ndarray:
+    """Queries as the index searches them: an indexed one's stored vector, a new photo embedded now."""
+    full = [index.vectors([i])[0] if i >= 0 else index.embed_image(q.path)[0]
+            for q, i in zip(queries, query_ids, strict=True)]
+    return index.to_searchable(np.stack(full))
 
 
-def pipeline_scores(queries: np.ndarray, gallery: np.ndarray, expansion: Expansion,
+@dataclass(frozen=True)
+class Gallery:
+    """A gallery as a search sees it: vectors as indexed (augmented), plain (reduced only), and each image's
+    guard floor (its GUARD_NEIGHBOUR-th neighbour's similarity; None without DBA)."""
+
+    indexed: np.ndarray
+    plain: np.ndarray
+    floors: np.ndarray | None
+
+    @classmethod
+    def of_index(cls, index: ImageIndex, ids: list[int]) -> Gallery:
+        augmented = index.manifest.get("augmentation_plan") is not None
+        return cls(index.indexed_vectors(ids), index.searchable_vectors(ids),
+                   index.neighbour_floors(ids) if augmented else None)
+
+    @classmethod
+    def augmented(cls, plain: np.ndarray, plan: AugmentationPlan | None) -> Gallery:
+        """The gallery an index holding just these vectors would have (DBA by `plan`, when there is one)."""
+        if plan is None:
+            return cls(plain, plain, None)
+        graph, vectors = augment_all(np.arange(len(plain), dtype=np.int64), plain, plan)
+        floors = graph.similarities[:, min(GUARD_NEIGHBOUR, graph.similarities.shape[1]) - 1]
+        return cls(vectors, plain, np.where(np.isfinite(floors), floors, np.inf).astype(np.float32))
+
+
+def pipeline_scores(queries: np.ndarray, gallery: Gallery, expansion: Expansion,
                     hidden: npt.NDArray[np.bool_] | None = None) -> np.ndarray:
-    """Every query's scores over the whole gallery as `search` ranks it: inner products with the gallery
-    as the index holds it, re-ranked by the expansion. `hidden` pairs (a query itself) are never found."""
-    scores = queries @ gallery.T
+    """Every query's scores over the whole gallery as `search` ranks it: inner products with the gallery as
+    the index holds it, re-ranked by the expansion, then guarded (expansion.guarded_order) as `search` does.
+    `hidden` pairs (a query itself) are never found. Scores order the gallery; they are not similarities."""
+    first = queries @ gallery.indexed.T
     if hidden is not None:
-        scores[hidden] = -np.inf
+        first[hidden] = -np.inf
+    scores = first
     if expansion.blends:
-        count = min(expansion.neighbours, gallery.shape[0])
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :count]
-        expanded = expanded_queries(queries, np.take_along_axis(scores, top, 1), gallery[top], expansion.alpha)
-        scores = expanded @ gallery.T
+        count = min(expansion.neighbours, gallery.indexed.shape[0])
+        top = np.argsort(-first, axis=1, kind="stable")[:, :count]
+        expanded = expanded_queries(queries, np.take_along_axis(first, top, 1), gallery.indexed[top], expansion.alpha)
+        scores = expanded @ gallery.indexed.T
         if hidden is not None:
             scores[hidden] = -np.inf
     elif expansion.method == "diffusion":
-        count = min(expansion.candidates(0), gallery.shape[0])
+        count = min(expansion.candidates(0), gallery.indexed.shape[0])
         for row, query in enumerate(queries):
-            top = np.argsort(-scores[row], kind="stable")[:count]
-            top = top[np.isfinite(scores[row, top])]
-            scores[row, top] = 2.0 + diffusion_scores(query, gallery[top], expansion.neighbours, expansion.alpha)
+            top = np.argsort(-first[row], kind="stable")[:count]
+            top = top[np.isfinite(first[row, top])]
+            first[row, top] = 2.0 + diffusion_scores(query, gallery.indexed[top], expansion.neighbours, expansion.alpha)
+        return first
+    if expansion.active or gallery.floors is not None:
+        scores = _guarded(queries, first, scores, gallery)
     return scores
 
 
-def _few_match_scores(index: ImageIndex, query_ids: list[int], gallery_ids: list[int], query_labels: np.ndarray,
-                      gallery_labels: np.ndarray, expansion: Expansion, matches: int, seed: int,
-                      leave_one_out: bool) -> tuple[float, float]:
+def _guarded(queries: np.ndarray, first: np.ndarray, ranked: np.ndarray, gallery: Gallery) -> np.ndarray:
+    """Each row re-ordered by the guard over the first answer's top GUARD_CANDIDATES (scores by position)."""
+    out = np.empty_like(ranked)
+    positions = np.arange(ranked.shape[1], 0, -1, dtype=np.float32)
+    for row, query in enumerate(queries):
+        candidates = np.argsort(-first[row], kind="stable")[:GUARD_CANDIDATES]
+        candidates = candidates[np.isfinite(first[row, candidates])]
+        order = np.argsort(-ranked[row], kind="stable")
+        order = order[np.isfinite(ranked[row, order])]
+        plain = gallery.plain[candidates] @ query
+        floors = None if gallery.floors is None else gallery.floors[candidates]
+        ids, _ = guarded_order(order.astype(np.int64), ranked[row, order], candidates.astype(np.int64), plain, floors)
+        out[row] = -np.inf
+        out[row, ids] = positions[:len(ids)]
+    return out
+
+
+def _few_match_scores(index: ImageIndex, queries: np.ndarray, query_ids: list[int], gallery_ids: list[int],
+                      query_labels: np.ndarray, gallery_labels: np.ndarray, expansion: Expansion, matches: int,
+                      seed: int, leave_one_out: bool) -> tuple[float, float, float]:
     """mAP and P@10 when each query's class keeps only `matches` gallery images: for each class, a gallery
     of the other classes plus r of it, augmented as an index holding just that gallery would be."""
     if matches < 1:
         raise ValueError(f"matches (the few-match mode's r) must be at least 1, not {matches}")
     rng = np.random.default_rng(seed)
     plan = AugmentationPlan.of(index.manifest.get("augmentation_plan"))
-    queries, gallery = index.searchable_vectors(query_ids), index.searchable_vectors(gallery_ids)
+    gallery = index.searchable_vectors(gallery_ids)
     precision: list[float] = []
     precision_at_10: list[float] = []
+    first: list[bool] = []
     for label in np.unique(query_labels):
         of_class = np.flatnonzero(gallery_labels == label)
         kept = rng.choice(of_class, size=min(matches, len(of_class)), replace=False)
@@ -181,15 +253,13 @@ def _few_match_scores(index: ImageIndex, query_ids: list[int], gallery_ids: list
         asking = np.flatnonzero(query_labels == label)
         if leave_one_out:  # the kept images are the gallery's; the rest of the class asks
             asking = np.setdiff1d(asking, kept)
-        cut = gallery[rows]
-        if plan is not None:
-            cut = augment_all(np.arange(len(rows), dtype=np.int64), cut, plan)[1]
-        scores = pipeline_scores(queries[asking], cut, expansion)
+        scores = pipeline_scores(queries[asking], Gallery.augmented(gallery[rows], plan), expansion)
         relevant = np.argsort(-scores, axis=1, kind="stable")
         hits = gallery_labels[rows][relevant] == label
         precision += [average_precision(row) for row in hits]
         precision_at_10 += hits[:, :10].mean(axis=1).tolist()
-    return float(np.mean(precision)), float(np.mean(precision_at_10))
+        first += hits[:, 0].tolist()
+    return float(np.mean(precision)), float(np.mean(precision_at_10)), float(np.mean(first))
 
 
 def _ms_per_query(index: ImageIndex, query_ids: list[int], options: SearchOptions, sample: int = 50) -> float:

@@ -31,6 +31,10 @@ DEFAULT_EXPANSION = "aqe"
 DEFAULT_NEIGHBOURS = {"aqe": 3, "categories": 10, "diffusion": 20}
 DEFAULT_ALPHA = {"aqe": 2.0, "categories": 1.0, "diffusion": 3.0}  # for diffusion: the affinity's exponent
 DIFFUSION_CANDIDATES = 300  # the walk runs on the first answer's top candidates (truncated diffusion)
+# The guard (see `guarded_order`): how many first-answer candidates it looks at, and which of each image's
+# neighbours a new photo must be closer than for the image to count as a near match of it (the 10th).
+GUARD_CANDIDATES = 100
+GUARD_NEIGHBOUR = 10
 DIFFUSION_DAMPING = 0.9
 EXPLANATIONS = {
     "aqe": "the query is blended with its closest matches and searched again (query expansion)",
@@ -90,6 +94,27 @@ def expanded_queries(queries: Matrix, similarities: Matrix, neighbour_vectors: M
     weights = np.maximum(similarities, 0.0) ** alpha
     blended = queries + np.einsum("qn,qnd->qd", weights, neighbour_vectors)
     return (blended / np.maximum(np.linalg.norm(blended, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def guarded_order(ranked_ids: Ids, ranked_scores: Matrix, candidate_ids: Ids, plain: Matrix,
+                  floors: Matrix | None) -> tuple[Ids, Matrix]:
+    """Re-ranking that never buries a near match (measured in benchmarks/trust.py): the candidate with the best
+    plain similarity comes first, then every candidate the query is closer to than that image is to its
+    GUARD_NEIGHBOUR-th nearest indexed neighbour (`floors`, from the augmentation's graph; None: no such
+    graph), in plain order; then the re-ranked answer. Expansion and DBA pull a query towards a crowd of look-alikes,
+    which finds more of a category and loses the very object the photo shows: the guard keeps that object.
+    Scores never increase down the list (a guarded match's score is at least the best one after it)."""
+    if len(candidate_ids) == 0:
+        return ranked_ids, ranked_scores
+    near = plain > floors if floors is not None else np.zeros(len(plain), bool)
+    near[int(np.argmax(plain))] = True
+    front = candidate_ids[near][np.argsort(-plain[near], kind="stable")]
+    rest = ~np.isin(ranked_ids, front)
+    ids = np.concatenate([front, ranked_ids[rest]])
+    best_after = float(ranked_scores[rest][0]) if rest.any() else -np.inf
+    front_scores = np.maximum(plain[near][np.argsort(-plain[near], kind="stable")], best_after)
+    scores = np.minimum.accumulate(np.concatenate([front_scores, ranked_scores[rest]]).astype(np.float32))
+    return ids, scores
 
 
 def diffusion_scores(query: Matrix, candidates: Matrix, neighbours: int, gamma: float,

@@ -32,10 +32,15 @@ Index = Any  # an ImageIndex, typed loosely here: lookalike.index imports this m
 
 @dataclass(frozen=True)
 class Match:
+    """One indexed image found. `score` ranks (it includes re-ranking); `similarity` is the plain cosine of query
+    and image in the index's space (1.0 for the same photo); `same_photo` from lookalike.confidence.SAME_PHOTO up."""
+
     id: int
     path: str
     score: float
     labels: dict[str, str] = field(default_factory=dict)
+    similarity: float | None = None
+    same_photo: bool = False
 
 
 @dataclass
@@ -48,6 +53,8 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
     predicted_class: dict[str, float] | None = None
     query_id: int | None = None  # the indexed image the query was, when it was one
+    low_confidence: bool = False  # the best match is not close (see lookalike.confidence)
+    note: str | None = None  # one line on how far to trust the answer (None: nothing to say)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -56,8 +63,12 @@ class SearchResult:
             "method": self.method,
             "timings_ms": {name: round(ms, 3) for name, ms in self.timings.items()},
             "predicted_class": self.predicted_class,
+            "low_confidence": self.low_confidence,
+            "note": self.note,
             "matches": [
-                {"id": m.id, "path": m.path, "score": round(m.score, 6), "labels": m.labels} for m in self.matches
+                {"id": m.id, "path": m.path, "score": round(m.score, 6),
+                 "similarity": None if m.similarity is None else round(m.similarity, 6), "same_photo": m.same_photo,
+                 "labels": m.labels} for m in self.matches
             ],
         }
 

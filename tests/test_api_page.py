@@ -1,18 +1,19 @@
 """What the search and maps pages ask the API for beyond searching: the server's limits, an index's map as points,
-and the floors below which an answer is called doubtful (in process, FastAPI's TestClient, real demo photos)."""
+and how far to trust an answer (in process, FastAPI's TestClient, real demo photos)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from lookalike.index import ImageIndex
 from lookalike.organise.mapping import map_index
 from lookalike.web import ServerSettings, create_app
-from lookalike.web.confidence import CLASS_PROBABILITY_FLOOR, COSINE_FLOORS, euclidean_score
 from lookalike.web.search_api import MAX_K
 
 MiB = 1024 * 1024
@@ -73,21 +74,23 @@ def test_a_damaged_map_is_a_422_not_a_server_error(demo_clone: ImageIndex, conte
     assert response.status_code == 422 and "run `lookalike map INDEX` again" in response.json()["detail"]
 
 
-def test_doubtful_answer_floors_follow_the_model_and_reduction_they_were_measured_with(demo_clone: ImageIndex) -> None:
+def test_search_answer_says_how_far_to_trust_it(demo_clone: ImageIndex, tmp_path: Path) -> None:
+    """HTTP carries the search's own judgement: similarity and same_photo per match, low_confidence and note."""
     name = demo_clone.folder.name
+    photo = demo_clone.record(int(demo_clone.ids()[0])).path
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(noise)
     with client_for(demo_clone) as client:
-        full = client.get(f"/api/indexes/{name}").json()["capabilities"]["low_confidence"]
-    cosine = COSINE_FLOORS[("efficientnet-lite0", "full")]
-    assert full == {"score": {"cosine": cosine, "euclidean": round(euclidean_score(cosine), 3)},
-                    "class_probability": CLASS_PROBABILITY_FLOOR}
-    demo_clone.fit_pca(128)  # the default reduction: another floor, since PCA centres the vectors
-    with client_for(demo_clone) as client:
-        reduced = client.get(f"/api/indexes/{name}").json()["capabilities"]["low_confidence"]
-    assert reduced["score"]["cosine"] == COSINE_FLOORS[("efficientnet-lite0", "pca128")] != cosine
-    demo_clone.fit_pca(64)  # not measured: no score floor rather than a wrong one
-    with client_for(demo_clone) as client:
-        other = client.get(f"/api/indexes/{name}").json()["capabilities"]["low_confidence"]
-    assert other == {"score": {}, "class_probability": CLASS_PROBABILITY_FLOOR}
+        same = client.post(f"/api/indexes/{name}/search", files={"image": Path(photo).read_bytes()}).json()
+        doubtful = client.post(f"/api/indexes/{name}/search", files={"image": noise.read_bytes()}).json()
+    assert same["matches"][0]["similarity"] >= 0.999 and same["matches"][0]["same_photo"]
+    assert same["low_confidence"] is False and "same photo" in same["note"]
+    assert doubtful["low_confidence"] is True and "does not hold" in doubtful["note"]
+    assert not any(match["same_photo"] for match in doubtful["matches"])
+
+
+def euclidean_score(cosine: float) -> float:
+    return 1.0 / (1.0 + math.sqrt(max(0.0, 2.0 - 2.0 * cosine)))
 
 
 def test_the_euclidean_floor_is_the_cosine_floor_on_the_euclidean_scale(demo_clone: ImageIndex) -> None:

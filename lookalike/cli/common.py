@@ -94,6 +94,8 @@ def print_report(report: IndexReport, index: ImageIndex, as_json: bool) -> None:
     print(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
           f"removed {report.removed}, reused {report.reused} (renamed/copied), failed {report.failed} "
           f"in {report.seconds:.1f}s; the index holds {len(index)} images")
+    if report.labels is not None:
+        print(report.labels.found_summary())
     for failure in report.failures:
         print(f"  failed: {os.fsdecode(failure.path)}: {failure.reason}")
     if report.failures:
@@ -114,11 +116,15 @@ def print_result(result: SearchResult, as_json: bool) -> None:
     print(f"query: {result.query}  ({result.method}; {timing})")
     if result.predicted_class:
         print("predicted class: " + ", ".join(f"{name} ({p:.2f})" for name, p in result.predicted_class.items()))
+    if result.note:
+        print(("low confidence: " if result.low_confidence else "note: ") + result.note)
     if not result.matches:
         print("no matches")
-    print(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
+    print(f"{'rank':>4}  {'similarity':>10}  {'score':>7}  {'id':>6}  path")
     for rank, match in enumerate(result.matches, 1):
-        print(f"{rank:>4}  {match.score:>7.4f}  {match.id:>6}  {match.path}")
+        similarity = "" if match.similarity is None else f"{match.similarity:.4f}"
+        same = "  (same photo)" if match.same_photo else ""
+        print(f"{rank:>4}  {similarity:>10}  {match.score:>7.4f}  {match.id:>6}  {match.path}{same}")
 
 
 def human_bytes(count: int) -> str:

@@ -23,11 +23,6 @@ class Readiness(Body):
     indexes: dict[str, int]  # name -> image count
 
 
-class LowConfidence(Body):
-    score: dict[str, float]  # search method -> best score below which an answer is doubtful
-    class_probability: float  # the classifier's top probability below which it is unsure
-
-
 class Capabilities(Body):
     """What the page may offer for an index: its search methods, scopes, label filters and label counts."""
 
@@ -35,7 +30,6 @@ class Capabilities(Body):
     scopes: dict[str, bool]
     filters: bool
     labels: dict[str, dict[str, int]]  # label name -> value -> images
-    low_confidence: LowConfidence  # the page notes a doubtful answer below these (web/confidence.py)
     text_search: bool  # its model has a text tower: the page may offer a text box
     expansions: dict[str, str]  # each expand option and a line saying what it does
     expand: str  # the default expand
@@ -134,6 +128,8 @@ class Match(Body):
     id: int
     path: str
     score: float
+    similarity: float | None = None  # the plain cosine of query and match (1.0: the same photo)
+    same_photo: bool = False
     labels: dict[str, str]
     thumbnail: str
     file: str
@@ -147,4 +143,6 @@ class SearchAnswer(Body):
     method: str
     timings_ms: dict[str, float]
     predicted_class: dict[str, float] | None
+    low_confidence: bool = False  # the best match is not close: see note
+    note: str | None = None  # one line on how far to trust the answer
     matches: list[Match]

@@ -21,7 +21,6 @@ from lookalike.index import ImageIndex
 from lookalike.search import Query as SearchQuery
 from lookalike.search import SearchOptions, SearchResult, option_names
 from lookalike.web.bodies import SearchAnswer
-from lookalike.web.confidence import low_confidence
 from lookalike.web.deps import MAX_ID, served_index, settings_of, slots_of
 from lookalike.web.errors import error_responses
 from lookalike.web.registry import ServedIndex
@@ -92,7 +91,7 @@ def capabilities(index: ImageIndex) -> dict[str, Any]:
     """What the page may offer for this index: its methods, its scopes (by_class, by_cluster), its labels, and
     whether it can be searched by words (text_search)."""
     return {"methods": index.methods(), "scopes": index.scopes(), "filters": True, "labels": index.label_counts(),
-            "low_confidence": low_confidence(index), "text_search": has_text_tower(index.embedder),
+            "text_search": has_text_tower(index.embedder),
             "expansions": {name: EXPLANATIONS[name] for name in EXPANSIONS}, "expand": SearchOptions.expand,
             "augmentation": index.augmentation_text}
 

@@ -423,31 +423,16 @@ function show(result, query, notes, words) {
   $("results-heading").hidden = !result.matches.length;
   const found = result.matches.length ? `${result.matches.length} most similar (${result.method})` : "no matches";
   status([found, ...notes].join(" · "));
-  showConfidence(result, words);
+  showConfidence(result);
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
 
-// an answer that is the best the index has, but still a poor match, says so: an out-of-domain photo must not look
-// like a confident answer (the floors are measured: benchmarks/confidence.py, lookalike/web/confidence.py)
-// (the score floors are measured for photos as queries: words score on another scale and get no score note)
-function showConfidence(result, words) {
-  const floors = current()?.capabilities?.low_confidence;
-  const lines = [];
-  const best = result.matches[0]?.score;
-  const floor = words ? undefined : floors?.score?.[result.method];
-  if (best !== undefined && floor !== undefined && best < floor) {
-    lines.push(`Weak match: the best score is ${best.toFixed(3)}, below ${floor.toFixed(3)}, which 95% of photos `
-      + "searched among thousands of their own kind reach. Nothing here is close to this photo: it may show "
-      + "something the index does not hold.");
-  }
-  const top = result.predicted_class ? Math.max(...Object.values(result.predicted_class)) : undefined;
-  const unsure = floors?.class_probability;
-  if (top !== undefined && unsure !== undefined && top < unsure) {
-    lines.push(`The classifier is unsure: its top class has ${(top * 100).toFixed(0)}%, below the `
-      + `${(unsure * 100).toFixed(0)}% that 95% of photos of the kind it was trained on get.`);
-  }
-  $("confidence").textContent = lines.join(" ");
-  $("confidence").hidden = !lines.length;
+// the search's own judgement (lookalike.confidence, the same in Python, the CLI and HTTP): a doubtful answer says
+// so, and an exact or near copy is named
+function showConfidence(result) {
+  $("confidence").textContent = result.note || "";
+  $("confidence").hidden = !result.note;
+  $("confidence").classList.toggle("doubtful", Boolean(result.low_confidence));
 }
 
 // a path as visitors see it: the file and its folder, never where the server keeps it
@@ -478,7 +463,7 @@ function resultTile(match, position) {
   open.type = "button";
   open.className = "open";
   open.title = `${shownName(match.path)}\nclick to view`;
-  open.setAttribute("aria-label", `${described}, score ${match.score.toFixed(3)}: view`);
+  open.setAttribute("aria-label", `${described}, similarity ${(match.similarity ?? match.score).toFixed(3)}: view`);
   open.dataset.id = match.id;
   const image = document.createElement("img");
   image.src = match.thumbnail;
@@ -490,7 +475,13 @@ function resultTile(match, position) {
   caption.className = "caption";
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = match.score.toFixed(3);
+  const similarity = match.similarity ?? match.score;
+  score.textContent = similarity.toFixed(3);
+  score.title = `similarity ${similarity.toFixed(3)} (1 is the same photo); ranking score ${match.score.toFixed(3)}`;
+  const same = document.createElement("span");
+  same.className = "same";
+  same.textContent = match.same_photo ? "same photo" : "";
+  same.hidden = !match.same_photo;
   const label = document.createElement("span");
   label.className = "label";
   label.textContent = tileLabel(match);
@@ -501,7 +492,7 @@ function resultTile(match, position) {
   similar.title = "search from this image";
   similar.setAttribute("aria-label", `search from ${described}`);
   similar.addEventListener("click", () => searchFrom(match));
-  caption.append(score, label, similar);
+  caption.append(score, same, label, similar);
   item.append(open, caption);
   return item;
 }
@@ -528,7 +519,7 @@ function showInViewer(position) {
   original.onload = () => { if (shownMatches[viewing] === match) image.src = match.file; };
   original.src = match.file;
   $("viewer-title").textContent = shownName(match.path);
-  $("viewer-place").textContent = `${viewing + 1} of ${shownMatches.length} · score ${match.score.toFixed(3)} `
+  $("viewer-place").textContent = `${viewing + 1} of ${shownMatches.length} · similarity ${(match.similarity ?? match.score).toFixed(3)} `
     + `(${shownMethod})`;
   const list = $("viewer-labels");
   list.replaceChildren();

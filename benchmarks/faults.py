@@ -30,7 +30,11 @@ from lookalike.faults import CRASH_AT, CRASH_POINTS
 
 REPO = Path(__file__).resolve().parent.parent
 CRASH_TESTS = ["tests/test_crash_points.py"]
-OTHER_TESTS = ["tests/test_disk_full.py", "tests/test_hostile_uploads.py", "tests/test_faults.py"]
+OTHER_TESTS = ["tests/test_disk_full.py", "tests/test_hostile_uploads.py", "tests/test_faults.py",
+               "tests/test_journal.py"]
+# what a kill -9 of `lookalike serve` did to uploads before the journal, as issue 24 reported it
+UPLOAD_CRASH_BEFORE = {"synchronous": "0 kept, 120 orphans after restart",
+                       "background": "64 kept, 56 orphans after restart; GET /api/jobs/ID 404 \"no job with id\""}
 FUZZ_TESTS = ["tests/test_fuzz_http.py"]
 # as measured when the fuzzing test was added (commit 1742753, tests/test_fuzz_http.py): Schemathesis counts
 FUZZ_FIGURES = "2,865 requests over every operation, on a server without a token and with one (called with and " \
@@ -123,6 +127,8 @@ def section(runs: int, crash_counts: dict[str, int], crash_seconds: float, other
     crashes = [f for f in figures if f["kind"] == "crash"]
     disk = [f for f in figures if f["kind"] == "disk full"]
     uploads = [f for f in figures if f["kind"] == "hostile upload"]
+    upload_crashes = dedupe([f for f in figures if f["kind"] == "upload crash"], ("during",))
+    folders = dedupe([f for f in figures if f["kind"] == "folder"], ("case",))
     cases = {(f["command"], f["point"]) for f in crashes}
     lines = [
         "## Faults: crashes, full disks, hostile uploads (benchmarks/faults.py)", "", collect.machine_line(),
@@ -144,6 +150,19 @@ def section(runs: int, crash_counts: dict[str, int], crash_seconds: float, other
         *crash_table(crashes), "",
         f"An unset crash point costs {cost_ns:.0f} ns per visit (a call and one comparison); a run visits a few "
         "per batch of 32 images.", "",
+        "### Uploads after kill -9 (the server's journal)", "",
+        "`lookalike serve` killed with SIGKILL (crash point) while it adds 120 uploaded photos, then started again. "
+        "Acknowledged = answered (a background job's 202); kept = images of the batch in the index once the "
+        "restarted server is done; orphans = files in INDEX/uploads that no image is.", "",
+        "| killed during | acknowledged | kept | orphans at the kill | orphans after restart | job after restart | "
+        "before the journal |", "|---|---:|---:|---:|---:|---|---|",
+        *[f"| {f['during']} | {f['acknowledged']} | {f['kept']} | {f['orphans_at_kill']} | "
+          f"{f['orphans_after_restart']} | {dash(f['job_after_restart'])} | "
+          f"{UPLOAD_CRASH_BEFORE['background' if f['job_after_restart'] else 'synchronous']} |"
+          for f in upload_crashes], "",
+        "### Damaged or surprising index folders, busy writers", "",
+        "| case | before (issue 24) | now |", "|---|---|---|",
+        *[f"| {f['case']} | {f['before']} | {f['now'].replace('|', '/')} |" for f in folders], "",
         "### Disk full", "",
         "| how | during | exit | images searchable after | after the re-run | what the user reads |",
         "|---|---|---:|---:|---:|---|",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_photo
+from recovery import record_figure
 
 from lookalike.cli import main
 from lookalike.faults import UnwritableError
@@ -136,6 +137,8 @@ def test_a_reduction_whose_mean_was_altered_is_fitted_again_not_used(histogram_i
     assert "pca.npz is not the reduction manifest.json records" in caplog.text
     with np.load(IndexFolder(histogram_index).reduction) as saved:
         assert np.array_equal(saved["mean"], mean)
+    record_figure("folder", case="pca.npz mean altered by 0.05", before="used silently (scores shift up to 0.03)",
+                  now="another digest: fitted again, answers equal the undamaged index's")
 
 
 def test_an_index_whose_manifest_holds_the_older_digest_opens_with_its_reduction(histogram_index):
@@ -163,6 +166,11 @@ def test_a_damaged_reduction_file_is_fitted_again_even_under_the_older_digest(hi
             np.savez(path, **{name: saved[name] for name in saved.files if name != "scale"})
     assert scores_of(histogram_index) == expected
     assert f"{path} is damaged" in caplog.text
+    said = next(r.getMessage() for r in caplog.records if "is damaged" in r.getMessage())
+    record_figure("folder", case=f"pca.npz: {damage} (older digest)", before={
+        "not a zip": "opened (pickle refused, fitted again)", "a broken zip": "BadZipFile, serve does not start",
+        "a mean one value short": "operands could not be broadcast, /ready 200, every search 422",
+        "no scale": "fitted again"}[damage], now=said.replace(str(histogram_index), "INDEX") + " (answers equal)")
 
 
 def test_one_stored_vector_of_the_wrong_length_is_left_out_and_named_not_the_whole_index(histogram_index, caplog):
@@ -181,6 +189,9 @@ def test_one_stored_vector_of_the_wrong_length_is_left_out_and_named_not_the_who
         with pytest.raises(IndexFormatError, match=f"images.sqlite, image id {damaged} .*3 values, the model makes"):
             index.search(id=damaged, k=3)
     assert f"image id {damaged} ({path})" in caplog.text
+    record_figure("folder", case="one SQLite vector of the wrong length",
+                  before="all input arrays must have the same shape: the index does not open",
+                  now="opens; the other 7 images searched; a warning names images.sqlite, the id and the path")
     with ImageIndex.open(histogram_index) as index:  # its saved copy lacks that row: used, not rebuilt each time
         index.remove_ids([damaged])
         index.add_files([path])
@@ -195,6 +206,8 @@ def test_a_writer_lock_that_is_a_folder_is_named_not_a_traceback(histogram_index
     assert main(["add", str(next(photo_folder.rglob("*.png"))), "--index", str(histogram_index)]) == 2
     error = capsys.readouterr().err
     assert f"{lock} is a folder, not the lock file" in error and "Traceback" not in error, error
+    record_figure("folder", case="writer.lock is a folder", before="IsADirectoryError traceback",
+                  now="exit 2: " + error.strip().replace(str(histogram_index), "INDEX"))
 
 
 def test_an_index_folder_whose_name_is_not_utf8_indexes_and_searches(tmp_path, photo_folder, capsys):
@@ -204,6 +217,8 @@ def test_an_index_folder_whose_name_is_not_utf8_indexes_and_searches(tmp_path, p
     with ImageIndex.open(folder) as index:
         assert len(index) == 8 and len(index.search(id=int(index.ids()[0]), k=3).matches) == 3
     assert any(name.startswith("hnsw-") for name in os.listdir(folder))
+    record_figure("folder", case="index folder name not UTF-8 (caf\\xe9-index)",
+                  before="SWIG TypeError from faiss.write_index / read_index", now="indexes, opens and searches")
 
 
 @pytest.fixture
@@ -230,3 +245,6 @@ def test_an_index_on_a_read_only_file_system_is_named_so_not_damaged(read_only_d
     assert "the file system is read-only (EROFS)" in error and "damaged" not in error, error
     with pytest.raises(UnwritableError):
         ImageIndex.open(read_only_disk / "idx")
+    record_figure("folder", case="index on a read-only file system",
+                  before="images.sqlite is damaged ... restore it from a backup, or index the photos again",
+                  now="exit 2: " + error.strip().replace(str(read_only_disk / "idx"), "INDEX"))

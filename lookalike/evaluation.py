@@ -89,6 +89,15 @@ def default_splits(images: list[LabelledImage]) -> tuple[str, str]:
     return "", ""
 
 
+def gallery_paths(dataset: str | os.PathLike[str], attribute: str = "label", gallery_split: str | None = None
+                  ) -> list[Path]:
+    """The images to index for an honest evaluation: the gallery split only (so the queries stay new photos);
+    every labelled image when the folder has no splits."""
+    images = read_labels(dataset, attribute)
+    split = gallery_split or default_splits(images)[1]
+    return [image.path for image in images if not split or image.split == split]
+
+
 def average_precision(relevant_in_rank_order: npt.NDArray[np.bool_]) -> float:
     """AP of one ranked list: mean of precision at each relevant position."""
     hits = np.flatnonzero(relevant_in_rank_order)

@@ -68,3 +68,33 @@ def test_corel_reproduces_the_reference_quality_and_the_defaults_beat_it(tmp_pat
         index.augment()
         defaults = evaluate_index(index, corel)
     assert defaults.mean_average_precision >= 0.95 and defaults.precision_at_10 >= scores.precision_at_10 - 0.005
+
+
+def split_demo(folder) -> None:
+    """The demo gallery's labels with two photos of each type as queries (split query) and the rest as gallery."""
+    from conftest import DEMO_GALLERY
+
+    with open(DEMO_GALLERY / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    seen: dict[str, int] = {}
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for row in rows:
+            seen[row["label"]] = seen.get(row["label"], 0) + 1
+            split = "query" if seen[row["label"]] <= 2 else "gallery"
+            writer.writerow([str(DEMO_GALLERY / row["path"]), row["label"], split])
+
+
+def test_cli_evaluate_indexes_the_gallery_only_and_searches_queries_as_new_photos(tmp_path, capsys):
+    import json
+
+    from lookalike.cli import main
+
+    split_demo(tmp_path)
+    assert main(["evaluate", str(tmp_path), "--index", str(tmp_path / "idx"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    with ImageIndex.open(tmp_path / "idx") as index:
+        assert len(index) == rows[0]["gallery"] == 124
+    assert rows[0]["queries"] == rows[0]["new_photos"] == 20 and 0.0 <= rows[0]["top1"] <= 1.0
+    assert rows[0]["mAP"] > 0.3

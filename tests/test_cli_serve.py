@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -103,3 +104,69 @@ def test_serve_on_a_missing_and_an_empty_folder_accepts_uploads_and_finds_them(s
         assert found.status_code == 200, found.text
         best = found.json()["matches"][0]
         assert best["id"] == uploaded["mine.png"] and best["score"] > 0.99
+
+
+# --- slow and idle clients (issue 24) ----------------------------------------------------------------------------
+def few_descriptors() -> None:
+    """In the server's process: a limit of 256 open descriptors (so 300 connections would exhaust it)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def closed_by_server(connection: socket.socket) -> bool:
+    """Whether the server has closed the connection (after a 408 or 503, or without a word)."""
+    connection.settimeout(0.5)
+    try:
+        while data := connection.recv(4096):
+            if not data.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503")):
+                return False
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_and_trickling_connections_are_closed_and_searches_still_answer(tmp_path: Path) -> None:
+    """300 connections that never finish a request (idle, headers a byte at a time, a body a byte at a time) on a
+    server with 256 descriptors and 1 s timeouts: each is closed within seconds, a normal search then answers,
+    and the log says so in a few lines (not one per connection)."""
+    write_photo(tmp_path / "photos" / "a.png", seed=1)
+    index = tmp_path / "idx"
+    assert main(["index", str(tmp_path / "photos"), "--index", str(index), "--model", "color-histogram"]) == 0
+    port, log = free_port(), tmp_path / "server.log"
+    environment = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_API_TOKEN"} | {
+        "LOOKALIKE_HEADER_TIMEOUT_SECONDS": "1", "LOOKALIKE_BODY_TIMEOUT_SECONDS": "1"}
+    with open(log, "w") as output:
+        server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--index", str(index),
+                                   "--port", str(port)], cwd=REPO, env=environment, stdout=output, stderr=output,
+                                  text=True, preexec_fn=few_descriptors)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    upload = {"image": ("q.png", png_bytes(tmp_path, 1), "image/png")}
+    try:
+        _wait_until_serving(client, server)
+        starts = [b"", b"GET /api/indexes HTTP/1.1\r\nHost: x\r\n",
+                  b"POST /api/indexes/idx/search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                  b"boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n"]
+        connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        for number, connection in enumerate(connections):
+            connection.sendall(starts[number % 3])
+        for _ in range(10):  # trickle: a byte every 0.25 s, for longer than the timeouts
+            time.sleep(0.25)
+            for number, connection in enumerate(connections):
+                if number % 3:
+                    with contextlib.suppress(OSError):
+                        connection.send(b"x" if number % 3 == 2 else b"X")
+        still_open = [c for c in connections if not closed_by_server(c)]
+        for connection in connections:
+            connection.close()
+        statuses = [client.post("/api/indexes/idx/search", data={"k": "1"}, files=upload).status_code
+                    for _ in range(8)]
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=20)
+    assert len(still_open) == 0 and statuses == [200] * 8
+    lines = log.read_text().splitlines()
+    assert len(lines) < 100, f"{len(lines)} log lines, the most common: {max(set(lines), key=lines.count)[:200]}"

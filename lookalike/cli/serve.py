@@ -17,6 +17,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise CommandError("serving needs the web extra: pip install 'lookalike[serve]'") from None
 
     from lookalike.web import ServerSettings, create_app
+    from lookalike.web.connections import guarded_protocol
     from lookalike.web.logs import configure_logging
     from lookalike.web.tuning import tune_for_single_queries
     from lookalike.web.work import map_large_buffers
@@ -35,7 +36,9 @@ def serve_command(args: argparse.Namespace) -> int:
     app = create_app(args.index, settings)
     print(f"lookalike: serving {', '.join(app.state.registry.names())} on http://{args.host}:{args.port}/ "
           f"(API docs at /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    protocol = guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds,
+                                settings.max_connections)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, http=protocol)
     return 0
 
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lookalike.web.connections import default_max_connections
 from lookalike.web.work import cores
 
 MiB = 1024 * 1024
@@ -26,6 +27,9 @@ class ServerSettings:
     cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers at all
     decode_slots: int = field(default_factory=cores)  # uploads and thumbnails decoded at once (one per core)
     decode_wait_seconds: float = 10.0  # how long a request waits for a decode slot before a 503
+    header_timeout_seconds: float = 10.0  # a request's headers must arrive within this (else 408, closed)
+    body_timeout_seconds: float = 60.0  # ... and its body within this after them
+    max_connections: int = field(default_factory=default_max_connections)  # more are refused (503, closed)
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
@@ -45,4 +49,5 @@ class ServerSettings:
 
 
 NUMBERS: dict[str, type] = {"max_upload_bytes": int, "max_request_bytes": int, "max_pixels": int,
-                            "max_batch_files": int, "decode_slots": int, "decode_wait_seconds": float}
+                            "max_batch_files": int, "decode_slots": int, "decode_wait_seconds": float,
+                            "header_timeout_seconds": float, "body_timeout_seconds": float, "max_connections": int}

@@ -317,8 +317,20 @@ def test_where_with_one_name_twice_keeps_either_value(client: TestClient) -> Non
     assert sorted(labels) == ["hat"] * PER_LABEL + ["shoes"] * PER_LABEL
 
 
-def test_where_on_a_label_no_image_has_returns_no_matches(client: TestClient) -> None:
-    assert search_get(client, id=1, where="label=gown")["matches"] == []
+def test_where_ignores_the_case_of_label_names_and_values(client: TestClient) -> None:
+    dress = ids_labelled(client)["dress"][0]
+    result = search_get(client, id=dress, k=COUNT, where=["LABEL=Hat", "label=SHOES"])
+    labels = [m["labels"]["label"] for m in result["matches"]]
+    assert sorted(labels) == ["hat"] * PER_LABEL + ["shoes"] * PER_LABEL
+
+
+@pytest.mark.parametrize(("where", "named"), [("label=gown", "dress, hat"), ("label=dres", "dress, hat"),
+                                              ("colour=red", "labels are: label")])
+def test_where_on_a_label_no_image_has_is_422_naming_the_ones_that_exist(client: TestClient, where: str,
+                                                                          named: str) -> None:
+    for response in (client.get("/api/indexes/clothes/search", params={"id": 1, "where": where}),
+                     upload(client, photo_bytes(), where=where)):
+        assert response.status_code == 422 and named in response.json()["detail"]
 
 
 def test_path_prefix_keeps_the_images_under_that_folder(client: TestClient, gallery: Path) -> None:

@@ -38,6 +38,7 @@ from lookalike.index import augmentation
 from lookalike.index import tune as tuning
 from lookalike.index.autoselect import plan_index
 from lookalike.index.folder import MANIFEST, IndexFolder
+from lookalike.index.labels import import_folder_labels
 from lookalike.index.manifest import IndexFormatError, new_manifest, read_manifest, write_manifest
 from lookalike.index.store import ImageRecord, VectorStore
 from lookalike.index.sync import IndexReport, Sync
@@ -296,13 +297,16 @@ class ImageIndex:
 
     @writes
     def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
-        """Index every image under a folder; re-running only embeds what changed and drops what vanished."""
+        """Index every image under a folder; re-running only embeds what changed and drops what vanished.
+        A labels.csv (path,label[,...]) at the folder's top labels its images (report.labels says what it gave)."""
         paths = list(walk_images(Path(folder)))
         self.expect(len(paths))
         with self.sync() as run:
             run.embed(paths, progress)
             run.remove_vanished(folder, paths)
-            return run.finish()
+            report = run.finish()
+        report.labels = import_folder_labels(self, folder)
+        return report
 
     @writes
     def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
@@ -443,7 +447,7 @@ class ImageIndex:
                    and name not in SCOPES]
         if missing:
             raise ValueError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
-        where = dict(options.where)
+        where = self._known_where(options.where)
         predicted = None
         for option, rule in SCOPES.items():
             if getattr(options, option) is None:
@@ -558,7 +562,12 @@ class ImageIndex:
 
     def ids_matching(self, where: Mapping[str, str | Sequence[str]] | None = None,
                      path_prefix: str | None = None) -> Ids:
-        return self._store.ids_matching(SearchOptions.of(where=where).where, path_prefix)
+        return self._store.ids_matching(self._known_where(SearchOptions.of(where=where).where), path_prefix)
+
+    def _known_where(self, where: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """`where` in the index's spelling (case is ignored); a label name or value no image has raises
+        UnknownLabelError (a ValueError) naming the ones that exist. Every door's filter passes here."""
+        return self._store.label_catalog().resolve(where) if where else {}
 
     @property
     def generation(self) -> int:

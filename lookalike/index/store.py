@@ -28,6 +28,7 @@ from lookalike.backends import VectorBackend, load_backend, new_backend
 from lookalike.embedders import Matrix
 from lookalike.faults import crash_point, disk_full_reported
 from lookalike.index.folder import DATABASE
+from lookalike.index.labels import LabelCatalog
 from lookalike.index.manifest import IndexFormatError
 
 Ids = npt.NDArray[np.int64]
@@ -101,6 +102,7 @@ class VectorStore:
             self.db.executescript(SCHEMA)
         self._in_transaction = False
         self._reloading = threading.Lock()
+        self._label_catalog: tuple[int, LabelCatalog] | None = None  # (generation, catalog)
         generation = self.generation
         self.backend = self._load_or_rebuild(generation)
         self.backend_generation = generation  # what the backend reflects; the database may move on
@@ -293,6 +295,17 @@ class VectorStore:
         for name, value, count in rows:
             counts.setdefault(name, {})[value] = int(count)
         return counts
+
+    def label_catalog(self) -> LabelCatalog:
+        """Every label name and value, read once per committed change, so checking a search's `where` against
+        them costs one small query (the generation) on an index of any size."""
+        generation, cached = self.generation, self._label_catalog
+        if cached is not None and cached[0] == generation and not self._in_transaction:
+            return cached[1]
+        catalog = LabelCatalog(self.label_counts())
+        if not self._in_transaction:  # labels written in an open transaction may still be rolled back
+            self._label_catalog = (generation, catalog)
+        return catalog
 
     def ids_matching(self, where: dict[str, str | Sequence[str]] | None = None,
                      path_prefix: str | None = None) -> Ids:

@@ -26,6 +26,7 @@ from lookalike.embedders import Embedder
 from lookalike.faults import crash_point, disk_full_reported
 from lookalike.files import Fingerprint, content_hash, stat_file
 from lookalike.index.folder import IndexFolder
+from lookalike.index.labels import LabelImport
 from lookalike.index.store import NewImage, VectorStore
 from lookalike.ingest import Failure, Prepared, Reader, embed_files
 
@@ -46,6 +47,7 @@ class IndexReport:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     reduction: str | None = None  # the reduction this run fitted (the default PCA when the index grew past it)
+    labels: LabelImport | None = None  # what a labels.csv at the indexed folder's top gave (add_folder)
 
     @property
     def failed(self) -> int:
@@ -60,7 +62,7 @@ class IndexReport:
         return {
             "added": self.added, "updated": self.updated, "unchanged": self.unchanged, "removed": self.removed,
             "reused": self.reused, "failed": self.failed, "seconds": round(self.seconds, 3),
-            "reduction": self.reduction,
+            "reduction": self.reduction, "labels": self.labels.to_dict() if self.labels else None,
             "failures": [{"path": os.fsdecode(f.path), "reason": f.reason} for f in self.failures],
         }
 

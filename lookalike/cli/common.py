@@ -96,8 +96,6 @@ def print_report(report: IndexReport, index: ImageIndex, as_json: bool) -> None:
           f"in {report.seconds:.1f}s; the index holds {len(index)} images")
     if report.labels is not None:
         print(report.labels.found_summary())
-    if report.labels is not None:
-        print(report.labels.found_summary())
     for failure in report.failures:
         print(f"  failed: {os.fsdecode(failure.path)}: {failure.reason}")
     if report.failures:

@@ -107,7 +107,7 @@ def test_a_write_while_another_process_writes_is_409_with_its_pid_and_leaves_no_
         assert f"pid {os.getpid()}" in answer.json()["detail"]
         assert uploads_of(index) == []
         record_figure("folder", case="HTTP upload while another process writes the index",
-                      before="500, plain text, connection closed; the uploaded files left in INDEX/uploads",
+                      before="500, plain text, connection closed",
                       now=f"{answer.status_code} with writer_pid and Retry-After; {len(uploads_of(index))} files left")
 
 

@@ -11,6 +11,7 @@ committed (one small query when they committed nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -26,11 +27,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from lookalike import confidence
 from lookalike import reduction as reduction_module
 from lookalike.backends import backend_options, store_manifest
 from lookalike.embedders import DEFAULT_MODEL, Embedder, Matrix, new_index_precision
 from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors, text_tower
-from lookalike.expansion import diffusion_order, expanded_queries
+from lookalike.expansion import GUARD_CANDIDATES, GUARD_NEIGHBOUR, diffusion_order, expanded_queries, guarded_order
 from lookalike.faults import crash_point, storage_problem
 from lookalike.files import walk_images
 from lookalike.images import ImageError, is_image_path, load_image
@@ -94,6 +96,7 @@ class ImageIndex:
         self.manifest = manifest
         self._writer = WriterLock(self.files.writer_lock)
         self._catching_up = threading.Lock()
+        self._floor: tuple[int, confidence.Floor | None] | None = None  # (images when calibrated, the floor)
         self._store = VectorStore(self.folder, embedder.dimension, manifest["index_type"],
                                   recorded_reduction(self.files.reduction, manifest), **backend_options(manifest))
 
@@ -374,8 +377,13 @@ class ImageIndex:
         timings["search"] = (time.perf_counter() - started) * 1e3
         found = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
                  if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
-        matches = self._matches(found)
-        return SearchResult(matches[:options.k], resolved.label, options.method, timings, predicted, resolved.id)
+        matches = self._readable(self._matches(found)[:options.k], resolved.vector)
+        judged = confidence.judge(self._best_cosine(matches, resolved.vector),
+                                  None if query.text is not None else self._confidence_floor(),
+                                  bool(where or options.path_prefix), predicted,
+                                  matches[0].similarity if matches else None)
+        return SearchResult(matches, resolved.label, options.method, timings, predicted, resolved.id,
+                            judged.low_confidence, judged.note)
 
     def resolve(self, query: Query) -> ResolvedQuery:
         """A query as a vector, once: a stored vector for an indexed image (its file unchanged), else embedded;
@@ -460,20 +468,29 @@ class ImageIndex:
 
     def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],
                 allowed: Ids | None) -> tuple[Ids, np.ndarray]:
-        """The vector index's answer, re-ranked by the expansion the options ask for (within `allowed`)."""
+        """The vector index's answer, re-ranked by the expansion the options ask for (within `allowed`), with the
+        guard that keeps near matches first whenever the answer was re-ranked (expansion.guarded_order)."""
         if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         expansion, wanted = options.expansion, options.k + len(exclude)
+        augmented = self.manifest.get("augmentation_plan") is not None
+        guarded = expansion.method != "diffusion" and (expansion.active or augmented)
         query = self._store.to_searchable(vector.reshape(1, -1))
-        ids, inner = self._answer(query, expansion.candidates(wanted), allowed)
+        ids, inner = self._answer(query, max(expansion.candidates(wanted), GUARD_CANDIDATES if guarded else 0), allowed)
+        if expansion.method == "diffusion":
+            return diffusion_order(query[0], ids, self._store.indexed_vectors(ids.tolist()), expansion)
+        ranked_ids, ranked = ids, inner
         if expansion.blends and len(ids):
             count = min(expansion.neighbours, len(ids))
             expanded = expanded_queries(query, inner[None, :count],
                                         self._store.indexed_vectors(ids[:count].tolist())[None], expansion.alpha)
-            ids, inner = self._answer(expanded, wanted, allowed)
-        elif expansion.method == "diffusion":
-            return diffusion_order(query[0], ids, self._store.indexed_vectors(ids.tolist()), expansion)
-        return ids[:wanted], scores_from_inner_products(inner[:wanted], options.method)
+            ranked_ids, ranked = self._answer(expanded, wanted, allowed)
+        if guarded:
+            candidates = ids[~np.isin(ids, list(exclude))]
+            floors = self._store.neighbour_floors(candidates.tolist(), GUARD_NEIGHBOUR) if augmented else None
+            plain = self._store.searchable_vectors(candidates.tolist()) @ query[0]
+            ranked_ids, ranked = guarded_order(ranked_ids, ranked, candidates, plain, floors)
+        return ranked_ids[:wanted], scores_from_inner_products(ranked[:wanted], options.method)
 
     def _answer(self, searchable: np.ndarray, count: int, allowed: Ids | None) -> tuple[Ids, np.ndarray]:
         inner, ids = self._store.search(searchable, count, allowed_ids=allowed, searchable=True)
@@ -502,6 +519,41 @@ class ImageIndex:
         if count == 0:
             raise ValueError("the index is empty: nothing to pick at random")
         return self._store.id_at(random_module.Random(seed).randrange(count))
+
+    def _readable(self, matches: list[Match], vector: np.ndarray) -> list[Match]:
+        """Matches with their plain similarity to the query (the index's space) and whether each is the same photo."""
+        if not matches:
+            return matches
+        query = self._store.to_searchable(vector.reshape(1, -1))[0]
+        similarities = self._store.searchable_vectors([m.id for m in matches]) @ query
+        return [dataclasses.replace(m, similarity=float(s), same_photo=bool(s >= confidence.SAME_PHOTO))
+                for m, s in zip(matches, similarities, strict=True)]
+
+    def _best_cosine(self, matches: list[Match], vector: np.ndarray) -> float | None:
+        """The full-vector cosine of the query and its first match (what the confidence floor compares)."""
+        if not matches:
+            return None
+        return float(confidence.best_cosines(vector.reshape(1, -1), self._store.vectors([matches[0].id]))[0])
+
+    def _confidence_floor(self) -> confidence.Floor | None:
+        """This index's own floor (lookalike.confidence), calibrated once and again when it grew or shrank a tenth."""
+        count = self._store.searchable_count()
+        calibrated = self._floor
+        if calibrated is not None and (calibrated[1] is None and calibrated[0] == count
+                                       or calibrated[1] is not None and not calibrated[1].is_stale(count)):
+            return calibrated[1]
+        floor = None
+        if count >= confidence.MIN_IMAGES:
+            ids = self._store.ids()
+            sample = np.random.default_rng(0).choice(ids, min(confidence.CALIBRATION_SAMPLE, len(ids)), replace=False)
+            full = self._store.vectors(sample.tolist())
+            _, found = self._store.search(full, 2)
+            best = np.where(found[:, 0] == sample, found[:, 1], found[:, 0])
+            keep = best >= 0
+            cosines = confidence.best_cosines(full[keep], self._store.vectors(best[keep].tolist()))
+            floor = confidence.floor_from(cosines, count)
+        self._floor = (count, floor)
+        return floor
 
     def _matches(self, found: list[tuple[int, float]]) -> list[Match]:
         """Found (id, score) pairs as matches, in order, with two queries for all of them (two per match cost
@@ -660,6 +712,15 @@ class ImageIndex:
     def augmentation_text(self) -> str:
         """The index's database-side augmentation in words ("none" when off)."""
         return augmentation.describe_text(self.manifest.get("augmentation_plan"))
+
+    def to_searchable(self, vectors: np.ndarray) -> Matrix:
+        """Full vectors (a model's output) as this index compares them: reduced when it has a reduction."""
+        return self._store.to_searchable(np.asarray(vectors, np.float32).reshape(-1, self.embedder.dimension))
+
+    def neighbour_floors(self, image_ids: Sequence[int]) -> Matrix:
+        """Each image's similarity to its GUARD_NEIGHBOUR-th nearest (the guard's floor; +inf before DBA ran)."""
+        self._catch_up()
+        return self._store.neighbour_floors([int(i) for i in image_ids], GUARD_NEIGHBOUR)
 
     def indexed_vectors(self, image_ids: Sequence[int]) -> Matrix:
         """Vectors as searches find them: augmented (when the index augments), reduced (when it has a reduction)."""

@@ -206,6 +206,10 @@ class VectorStore:
     def __len__(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
+    def searchable_count(self) -> int:
+        """How many vectors the backend searches (no SQL: len() counts rows, 7 ms at 1M)."""
+        return int(self.backend.count)
+
     def is_empty(self) -> bool:
         """No images: one row looked at, where COUNT(*) walks the whole table."""
         return self.db.execute("SELECT 1 FROM images LIMIT 1").fetchone() is None
@@ -249,14 +253,16 @@ class VectorStore:
         return self._record(row) if row else None
 
     def vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """The full vectors of `image_ids`, in their order (one query per 500 ids, not one per id)."""
+        blobs = dict(self._rows_for_ids("SELECT id, vector FROM images WHERE id IN", image_ids))
         matrix = np.zeros((len(image_ids), self.dimension), dtype=np.float32)
         for row_number, image_id in enumerate(image_ids):
-            row = self.db.execute("SELECT vector FROM images WHERE id = ?", (int(image_id),)).fetchone()
-            if row is None:
+            blob = blobs.get(int(image_id))
+            if blob is None:
                 raise KeyError(f"no image with id {image_id} in the index")
-            if len(row[0]) != self.dimension * 4:
-                raise IndexFormatError(self._damaged_row_message(int(image_id), len(row[0])))
-            matrix[row_number] = _blob_vector(row[0])
+            if len(blob) != self.dimension * 4:
+                raise IndexFormatError(self._damaged_row_message(int(image_id), len(blob)))
+            matrix[row_number] = _blob_vector(blob)
         return matrix
 
     def _damaged_row_message(self, image_id: int, blob_bytes: int) -> str:
@@ -390,6 +396,18 @@ class VectorStore:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32)
         return (np.asarray([r[0] for r in rows], np.int64), np.stack([np.frombuffer(r[1], np.int64) for r in rows]),
                 np.stack([np.frombuffer(r[2], np.float32) for r in rows]))
+
+    def neighbour_floors(self, image_ids: Sequence[int], column: int) -> Matrix:
+        """Each image's similarity to its `column`-th nearest other image (1-based; the last the graph has when it
+        has fewer), from the augmentation's graph; +inf for an image with no augmented row yet."""
+        floors = dict.fromkeys((int(i) for i in image_ids), np.inf)
+        select = "SELECT image_id, similarities FROM augmented WHERE image_id IN"
+        for image_id, similarities in self._rows_for_ids(select, image_ids):
+            known = np.frombuffer(similarities, np.float32)
+            known = known[np.isfinite(known)]
+            if len(known):
+                floors[int(image_id)] = float(known[min(column, len(known)) - 1])
+        return np.array([floors[int(i)] for i in image_ids], np.float32)
 
     def augmented_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM augmented").fetchone()[0])

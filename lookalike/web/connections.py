@@ -1,8 +1,9 @@
 """Connections a slow or idle client cannot hold: a request must arrive whole within bounded times (its headers
 within `header_timeout_seconds` of its first byte or of the connection, its body within `body_timeout_seconds`
 after), and at most `max_connections` are open at once (by default half the process's descriptor limit, so files
-can still be opened). uvicorn has neither: 300 trickling connections stayed open, and 1,100 idle ones under a
-1,024-descriptor limit starved every search. A subclass of uvicorn's h11 protocol, given to uvicorn.run."""
+can still be opened): beyond, the connection that has waited longest for its headers is closed to make room.
+uvicorn has neither: 300 trickling connections stayed open, and 1,100 idle ones under a 1,024-descriptor limit
+starved every search. A subclass of uvicorn's h11 protocol, given to uvicorn.run."""
 
 from __future__ import annotations
 
@@ -43,15 +44,31 @@ class GuardedH11(H11Protocol):
 
     deadline: asyncio.TimerHandle | None = None
     phase: str | None = None  # "headers" or "body" while a request is arriving
+    since = 0.0  # when that phase began (the event loop's clock)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections and not self._evict_the_longest_waiting():
             log.warning("connection refused: too many open", extra={"max_connections": self.max_connections})
             transport.write(FULL)
             transport.close()
             return
         self._expect("headers")
+
+    def _evict_the_longest_waiting(self) -> bool:
+        """Make room by closing the connection that has waited longest for its headers (an idle one, most likely
+        an attacker's: a client that means to ask sends its headers at once); False when none is waiting."""
+        waiting = [c for c in self.connections if isinstance(c, GuardedH11) and c.phase == "headers"]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c.since)
+        log.warning("connection closed: too many open, it waited longest", extra={"max_connections":
+                                                                                   self.max_connections})
+        oldest._stop()
+        oldest.transport.write(FULL)
+        oldest.transport.close()
+        self.connections.discard(oldest)
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self.phase is None:
@@ -68,7 +85,7 @@ class GuardedH11(H11Protocol):
 
     def _expect(self, phase: str) -> None:
         self._stop()
-        self.phase = phase
+        self.phase, self.since = phase, self.loop.time()
         seconds = self.header_timeout if phase == "headers" else self.body_timeout
         self.deadline = self.loop.call_later(seconds, self._too_slow)
 

@@ -50,10 +50,11 @@ def gallery_of(dataset: Path, split: str) -> list[Path]:
     return [image.path for image in read_labels(dataset) if image.split == split]
 
 
-def indexes(dataset: Path, split: str, work: Path) -> tuple[ImageIndex, ImageIndex]:
+def indexes(name: str, dataset: Path, split: str, work: Path) -> tuple[ImageIndex, ImageIndex]:
     """(defaults, plain): the plain index holds the gallery with the default PCA and no DBA; the defaults index is
     a copy of it with the default DBA built, so both search the very same vectors."""
-    plain_folder, default_folder = work / f"{dataset.name}-plain", work / f"{dataset.name}-default"
+    slug = "".join(c if c.isalnum() else "-" for c in name)
+    plain_folder, default_folder = work / f"{slug}-plain", work / f"{slug}-default"
     with ImageIndex.create(plain_folder, dba=0) as plain:
         plain.add_files(gallery_of(dataset, split))
     shutil.copytree(plain_folder, default_folder)
@@ -125,7 +126,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         for name, (dataset, split) in sets.items():
-            default, plain = indexes(dataset, split, work)
+            default, plain = indexes(name, dataset, split, work)
             opened[name] = default
             instance = name.startswith("instance")
             cuts: list[int | None] = [None, 1] if instance else [None, 1, 3]

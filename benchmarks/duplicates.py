@@ -29,9 +29,9 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from benchmarks import collect
 from benchmarks.organise import OUT, build_duplicate_set, indexed
+from lookalike.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS, GRID, MAX_CELL_DIFFERENCE
 from lookalike.evaluation import read_labels
 from lookalike.index import ImageIndex
-from lookalike.organise.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS, GRID, MAX_CELL_DIFFERENCE
 from lookalike.organise.duplicates import (
     DEFAULT_LOOK_ALIKE_THRESHOLD,
     DEFAULT_THRESHOLD,

@@ -2,8 +2,9 @@
 
 Two readings of a search:
 - `similarity`: the plain cosine between the query and a match in the index's space, whatever re-ranking
-  ordered the matches (an identical photo is 1.0); from SAME_PHOTO up a match is the same photo, resized,
-  re-encoded or lightly edited (benchmarks/trust.py measures the threshold against the closest distinct photos).
+  ordered the matches (an identical photo is 1.0). From SAME_PHOTO up a match is the same photo; from NEAR_COPY
+  up, when the keypoint check of the duplicates finder agrees (resized, re-encoded, cropped or rotated a little,
+  brightened: benchmarks/trust.py measures both against the closest distinct photos).
 - low confidence: the full-vector cosine of the best match below what this index's own images get from
   theirs. The floor is calibrated on the index itself (a sample of its images, each searched like a query,
   its best other match's full-vector cosine; the FLOOR_PERCENTILE-th percentile), so it holds for any model,
@@ -19,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 SAME_PHOTO = 0.97
+NEAR_COPY = 0.8  # from here up to SAME_PHOTO a match is the same photo only if the keypoint check agrees
+CHECKED_MATCHES = 3  # only the first matches are checked (a copy comes first; the check costs ~20-40 ms)
 FLOOR_PERCENTILE = 2.0
 CALIBRATION_SAMPLE = 256
 MIN_IMAGES = 30  # fewer images than this give no floor: no judgement
@@ -68,6 +71,18 @@ def judge(best_cosine: float | None, floor: Floor | None, filtered: bool,
     if first_similarity is not None and first_similarity >= SAME_PHOTO:
         return Judgement(False, f"The first match is the same photo (similarity {first_similarity:.3f}).")
     return Judgement(False, None)
+
+
+def is_same_photo(similarity: float, query_photo: str | bytes | None, match_path: str) -> bool:
+    """A match is the same photo from SAME_PHOTO up; from NEAR_COPY up when the keypoint check (lookalike.copy_check:
+    one small rotation-scale-shift maps one onto the other and the pixels agree) says it is a copy of the query."""
+    if similarity >= SAME_PHOTO:
+        return True
+    if similarity < NEAR_COPY or query_photo is None or "://" in match_path:
+        return False
+    from lookalike.copy_check import check_copy  # OpenCV, loaded the first time a near copy is checked
+
+    return check_copy(query_photo, match_path).is_copy()
 
 
 def best_cosines(vectors: Matrix, neighbour_vectors: Matrix) -> Matrix:

@@ -128,6 +128,7 @@ class ResolvedQuery:
     label: str
     id: int | None = None  # excluded from its own results
     timings: dict[str, float] = field(default_factory=dict)
+    photo: str | bytes | None = None  # the query photo (a file or uploaded bytes), to check copies against
 
 
 # --- the options ------------------------------------------------------------------------------------

@@ -89,3 +89,19 @@ def test_defaults_keep_plain_cosines_first_answer_for_other_views(demo_index: Im
         plain = demo_index.search(path, k=5, expand="none")
         best_plain = max(plain.matches, key=lambda match: match.similarity).path
         assert defaults == best_plain, photo
+
+
+def test_a_cropped_copy_is_the_same_photo_and_a_look_alike_is_not(tmp_path: Path, demo_copy: Path) -> None:
+    """Three different jeans on one wall (cosine about 0.94) are no copies of each other; a copy cropped by 10%
+    (similarity under SAME_PHOTO) is marked by the keypoint check."""
+    look_alikes = sorted((Path(__file__).parent / "data" / "look-alikes").glob("*.jpg"))
+    for photo in look_alikes:
+        shutil.copy(photo, demo_copy / photo.name)
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(demo_copy)
+        others = index.search(demo_copy / look_alikes[0].name, k=3).matches
+        assert others[0].similarity > 0.8 and not any(match.same_photo for match in others)
+        copy = make_edited_copy(look_alikes[0], tmp_path / "crop10.jpg", "crop10")
+        first = index.search(copy, k=3).matches[0]
+        assert first.similarity < SAME_PHOTO
+        assert first.path == str((demo_copy / look_alikes[0].name).resolve()) and first.same_photo

@@ -11,8 +11,8 @@ import pytest
 from conftest import DEMO_GALLERY
 
 from lookalike.cli import main
+from lookalike.copy_check import check_copy
 from lookalike.index import ImageIndex
-from lookalike.organise.copy_check import check_copy
 from lookalike.organise.duplicates import (
     EDITS,
     anchored_groups,
@@ -100,7 +100,7 @@ def test_a_photo_with_one_part_changed_is_no_copy(tmp_path):
     """Like two frames of one scene: the photos align and agree overall, but one region differs."""
     from PIL import Image
 
-    from lookalike.organise.copy_check import MAX_CELL_DIFFERENCE
+    from lookalike.copy_check import MAX_CELL_DIFFERENCE
 
     with Image.open(sorted((DEMO_GALLERY / "dress").glob("*.jpg"))[0]) as image:
         photo = image.convert("RGB")

@@ -128,8 +128,8 @@ def cosine_or_none(text: str) -> float | None:
 
 
 def register(verbs: Any) -> None:
+    from lookalike.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS
     from lookalike.organise.clustering import AUTO_K_RANGE
-    from lookalike.organise.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS
     from lookalike.organise.duplicates import DEFAULT_LOOK_ALIKE_THRESHOLD, DEFAULT_THRESHOLD
 
     labels = add_verb(verbs, "labels", labels_command, "import labels (path + label columns) from a CSV")

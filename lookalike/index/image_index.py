@@ -377,7 +377,7 @@ class ImageIndex:
         timings["search"] = (time.perf_counter() - started) * 1e3
         found = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
                  if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
-        matches = self._readable(self._matches(found)[:options.k], resolved.vector)
+        matches = self._readable(self._matches(found)[:options.k], resolved)
         judged = confidence.judge(self._best_cosine(matches, resolved.vector),
                                   None if query.text is not None else self._confidence_floor(),
                                   bool(where or options.path_prefix), predicted,
@@ -396,17 +396,18 @@ class ImageIndex:
             record = self._store.record(query.id)
             if record is None:
                 raise KeyError(f"no image with id {query.id} in the index")
-            return ResolvedQuery(self._store.vectors([query.id])[0], record.path, record.id)
+            return ResolvedQuery(self._store.vectors([query.id])[0], record.path, record.id, photo=record.path)
         if query.vector is not None:
             return ResolvedQuery(self._checked_vector(query.vector, query.model), "<vector>")
         assert query.image is not None
         if not isinstance(query.image, bytes):
             known = self._store.record_by_path(os.path.abspath(query.image))
             if known is not None and known.size == os.path.getsize(query.image):
-                return ResolvedQuery(self._store.vectors([known.id])[0], known.path, known.id)
+                return ResolvedQuery(self._store.vectors([known.id])[0], known.path, known.id, photo=known.path)
         vector, timings = self.embed_image(query.image)
         label = "<uploaded image>" if isinstance(query.image, bytes) else os.fsdecode(query.image)
-        return ResolvedQuery(vector, label, None, timings)
+        photo = query.image if isinstance(query.image, bytes) else os.fsdecode(query.image)
+        return ResolvedQuery(vector, label, None, timings, photo)
 
     def _resolve_text(self, query: Query) -> ResolvedQuery:
         words, timings = self.embed_text(query.text or "")
@@ -520,14 +521,16 @@ class ImageIndex:
             raise ValueError("the index is empty: nothing to pick at random")
         return self._store.id_at(random_module.Random(seed).randrange(count))
 
-    def _readable(self, matches: list[Match], vector: np.ndarray) -> list[Match]:
+    def _readable(self, matches: list[Match], query: ResolvedQuery) -> list[Match]:
         """Matches with their plain similarity to the query (the index's space) and whether each is the same photo."""
         if not matches:
             return matches
-        query = self._store.to_searchable(vector.reshape(1, -1))[0]
-        similarities = self._store.searchable_vectors([m.id for m in matches]) @ query
-        return [dataclasses.replace(m, similarity=float(s), same_photo=bool(s >= confidence.SAME_PHOTO))
-                for m, s in zip(matches, similarities, strict=True)]
+        searchable = self._store.to_searchable(query.vector.reshape(1, -1))[0]
+        similarities = self._store.searchable_vectors([m.id for m in matches]) @ searchable
+        return [dataclasses.replace(m, similarity=float(s),
+                                    same_photo=rank < confidence.CHECKED_MATCHES
+                                    and confidence.is_same_photo(float(s), query.photo, m.path))
+                for rank, (m, s) in enumerate(zip(matches, similarities, strict=True))]
 
     def _best_cosine(self, matches: list[Match], vector: np.ndarray) -> float | None:
         """The full-vector cosine of the query and its first match (what the confidence floor compares)."""

@@ -2,7 +2,7 @@
 brightened), each checked against the photo it would be deleted in favour of.
 
 Candidate pairs are the CNN neighbours with cosine >= threshold (a FAISS range search); a candidate is a
-copy only when the keypoint check (organise/copy_check.py) finds the two photos are one photo: many
+copy only when the keypoint check (lookalike/copy_check.py) finds the two photos are one photo: many
 keypoints agreeing on one small rotation-scale-shift, and the pixels agreeing once aligned. Identical files
 (same content hash) always are. Groups never chain: in order of preference (the largest resolution, then
 the largest file) each photo not yet placed keeps its own copies, so every photo that "could go" was
@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageEnhance
 
-from lookalike.organise.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS, check_copy
+from lookalike.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS, check_copy
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex, ImageRecord

@@ -62,9 +62,14 @@ class CopyCheck:
 
 @lru_cache(maxsize=2048)
 def keypoints(path: str) -> Keypoints | None:
-    """ORB keypoints of a photo at CHECK_SIDE and its small grey copy; None when it cannot be read."""
+    """ORB keypoints of a photo (a file, remembered) at CHECK_SIDE and its small grey copy; None when unreadable."""
+    return keypoints_of(path)
+
+
+def keypoints_of(source: str | bytes) -> Keypoints | None:
+    """keypoints() of a file or of bytes (an uploaded query: never remembered, so uploads cannot fill memory)."""
     try:
-        pixels = load_image(path, target_side=CHECK_SIDE * 3 // 4).pixels
+        pixels = load_image(source, target_side=CHECK_SIDE * 3 // 4).pixels
     except ImageError:
         return None
     grey = np.asarray(pixels.convert("L"))
@@ -78,9 +83,10 @@ def keypoints(path: str) -> Keypoints | None:
     return Keypoints(points, descriptors, small.astype(np.float32), scale)
 
 
-def check_copy(first: str, second: str) -> CopyCheck:
-    """Keypoint inliers and aligned pixel agreement of two photos (files); (0, -1) when nothing aligns them."""
-    a, b = keypoints(first), keypoints(second)
+def check_copy(first: str | bytes, second: str) -> CopyCheck:
+    """Keypoint inliers and aligned pixel agreement of two photos (files; the first may be bytes); (0, -1) when
+    nothing aligns them."""
+    a, b = keypoints(first) if isinstance(first, str) else keypoints_of(first), keypoints(second)
     if a is None or b is None:
         return CopyCheck(0, -1.0)
     transform, inliers = similarity_transform(a, b)

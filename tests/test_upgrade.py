@@ -1,0 +1,77 @@
+"""Upgrades keep old indexes: an index written by an earlier release (tests/data/format-1, made by
+make_fixture.py at commit dd99eb9, format 1) opens, searches with the answers it gave then and takes new
+photos; an index from a newer lookalike is refused, saying so."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_GALLERY
+
+from lookalike.index import ImageIndex, IndexFormatError
+from lookalike.index.folder import IndexFolder
+
+FORMAT_1 = Path(__file__).parent / "data" / "format-1"
+
+
+@pytest.fixture
+def old_index(tmp_path: Path) -> Path:
+    """A copy of the format-1 index with its photos (paths are stored relative to the index folder)."""
+    shutil.copytree(FORMAT_1 / "photos", tmp_path / "photos")
+    shutil.copytree(FORMAT_1 / "index", tmp_path / "index")
+    return tmp_path / "index"
+
+
+def expected() -> dict:
+    return json.loads((FORMAT_1 / "expected.json").read_text())
+
+
+def answer(result, photos: Path) -> list:
+    return [[os.path.relpath(m.path, photos), round(m.score, 5), round(m.similarity, 5), m.labels]
+            for m in result.matches]
+
+
+def test_an_index_of_format_1_searches_with_the_answers_it_gave_then(old_index):
+    photos = old_index.parent / "photos"
+    then = expected()
+    with ImageIndex.open(old_index) as index:
+        for record in index.records():
+            name = os.path.relpath(record.path, photos)
+            assert answer(index.search(id=record.id, k=5), photos) == then["by_id"][name]
+        first = next(index.records())
+        assert answer(index.search(id=first.id, k=5, where={"label": "hat"}), photos) == then["where_hat"]
+        assert answer(index.search(first.path, k=5), photos) == then["by_file"]
+        info = index.info()
+    assert {k: info[k] for k in then["info"]} == then["info"]
+
+
+def test_an_index_of_format_1_takes_new_photos_after_the_upgrade(old_index, tmp_path):
+    new = tmp_path / "new" / "hat.jpg"
+    new.parent.mkdir()
+    shutil.copy(sorted((DEMO_GALLERY / "hat").glob("*.jpg"))[5], new)
+    with ImageIndex.open(old_index) as index:
+        report = index.add_files([new])
+        assert report.added == 1 and len(index) == 13
+        added = index.record_by_path(new)
+        assert added is not None
+        old = next(index.records())
+        assert added.id in [m.id for m in index.search(id=old.id, k=12).matches]
+    with ImageIndex.open(old_index) as again:  # and it opens once more as the new format
+        assert len(again) == 13
+
+
+def test_an_index_from_a_newer_lookalike_is_refused(old_index):
+    manifest = json.loads((old_index / "manifest.json").read_text())
+    (old_index / "manifest.json").write_text(json.dumps(manifest | {"format_version": 99}))
+    with pytest.raises(IndexFormatError, match="newer lookalike"):
+        ImageIndex.open(old_index)
+
+
+def sqlite_version(folder: Path) -> int:
+    with sqlite3.connect(f"file:{IndexFolder(folder).database}?mode=ro", uri=True) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])

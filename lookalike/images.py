@@ -18,7 +18,18 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Phone formats: AVIF through Pillow's own plugin, HEIC/HEIF (every iPhone photo) through pillow-heif, which
+# registers itself with Pillow (a 40 ms import); without it a HEIC file is reported as unreadable, naming it.
+try:
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - pillow-heif is a dependency; a trimmed install may lack it
+    HEIF_READER = False
+else:
+    register_heif_opener()
+    HEIF_READER = True
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
+                              ".heic", ".heif", ".avif"})
 MIN_SIDE = 8
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
 SHRINK_ABOVE = 8  # an image whose shorter side is this many times the target is shrunk right after decoding
@@ -52,7 +63,8 @@ def load_image(source: str | os.PathLike[str] | bytes, target_side: int = 224) -
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"decompression bomb refused (more than {MAX_PIXELS:,} pixels): {error}") from None
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read (unknown or unsupported format)") from None
+        hint = "" if HEIF_READER else " (HEIC/HEIF needs the pillow-heif package)"
+        raise ImageError(f"not an image Pillow can read (unknown or unsupported format){hint}") from None
     except ValueError as error:
         if "Decompressed data too large" in str(error):  # a zTXt/iTXt/iCCP chunk that inflates without end
             raise ImageError(f"metadata bomb refused: a compressed text or profile chunk inflates past Pillow's "

@@ -173,3 +173,48 @@ def test_truncated_large_jpeg_is_reported_as_truncated(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data.read_bytes()[:-2000])
     with pytest.raises(ImageError, match="truncated"):
         load_image(tmp_path / "cut.jpg")
+
+
+@pytest.mark.parametrize(("suffix", "pillow_format"), [(".heic", "HEIF"), (".avif", "AVIF")])
+def test_phone_formats_decode_like_the_jpeg_they_were_made_from(tmp_path, suffix, pillow_format):
+    """An iPhone's HEIC and a modern AVIF are read (pillow-heif, Pillow's own AVIF): the same picture as its JPEG."""
+    photo = sorted((DEMO_GALLERY / "shoes").glob("*.jpg"))[0]
+    with Image.open(photo) as original:
+        original.convert("RGB").save(tmp_path / f"photo{suffix}", format=pillow_format, quality=90)
+    decoded = load_image(tmp_path / f"photo{suffix}")
+    reference = load_image(photo)
+    assert (decoded.width, decoded.height) == (reference.width, reference.height)
+    a = np.asarray(decoded.pixels.resize((64, 64)), np.float32)
+    b = np.asarray(reference.pixels.resize((64, 64)), np.float32)
+    assert np.abs(a - b).mean() < 12  # lossy both ways, the same picture
+    assert load_image((tmp_path / f"photo{suffix}").read_bytes()).width == reference.width
+
+
+def test_heic_and_avif_are_indexed_and_searched_through_every_door(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from lookalike.cli import main
+    from lookalike.index import ImageIndex
+    from lookalike.web import ServerSettings, create_app
+
+    photos = sorted((DEMO_GALLERY / "dress").glob("*.jpg"))[:3] + sorted((DEMO_GALLERY / "hat").glob("*.jpg"))[:3]
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for number, photo in enumerate(photos):
+        pillow_format, suffix = ("HEIF", ".heic") if number % 2 else ("AVIF", ".avif")
+        with Image.open(photo) as original:
+            original.convert("RGB").save(folder / f"{photo.stem}{suffix}", format=pillow_format)
+    assert main(["index", str(folder), "--index", str(tmp_path / "idx")]) == 0
+    with ImageIndex.open(tmp_path / "idx") as index:
+        assert len(index) == 6
+        indexed = folder / f"{photos[1].stem}.heic"
+        query = tmp_path / "query.heic"  # not indexed: embedded as a new photo
+        query.write_bytes(indexed.read_bytes())
+        first = index.search(query, k=1).matches[0]
+        assert first.path == str(indexed.resolve()) and first.same_photo
+    with TestClient(create_app([tmp_path / "idx"], ServerSettings())) as client:
+        found = client.post("/api/indexes/idx/search", files={"image": query.read_bytes()}).json()
+        assert found["matches"][0]["path"].endswith(indexed.name) and found["matches"][0]["same_photo"]
+        added = client.post("/api/indexes/idx/images", files=[("files", ("new.heic", query.read_bytes()))])
+        assert added.status_code in (200, 201), added.text
+        assert added.json()["report"]["added"] == 1 and added.json()["images"][0]["path"].endswith(".heic")

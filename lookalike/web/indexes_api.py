@@ -44,7 +44,8 @@ Write = [Depends(require_token)]
 WRITE_ERRORS = (401, 403, 409, 503, 507)
 ARTIFACT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".html": "text/html"}
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-               ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
+               ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff",
+               ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif"}
 UNKNOWN_TYPE = "application/octet-stream"
 MEMORY_SIZE = r"^[0-9]{0,12}\.?[0-9]{1,12} ?[KMGTkmgt]?([Ii]?[Bb])?$"  # 2G, 1.5GB, 512 MiB: autoselect reads them
 # the models a request may name: packaged or named ones, never a file of the server (autoencoder:PATH)

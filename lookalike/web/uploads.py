@@ -16,7 +16,8 @@ from lookalike.files import bytes_hash
 from lookalike.index import ImageIndex
 from lookalike.index.folder import IndexFolder
 
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
+              "HEIF": ".heic", "AVIF": ".avif"}
 
 
 class UploadError(Exception):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -68,6 +67,8 @@ def keypoints(path: str) -> Keypoints | None:
 
 def keypoints_of(source: str | bytes) -> Keypoints | None:
     """keypoints() of a file or of bytes (an uploaded query: never remembered, so uploads cannot fill memory)."""
+    import cv2  # OpenCV loads with the first check, not with the module (the CLI reads its defaults)
+
     try:
         pixels = load_image(source, target_side=CHECK_SIDE * 3 // 4).pixels
     except ImageError:
@@ -98,6 +99,8 @@ def check_copy(first: str | bytes, second: str) -> CopyCheck:
 def similarity_transform(a: Keypoints, b: Keypoints) -> tuple[npt.NDArray[np.float64] | None, int]:
     """The rotation-scale-shift taking b's points onto a's that most ratio-tested matches agree with (RANSAC),
     and how many agree; None when there is none or it is no small edit (big rotation or scale)."""
+    import cv2
+
     if a.descriptors is None or b.descriptors is None or len(a.points) < 3 or len(b.points) < 3:
         return None, 0
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
@@ -122,6 +125,8 @@ def aligned_agreement(a: Keypoints, b: Keypoints, transform: npt.NDArray[np.floa
     """Correlation of a's pixels with b's warped onto them over their overlap, and the largest mean absolute
     difference of the standardised pixels in a GRID x GRID cell (brightness and contrast removed from both);
     (-1, inf) when the overlap is under MIN_OVERLAP of the smaller photo."""
+    import cv2
+
     small = transform.copy()
     small[:, 2] *= a.scale  # the same transform between the small copies
     height, width = a.small.shape

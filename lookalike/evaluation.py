@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +28,11 @@ from lookalike.expansion import (
     expanded_queries,
     guarded_order,
 )
-from lookalike.index import ImageIndex
 from lookalike.index.augmentation import AugmentationPlan, augment_all
 from lookalike.search import SearchOptions
+
+if TYPE_CHECKING:
+    from lookalike.index import ImageIndex
 
 SPLIT_PAIRS = (("query", "gallery"), ("queries", "gallery"), ("test", "train"))
 

@@ -1,5 +1,8 @@
 """Pieces every command module shares: errors, common options, progress bars, output.
 
+Nothing heavy is imported at the top of a command module: a verb imports what it needs when it runs, so
+`lookalike --help` and a search by id start quickly (tests/test_startup.py holds them to it).
+
 Every option's dest is the keyword of the API call it sets (tests/test_cli_names.py checks it),
 so `--pca-sample 500` is `ImageIndex.create(pca_sample=500)` and `--k 5` is `index.search(k=5)`.
 """
@@ -12,16 +15,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
-from lookalike import reduction
 from lookalike.embedders import DEFAULT_MODEL, available_models
 from lookalike.embedders.pooling import POOLS
 from lookalike.embedders.quantized import PRECISIONS
-from lookalike.index import ImageIndex, IndexReport
-from lookalike.search import SearchResult
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from lookalike.index import ImageIndex, IndexReport
+    from lookalike.search import SearchResult
 
 USAGE_ERROR = 2
 
@@ -62,6 +66,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def open_index(args: argparse.Namespace) -> ImageIndex:
+    from lookalike.index import ImageIndex
+
     return ImageIndex.open(args.index)
 
 
@@ -76,6 +82,8 @@ class progress_bar:  # noqa: N801 - used as a context manager like a function
 
     def update(self, done: int, total: int) -> None:
         if self.bar is None:
+            from tqdm import tqdm
+
             self.bar = tqdm(total=total, desc=self.description, unit="img", file=sys.stderr, dynamic_ncols=True)
         self.bar.update(done - self.bar.n)
 
@@ -104,6 +112,8 @@ def print_report(report: IndexReport, index: ImageIndex, as_json: bool) -> None:
 
 def _default_plan(index: ImageIndex) -> bool:
     """Whether the index's reduction is the API's default one rather than one asked for (--pca N)."""
+    from lookalike import reduction
+
     plan = index.manifest.get("reduction_plan") or {}
     return all(plan.get(key) == reduction.DEFAULT_PLAN[key] for key in ("components", "whiten", "min_images"))
 

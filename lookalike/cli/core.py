@@ -6,7 +6,7 @@ import argparse
 import itertools
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lookalike.cli.common import (
     CommandError,
@@ -25,7 +25,6 @@ from lookalike.evaluation import evaluate_index, gallery_paths
 from lookalike.expansion import DEFAULT_ALPHA as DEFAULT_EXPAND_ALPHA
 from lookalike.expansion import DEFAULT_NEIGHBOURS as DEFAULT_EXPAND_NEIGHBOURS
 from lookalike.expansion import EXPANSIONS, EXPLANATIONS
-from lookalike.index import ImageIndex, IndexReport
 from lookalike.index.augmentation import DEFAULT_ALPHA as DEFAULT_DBA_ALPHA
 from lookalike.index.augmentation import DEFAULT_NEIGHBOURS as DEFAULT_DBA_NEIGHBOURS
 from lookalike.index.folder import IndexFolder
@@ -33,10 +32,15 @@ from lookalike.index.labels import import_folder_labels
 from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
 from lookalike.search import METRICS, SearchOptions, parse_count
 
+if TYPE_CHECKING:
+    from lookalike.index import ImageIndex, IndexReport
+
 SEARCH_DEFAULTS = SearchOptions()  # the API's defaults, shown in the help
 
 
 def index_command(args: argparse.Namespace) -> int:
+    from lookalike.index import ImageIndex
+
     if args.ray_cpus is not None and args.ray is None:
         raise CommandError("--ray-cpus sets the CPUs of a local Ray instance: give --ray too")
     new = not IndexFolder(args.index).is_index()
@@ -89,6 +93,8 @@ def _ingest(index: ImageIndex, args: argparse.Namespace, progress: Any) -> Index
 
 
 def add_command(args: argparse.Namespace) -> int:
+    from lookalike.index import ImageIndex
+
     with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store) as index:
         with progress_bar("embedding") as progress:
             report = index.add_files(args.files, progress=progress)
@@ -127,6 +133,8 @@ def info_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    from lookalike.index import ImageIndex
+
     rows = []
     for folder in args.index:
         with ImageIndex.open_or_create(folder, **model_options(args)) as index:

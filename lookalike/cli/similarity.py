@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.cli.common import add_model_options, add_verb, model_options, progress_bar
-from lookalike.index import ImageIndex
 from lookalike.index.folder import IndexFolder
 from lookalike.similarity.methods import BEST_METHOD, LEARNED_METHODS, METHODS, STUDY_METHODS
 from lookalike.similarity.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
-from lookalike.similarity.study import run_study, train_similarity
 
 
 def dataset_folder(dataset: str) -> Path:
@@ -28,6 +26,9 @@ def dataset_folder(dataset: str) -> Path:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from lookalike.index import ImageIndex
+    from lookalike.similarity.study import train_similarity
+
     with ImageIndex.open(args.index) as index:
         saved = train_similarity(index, dataset_folder(args.dataset), attribute=args.attribute, method=args.method,
                                  name=args.name, size=args.size, eval_fraction=args.eval_fraction, seed=args.seed,
@@ -46,6 +47,9 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def study_pairs_command(args: argparse.Namespace) -> int:
+    from lookalike.index import ImageIndex
+    from lookalike.similarity.study import run_study
+
     dataset = dataset_folder(args.dataset)
     out = Path(args.out or f"study-{dataset.resolve().name}-{args.attribute}")
     if args.index:

@@ -1,20 +1,28 @@
-"""ONNX Runtime sessions: the one place that chooses execution providers and threads."""
+"""ONNX Runtime sessions: the one place that chooses execution providers and threads.
+
+ONNX Runtime itself is imported when the first session opens, so a search by id or `--help` never loads it.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def select_providers(device: str = "cpu", available: list[str] | None = None) -> list[str]:
     """Execution providers for a device name; 'cuda' needs onnxruntime-gpu and says so."""
-    available = ort.get_available_providers() if available is None else available
+    if available is None:
+        import onnxruntime
+
+        available = onnxruntime.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
@@ -28,6 +36,8 @@ def select_providers(device: str = "cpu", available: list[str] | None = None) ->
 
 
 def open_session(model_path: Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # LOOKALIKE_ONNX_THREADS: a thread budget when several sessions share a machine (e.g. Ray actors)

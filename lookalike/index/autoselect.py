@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lookalike.backends.ivfpq import MAX_TRAIN, TRAIN_PER_LIST, lists_for
-
 INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq", "hnsw-reduced")
 DEFAULT_LATENCY_MS = 10.0
 FLAT_MS_PER_VALUE = 2e-7  # exact search of one query scans n x d floats: measured 26 ms at 100k and 241 ms at 1M
@@ -51,6 +49,8 @@ def parse_memory(text: str | int | None) -> int | None:
 
 def memory_needed(index_type: str, count: int, dimension: int, params: dict[str, Any] | None = None) -> int:
     """Estimated RAM (bytes) the searchable index takes for `count` vectors."""
+    from lookalike.backends.ivfpq import lists_for  # here, not above: the CLI's options read this module
+
     params = params or {}
     if index_type == "flat-ip":
         return count * (4 * dimension + 16)
@@ -132,6 +132,8 @@ def plan_index(index_type: str = "auto", count: int = 0, dimension: int = 1280, 
 
 def _named_plan(index_type: str, count: int, dimension: int, reasons: list[str] | None = None,
                 pq_bytes: int | None = None) -> IndexPlan:
+    from lookalike.backends.ivfpq import MAX_TRAIN, TRAIN_PER_LIST, lists_for
+
     if index_type == "flat-ip":
         params: dict[str, Any] = {}
     elif index_type == "hnsw":

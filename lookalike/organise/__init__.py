@@ -1,12 +1,44 @@
 """Organising a collection: labels, a classifier, clusters, maps and near-duplicates.
 
 Importing the package registers the two scopes of the one search: `by_class` (classify the query,
-search within its likely classes) and `by_cluster` (search the clusters nearest the query).
+search within its likely classes) and `by_cluster` (search the clusters nearest the query). Each scope's
+module (the classifier's, the clustering's) is imported when a search first asks for it.
 """
 
-from lookalike.organise.classifier import ClassScope
-from lookalike.organise.clustering import ClusterScope
-from lookalike.search import register_scope
+from __future__ import annotations
 
-register_scope("by_class", ClassScope())
-register_scope("by_cluster", ClusterScope())
+from typing import Any
+
+from lookalike.search import Scope, SearchOptions, Vector, register_scope
+
+
+class ByClass:
+    """The `by_class` scope, lookalike.organise.classifier.ClassScope, loaded on first use."""
+
+    def available(self, index: Any) -> bool:
+        from lookalike.organise.classifier import ClassScope
+
+        return ClassScope().available(index)
+
+    def narrow(self, index: Any, vector: Vector, options: SearchOptions) -> Scope:
+        from lookalike.organise.classifier import ClassScope
+
+        return ClassScope().narrow(index, vector, options)
+
+
+class ByCluster:
+    """The `by_cluster` scope, lookalike.organise.clustering.ClusterScope, loaded on first use."""
+
+    def available(self, index: Any) -> bool:
+        from lookalike.organise.clustering import ClusterScope
+
+        return ClusterScope().available(index)
+
+    def narrow(self, index: Any, vector: Vector, options: SearchOptions) -> Scope:
+        from lookalike.organise.clustering import ClusterScope
+
+        return ClusterScope().narrow(index, vector, options)
+
+
+register_scope("by_class", ByClass())
+register_scope("by_cluster", ByCluster())

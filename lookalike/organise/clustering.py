@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
@@ -108,6 +107,8 @@ def kmeans(vectors: Vectors, k: int, seed: int = 0, iterations: int = 20, restar
         raise ValueError(f"k={k} is larger than the collection ({len(vectors)} images); choose k <= {len(vectors)}")
     if restarts is None:
         restarts = 5 if len(vectors) <= SMALL_COLLECTION else 1
+    import faiss  # here, not above: the CLI reads this module's defaults
+
     model = faiss.Kmeans(vectors.shape[1], k, niter=iterations, seed=seed, spherical=True, nredo=restarts,
                          min_points_per_centroid=1, verbose=False)
     model.train(vectors)

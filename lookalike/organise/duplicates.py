@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageEnhance
@@ -86,6 +85,8 @@ def similar_pairs(vectors: npt.NDArray[np.float32], threshold: float) -> tuple[n
     """(rows a, rows b, cosine) for every pair a < b with cosine >= threshold (exact FAISS range search)."""
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a cosine similarity between -1 and 1, not {threshold}")
+    import faiss  # here, not above: the CLI reads this module's defaults
+
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     search = faiss.IndexFlatIP(vectors.shape[1])
     search.add(vectors)

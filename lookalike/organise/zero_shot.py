@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.index import ImageIndex
+if TYPE_CHECKING:
+    from lookalike.index import ImageIndex
 
 DEFAULT_PROMPT = "a photo of a {label}"  # CLIP's own zero-shot template
 CHUNK = 4096  # images compared with the labels at a time, so memory stays bounded

@@ -3,6 +3,7 @@
 Every method scores rows of two matrices pairwise, `score(a, b)[i]` for the pair (a[i], b[i]), and
 is symmetric by construction: score(a, b) == score(b, a) exactly. Learned methods return the
 probability that the pair is "similar" (same value of the attribute they were trained on).
+scikit-learn is imported when a method is made or trained, not with this module.
 """
 
 from __future__ import annotations
@@ -11,13 +12,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from lookalike.embedders import Matrix
 from lookalike.search import METRICS
@@ -89,6 +83,8 @@ class Calibration:
     """Platt scaling: a score's probability of "similar", fitted on training pairs."""
 
     def __init__(self) -> None:
+        from sklearn.linear_model import LogisticRegression
+
         self.model = LogisticRegression()
 
     def fit(self, raw: Scores, same: npt.NDArray[np.int8]) -> Calibration:
@@ -105,6 +101,8 @@ class Projection:
     name, learned = "projection", True
 
     def fit(self, data: TrainingData) -> Projection:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
         self.lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(data.image_vectors,
                                                                                     data.image_values)
         self.calibration = Calibration().fit(self._cosine(self.embed(data.first), self.embed(data.second)),
@@ -136,7 +134,7 @@ class Agreement:
     name, learned = "agreement", True
 
     def fit(self, data: TrainingData) -> Agreement:
-        self.classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, tol=1e-3, max_iter=2000))
+        self.classifier = _logreg(data.seed, tol=1e-3, max_iter=2000)
         out_of_fold = self._out_of_fold(data)
         self.classifier.fit(data.image_vectors, data.image_values)
         agreement = _log_agreement(out_of_fold[data.first_image], out_of_fold[data.second_image])
@@ -157,6 +155,8 @@ class Agreement:
         folds = min(5, smallest)
         if folds < 2:
             return self.classifier.fit(data.image_vectors, data.image_values).predict_proba(data.image_vectors)
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
         splitter = StratifiedKFold(folds, shuffle=True, random_state=data.seed)
         return cross_val_predict(self.classifier, data.image_vectors, data.image_values, cv=splitter,
                                  method="predict_proba")
@@ -171,11 +171,17 @@ def _unit(vectors: Matrix) -> npt.NDArray[np.float64]:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _logreg(seed: int) -> Any:
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=3000))
+def _logreg(seed: int, tol: float = 1e-4, max_iter: int = 3000) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, tol=tol, max_iter=max_iter))
 
 
 def _forest(seed: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(n_estimators=200, max_features="sqrt", min_samples_leaf=2, n_jobs=1,
                                   random_state=seed)
 
@@ -201,12 +207,16 @@ BEST_METHOD = "agreement"
 def fit_method(method: SimilarityMethod, data: TrainingData) -> SimilarityMethod:
     """Train with one BLAS thread: these problems are small, and OpenBLAS threads competing with other
     processes for the cores made training 10 to 80 times slower on a busy 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1, user_api="blas"):
         return method.fit(data)
 
 
 def score_matrix(method: SimilarityMethod, queries: Matrix, gallery: Matrix) -> npt.NDArray[np.float32]:
     """Every query against every gallery image (for evaluation), one query row at a time."""
+    from threadpoolctl import threadpool_limits
+
     scores = np.empty((len(queries), len(gallery)), dtype=np.float32)
     with threadpool_limits(limits=1, user_api="blas"):
         if hasattr(method, "embed"):  # embed each image once, then compare

@@ -10,14 +10,16 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders import Matrix
 from lookalike.evaluation import read_labels
-from lookalike.index import ImageIndex
+
+if TYPE_CHECKING:
+    from lookalike.index import ImageIndex
 
 DEFAULT_PAIRS = 5692  # the size of the original study's pair set
 DEFAULT_EVAL_FRACTION = 0.3

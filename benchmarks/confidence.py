@@ -38,7 +38,7 @@ def gallery_index(folder: Path, gallery: list[Path], pca: int | None) -> ImageIn
 
 def query_vectors(index: ImageIndex, photos: list[Path]) -> np.ndarray:
     """Full vectors of photos that are not in the index, embedded as a search would embed them."""
-    return np.stack([index.embed_image(photo)[0] for photo in photos])
+    return np.stack([index.searcher.embed_image(photo)[0] for photo in photos])
 
 
 def best_scores(index: ImageIndex, vectors: np.ndarray) -> tuple[np.ndarray, list[str]]:

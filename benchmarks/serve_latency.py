@@ -89,9 +89,9 @@ def full_vector_index(folder: Path, source: ImageIndex, synthetic: int) -> dict:
             run.finish()
         add_synthetic(index, len(index) - len(ids), synthetic)
         built_s = time.perf_counter() - started
-        tuned = index.tune().to_dict() if index.manifest["index_type"] != "flat-ip" else None
-        info = index.info() | {"index_params": index.manifest.get("index_params"),
-                               "index_choice": index.manifest.get("index_choice")}
+        tuned = index.tune().to_dict() if index.manifest.index_type != "flat-ip" else None
+        info = index.info() | {"index_params": index.manifest.index_params,
+                               "index_choice": index.manifest.index_choice}
     built = {"real": len(ids), "synthetic": synthetic, "build_s": built_s,
              "tune_s": time.perf_counter() - started - built_s, "tuned": tuned, "info": info,
              "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -115,8 +115,8 @@ def default_index_at_1m(folder: Path, source: ImageIndex, synthetic: int) -> dic
     total = len(ids) + synthetic
     with ImageIndex.open_or_create(folder, index_type="auto", expected_count=total, max_memory=BUDGET,
                                    precision=precision_of(source)) as index:
-        plan = {"index_type": index.manifest["index_type"], "index_params": index.manifest.get("index_params"),
-                "index_choice": index.manifest.get("index_choice")}
+        plan = {"index_type": index.manifest.index_type, "index_params": index.manifest.index_params,
+                "index_choice": index.manifest.index_choice}
         if len(index) == 0:
             with stage(stages, "store real"):
                 run = index.sync()
@@ -125,12 +125,12 @@ def default_index_at_1m(folder: Path, source: ImageIndex, synthetic: int) -> dic
             with stage(stages, "finish real: PCA fit, backend rebuild, DBA"):
                 run.finish()
         if len(index) < total:
-            if index.manifest.get("augmentation_plan"):
+            if index.manifest.augmentation_plan:
                 with stage(stages, "augmentation off"):
                     index.remove_augmentation()
             with stage(stages, "store synthetic"):
                 add_synthetic(index, len(index) - len(ids), synthetic)
-        if not index.manifest.get("augmentation_plan"):
+        if not index.manifest.augmentation_plan:
             with stage(stages, "DBA full pass") as timing:
                 def neighbours_found(done: int, count: int) -> None:
                     if done == count:
@@ -139,8 +139,8 @@ def default_index_at_1m(folder: Path, source: ImageIndex, synthetic: int) -> dic
                 index.augment(progress=neighbours_found)
         with stage(stages, "tune"):
             tuned = tuned_or_missed(index)
-        info = index.info() | {"index_params": index.manifest.get("index_params"),
-                               "index_choice": index.manifest.get("index_choice")}
+        info = index.info() | {"index_params": index.manifest.index_params,
+                               "index_choice": index.manifest.index_choice}
     built = {"real": len(ids), "synthetic": synthetic, "planned": plan, "stages": stages, "tuned": tuned,
              "info": info, "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     record.write_text(json.dumps(built, indent=1))
@@ -169,7 +169,7 @@ def with_incremental_dba_cost(record: Path, rows: int = 512) -> dict:
 
 def tuned_or_missed(index: ImageIndex) -> dict | None:
     """`index.tune()`'s report (None for exact search); a target it cannot reach is a measured miss, kept."""
-    if index.manifest["index_type"] == "flat-ip":
+    if index.manifest.index_type == "flat-ip":
         return None
     try:
         return index.tune().to_dict()
@@ -198,7 +198,7 @@ def peak_rss_kib() -> int:
 def precision_of(source: ImageIndex) -> str:
     """The network precision the copied vectors were computed in: the new index embeds uploads with the same one
     (a new index's default precision depends on the CPU)."""
-    return source.manifest["embedder"].get("precision", "float32")
+    return source.manifest.embedder.get("precision", "float32")
 
 
 def add_synthetic(index: ImageIndex, done: int, count: int) -> None:

@@ -156,7 +156,7 @@ def evaluate_index(index: ImageIndex, dataset: str | os.PathLike[str], query_spl
     else:
         hidden = np.equal.outer(query_ids, gallery_ids) if leave_one_out else None
         if similarity is not None:
-            scores = similarity(query_vectors, index.searchable_vectors(gallery_ids))
+            scores = similarity(query_vectors, index.searcher.searchable_vectors(gallery_ids))
         else:
             scores = pipeline_scores(query_vectors, Gallery.of_index(index, gallery_ids), expansion, hidden)
         mean_ap, p10 = retrieval_scores(scores, query_labels, gallery_labels)
@@ -169,9 +169,9 @@ def evaluate_index(index: ImageIndex, dataset: str | os.PathLike[str], query_spl
 
 def _query_vectors(index: ImageIndex, queries: list[LabelledImage], query_ids: list[int]) -> np.ndarray:
     """Queries as the index searches them: an indexed one's stored vector, a new photo embedded now."""
-    full = [index.vectors([i])[0] if i >= 0 else index.embed_image(q.path)[0]
+    full = [index.vectors([i])[0] if i >= 0 else index.searcher.embed_image(q.path)[0]
             for q, i in zip(queries, query_ids, strict=True)]
-    return index.to_searchable(np.stack(full))
+    return index.searcher.to_searchable(np.stack(full))
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,9 @@ class Gallery:
 
     @classmethod
     def of_index(cls, index: ImageIndex, ids: list[int]) -> Gallery:
-        augmented = index.manifest.get("augmentation_plan") is not None
-        return cls(index.indexed_vectors(ids), index.searchable_vectors(ids),
-                   index.neighbour_floors(ids) if augmented else None)
+        augmented = index.manifest.augmentation_plan is not None
+        return cls(index.searcher.indexed_vectors(ids), index.searcher.searchable_vectors(ids),
+                   index.searcher.neighbour_floors(ids) if augmented else None)
 
     @classmethod
     def augmented(cls, plain: np.ndarray, plan: AugmentationPlan | None) -> Gallery:
@@ -252,8 +252,8 @@ def _few_match_scores(index: ImageIndex, queries: np.ndarray, query_ids: list[in
     if matches < 1:
         raise ValueError(f"matches (the few-match mode's r) must be at least 1, not {matches}")
     rng = np.random.default_rng(seed)
-    plan = AugmentationPlan.of(index.manifest.get("augmentation_plan"))
-    gallery = index.searchable_vectors(gallery_ids)
+    plan = AugmentationPlan.of(index.manifest.augmentation_plan)
+    gallery = index.searcher.searchable_vectors(gallery_ids)
     precision: list[float] = []
     precision_at_10: list[float] = []
     first: list[bool] = []

@@ -40,6 +40,7 @@ CRASH_POINTS = {
     "backend.rows-writing": "an HNSW graph saved, its row ids not",
     "backend.sealing": "a generation's vector files in place, their checksums not written",
     "augmentation.writing": "a database-side augmentation pass written inside its transaction, not committed",
+    "upgrade.database-upgraded": "an old index's database upgraded to the next format, its manifest not",
 }
 
 ARMED = os.environ.get(CRASH_AT)  # read once, at import (a process that forks after importing sets ARMED itself)

@@ -122,8 +122,9 @@ def test_dba_off_searches_each_image_by_its_own_vector(tmp_path: Path):
         augmented.add_files(photos)
         assert plain.info()["augmentation"] == "none"
         first = int(plain.ids()[0])
-        np.testing.assert_allclose(plain.indexed_vectors([first]), plain.searchable_vectors([first]))
-        assert not np.allclose(augmented.indexed_vectors([first]), augmented.searchable_vectors([first]))
+        np.testing.assert_allclose(plain.searcher.indexed_vectors([first]), plain.searcher.searchable_vectors([first]))
+        searcher = augmented.searcher
+        assert not np.allclose(searcher.indexed_vectors([first]), searcher.searchable_vectors([first]))
         assert plain.search(photos[0].read_bytes(), expand="none").matches[0].score == pytest.approx(1.0, abs=1e-4)
 
 
@@ -131,22 +132,22 @@ def test_removing_and_rebuilding_augmentation_through_the_api(tmp_path: Path):
     with ImageIndex.create(tmp_path / "index") as index:
         index.add_files(_photos()[:30])
         first = int(index.ids()[0])
-        augmented = index.indexed_vectors([first])
+        augmented = index.searcher.indexed_vectors([first])
         index.remove_augmentation()
-        np.testing.assert_allclose(index.indexed_vectors([first]), index.searchable_vectors([first]))
+        np.testing.assert_allclose(index.searcher.indexed_vectors([first]), index.searcher.searchable_vectors([first]))
         index.add_files(_photos()[30:35])  # a later run does not augment again
         assert index.info()["augmentation"] == "none"
         assert index.augment(neighbours=10, alpha=2.0) == 35
-        np.testing.assert_allclose(index.indexed_vectors([first]), augmented, atol=1e-5)
+        np.testing.assert_allclose(index.searcher.indexed_vectors([first]), augmented, atol=1e-5)
 
 
 def test_refitted_pca_rebuilds_the_augmentation_in_its_space(tmp_path: Path):
     with ImageIndex.create(tmp_path / "index", pca=0) as index:
         index.add_files(_photos()[:40])
         index.fit_pca(16)
-        rows = index.indexed_vectors(index.ids().tolist())
+        rows = index.searcher.indexed_vectors(index.ids().tolist())
         assert rows.shape == (40, 16)
-        assert not np.allclose(rows, index.searchable_vectors(index.ids().tolist()))
+        assert not np.allclose(rows, index.searcher.searchable_vectors(index.ids().tolist()))
         assert index.search(id=int(index.ids()[0]), k=3).matches
 
 
@@ -155,7 +156,7 @@ def test_a_pass_killed_before_its_commit_leaves_a_searchable_index_and_the_next_
     folder = tmp_path / "index"
     with ImageIndex.create(folder) as index:
         index.add_files(photos[:40])
-        before = index.indexed_vectors(index.ids().tolist())
+        before = index.searcher.indexed_vectors(index.ids().tolist())
     script = ("import sys; from lookalike.index import ImageIndex\n"
               f"with ImageIndex.open({str(folder)!r}) as index: index.add_files(sys.argv[1:])\n")
     environment = {**os.environ, "LOOKALIKE_CRASH_AT": "augmentation.writing"}
@@ -164,7 +165,7 @@ def test_a_pass_killed_before_its_commit_leaves_a_searchable_index_and_the_next_
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     with ImageIndex.open(folder) as index:
         assert len(index) == 60  # the run's images were committed before the pass began
-        np.testing.assert_allclose(index.indexed_vectors(index.ids()[:40].tolist()), before, atol=1e-6)
+        np.testing.assert_allclose(index.searcher.indexed_vectors(index.ids()[:40].tolist()), before, atol=1e-6)
         assert len(index.search(photos[50], k=5).matches) == 5
         index.add_files(photos[60:61])  # the next run's pass catches up with everything
         grown = _rankings(index)

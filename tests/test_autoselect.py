@@ -83,23 +83,23 @@ def test_created_index_records_the_choice_in_its_manifest(tmp_path):
     index = ImageIndex.create(tmp_path / "idx", index_type="auto", expected_count=300_000, max_memory="2G", pca=0)
     index.close()
     manifest = read_manifest(tmp_path / "idx")
-    assert manifest["index_type"] == "hnsw"
-    assert manifest["index_params"]["M"] == 32
-    assert any("HNSW" in reason for reason in manifest["index_choice"])
+    assert manifest.index_type == "hnsw"
+    assert manifest.index_params["M"] == 32
+    assert any("HNSW" in reason for reason in manifest.index_choice)
 
 
 def test_auto_plans_for_the_dimension_the_pca_leaves(tmp_path):
     with ImageIndex.create(tmp_path / "idx", index_type="auto", expected_count=1_000_000, max_memory="2G"):
         pass
     manifest = read_manifest(tmp_path / "idx")
-    assert manifest["index_type"] == "hnsw"  # a million PCA-128 vectors fit a graph in 2G; 1,280-d ones do not
-    assert "exact search would take about 26 ms" in " ".join(manifest["index_choice"])
+    assert manifest.index_type == "hnsw"  # a million PCA-128 vectors fit a graph in 2G; 1,280-d ones do not
+    assert "exact search would take about 26 ms" in " ".join(manifest.index_choice)
 
 
 def test_an_ivfpq_planned_for_the_pca_still_builds_after_the_pca_is_fitted(tmp_path, photo_folder):
     with ImageIndex.create(tmp_path / "idx", index_type="auto", expected_count=1_000_000, max_memory="300M",
                            latency_ms=0.5, pca=8) as index:
-        assert index.manifest["index_type"] == "ivfpq" and index.manifest["index_params"]["pq_bytes"] == 1
+        assert index.manifest.index_type == "ivfpq" and index.manifest.index_params["pq_bytes"] == 1
         index.add_folder(photo_folder)  # 8 photos: the PCA to 8 is fitted and the index rebuilt in 8 dimensions
         assert index.reduction.dimension == 8
         matches = index.search(id=int(index.ids()[0]), k=3).matches

@@ -35,7 +35,7 @@ def test_changed_truncated_or_missing_files_are_named(tmp_path):
 def test_damaged_index_file_is_detected_and_rebuilt(index_type, pattern, how, tmp_path, demo_copy, caplog):
     with ImageIndex.create(tmp_path / "idx", index_type=index_type) as index:
         index.add_folder(demo_copy)
-        query = index.random_id(seed=1)
+        query = index.searcher.random_id(seed=1)
         before = [m.id for m in index.search(query, k=5).matches]
     [damaged] = (tmp_path / "idx").glob(pattern)
     content = bytearray(damaged.read_bytes())

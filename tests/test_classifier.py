@@ -64,12 +64,12 @@ def test_top2_fallback_widens_to_two_classes_when_unsure(trained):
 
 
 def test_by_class_without_a_classifier_is_a_clear_error(demo_clone):
-    assert demo_clone.scopes()["by_class"] is False
+    assert demo_clone.searcher.scopes()["by_class"] is False
     with pytest.raises(ValueError, match="by_class needs a classifier trained for this index: lookalike "
                                          "train-classifier"):
         demo_clone.search(1, by_class=1)
     train_classifier(demo_clone, LABELS)
-    assert demo_clone.scopes()["by_class"] is True
+    assert demo_clone.searcher.scopes()["by_class"] is True
 
 
 def test_uploaded_query_with_by_class_is_embedded_once(trained, monkeypatch):
@@ -111,7 +111,7 @@ def test_classifier_trained_on_another_model_is_refused(trained):
     _pretend_trained_on_another_model(index)
     with pytest.raises(ModelMismatchError, match="trained on another model"):
         load_classifier(index)
-    assert index.scopes()["by_class"] is False
+    assert index.searcher.scopes()["by_class"] is False
     with pytest.raises(ModelMismatchError, match="train it again"):
         index.search(3, by_class=1)
 

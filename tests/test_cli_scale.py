@@ -10,12 +10,12 @@ from lookalike.index.manifest import read_manifest
 
 def test_index_type_is_recorded_for_a_new_index_and_kept_by_an_existing_one(tmp_path, demo_copy, capsys):
     assert main(["index", str(demo_copy), "--index", str(tmp_path / "idx"), "--index-type", "hnsw"]) == 0
-    assert read_manifest(tmp_path / "idx")["index_type"] == "hnsw"
+    assert read_manifest(tmp_path / "idx").index_type == "hnsw"
     assert "index type: hnsw" in capsys.readouterr().out
     assert main(["index", str(demo_copy), "--index", str(tmp_path / "idx"), "--index-type", "ivfpq"]) == 0
     printed = capsys.readouterr()
     assert "already holds a hnsw index; --index-type only applies to new index folders" in printed.err
-    assert "index type:" not in printed.out and read_manifest(tmp_path / "idx")["index_type"] == "hnsw"
+    assert "index type:" not in printed.out and read_manifest(tmp_path / "idx").index_type == "hnsw"
 
 
 def test_photos_are_counted_only_for_index_type_auto(tmp_path, demo_copy, monkeypatch):

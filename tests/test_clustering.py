@@ -154,8 +154,8 @@ def test_cli_search_by_cluster_prints_k_matches(demo_clone, capsys):
 
 
 def test_by_cluster_without_a_clustering_is_a_clear_error(demo_clone):
-    assert demo_clone.scopes()["by_cluster"] is False
+    assert demo_clone.searcher.scopes()["by_cluster"] is False
     with pytest.raises(ValueError, match="by_cluster needs a clustering of this index: lookalike cluster"):
         demo_clone.search(1, by_cluster=1)
     cluster_index(demo_clone, k=3, sheets=False)
-    assert demo_clone.scopes()["by_cluster"] is True
+    assert demo_clone.searcher.scopes()["by_cluster"] is True

@@ -196,7 +196,7 @@ def test_a_reader_never_returns_an_image_another_writer_removed(tmp_path):
 def test_a_match_whose_image_vanished_since_the_search_is_skipped(tmp_path):
     with ImageIndex.create(tmp_path / "idx", pca=0) as index:
         index.add_folder(photos(tmp_path / "photos", range(3)))
-        matches = index._matches([(999, 0.9), (1, 0.5), (2, 0.4)])
+        matches = index.searcher._matches([(999, 0.9), (1, 0.5), (2, 0.4)])
         assert [(m.id, m.score) for m in matches] == [(1, 0.5), (2, 0.4)]
 
 
@@ -207,7 +207,7 @@ def test_a_reader_adopts_the_pca_another_process_fitted(tmp_path):
         writer.fit_pca(4)
         assert top_id(reader, 3) == (3, pytest.approx(1.0, abs=0.05))
         assert reader.reduction is not None and reader.reduction.dimension == 4
-        assert reader.manifest["reduction"] == writer.manifest["reduction"]
+        assert reader.manifest.reduction == writer.manifest.reduction
         assert reader._store.backend.dimension == 4
 
 
@@ -273,7 +273,7 @@ def test_the_store_saves_only_the_generation_its_backend_reflects(tmp_path, stal
         replace_one_photo(tmp_path / "idx", folder, finish=False)
         stale._store.save()
         ids = np.sort(stale.ids())
-        held = stale.indexed_vectors(ids.tolist())  # as the backend holds them (augmented)
+        held = stale.searcher.indexed_vectors(ids.tolist())  # as the backend holds them (augmented)
         found = np.sort(stale._store.search(held, 1, searchable=True)[1][:, 0])
         np.testing.assert_array_equal(found, ids)
         assert stale._store.backend_generation == stale.generation

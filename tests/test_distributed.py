@@ -110,7 +110,7 @@ def test_ray_workers_embed_with_the_index_layer_and_pool(ray_cluster, photos, ta
 
 def test_a_worker_whose_embedder_differs_from_the_index_refuses_to_start(tapped_local_index, monkeypatch) -> None:
     monkeypatch.delenv(distributed.THREADS_VARIABLE, raising=False)  # the worker sets it; restored after
-    description = tapped_local_index.manifest["embedder"]
+    description = tapped_local_index.manifest.embedder
     other_pool = EmbedderSpec(MODEL, TAPPED_LAYER, "max")
     with pytest.raises(ModelMismatchError, match=r"pool: index 'gem' vs the Ray worker .* 'max'"):
         EmbedWorker(spec=other_pool, description=description)
@@ -121,8 +121,8 @@ def test_a_worker_whose_embedder_differs_from_the_index_refuses_to_start(tapped_
 def test_a_ray_run_whose_workers_make_other_vectors_fails_naming_the_difference(ray_cluster, photos,
                                                                                 tmp_path) -> None:
     with ImageIndex.create(tmp_path / "index") as index:
-        recorded = index.manifest["embedder"]
-        index.manifest["embedder"] = recorded | {"version": "weights-000000000000/export-1"}  # other weights
+        recorded = index.manifest.embedder
+        index.manifest = index.manifest.but(embedder=recorded | {"version": "weights-000000000000/export-1"})
         with pytest.raises(ModelMismatchError, match=r"version: index 'weights-000000000000/export-1' vs the Ray "
                                                      r"worker on .* 'weights-"):
             ingest_with_ray(index, photos)
@@ -136,7 +136,7 @@ def test_the_default_reduction_policy_applies_after_a_ray_run(ray_cluster, photo
         assert report.added == 20
         assert report.reduction is not None and report.reduction == index.info()["reduction"]
         assert "-> 8" in report.reduction
-        assert index.searchable_vectors(index.ids()[:1].tolist()).shape == (1, 8)
+        assert index.searcher.searchable_vectors(index.ids()[:1].tolist()).shape == (1, 8)
 
 
 def test_interrupted_run_resumes_where_it_stopped(ray_cluster, photos, local_index, tmp_path, monkeypatch) -> None:
@@ -279,7 +279,7 @@ def test_ray_ingestion_into_a_milvus_store_searches_like_the_local_index(ray_clu
         report = ingest_with_ray(index, photos)
         assert (report.added, len(index)) == (20, 20)
         expected_index = local_index[0]
-        ids, _ = index.nearest(vectors_by_path(expected_index)[str(sorted(photos.rglob("*.jpg"))[0])], 25)
+        ids, _ = index.searcher.nearest(vectors_by_path(expected_index)[str(sorted(photos.rglob("*.jpg"))[0])], 25)
         assert len(ids) == 20  # the Milvus collection holds every vector
         for path in sorted(vectors_by_path(expected_index))[:3]:
             expected = [m.path for m in expected_index.search(path, k=5).matches]

@@ -39,7 +39,7 @@ def test_autoencoder_indexes_and_reopens_from_the_manifest(trained, demo_copy, t
         assert index.add_folder(demo_copy).added == len(list(walk_images(demo_copy)))
         assert index.embedder.dimension == 1024
     with ImageIndex.open(tmp_path / "idx") as index:
-        assert index.manifest["embedder"]["model"] == f"autoencoder:{report.model_file.resolve()}"
+        assert index.manifest.embedder["model"] == f"autoencoder:{report.model_file.resolve()}"
         first = sorted(walk_images(demo_copy))[0]
         query = tmp_path / "query.jpg"
         query.write_bytes(first.read_bytes())  # not in the index: embedded as a query

@@ -29,7 +29,7 @@ def test_open_rebuilds_the_recorded_layer_and_pooling(tmp_path, photo_folder):
         index.add_folder(photo_folder)
     with ImageIndex.open(tmp_path / "idx") as index:
         assert (index.embedder.layer, index.embedder.pool, index.embedder.dimension) == ("stage7", "max", 320)
-        assert index.manifest["embedder"]["layer"] == "stage7"
+        assert index.manifest.embedder["layer"] == "stage7"
 
 
 def test_open_or_create_refuses_another_layer_or_model(tmp_path, photo_folder):

@@ -70,7 +70,7 @@ def test_a_reduction_file_the_manifest_does_not_record_is_ignored(small_index, t
     shutil.copy(IndexFolder(small_index).reduction, IndexFolder(tmp_path / "full").reduction)
     with ImageIndex.open(tmp_path / "full") as reopened:
         assert reopened.reduction is None and reopened.info()["reduction"] == "none"
-        assert reopened.searchable_vectors([int(reopened.ids()[0])]).shape[1] == 1280
+        assert reopened.searcher.searchable_vectors([int(reopened.ids()[0])]).shape[1] == 1280
 
 
 def test_a_lost_or_damaged_reduction_file_is_fitted_again(small_index):

@@ -125,7 +125,7 @@ def test_vector_of_another_dimension_is_refused(demo_index):
 
 
 def test_vector_from_another_model_is_refused(demo_index):
-    other = dict(demo_index.manifest["embedder"], model="efficientnet-lite2")
+    other = dict(demo_index.manifest.embedder, model="efficientnet-lite2")
     with pytest.raises(ModelMismatchError, match="different model"):
         demo_index.search(vector=np.ones(1280, dtype=np.float32), model=other)
 
@@ -207,7 +207,7 @@ def test_default_pca_is_fitted_when_an_index_first_grows_past_the_threshold(tmp_
         assert index.reduction is None and small.reduction is None
         grown = index.add_folder(second)
         assert grown.reduction is not None and index.reduction.dimension == 6
-        assert index.manifest["reduction"]["fitted_on"] == 16
+        assert index.manifest.reduction["fitted_on"] == 16
     with ImageIndex.open(tmp_path / "idx") as reopened:
         assert reopened.reduction.dimension == 6
 
@@ -242,12 +242,12 @@ def test_auto_index_type_without_a_count_is_chosen_when_the_first_photos_arrive(
 
     monkeypatch.setattr(autoselect, "flat_latency_ms", lambda count, dimension: 100.0 if count >= 8 else 0.1)
     with ImageIndex.create(tmp_path / "idx", index_type="auto") as index:
-        assert index.manifest["index_type"] == "flat-ip" and "index_type_pending" in index.manifest
+        assert index.manifest.index_type == "flat-ip" and index.manifest.index_type_pending is not None
         index.add_folder(photo_folder)
-        assert index.manifest["index_type"] == "hnsw" and "index_type_pending" not in index.manifest
+        assert index.manifest.index_type == "hnsw" and index.manifest.index_type_pending is None
         assert len(index.search(id=int(index.ids()[0]), k=3).matches) == 3
     with ImageIndex.open(tmp_path / "idx") as reopened:
-        assert reopened.manifest["index_type"] == "hnsw" and len(reopened) == 8
+        assert reopened.manifest.index_type == "hnsw" and len(reopened) == 8
 
 
 def test_a_file_given_twice_is_indexed_once(tmp_path, photo_folder):
@@ -259,11 +259,11 @@ def test_a_file_given_twice_is_indexed_once(tmp_path, photo_folder):
 
 def test_search_answers_nothing_once_every_image_is_removed_and_finds_them_again_when_added(tmp_path, photo_folder):
     with ImageIndex.create(tmp_path / "idx", pca=0, dba=0) as index:
-        query = index.embed_image(sorted(photo_folder.rglob("*.png"))[0])[0]
-        assert index.search(vector=query, k=3).matches == [] and len(index.nearest(query, 3)[0]) == 0
+        query = index.searcher.embed_image(sorted(photo_folder.rglob("*.png"))[0])[0]
+        assert index.search(vector=query, k=3).matches == [] and len(index.searcher.nearest(query, 3)[0]) == 0
         index.add_folder(photo_folder)
         assert len(index.search(vector=query, k=3).matches) == 3
         index.remove_ids(index.ids().tolist())
-        assert index.search(vector=query, k=3).matches == [] and len(index.nearest(query, 3)[0]) == 0
+        assert index.search(vector=query, k=3).matches == [] and len(index.searcher.nearest(query, 3)[0]) == 0
         index.add_folder(photo_folder)
-        assert len(index.search(vector=query, k=3).matches) == 3 and len(index.nearest(query, 3)[0]) == 3
+        assert len(index.search(vector=query, k=3).matches) == 3 and len(index.searcher.nearest(query, 3)[0]) == 3

@@ -17,7 +17,7 @@ def test_index_records_its_model_and_reports_info(tmp_path, photo_folder):
     assert (info["model"], info["dimension"], info["count"], info["index_type"]) == \
         ("efficientnet-lite0", 1280, 8, "flat-ip")
     assert info["disk_bytes"] > 8 * 1280 * 4
-    assert read_manifest(tmp_path / "idx")["embedder"]["preprocessing"].endswith("(x-127)/128")
+    assert read_manifest(tmp_path / "idx").embedder["preprocessing"].endswith("(x-127)/128")
 
 
 def test_index_from_a_newer_version_is_refused(tmp_path):

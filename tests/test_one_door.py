@@ -54,8 +54,8 @@ def three_indexes(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def _settings(folder: Path) -> dict:
     with ImageIndex.open(folder) as index:
         manifest = index.manifest
-        reduction = {k: v for k, v in manifest["reduction"].items() if k != "digest"}
-        return {key: manifest.get(key) for key in SETTINGS} | {"reduction": reduction, "count": len(index)}
+        reduction = {k: v for k, v in manifest.reduction.items() if k != "digest"}
+        return {key: getattr(manifest, key) for key in SETTINGS} | {"reduction": reduction, "count": len(index)}
 
 
 def test_every_door_builds_the_same_index_with_the_default_pca(three_indexes: dict[str, Path]) -> None:

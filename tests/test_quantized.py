@@ -204,9 +204,9 @@ def test_an_index_made_without_a_precision_records_the_machines_default(tmp_path
 
     monkeypatch.setattr(quantized, "default_precision", lambda device="cpu": "int8")
     with ImageIndex.create(tmp_path / "default") as index:
-        assert index.manifest["embedder"].get("precision") == "int8"
+        assert index.manifest.embedder.get("precision") == "int8"
     monkeypatch.setattr(quantized, "default_precision", lambda device="cpu": "float32")
     with ImageIndex.create(tmp_path / "float") as index:
-        assert "precision" not in index.manifest["embedder"]
+        assert "precision" not in index.manifest.embedder
     with ImageIndex.create(tmp_path / "asked", model="color-histogram") as index:  # not an EfficientNet-Lite
-        assert "precision" not in index.manifest["embedder"]
+        assert "precision" not in index.manifest.embedder

@@ -61,7 +61,7 @@ def test_reduction_survives_reopen_and_applies_to_later_additions(reduced, tmp_p
     index, photos, held = reduced
     index.close()
     with ImageIndex.open(tmp_path / "idx") as reopened:
-        assert reopened.reduction.dimension == 16 and reopened.manifest["reduction"]["components"] == 16
+        assert reopened.reduction.dimension == 16 and reopened.manifest.reduction["components"] == 16
         reopened.add_files([held])
         assert reopened._store.backend.count == len(reopened)
         query = shutil.copy(held, tmp_path / "query.jpg")
@@ -72,7 +72,7 @@ def test_refit_and_removal_are_explicit_and_consistent(reduced, tmp_path):
     index, photos, _ = reduced
     index.fit_pca(8, whiten=True, sample=20)
     assert index._store.backend.dimension == 8 and load_reduction(IndexFolder(tmp_path / "idx").reduction).whiten
-    assert index.manifest["reduction"]["fitted_on"] == 20
+    assert index.manifest.reduction["fitted_on"] == 20
     index.remove_pca()
     assert index._store.backend.dimension == 1280 and load_reduction(IndexFolder(tmp_path / "idx").reduction) is None
     index.close()
@@ -118,7 +118,7 @@ def test_cli_fits_the_default_pca_once_the_index_is_big_enough_unless_pca_0(demo
 
 
 def test_pca_without_a_sample_size_is_fitted_on_a_bounded_sample(demo_clone, monkeypatch):
-    import lookalike.index.image_index as index_module
+    import lookalike.index.upkeep as index_module
     from lookalike import reduction
 
     fitted_on = []

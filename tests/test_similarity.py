@@ -80,7 +80,7 @@ def clothing_type(path: str) -> str:
 def test_search_with_a_learned_method_returns_probabilities_best_first(own_index, trained, demo_pairs):
     save_method(own_index, trained["agreement"], {"pairs": demo_pairs.describe()})
     assert "agreement" in trained_methods(own_index)
-    query = own_index.random_id(seed=2)
+    query = own_index.searcher.random_id(seed=2)
     result = own_index.search(query, k=8, method="agreement")
     scores = [m.score for m in result.matches]
     assert result.method == "agreement" and len(scores) == 8
@@ -95,7 +95,7 @@ def test_search_with_a_learned_method_returns_probabilities_best_first(own_index
 def test_image_wise_methods_score_every_image_and_pair_classifiers_the_candidates(own_index, trained, demo_pairs):
     save_method(own_index, trained["projection"], {"pairs": demo_pairs.describe()})
     save_method(own_index, trained["logreg"], {"pairs": demo_pairs.describe()})
-    query = own_index.random_id(seed=5)
+    query = own_index.searcher.random_id(seed=5)
     everything = own_index.search(query, k=500, method="projection")
     assert len(everything.matches) == len(own_index) - 1
     vectors = own_index.vectors([query] + [m.id for m in everything.matches])
@@ -111,7 +111,7 @@ def test_image_wise_methods_score_every_image_and_pair_classifiers_the_candidate
 def test_a_learned_method_searches_only_the_images_a_filter_keeps(own_index, trained, demo_pairs, method):
     save_method(own_index, trained[method], {"pairs": demo_pairs.describe()})
     own_index.set_labels({r.id: {"type": clothing_type(r.path)} for r in own_index.records()})
-    query = own_index.random_id(seed=6)
+    query = own_index.searcher.random_id(seed=6)
     other_type = next(t for t in ("dress", "hat") if t != clothing_type(own_index.record(query).path))
     of_that_type = {r.id for r in own_index.records() if clothing_type(r.path) == other_type}
     result = own_index.search(query, k=50, method=method, where={"type": other_type})
@@ -125,15 +125,15 @@ def test_a_learned_method_searches_only_the_images_a_filter_keeps(own_index, tra
 
 def test_min_score_drops_improbable_matches(own_index, trained, demo_pairs):
     save_method(own_index, trained["agreement"], {"pairs": demo_pairs.describe()})
-    result = own_index.search(own_index.random_id(seed=4), k=50, method="agreement", min_score=0.5)
+    result = own_index.search(own_index.searcher.random_id(seed=4), k=50, method="agreement", min_score=0.5)
     assert result.matches and all(m.score >= 0.5 for m in result.matches)
 
 
 def test_every_trained_model_is_a_method_of_its_index(own_index, trained, demo_pairs):
     save_method(own_index, trained["forest"], {"pairs": demo_pairs.describe()}, name="forest-label")
-    assert own_index.methods()[:2] == ["cosine", "euclidean"]
-    assert "forest-label" in own_index.methods()
-    result = own_index.search(own_index.random_id(seed=1), k=5, method="forest-label")
+    assert own_index.searcher.methods()[:2] == ["cosine", "euclidean"]
+    assert "forest-label" in own_index.searcher.methods()
+    result = own_index.search(own_index.searcher.random_id(seed=1), k=5, method="forest-label")
     assert result.method == "forest-label" and len(result.matches) == 5
 
 
@@ -146,12 +146,12 @@ def test_a_model_trained_on_another_embedder_is_refused(own_index, trained, demo
     with pytest.raises(ModelMismatchError, match="'foreign' was trained on another embedder.*efficientnet-lite2"):
         load_method(own_index, "foreign")
     with pytest.raises(ModelMismatchError):
-        own_index.search(own_index.random_id(seed=1), method="foreign")
+        own_index.search(own_index.searcher.random_id(seed=1), method="foreign")
 
 
 def test_an_untrained_method_name_is_a_clear_error(own_index):
     with pytest.raises(ValueError, match="unknown method 'forest'.*train-similarity"):
-        own_index.search(own_index.random_id(seed=1), method="forest")
+        own_index.search(own_index.searcher.random_id(seed=1), method="forest")
 
 
 def test_a_fixed_measure_cannot_be_saved_as_a_model(own_index, trained):
@@ -178,7 +178,7 @@ def test_cli_trains_then_searches_with_the_model(own_index, capsys):
     assert saved["method"] == "projection" and saved["pairs"]["attribute"] == "label"
     assert saved["pairs"]["train_pairs"] == 210 and saved["pairs"]["image_disjoint"]
     assert saved["held_out"]["roc_auc"] > 0.8
-    assert saved["embedder"] == own_index.manifest["embedder"]
+    assert saved["embedder"] == own_index.manifest.embedder
     code = main(["search", "--index", folder, "--random", "--seed", "3", "--method", "projection", "-k", "5",
                  "--json"])
     result = json.loads(capsys.readouterr().out)

@@ -73,7 +73,7 @@ def test_a_mixed_query_weighs_the_photo_against_the_words(steered):
         by_words = [m.id for m in index.search(text=FREE_TEXT, k=6).matches if m.id != dress_id][:5]
         assert [m.id for m in index.search(id=dress_id, text=FREE_TEXT, text_weight=1.0, k=5).matches] == by_words
         assert by_words[0] == index.record_by_path(pants).id
-        words = index.embed_text(FREE_TEXT)[0]
+        words = index.searcher.embed_text(FREE_TEXT)[0]
         between = 0.3 * words + 0.7 * index.vectors([dress_id])[0]
         expected = [m.id for m in index.search(vector=between / np.linalg.norm(between), k=6).matches]
         mixed = index.search(id=dress_id, text=FREE_TEXT, text_weight=0.3, k=5)
@@ -94,7 +94,7 @@ def test_the_manifest_refuses_another_checkpoint(steered, tmp_path):
     with pytest.raises(ModelMismatchError, match="version: index 'weights-"):
         ImageIndex.open(steered.index, weights=other)
     with ImageIndex.open(steered.index) as index:  # the folder the index recorded is used again
-        assert index.manifest["embedder"]["weights_file"] == str(steered.weights)
+        assert index.manifest.embedder["weights_file"] == str(steered.weights)
         foreign = get_embedder("clip", weights=other)
         with pytest.raises(ModelMismatchError, match="different model"):
             index.search(vector=foreign.embed_texts(["a hat"])[0], model=foreign.describe())

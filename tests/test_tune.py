@@ -61,8 +61,8 @@ def test_tuned_setting_is_saved_in_the_manifest_and_used_on_reopen(tmp_path, dem
         index.add_folder(demo_copy)
         report = index.tune(target_recall=0.9, sample=20)
     manifest = read_manifest(tmp_path / "idx")
-    assert manifest["index_params"]["ef_search"] == report.params["ef_search"]
-    assert manifest["tuned"]["recall"] >= 0.9
+    assert manifest.index_params["ef_search"] == report.params["ef_search"]
+    assert manifest.tuned["recall"] >= 0.9
     with ImageIndex.open(tmp_path / "idx") as index:
         assert index._store.backend.ef_search == report.params["ef_search"]
 

@@ -8,13 +8,17 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_GALLERY
+from conftest import DEMO_GALLERY, REPO
 
+from lookalike.faults import CRASH_AT
 from lookalike.index import ImageIndex, IndexFormatError
 from lookalike.index.folder import IndexFolder
+from lookalike.index.manifest import FORMAT_VERSION, read_manifest_json
 
 FORMAT_1 = Path(__file__).parent / "data" / "format-1"
 
@@ -75,3 +79,33 @@ def test_an_index_from_a_newer_lookalike_is_refused(old_index):
 def sqlite_version(folder: Path) -> int:
     with sqlite3.connect(f"file:{IndexFolder(folder).database}?mode=ro", uri=True) as db:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_an_upgrade_killed_between_database_and_manifest_is_finished_by_the_next_open(old_index):
+    opening = [sys.executable, "-c", f"from lookalike.index import ImageIndex; ImageIndex.open({str(old_index)!r})"]
+    killed = subprocess.run(opening, cwd=REPO, capture_output=True, timeout=300,
+                            env=os.environ | {CRASH_AT: "upgrade.database-upgraded"})
+    assert killed.returncode == -9, killed.stderr.decode()
+    assert (sqlite_version(old_index), read_manifest_json(old_index)["format_version"]) == (2, 1)
+    test_an_index_of_format_1_searches_with_the_answers_it_gave_then(old_index)
+    assert (sqlite_version(old_index), read_manifest_json(old_index)["format_version"]) == (2, FORMAT_VERSION)
+
+
+def test_a_new_index_and_an_upgraded_one_have_the_same_database_schema(old_index, tmp_path):
+    ImageIndex.open(old_index).close()
+    ImageIndex.create(tmp_path / "new").close()
+    assert schema_of(old_index) == schema_of(tmp_path / "new")
+    assert sqlite_version(old_index) == sqlite_version(tmp_path / "new") == FORMAT_VERSION
+
+
+def test_a_database_from_a_newer_lookalike_is_refused(old_index):
+    ImageIndex.open(old_index).close()
+    with sqlite3.connect(IndexFolder(old_index).database) as db:
+        db.execute(f"PRAGMA user_version = {FORMAT_VERSION + 1}")
+    with pytest.raises(IndexFormatError, match="newer lookalike"):
+        ImageIndex.open(old_index)
+
+
+def schema_of(folder: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(f"file:{IndexFolder(folder).database}?mode=ro", uri=True) as db:
+        return sorted(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())

@@ -29,8 +29,8 @@ def _backend_class(kind: str) -> Any:
 
 
 def new_backend(kind: str, dimension: int, params: dict[str, Any] | None = None, **options: Any) -> VectorBackend:
-    """An empty backend; `params` tune it (efSearch, nprobe, ...), `options` (from backend_options) say where a
-    store outside the folder lives."""
+    """An empty backend; `params` tune it (efSearch, nprobe, ...), `options` (from Manifest.backend_options) say
+    where a store outside the folder lives."""
     return _backend_class(kind)(dimension, **(params or {}), **options)
 
 
@@ -52,14 +52,4 @@ def store_manifest(store: str | None) -> dict[str, Any]:
     return {"index_type": "milvus", "store": str(parse_store(store))}
 
 
-def backend_options(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for the index's backend: its tuned parameters (index_params) and, for a store
-    outside the index folder, its location and the model that owns it."""
-    options = dict(manifest.get("index_params") or {})
-    if "store" in manifest:
-        embedder = manifest["embedder"]
-        options |= {"location": manifest["store"], "owner": f"{embedder['model']} {embedder['version']}"}
-    return options
-
-
-__all__ = ["Ids", "Matrix", "VectorBackend", "backend_options", "load_backend", "new_backend", "store_manifest"]
+__all__ = ["Ids", "Matrix", "VectorBackend", "load_backend", "new_backend", "store_manifest"]

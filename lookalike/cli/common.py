@@ -114,7 +114,7 @@ def _default_plan(index: ImageIndex) -> bool:
     """Whether the index's reduction is the API's default one rather than one asked for (--pca N)."""
     from lookalike import reduction
 
-    plan = index.manifest.get("reduction_plan") or {}
+    plan = index.manifest.reduction_plan or {}
     return all(plan.get(key) == reduction.DEFAULT_PLAN[key] for key in ("components", "whiten", "min_images"))
 
 
@@ -149,6 +149,6 @@ def human_bytes(count: int) -> str:
 def setting_text(index: ImageIndex) -> str:
     """Layer, pooling and reduction of an index in a few words, for comparison tables."""
     info = index.info()
-    reduction = index.manifest.get("reduction")
+    reduction = index.manifest.reduction
     pca = f" pca{reduction['components']}{'w' if reduction['whiten'] else ''}" if reduction else ""
     return f"{info['layer']}/{info['pool']}{pca}"

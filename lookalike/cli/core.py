@@ -66,15 +66,15 @@ def _expected_count(args: argparse.Namespace, new: bool) -> int:
 
 
 def _print_index_type(index: ImageIndex, args: argparse.Namespace, new: bool) -> None:
-    chosen = index.manifest["index_type"]
+    chosen = index.manifest.index_type
     if not new:
         if args.index_type not in ("flat-ip", chosen):
             print(f"lookalike: note: {args.index} already holds a {chosen} index; "
                   "--index-type only applies to new index folders", file=sys.stderr)
         return
     if not args.json:
-        print(f"index type: {chosen} {index.manifest['index_params'] or ''}".rstrip())
-        for reason in index.manifest["index_choice"]:
+        print(f"index type: {chosen} {index.manifest.index_params or ''}".rstrip())
+        for reason in index.manifest.index_choice:
             print(f"  {reason}")
 
 

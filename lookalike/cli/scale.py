@@ -45,7 +45,7 @@ def compact_command(args: argparse.Namespace) -> int:
     with open_index(args) as index:
         live = index.compact()
         if live is None:
-            print(f"{index.manifest['index_type']} deletes in place: nothing to compact")
+            print(f"{index.manifest.index_type} deletes in place: nothing to compact")
             return 0
         print(f"compacted: {live} live vectors")
     return 0

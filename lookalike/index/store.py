@@ -27,41 +27,13 @@ import numpy.typing as npt
 from lookalike.backends import VectorBackend, load_backend, new_backend
 from lookalike.embedders import Matrix
 from lookalike.faults import crash_point, disk_full_reported
+from lookalike.index import schema
 from lookalike.index.folder import DATABASE
 from lookalike.index.labels import LabelCatalog
 from lookalike.index.manifest import IndexFormatError
 
 Ids = npt.NDArray[np.int64]
 log = logging.getLogger("lookalike")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path BLOB NOT NULL UNIQUE,
-    content_hash TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime REAL NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS images_by_hash ON images (content_hash);
-CREATE TABLE IF NOT EXISTS labels (
-    image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (image_id, name)
-);
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS augmented (
-    image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
-    neighbours BLOB NOT NULL,
-    similarities BLOB NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS changed_vectors (image_id INTEGER PRIMARY KEY);
-"""
-
 
 @dataclass(frozen=True)
 class NewImage:
@@ -99,7 +71,7 @@ class VectorStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
+            schema.prepare(self.db, self.folder)
         self._in_transaction = False
         self._reloading = threading.Lock()
         self._label_catalog: tuple[int, LabelCatalog] | None = None  # (generation, catalog)

@@ -100,7 +100,7 @@ def train_classifier(index: ImageIndex, labels_csv: str | os.PathLike[str], attr
     train_ids, test_ids, held_out = _split(index, labels_csv, found, test_fraction, seed)
     model = _fit(index, train_ids, [found[i] for i in train_ids], seed)
     classifier = Classifier([str(c) for c in model.classes_], model.coef_.astype(np.float32),
-                            model.intercept_.astype(np.float32), index.manifest["embedder"], attribute)
+                            model.intercept_.astype(np.float32), index.manifest.embedder, attribute)
     truth = [found[i] for i in test_ids]
     predicted = classifier.predict(index.vectors(test_ids)) if test_ids else []
     accuracy = float(accuracy_score(truth, predicted)) if test_ids else float("nan")
@@ -162,7 +162,7 @@ def load_classifier(index: ImageIndex) -> Classifier:
         raise FileNotFoundError(f"no classifier in {index.folder}; run `lookalike train-classifier` first")
     description = json.loads(description_file.read_text())
     try:
-        check_same_vectors(index.manifest["embedder"], description["embedder"])
+        check_same_vectors(index.manifest.embedder, description["embedder"])
     except ModelMismatchError as error:
         raise ModelMismatchError(f"the classifier in {index.folder} was trained on another model's vectors: "
                                  f"{error}; train it again") from None

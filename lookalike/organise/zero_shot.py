@@ -55,7 +55,7 @@ def zero_shot_labels(index: ImageIndex, labels: str | Sequence[str], attribute: 
     names = label_names(labels)
     if "{label}" not in prompt:
         raise ValueError(f"the prompt must say where the label goes, e.g. {DEFAULT_PROMPT!r} (not {prompt!r})")
-    words = np.stack([index.embed_text(prompt.replace("{label}", name))[0] for name in names])
+    words = np.stack([index.searcher.embed_text(prompt.replace("{label}", name))[0] for name in names])
     chosen: dict[int, dict[str, str]] = {}
     ids = index.ids()
     for start in range(0, len(ids), CHUNK):

@@ -207,7 +207,7 @@ def _embedded_batches(index: ImageIndex, paths: list[str], workers: int,
     embedded = dataset.map_batches(
         EmbedWorker, batch_size=batch_size, batch_format="numpy", num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=workers),
-        fn_constructor_kwargs={"spec": index.embedder_spec(), "description": index.manifest["embedder"]},
+        fn_constructor_kwargs={"spec": index.embedder_spec(), "description": index.manifest.embedder},
     )  # Ray Data restarts dead actors and retries their batches (its defaults, not overridden here)
     return embedded.iter_batches(batch_size=None, batch_format="numpy")
 

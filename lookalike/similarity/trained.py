@@ -46,7 +46,7 @@ def save_method(index: ImageIndex, method: SimilarityMethod, trained_on: dict[st
     folder = index.files.similarity_models
     folder.mkdir(exist_ok=True)
     joblib.dump(method, folder / f"{name}.joblib")
-    description = {"name": name, "method": method.name, "embedder": index.manifest["embedder"],
+    description = {"name": name, "method": method.name, "embedder": index.manifest.embedder,
                    "trained": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | trained_on
     (folder / f"{name}.json").write_text(json.dumps(description, indent=2, default=str))
     _loaded.pop((str(index.folder), name), None)
@@ -76,7 +76,7 @@ def load_method(index: ImageIndex, name: str) -> SimilarityMethod:
     import joblib
 
     try:
-        check_same_vectors(index.manifest["embedder"], describe_method(index, name)["embedder"], whose="model")
+        check_same_vectors(index.manifest.embedder, describe_method(index, name)["embedder"], whose="model")
     except ModelMismatchError as error:
         raise ModelMismatchError(f"similarity model {name!r} was trained on another embedder's vectors: {error}; "
                                  "retrain it on this index") from error
@@ -119,7 +119,7 @@ class LearnedSimilarity:
 
     def _rescored_candidates(self, index: ImageIndex, model: SimilarityMethod, query: Matrix, k: int,
                              exclude: set[int], allowed: Ids | None) -> tuple[Ids, npt.NDArray[np.float64]]:
-        ids, _ = index.nearest(query[0], max(k, self.candidates) + len(exclude), allowed)
+        ids, _ = index.searcher.nearest(query[0], max(k, self.candidates) + len(exclude), allowed)
         if len(ids) == 0:
             return ids, np.zeros(0)
         return ids, model.score(np.repeat(query, len(ids), axis=0), index.vectors(ids.tolist()))

@@ -142,4 +142,4 @@ def _warm_up(index: ImageIndex) -> None:
     """One embedding at start-up, so the first user's search does not pay for the runtime's lazy set-up."""
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), "grey").save(buffer, "PNG")
-    index.embed_image(buffer.getvalue())
+    index.searcher.embed_image(buffer.getvalue())

@@ -90,7 +90,8 @@ class SearchFromUpload(TextFields):
 def capabilities(index: ImageIndex) -> dict[str, Any]:
     """What the page may offer for this index: its methods, its scopes (by_class, by_cluster), its labels, and
     whether it can be searched by words (text_search)."""
-    return {"methods": index.methods(), "scopes": index.scopes(), "filters": True, "labels": index.label_counts(),
+    return {"methods": index.searcher.methods(), "scopes": index.searcher.scopes(), "filters": True,
+            "labels": index.label_counts(),
             "text_search": has_text_tower(index.embedder),
             "expansions": {name: EXPLANATIONS[name] for name in EXPANSIONS}, "expand": SearchOptions.expand,
             "augmentation": index.augmentation_text}

@@ -1,0 +1,289 @@
+"""The search half of an index: a query resolved to a vector once, narrowed by scopes and filters, ranked
+(with the expansion the options ask for and the guard that keeps near matches first), its matches made
+readable (similarity, same photo) and judged (lookalike.confidence against the index's own floor).
+
+ImageIndex.search_with hands each search here whole; scopes and learned methods are given the index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random as random_module
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lookalike import confidence
+from lookalike.embedders import Matrix
+from lookalike.embedders.spec import ModelMismatchError, check_same_vectors, text_tower
+from lookalike.expansion import GUARD_CANDIDATES, GUARD_NEIGHBOUR, diffusion_order, expanded_queries, guarded_order
+from lookalike.images import load_image
+from lookalike.search import (
+    METRICS,
+    SCOPES,
+    Match,
+    Query,
+    ResolvedQuery,
+    SearchOptions,
+    SearchResult,
+    learned_method_names,
+    provider_of,
+    scores_from_inner_products,
+)
+
+if TYPE_CHECKING:
+    from lookalike.index.image_index import ImageIndex
+    from lookalike.index.store import VectorStore
+
+Ids = npt.NDArray[np.int64]
+
+
+class Searcher:
+    """Every search of one index, and the vectors a search is made of."""
+
+    def __init__(self, index: ImageIndex):
+        self.index = index
+        self._floor: tuple[int, confidence.Floor | None] | None = None  # (images when calibrated, the floor)
+
+    @property
+    def _store(self) -> VectorStore:
+        return self.index._store  # looked up each time: choosing an 'auto' index type replaces the store
+
+    def search_with(self, query: Query, options: SearchOptions) -> SearchResult:
+        """The one search every door ends in: resolve the query once, narrow by scopes and filters, rank."""
+        self.index._catch_up()
+        provider = provider_of(self.index, options.method) if options.is_learned else None  # raises on an unknown one
+        resolved = self.resolve(query)
+        where, predicted = self._narrowed(resolved, options)
+        timings = dict(resolved.timings)
+        started = time.perf_counter()
+        allowed = self._store.ids_matching(where, options.path_prefix) if where or options.path_prefix else None
+        exclude = {resolved.id} if resolved.id is not None else set()
+        if allowed is not None and len(allowed) == 0:
+            ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        elif provider is not None:
+            ids, scores = provider.rank(self.index, resolved.vector, options.method, options.k, exclude, allowed)
+        else:
+            ids, scores = self._ranked(resolved.vector, options, exclude, allowed)
+        timings["search"] = (time.perf_counter() - started) * 1e3
+        found = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
+                 if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
+        matches = self._readable(self._matches(found)[:options.k], resolved)
+        judged = confidence.judge(self._best_cosine(matches, resolved.vector),
+                                  None if query.text is not None else self._confidence_floor(),
+                                  bool(where or options.path_prefix), predicted,
+                                  matches[0].similarity if matches else None)
+        return SearchResult(matches, resolved.label, options.method, timings, predicted, resolved.id,
+                            judged.low_confidence, judged.note)
+
+    def resolve(self, query: Query) -> ResolvedQuery:
+        """A query as a vector, once: a stored vector for an indexed image (its file unchanged), else embedded;
+        words are embedded by the text tower, and mixed with the rest by their weight."""
+        if query.text is not None:
+            return self._resolve_text(query)
+        if query.random:
+            query = Query(id=self.random_id(query.seed))
+        if query.id is not None:
+            record = self._store.record(query.id)
+            if record is None:
+                raise KeyError(f"no image with id {query.id} in the index")
+            return ResolvedQuery(self._store.vectors([query.id])[0], record.path, record.id, photo=record.path)
+        if query.vector is not None:
+            return ResolvedQuery(self._checked_vector(query.vector, query.model), "<vector>")
+        assert query.image is not None
+        if not isinstance(query.image, bytes):
+            known = self._store.record_by_path(os.path.abspath(query.image))
+            if known is not None and known.size == os.path.getsize(query.image):
+                return ResolvedQuery(self._store.vectors([known.id])[0], known.path, known.id, photo=known.path)
+        vector, timings = self.embed_image(query.image)
+        label = "<uploaded image>" if isinstance(query.image, bytes) else os.fsdecode(query.image)
+        photo = query.image if isinstance(query.image, bytes) else os.fsdecode(query.image)
+        return ResolvedQuery(vector, label, None, timings, photo)
+
+    def _resolve_text(self, query: Query) -> ResolvedQuery:
+        words, timings = self.embed_text(query.text or "")
+        label = f'"{query.text}"'
+        rest = query.without_text()
+        if rest is None:
+            return ResolvedQuery(words, label, None, timings)
+        other = self.resolve(rest)
+        mixed = query.text_weight * words + (1.0 - query.text_weight) * other.vector
+        mixed /= max(float(np.linalg.norm(mixed)), 1e-12)
+        return ResolvedQuery(mixed.astype(np.float32), f"{other.label} + {label}", other.id, other.timings | timings)
+
+    def embed_text(self, text: str) -> tuple[np.ndarray, dict[str, float]]:
+        """Words as a vector comparable with the indexed images', with the time it took (ms). An index whose
+        model has no text tower raises NoTextTowerError (a ValueError) saying so."""
+        tower = text_tower(self.index.embedder)
+        started = time.perf_counter()
+        vector = tower.embed_texts([text])[0]
+        return vector, {"embed_text": (time.perf_counter() - started) * 1e3}
+
+    def embed_image(self, image: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, dict[str, float]]:
+        """One query image as a vector, with decode and embed times (ms). Bad images raise ImageError."""
+        started = time.perf_counter()
+        decoded = load_image(image, target_side=self.index.embedder.input_side)
+        tensor = self.index.embedder.preprocess(decoded)
+        decoded_at = time.perf_counter()
+        vector = self.index.embedder.embed_batch(tensor[None])[0]
+        embedded_at = time.perf_counter()
+        return vector, {"decode": (decoded_at - started) * 1e3, "embed": (embedded_at - decoded_at) * 1e3}
+
+    def _checked_vector(self, vector: np.ndarray, model: dict[str, Any] | None) -> np.ndarray:
+        if model is not None:
+            check_same_vectors(self.index.manifest.embedder, model)
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        dimension = self.index.embedder.dimension
+        if vector.shape[0] != dimension:
+            reduced = ""
+            if self._store.reduction:
+                reduced = " (reduced by PCA inside the index: give the model's full vector)"
+            raise ModelMismatchError(
+                f"query vector has {vector.shape[0]} dimensions, the index holds {dimension}{reduced}"
+            )
+        return vector
+
+    def _narrowed(self, query: ResolvedQuery,
+                  options: SearchOptions) -> tuple[dict[str, tuple[str, ...]], dict[str, float] | None]:
+        """`where` with every scope the options ask for (by_class, by_cluster) added."""
+        missing = [name for name in ("by_class", "by_cluster") if getattr(options, name) is not None
+                   and name not in SCOPES]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
+        where = self._known_where(options.where)
+        predicted = None
+        for option, rule in SCOPES.items():
+            if getattr(options, option) is None:
+                continue
+            scope = rule.narrow(self.index, query.vector, options)
+            wanted = where.get(scope.name)  # a filter on the same label keeps only values both allow
+            where[scope.name] = scope.values if wanted is None else tuple(v for v in wanted if v in scope.values)
+            predicted = scope.predicted_class or predicted
+        return where, predicted
+
+    def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],
+                allowed: Ids | None) -> tuple[Ids, np.ndarray]:
+        """The vector index's answer, re-ranked by the expansion the options ask for (within `allowed`), with the
+        guard that keeps near matches first whenever the answer was re-ranked (expansion.guarded_order)."""
+        if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        expansion, wanted = options.expansion, options.k + len(exclude)
+        augmented = self.index.manifest.augmentation_plan is not None
+        guarded = expansion.method != "diffusion" and (expansion.active or augmented)
+        query = self._store.to_searchable(vector.reshape(1, -1))
+        ids, inner = self._answer(query, max(expansion.candidates(wanted), GUARD_CANDIDATES if guarded else 0), allowed)
+        if expansion.method == "diffusion":
+            return diffusion_order(query[0], ids, self._store.indexed_vectors(ids.tolist()), expansion)
+        ranked_ids, ranked = ids, inner
+        if expansion.blends and len(ids):
+            count = min(expansion.neighbours, len(ids))
+            expanded = expanded_queries(query, inner[None, :count],
+                                        self._store.indexed_vectors(ids[:count].tolist())[None], expansion.alpha)
+            ranked_ids, ranked = self._answer(expanded, wanted, allowed)
+        if guarded:
+            candidates = ids[~np.isin(ids, list(exclude))]
+            floors = self._store.neighbour_floors(candidates.tolist(), GUARD_NEIGHBOUR) if augmented else None
+            plain = self._store.searchable_vectors(candidates.tolist()) @ query[0]
+            ranked_ids, ranked = guarded_order(ranked_ids, ranked, candidates, plain, floors)
+        return ranked_ids[:wanted], scores_from_inner_products(ranked[:wanted], options.method)
+
+    def _answer(self, searchable: np.ndarray, count: int, allowed: Ids | None) -> tuple[Ids, np.ndarray]:
+        inner, ids = self._store.search(searchable, count, allowed_ids=allowed, searchable=True)
+        found = ids[0] >= 0  # the backend pads with -1 when fewer images are allowed than asked for
+        return ids[0][found], inner[0][found]
+
+    def nearest(self, vector: np.ndarray, count: int, allowed: Ids | None = None) -> tuple[Ids, np.ndarray]:
+        """Ids and cosines of the `count` indexed images nearest a vector (candidates for re-ranking)."""
+        self.index._catch_up()
+        if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        inner, ids = self._store.search(np.asarray(vector, np.float32).reshape(1, -1), count, allowed_ids=allowed)
+        keep = ids[0] >= 0
+        return ids[0][keep], inner[0][keep]
+
+    def methods(self) -> list[str]:
+        """The search methods this index offers: cosine, euclidean and the learned ones trained for it."""
+        return [*METRICS, *learned_method_names(self.index)]
+
+    def scopes(self) -> dict[str, bool]:
+        """Each scope option (by_class, by_cluster) and whether this index can use it now."""
+        return {option: rule.available(self.index) for option, rule in SCOPES.items()}
+
+    def random_id(self, seed: int | None = None) -> int:
+        count = len(self._store)
+        if count == 0:
+            raise ValueError("the index is empty: nothing to pick at random")
+        return self._store.id_at(random_module.Random(seed).randrange(count))
+
+    def _readable(self, matches: list[Match], query: ResolvedQuery) -> list[Match]:
+        """Matches with their plain similarity to the query (the index's space) and whether each is the same photo."""
+        if not matches:
+            return matches
+        searchable = self._store.to_searchable(query.vector.reshape(1, -1))[0]
+        similarities = self._store.searchable_vectors([m.id for m in matches]) @ searchable
+        return [dataclasses.replace(m, similarity=float(s),
+                                    same_photo=rank < confidence.CHECKED_MATCHES
+                                    and confidence.is_same_photo(float(s), query.photo, m.path))
+                for rank, (m, s) in enumerate(zip(matches, similarities, strict=True))]
+
+    def _best_cosine(self, matches: list[Match], vector: np.ndarray) -> float | None:
+        """The full-vector cosine of the query and its first match (what the confidence floor compares)."""
+        if not matches:
+            return None
+        return float(confidence.best_cosines(vector.reshape(1, -1), self._store.vectors([matches[0].id]))[0])
+
+    def _confidence_floor(self) -> confidence.Floor | None:
+        """This index's own floor (lookalike.confidence), calibrated once and again when it grew or shrank a tenth."""
+        count = self._store.searchable_count()
+        calibrated = self._floor
+        if calibrated is not None and (calibrated[1] is None and calibrated[0] == count
+                                       or calibrated[1] is not None and not calibrated[1].is_stale(count)):
+            return calibrated[1]
+        floor = None
+        if count >= confidence.MIN_IMAGES:
+            ids = self._store.ids()
+            sample = np.random.default_rng(0).choice(ids, min(confidence.CALIBRATION_SAMPLE, len(ids)), replace=False)
+            full = self._store.vectors(sample.tolist())
+            _, found = self._store.search(full, 2)
+            best = np.where(found[:, 0] == sample, found[:, 1], found[:, 0])
+            keep = best >= 0
+            cosines = confidence.best_cosines(full[keep], self._store.vectors(best[keep].tolist()))
+            floor = confidence.floor_from(cosines, count)
+        self._floor = (count, floor)
+        return floor
+
+    def _matches(self, found: list[tuple[int, float]]) -> list[Match]:
+        """Found (id, score) pairs as matches, in order, with two queries for all of them (two per match cost
+        0.25 ms a search); an image another process removed since the search is left out."""
+        records = self._store.records_of([image_id for image_id, _ in found])
+        labels = self._store.labels_of(list(records))
+        return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}))
+                for image_id, score in found if image_id in records]
+
+    def _known_where(self, where: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """`where` in the index's spelling (case is ignored); a label name or value no image has raises
+        UnknownLabelError (a ValueError) naming the ones that exist. Every door's filter passes here."""
+        return self._store.label_catalog().resolve(where) if where else {}
+
+    # --- vectors as searches compare them ---------------------------------------------------------
+    def searchable_vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """Vectors as searches compare them (reduced, when the index has a reduction)."""
+        return self._store.searchable_vectors([int(i) for i in image_ids])
+
+    def to_searchable(self, vectors: np.ndarray) -> Matrix:
+        """Full vectors (a model's output) as this index compares them: reduced when it has a reduction."""
+        return self._store.to_searchable(np.asarray(vectors, np.float32).reshape(-1, self.index.embedder.dimension))
+
+    def neighbour_floors(self, image_ids: Sequence[int]) -> Matrix:
+        """Each image's similarity to its GUARD_NEIGHBOUR-th nearest (the guard's floor; +inf before DBA ran)."""
+        self.index._catch_up()
+        return self._store.neighbour_floors([int(i) for i in image_ids], GUARD_NEIGHBOUR)
+
+    def indexed_vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """Vectors as searches find them: augmented (when the index augments), reduced (when it has a reduction)."""
+        self.index._catch_up()
+        return self._store.indexed_vectors([int(i) for i in image_ids])

@@ -1,0 +1,65 @@
+"""Upgrades that keep old indexes: an index folder of an earlier format is brought to this one when opened.
+
+Under the writer lock, for each format after the folder's: the database's step (schema.py), then the
+manifest's step, written atomically. The database goes first, so it is never behind its manifest; a crash
+between the two leaves a folder the next open finishes upgrading (the database step is then found done).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lookalike import reduction
+from lookalike.backends import store_manifest
+from lookalike.faults import crash_point
+from lookalike.index import schema
+from lookalike.index.folder import IndexFolder
+from lookalike.index.manifest import (
+    FORMAT_VERSION,
+    IndexFormatError,
+    Json,
+    Manifest,
+    read_manifest_json,
+    write_manifest,
+)
+from lookalike.index.writer import WriterLock
+
+
+def explicit_defaults(content: Json) -> Json:
+    """Format 2 writes every field: format 1 left out those at their defaults (a missing reduction plan
+    meant the default PCA, a missing augmentation plan meant none)."""
+    defaults = {"index_params": {}, "index_choice": [], "reduction_plan": reduction.DEFAULT_PLAN, "reduction": None,
+                "augmentation_plan": None, "store": None, "index_type_pending": None, "tuned": None}
+    return defaults | content
+
+
+MANIFEST_STEPS: dict[int, Callable[[Json], Json]] = {2: explicit_defaults}
+
+
+def opened_manifest(folder: Path, store: str | None = None) -> Manifest:
+    """The folder's manifest in this format, upgrading the folder first when it is of an earlier one. A folder
+    whose database is missing or empty, or whose vectors are not in `store` (when given), is refused."""
+    content = read_manifest_json(folder)
+    if store is not None and store_manifest(store).get("store") != content.get("store"):
+        raise ValueError(f"{folder} keeps its vectors in {content.get('store') or 'faiss'}, not {store}")
+    database = IndexFolder(folder).database
+    if not database.exists():
+        raise IndexFormatError(f"{folder} has a manifest but no {database.name}, which holds its images and vectors: "
+                               "restore it from a backup, or index the photos again into a new folder")
+    if database.stat().st_size == 0:
+        raise IndexFormatError(f"{database} is empty, so damaged or truncated: restore it from a backup, or index "
+                               "the photos again into a new folder")
+    if content["format_version"] < FORMAT_VERSION:
+        with WriterLock(IndexFolder(folder).writer_lock).holding():  # IndexBusyError while another writes
+            content = upgrade(folder, read_manifest_json(folder))  # read again: another may have upgraded it
+    return Manifest.from_json(content)
+
+
+def upgrade(folder: Path, content: Json) -> Json:
+    for version in range(content["format_version"] + 1, FORMAT_VERSION + 1):
+        schema.upgrade_database(IndexFolder(folder).database, version)
+        crash_point("upgrade.database-upgraded")
+        content = MANIFEST_STEPS[version](content) | {"format_version": version}
+        write_manifest(folder, content)
+    return content

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clusters import milvus_server  # noqa: F401  (a real Milvus server per session, for -k milvus_server)
 from PIL import Image
 
 from lookalike.embedders import get_embedder

@@ -1,9 +1,14 @@
-"""The Milvus store on a real Milvus Lite file: same answers as FAISS, same API and CLI."""
+"""The Milvus store on a real Milvus Lite file and on a real Milvus server (the `milvus_server` fixture): same
+answers as FAISS, same API and CLI; the server restarted between writes, killed mid-indexing, stopped at search
+time. `pytest -k milvus_server` runs the server's half."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,9 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
+from clusters import MilvusServer  # noqa: E402
+
+from lookalike.backends import milvus as milvus_module  # noqa: E402
 from lookalike.backends.faiss_flat import FlatBackend  # noqa: E402
 from lookalike.backends.milvus import MilvusBackend, parse_store  # noqa: E402
 from lookalike.cli import main  # noqa: E402
@@ -26,22 +34,34 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("milvus") / "vectors.db"
 
 
+Stores = Callable[[str], str]  # a collection name -> the --store string that holds it
+
+
+@pytest.fixture(scope="module", params=["milvus_lite", "milvus_server"])
+def stores(request: pytest.FixtureRequest, database: Path) -> Stores:
+    """Where collections live: a Milvus Lite file, then the session's Milvus server."""
+    if request.param == "milvus_lite":
+        return lambda collection: f"milvus-lite://{database}/{collection}"
+    return request.getfixturevalue("milvus_server").store
+
+
 def unit_vectors(count: int, seed: int, dimension: int = DIMENSION) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(count, dimension)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def both_stores(database: Path, collection: str, ids: np.ndarray, vectors: np.ndarray):
-    milvus = MilvusBackend(DIMENSION, f"{database}/{collection}", owner="test-model")
-    flat = FlatBackend(DIMENSION)
+def both_stores(stores: Stores, collection: str, ids: np.ndarray, vectors: np.ndarray):
+    dimension = vectors.shape[1]
+    milvus = MilvusBackend(dimension, stores(collection), owner="test-model")
+    flat = FlatBackend(dimension)
     for backend in (milvus, flat):
         backend.add(ids, vectors)
     return milvus, flat
 
 
-def test_exact_search_returns_the_same_top_10_as_faiss(database: Path) -> None:
+def test_exact_search_returns_the_same_top_10_as_faiss(stores: Stores) -> None:
     ids = np.arange(1, 501, dtype=np.int64)
-    milvus, flat = both_stores(database, "same_as_faiss", ids, unit_vectors(500, seed=1))
+    milvus, flat = both_stores(stores, "same_as_faiss", ids, unit_vectors(500, seed=1))
     queries = unit_vectors(20, seed=2)
     milvus_scores, milvus_ids = milvus.search(queries, 10)
     flat_scores, flat_ids = flat.search(queries, 10)
@@ -50,9 +70,20 @@ def test_exact_search_returns_the_same_top_10_as_faiss(database: Path) -> None:
     np.testing.assert_allclose(milvus_scores, flat_scores, atol=1e-5)
 
 
-def test_filter_and_delete_behave_like_faiss(database: Path) -> None:
+def test_clothing_vectors_get_the_same_ids_in_the_same_order_as_faiss(stores: Stores,
+                                                                      demo_index: ImageIndex) -> None:
+    ids, vectors = demo_index.vectors()  # the 144 demo clothing photos, 1280-d
+    milvus, flat = both_stores(stores, "clothing", ids, vectors)
+    queries = vectors[::7]
+    milvus_scores, milvus_ids = milvus.search(queries, 10)
+    flat_scores, flat_ids = flat.search(queries, 10)
+    np.testing.assert_array_equal(milvus_ids, flat_ids)
+    np.testing.assert_allclose(milvus_scores, flat_scores, atol=1e-5)
+
+
+def test_filter_and_delete_behave_like_faiss(stores: Stores) -> None:
     ids = np.arange(10, 310, dtype=np.int64)
-    milvus, flat = both_stores(database, "filter_delete", ids, unit_vectors(300, seed=3))
+    milvus, flat = both_stores(stores, "filter_delete", ids, unit_vectors(300, seed=3))
     queries = unit_vectors(5, seed=4)
     allowed = ids[::7]
     filtered_ids = milvus.search(queries, 10, allowed_ids=allowed)[1]
@@ -69,13 +100,13 @@ def test_filter_and_delete_behave_like_faiss(database: Path) -> None:
     assert (milvus.search(queries, 10, allowed_ids=np.asarray([], dtype=np.int64))[1] == -1).all()
 
 
-def test_collection_of_another_dimension_or_model_is_refused(database: Path) -> None:
-    MilvusBackend(DIMENSION, f"{database}/owned", owner="test-model").add(np.arange(3), unit_vectors(3, seed=5))
+def test_collection_of_another_dimension_or_model_is_refused(stores: Stores) -> None:
+    MilvusBackend(DIMENSION, stores("owned"), owner="test-model").add(np.arange(3), unit_vectors(3, seed=5))
     with pytest.raises(ValueError, match="made by another model"):
-        MilvusBackend(DIMENSION * 2, f"{database}/owned", owner="test-model")
+        MilvusBackend(DIMENSION * 2, stores("owned"), owner="test-model")
     with pytest.raises(ValueError, match="made by another model"):
-        MilvusBackend(DIMENSION, f"{database}/owned", owner="another-model")
-    reopened = MilvusBackend(DIMENSION, f"{database}/owned", owner="test-model")  # same owner: emptied, reused
+        MilvusBackend(DIMENSION, stores("owned"), owner="another-model")
+    reopened = MilvusBackend(DIMENSION, stores("owned"), owner="test-model")  # same owner: emptied, reused
     assert reopened.count == 0
 
 
@@ -97,8 +128,8 @@ def test_unreachable_server_fails_fast_with_the_address(tmp_path: Path) -> None:
     assert not (tmp_path / "index" / "manifest.json").exists()  # no half-made index is left behind
 
 
-def test_image_index_on_milvus_matches_the_faiss_index(database: Path, demo_copy: Path, tmp_path: Path) -> None:
-    store = f"milvus-lite://{database}/gallery"
+def test_image_index_on_milvus_matches_the_faiss_index(stores: Stores, demo_copy: Path, tmp_path: Path) -> None:
+    store = stores("gallery")
     with ImageIndex.create(tmp_path / "milvus", store=store) as on_milvus:
         report = on_milvus.add_folder(demo_copy)
         assert report.added == len(list(demo_copy.rglob("*.jpg"))) == 30
@@ -115,12 +146,98 @@ def test_image_index_on_milvus_matches_the_faiss_index(database: Path, demo_copy
         assert str(victim) not in [m.path for m in reopened.search(2, k=30).matches]
 
 
-def test_cli_indexes_into_milvus_and_refuses_another_store(database: Path, demo_copy: Path, tmp_path: Path,
+def test_cli_indexes_into_milvus_and_refuses_another_store(stores: Stores, demo_copy: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     index = str(tmp_path / "cli-index")
-    assert main(["index", str(demo_copy), "--index", index, "--store", f"{database}/cli", "--json"]) == 0
+    assert main(["index", str(demo_copy), "--index", index, "--store", stores("cli"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 30
     assert main(["search", "--id", "3", "--index", index, "-k", "5", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["matches"]) == 5
     assert main(["index", str(demo_copy), "--index", index, "--store", "milvus://127.0.0.1:9/x"]) == 2
     assert "keeps its vectors in" in capsys.readouterr().err
+
+
+# --- a real server: restarts, crashes, hangs (pytest -k milvus_server) -------------------------------------------
+def paths_of(index: ImageIndex, queries: tuple[int, ...] = (1, 7, 20)) -> dict[int, list[str]]:
+    return {i: [m.path for m in index.search(i, k=10).matches] for i in queries}
+
+
+@pytest.fixture(scope="module")
+def faiss_answers(demo_copy_module: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[str]]:
+    with ImageIndex.create(tmp_path_factory.mktemp("faiss") / "index") as on_faiss:
+        on_faiss.add_folder(demo_copy_module)
+        return paths_of(on_faiss)
+
+
+@pytest.fixture(scope="module")
+def demo_copy_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 demo photos (3 per clothing type) shared by the server tests, which only read them."""
+    from conftest import DEMO_GALLERY
+
+    folder = tmp_path_factory.mktemp("gallery")
+    for label_folder in sorted(p for p in DEMO_GALLERY.iterdir() if p.is_dir()):
+        (folder / label_folder.name).mkdir()
+        for photo in sorted(label_folder.glob("*.jpg"))[:3]:
+            (folder / label_folder.name / photo.name).write_bytes(photo.read_bytes())
+    return folder
+
+
+@pytest.mark.slow  # restarts the server: about 55 s on 2 cores
+def test_milvus_server_restarted_between_writes_keeps_every_vector(milvus_server: MilvusServer,
+                                                                   demo_copy_module: Path, faiss_answers,
+                                                                   tmp_path: Path) -> None:
+    photos = sorted(demo_copy_module.rglob("*.jpg"))
+    with ImageIndex.create(tmp_path / "index", store=milvus_server.store("restarted")) as index:
+        assert index.add_files(photos[:12]).added == 12
+    milvus_server.stop()
+    milvus_server.start()
+    with ImageIndex.open(tmp_path / "index") as index:
+        assert index._store.backend.count == 12  # the flushed collection came back with the server
+        assert index.add_folder(demo_copy_module).added == 18
+        assert index._store.backend.count == 30
+        assert paths_of(index) == faiss_answers
+
+
+@pytest.mark.slow  # restarts the server: about 55 s on 2 cores
+def test_milvus_server_killed_mid_indexing_says_so_and_the_next_run_completes(milvus_server: MilvusServer,
+                                                                              demo_copy_module: Path,
+                                                                              faiss_answers, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    monkeypatch.setattr(milvus_module, "INSERT_ROWS", 4)  # several inserts per batch: the kill lands between two
+
+    def kill_the_server(done: int, total: int) -> None:
+        if done >= 8:
+            milvus_server.kill()
+
+    with ImageIndex.create(tmp_path / "index", store=milvus_server.store("killed")) as index:
+        with pytest.raises(ConnectionError, match=milvus_server.address):
+            index.add_folder(demo_copy_module, progress=kill_the_server)
+        started = time.perf_counter()
+        with pytest.raises(ConnectionError, match=f"Milvus server at {milvus_server.address}"):
+            index.search(1, k=5)  # down at search time: an error naming the address, at once
+        assert time.perf_counter() - started < milvus_module.CONNECT_SECONDS + 2
+    milvus_server.start()
+    with ImageIndex.open(tmp_path / "index") as index:
+        report = index.add_folder(demo_copy_module)
+        assert report.added + report.unchanged == 30
+        assert len(index) == index._store.backend.count == 30
+        assert paths_of(index) == faiss_answers
+
+
+def test_milvus_server_that_hangs_at_search_time_is_reported_within_the_timeout(milvus_server: MilvusServer,
+                                                                               monkeypatch) -> None:
+    monkeypatch.setattr(milvus_module, "SEARCH_SECONDS", 3.0)
+    ids = np.arange(50, dtype=np.int64)
+    backend = MilvusBackend(DIMENSION, milvus_server.store("hangs"), owner="test-model")
+    backend.add(ids, unit_vectors(50, seed=6))
+    query = unit_vectors(1, seed=7)
+    expected = backend.search(query, 5)[1]
+    os.killpg(milvus_server.process.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        started = time.perf_counter()
+        with pytest.raises(ConnectionError, match=f"Milvus server at {milvus_server.address} did not answer"):
+            backend.search(query, 5)
+        assert time.perf_counter() - started < 3.0 + 3
+    finally:
+        os.killpg(milvus_server.process.pid, signal.SIGCONT)
+    np.testing.assert_array_equal(backend.search(query, 5)[1], expected)

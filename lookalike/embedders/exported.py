@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ class ExportedNetwork(CachedModel):
         self.input_side = input_side
         self.output_names = tuple(output_names)
 
+    def is_prepared(self) -> bool:
+        return (cache_dir() / "onnx" / f"{self.cache_name}.onnx").exists()
+
     def onnx_path(self) -> Path:
         """The exported model in the cache, exporting (and validating) it the first time."""
         path = cache_dir() / "onnx" / f"{self.cache_name}.onnx"
@@ -50,8 +54,16 @@ def export_module(module: Any, input_side: int, path: Path, output_names: Sequen
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".partial-{threading.get_ident()}")
     dynamic = {name: {0: "batch"} for name in ("pixels", *output_names)}
-    torch.onnx.export(module, (sample,), str(partial), input_names=["pixels"], output_names=list(output_names),
-                      dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is the one whose graphs the int8 and uint8-input files are derived from
+        # (quantized.py, pixel_input.py); torch says it is legacy, and that it left some Slice ops unfolded (ONNX
+        # Runtime folds constants when it opens the file). Every export is checked against torch below, so these
+        # notes are for torch's developers, not for a user indexing photos.
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning, "torch.onnx")
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
+        torch.onnx.export(module, (sample,), str(partial), input_names=["pixels"], output_names=list(output_names),
+                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
     validate_export(module, partial, sample)
     partial.replace(path)
 

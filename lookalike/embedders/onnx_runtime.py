@@ -6,6 +6,7 @@ ONNX Runtime itself is imported when the first session opens, so a search by id 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,9 @@ class CachedModel:
     """A model file in the cache (`onnx_path()`, made the first time) whose session opens once, on first use, for
     every thread; its one input `pixels` is fed as `input_type`."""
 
+    name = "the model"  # how the one-line notice of a first preparation names it
+    prepare_seconds: int | None = None  # about how long that preparation takes (export, quantization), if known
+
     def __init__(self, device: str = "cpu", input_type: type[np.generic] = np.float32):
         self.device, self.input_type = device, input_type
         self._session: ort.InferenceSession | None = None
@@ -64,6 +68,10 @@ class CachedModel:
     def onnx_path(self) -> Path:
         raise NotImplementedError
 
+    def is_prepared(self) -> bool:
+        """Whether onnx_path() is already in the cache (nothing to export or derive)."""
+        return True
+
     def run(self, batch: npt.NDArray[Any]) -> list[npt.NDArray[np.float32]]:
         return self.session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=self.input_type)})
 
@@ -71,5 +79,13 @@ class CachedModel:
     def session(self) -> ort.InferenceSession:
         with self._lock:
             if self._session is None:
+                if not self.is_prepared():
+                    announce_preparation(self.name, self.prepare_seconds)
                 self._session = open_session(self.onnx_path(), self.device)
             return self._session
+
+
+def announce_preparation(name: str, seconds: int | None) -> None:
+    """One line before a long first export, so a first index does not look stuck."""
+    about = f", about {seconds} s" if seconds else ""
+    print(f"lookalike: preparing {name} for this machine (once{about}) ...", file=sys.stderr, flush=True)

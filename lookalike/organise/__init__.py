@@ -40,5 +40,23 @@ class ByCluster:
         return ClusterScope().narrow(index, vector, options)
 
 
+def organisation(index: Any) -> dict[str, Any]:
+    """What organising has added to an index: label counts per name, the classifier (attribute and classes) and
+    the number of clusters of the last clustering (None where there is none)."""
+    import json
+
+    import numpy as np
+
+    classifier = None
+    if index.files.classifier_description.exists():
+        described = json.loads(index.files.classifier_description.read_text())
+        classifier = {"attribute": described.get("attribute", "label"), "classes": described["classes"]}
+    clusters = None
+    if index.files.clustering.exists():
+        with np.load(index.files.clustering) as saved:
+            clusters = int(len(saved["centroids"]))
+    return {"labels": index.label_counts(), "classifier": classifier, "clusters": clusters}
+
+
 register_scope("by_class", ByClass())
 register_scope("by_cluster", ByCluster())

@@ -24,7 +24,7 @@ NEAR_COPY = 0.8  # from here up to SAME_PHOTO a match is the same photo only if 
 CHECKED_MATCHES = 3  # only the first matches are checked (a copy comes first; the check costs ~20-40 ms)
 FLOOR_PERCENTILE = 2.0
 CALIBRATION_SAMPLE = 256
-MIN_IMAGES = 30  # fewer images than this give no floor: no judgement
+MIN_IMAGES = 10  # fewer images than this give no floor (under ~30 the floor is rough: about the lowest one)
 CLASS_PROBABILITY_FLOOR = 0.498  # measured in benchmarks/confidence.py: the in-domain 5th percentile
 Matrix = npt.NDArray[np.float32]
 
@@ -55,8 +55,9 @@ class Judgement:
 
 
 def judge(best_cosine: float | None, floor: Floor | None, filtered: bool,
-          predicted_class: dict[str, float] | None, first_similarity: float | None) -> Judgement:
-    """The result's low_confidence flag and its one-line note (None when there is nothing to say)."""
+          predicted_class: dict[str, float] | None, same_photo_similarity: float | None) -> Judgement:
+    """The result's low_confidence flag and its one-line note (None when there is nothing to say);
+    `same_photo_similarity` is the first match's similarity when it is the same photo, else None."""
     if best_cosine is None:
         return Judgement(False, "No images matched." if not filtered else "No image the filters allow matched.")
     if floor is not None and best_cosine < floor.cosine:
@@ -68,17 +69,19 @@ def judge(best_cosine: float | None, floor: Floor | None, filtered: bool,
         name, probability = max(predicted_class.items(), key=lambda item: item[1])
         return Judgement(True, f"The classifier is unsure of this photo's class ({name}, probability "
                                f"{probability:.2f}): the search may be in the wrong class.")
-    if first_similarity is not None and first_similarity >= SAME_PHOTO:
-        return Judgement(False, f"The first match is the same photo (similarity {first_similarity:.3f}).")
+    if same_photo_similarity is not None:
+        return Judgement(False, f"The first match is the same photo (similarity {same_photo_similarity:.3f}).")
     return Judgement(False, None)
 
 
 def is_same_photo(similarity: float, query_photo: str | bytes | None, match_path: str) -> bool:
     """A match is the same photo from SAME_PHOTO up; from NEAR_COPY up when the keypoint check (lookalike.copy_check:
     one small rotation-scale-shift maps one onto the other and the pixels agree) says it is a copy of the query."""
+    if query_photo is None:  # words or a bare vector: no photo to be the same as
+        return False
     if similarity >= SAME_PHOTO:
         return True
-    if similarity < NEAR_COPY or query_photo is None or "://" in match_path:
+    if similarity < NEAR_COPY or "://" in match_path:
         return False
     from lookalike.copy_check import check_copy  # OpenCV, loaded the first time a near copy is checked
 

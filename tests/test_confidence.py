@@ -61,18 +61,18 @@ def test_new_clothing_photos_are_not_flagged_in_a_clothing_index(demo_index: Ima
 
 def test_filtered_search_without_close_match_blames_the_filter() -> None:
     floor = Floor(cosine=0.5, typical=0.7, count=1000)
-    judged = judge(0.3, floor, filtered=True, predicted_class=None, first_similarity=0.3)
+    judged = judge(0.3, floor, filtered=True, predicted_class=None, same_photo_similarity=None)
     assert judged.low_confidence and "filters allow" in judged.note and "does not hold" not in judged.note
 
 
 def test_unsure_classifier_is_low_confidence() -> None:
     judged = judge(0.9, Floor(0.5, 0.7, 1000), filtered=False, predicted_class={"dress": 0.4, "skirt": 0.35},
-                   first_similarity=0.9)
+                   same_photo_similarity=None)
     assert judged.low_confidence and "dress" in judged.note
 
 
 def test_tiny_index_gets_no_floor() -> None:
-    assert floor_from(np.ones(10, np.float32), count=10) is None
+    assert floor_from(np.ones(5, np.float32), count=5) is None
 
 
 def test_defaults_keep_plain_cosines_first_answer_for_other_views(demo_index: ImageIndex, tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ class Searcher:
         judged = confidence.judge(self._best_cosine(matches, resolved.vector),
                                   None if query.text is not None else self._confidence_floor(),
                                   bool(where or options.path_prefix), predicted,
-                                  matches[0].similarity if matches else None)
+                                  matches[0].similarity if matches and matches[0].same_photo else None)
         return SearchResult(matches, resolved.label, options.method, timings, predicted, resolved.id,
                             judged.low_confidence, judged.note)
 

@@ -51,19 +51,45 @@ def free_ports(count: int) -> list[int]:
 
 
 def stop_group(process: subprocess.Popen, first_signal: int = signal.SIGINT) -> None:
-    """Ask the process to stop, then kill what is left of its process group (its own id: it leads the group)."""
+    """Ask the process to stop, then kill what is left of its process group (its own id: it leads the group) and of
+    its descendants that made sessions of their own (Ray's workers do)."""
+    children = descendants(process.pid)
     if process.poll() is None:
         process.send_signal(first_signal)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=STOP_SECONDS)
-    kill_group(process)
+    kill_group(process, children)
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the process group led by `process` (started with start_new_session) and reap the leader."""
+def kill_group(process: subprocess.Popen, children: list[int] | None = None) -> None:
+    """SIGKILL the process group led by `process` (started with start_new_session) and its descendants."""
+    children = descendants(process.pid) if children is None else children
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
     process.wait(timeout=STOP_SECONDS)
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def descendants(ancestor: int) -> list[int]:
+    """The processes below `ancestor` now, whatever their process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            pid = parent_of(int(entry.name))
+            while pid > 1 and pid != ancestor:
+                pid = parent_of(pid)
+            if pid == ancestor:
+                found.append(int(entry.name))
+    return found
 
 
 class MilvusServer:
@@ -160,3 +186,88 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusSe
     """One Milvus server for the test session (it takes 5-30 s to start)."""
     pytest.importorskip("pymilvus")
     yield from start_milvus_server(tmp_path_factory.mktemp("milvus-server") / "data")
+
+
+RAY_NODE_PORTS = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc",
+                  "runtime-env-agent", "metrics-export")
+RAY_WORKER_PORTS = 12  # one per Ray worker process the node may start (actors, tasks)
+RAY_READY_SECONDS = 90.0
+
+
+class RayNodes:
+    """A Ray cluster of separate node processes on this machine: `ray start --head`, then `ray start --address`
+    for each worker node, each started with --block so that its process (and its process group) is the node."""
+
+    def __init__(self, program: str, temp_dir: Path, cpus_per_node: int = 1):
+        self.program = program
+        self.temp_dir = temp_dir  # short: Ray's unix sockets live under it (107 characters at most)
+        self.cpus_per_node = cpus_per_node
+        self.port = free_ports(1)[0]
+        self.nodes: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start_node(self, head: bool = False) -> subprocess.Popen:
+        ports = free_ports(len(RAY_NODE_PORTS) + RAY_WORKER_PORTS + 1)
+        command = [self.program, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
+                   str(self.cpus_per_node), "--object-store-memory", str(200 * 2**20), "--disable-usage-stats",
+                   "--worker-port-list", ",".join(map(str, ports[len(RAY_NODE_PORTS):-1]))]
+        for name, port in zip(RAY_NODE_PORTS, ports, strict=False):
+            command += [f"--{name}-port", str(port)]
+        if head:
+            command += ["--head", "--port", str(self.port), "--ray-client-server-port", str(ports[-1]),
+                        "--include-dashboard", "false", "--temp-dir", str(self.temp_dir)]
+        else:
+            command += ["--address", self.address]
+        environment = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
+                                                                  if p)}
+        log = open(self.temp_dir.with_suffix(f".node{len(self.nodes)}.log"), "a")  # noqa: SIM115 - the node keeps it
+        node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=environment, start_new_session=True)
+        log.close()
+        self.nodes.append(node)
+        self._wait_for_nodes(len([n for n in self.nodes if n.poll() is None]))
+        return node
+
+    def _wait_for_nodes(self, count: int) -> None:
+        """Until the cluster lists `count` live nodes."""
+        deadline = time.monotonic() + RAY_READY_SECONDS
+        while time.monotonic() < deadline:
+            listed = subprocess.run([self.program, "status", "--address", self.address], capture_output=True,
+                                    text=True, timeout=60)
+            if listed.returncode == 0 and listed.stdout.count(" node_") >= count:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"the Ray cluster at {self.address} did not list {count} nodes in {RAY_READY_SECONDS:.0f} s")
+
+    def kill_node(self, node: subprocess.Popen) -> None:
+        """As a machine lost: SIGKILL to the node's processes (raylet, object store, its workers)."""
+        kill_group(node)
+        self.nodes.remove(node)
+
+    def stop(self) -> None:
+        """Worker nodes first, then the head; each by its own process group."""
+        for node in reversed(self.nodes):
+            stop_group(node, signal.SIGTERM)
+        self.nodes.clear()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_nodes() -> Iterator[RayNodes]:
+    """A head and a worker node, 1 CPU each, for the session (about 15 s to start)."""
+    pytest.importorskip("ray")
+    import tempfile
+
+    cluster = RayNodes(require_program("ray", "ray[data]"), Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
+    try:
+        cluster.start_node(head=True)
+        cluster.start_node()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)

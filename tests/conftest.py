@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clusters import milvus_server  # noqa: F401  (a real Milvus server per session, for -k milvus_server)
+from clusters import milvus_server, ray_nodes  # noqa: F401  (real servers per session: -k milvus_server, -k multinode)
 from PIL import Image
 
 from lookalike.embedders import get_embedder

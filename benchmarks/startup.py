@@ -41,17 +41,18 @@ def farm_bench(command: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"seconds": medians["A wall s"], "numpy": medians["B wall s"], "ratio": medians["A/B wall"]}
 
 
-def timings(index: Path, tree: Path | None) -> dict[str, dict[str, float]]:
+def timings(work: Path, tree: Path | None) -> dict[str, dict[str, float]]:
+    """Both commands with this tree's package, or `tree`'s (which indexes the demo itself, in its own format)."""
     env = os.environ | ({"PYTHONPATH": str(tree)} if tree else {})
+    index = demo_index(work / ("demo-index-before" if tree else "demo-index"), env)
     lookalike = [str(PYTHON), "-m", "lookalike"]
     return {"--help": farm_bench([*lookalike, "--help"], env),
             "search --id": farm_bench([*lookalike, "search", "--id", "1", "--index", str(index), "-k", "5"], env)}
 
 
-def demo_index(folder: Path) -> Path:
-    index = folder / "demo-index"
+def demo_index(index: Path, env: dict[str, str]) -> Path:
     subprocess.run([str(PYTHON), "-m", "lookalike", "index", str(DEMO), "--index", str(index)], check=True,
-                   capture_output=True)
+                   capture_output=True, env=env)
     return index
 
 
@@ -128,9 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        index = demo_index(work)
-        now = timings(index, None)
-        before = timings(index, args.before.resolve()) if args.before else None
+        now = timings(work, None)
+        before = timings(work, args.before.resolve()) if args.before else None
         installed = installs(work) if args.installs else None
         shutil.rmtree(work / "runtime", ignore_errors=True)
     print(collect.write_section("startup", section(now, before, installed)))

@@ -173,7 +173,7 @@ def test_upload_search_then_click_a_result(server: str, tmp_path: Path) -> None:
         assert tiles[0]["score"] > 0.95 and tiles[0]["label"] == "shoes"  # (not 1: expansion may move vectors)
         assert [t["label"] for t in tiles[:PER_LABEL]].count("shoes") >= 3
         assert page.inner_text("#query-name") == query.name
-        assert "embed" in page.inner_text("#timings")
+        assert "embed" in page.text_content("#timings")  # folded under "how is this ranked?"
         page.wait_for_function(IMAGES_LOADED)
         page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
 
@@ -647,12 +647,12 @@ def test_label_chips_show_values_with_counts_and_filter_by_several_at_once_in_an
 
 # --- what a method means, and when an answer is doubtful -----------------------------------------------------------
 def test_each_method_is_explained_in_one_line(page) -> None:
-    assert page.inner_text("#method-help").startswith("cosine: how closely")
+    assert page.text_content("#method-help").startswith("cosine: how closely")
     page.select_option("#method", "euclidean")
-    assert page.inner_text("#method-help").startswith("Euclidean: the straight-line distance")
+    assert page.text_content("#method-help").startswith("Euclidean: the straight-line distance")
     capabilities = httpx.get(f"{server_of(page)}/api/indexes/clothes").json()["capabilities"]
     chosen = capabilities["expand"]  # and the expansion chosen, in the index's own words
-    assert f"Expansion {chosen}: {capabilities['expansions'][chosen]}." in page.inner_text("#method-help")
+    assert f"Expansion {chosen}: {capabilities['expansions'][chosen]}." in page.text_content("#method-help")
 
 
 def noise_png(path: Path) -> Path:

@@ -65,3 +65,22 @@ def test_no_focus_ring_is_left_on_the_heading_after_a_search(chromium, server: s
     ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert ring == "none"
     page.context.close()
+
+
+def test_redoc_asks_no_other_host(chromium, server: str) -> None:  # noqa: F811
+    """ReDoc's bundle shows its vendor's logo from cdn.redoc.ly: the page's content policy refuses it in the browser,
+    so no request leaves (none reaches the route that would send it), and the reference still renders."""
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    sent, refused = [], []
+    page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1"
+               else (sent.append(route.request.url), route.abort()))
+    page.on("requestfailed", lambda request: refused.append((urlparse(request.url).hostname, request.failure)))
+    page.goto(server + "/redoc")
+    page.wait_for_selector("[role=menuitem]")
+    page.wait_for_timeout(500)
+    assert page.locator("[role=menuitem]").count() >= 5
+    assert sent == []
+    assert all(failure == "csp" for _, failure in refused)
+    context.close()

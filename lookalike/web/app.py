@@ -26,6 +26,7 @@ from lookalike.index import IndexBusyError, IndexFormatError, LockFileError, Mod
 from lookalike.version import __version__
 from lookalike.web import indexes_api, maps_api, search_api
 from lookalike.web.bodies import Health, Readiness
+from lookalike.web.docs import add_redoc
 from lookalike.web.errors import error_response, error_responses
 from lookalike.web.jobs import JobQueue
 from lookalike.web.logs import RequestLog
@@ -62,8 +63,9 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
         registry.close()
 
     # /docs and /redoc from Swagger UI and ReDoc files shipped in a package: they work offline (no CDN)
-    app = FastAPIOffline(title="lookalike", version=__version__, lifespan=lifespan,
+    app = FastAPIOffline(title="lookalike", version=__version__, lifespan=lifespan, redoc_url=None,
                          description="Content-based image retrieval: search indexed photos by example.")
+    add_redoc(app)  # with a content policy that keeps ReDoc's vendor logo from being fetched
     app.state.settings, app.state.registry, app.state.jobs = settings, registry, JobQueue()
     for name in registry.names():  # what a server that died left: its jobs run again, its orphans go
         app.state.jobs.resume(registry.get(name))

@@ -3,10 +3,15 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-// matplotlib's tab20, as the map's PNG uses: the same label has about the same colour in both
+// matplotlib's tab20; map.png takes it resampled to the number of groups (lookalike/organise/mapping.py), and so
+// does paletteColour: the same label has the same colour in both
 const PALETTE = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd",
   "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf",
   "#9edae5"];
+const paletteColour = (n, count) => {  // matplotlib: ListedColormap.resampled(count)(n), as a hex colour
+  const x = count === 1 ? 0 : n === count - 1 ? 1 : n * (1 / (count - 1));  // np.linspace(0, 1, count)[n]
+  return PALETTE[Math.min(PALETTE.length - 1, Math.floor(x * PALETTE.length))];
+};
 const PAD = 14;
 const REACH = { mouse: 16, touch: 28, pen: 20 }; // how near a pointer must be to a point to pick it (CSS pixels)
 let map = null; // {points, colours: {group: colour}}
@@ -60,7 +65,7 @@ async function showMap() {
   try {
     const answer = await api(`/api/indexes/${encodeURIComponent(indexName())}/map`);
     const groups = [...new Set(answer.points.map((p) => p.group))].sort();
-    const colours = Object.fromEntries(groups.map((g, n) => [g, PALETTE[n % PALETTE.length]]));
+    const colours = Object.fromEntries(groups.map((g, n) => [g, paletteColour(n, groups.length)]));
     map = { points: answer.points, colours, colourBy: answer.colour_by };
   } catch (error) {
     map = null;
@@ -160,7 +165,21 @@ function draw() {
     context.strokeStyle = getComputedStyle(document.body).color;
     const s = (pictures ? side * 1.6 : radius * 1.6) / 2 + 5;
     context.strokeRect(x - s, y - s, 2 * s, 2 * s);
+    placePick(x, y);
   }
+}
+
+// the picked photo's card beside its point (below and to the right, turned back where the map ends), not under the map
+function placePick(x, y) {
+  const canvas = $("map");
+  const panel = $("map-pick");
+  const gap = 18;
+  let left = canvas.offsetLeft + x + gap;
+  let top = canvas.offsetTop + y + gap;
+  if (left + panel.offsetWidth > canvas.offsetLeft + canvas.clientWidth) left -= panel.offsetWidth + 2 * gap;
+  if (top + panel.offsetHeight > canvas.offsetTop + canvas.clientHeight) top -= panel.offsetHeight + 2 * gap;
+  panel.style.left = `${Math.max(canvas.offsetLeft, left)}px`;
+  panel.style.top = `${Math.max(canvas.offsetTop, top)}px`;
 }
 
 function nearest(x, y, reach) {
@@ -192,6 +211,7 @@ function pick(point) {
   link.id = "map-search";
   text.append(name, link);
   panel.append(image, text);
+  placePick(...place(point));
 }
 
 function zoom(factor, x, y) {

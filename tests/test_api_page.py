@@ -71,7 +71,7 @@ def test_a_damaged_map_is_a_422_not_a_server_error(demo_clone: ImageIndex, conte
         target.write_bytes(content)
     with client_for(demo_clone) as client:
         response = client.get(f"/api/indexes/{demo_clone.folder.name}/map")
-    assert response.status_code == 422 and "run `lookalike map INDEX` again" in response.json()["detail"]
+    assert response.status_code == 422 and "run `lookalike map --index INDEX` again" in response.json()["detail"]
 
 
 def test_search_answer_says_how_far_to_trust_it(demo_clone: ImageIndex, tmp_path: Path) -> None:

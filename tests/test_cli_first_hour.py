@@ -95,7 +95,8 @@ def test_info_names_labels_classifier_and_clusters(tmp_path: Path, demo_index: I
     assert main(["info", "--index", str(folder)]) == 0
     before = capsys.readouterr().out
     assert "labels  label: 10 values over 144 images" in before  # the demo gallery's labels.csv
-    assert "classifier  none (train-classifier)" in before and "clusters  none (lookalike cluster)" in before
+    assert f"classifier  none (lookalike train-classifier --index {folder} --labels-csv LABELS.csv)" in before
+    assert f"clusters  none (lookalike cluster --index {folder})" in before
     assert main(["cluster", "--index", str(folder), "--k", "4"]) == 0
     assert main(["train-classifier", "--index", str(folder), "--labels-csv", str(DEMO_GALLERY / "labels.csv")]) == 0
     capsys.readouterr()

@@ -149,20 +149,21 @@ def info_command(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     for key, value in info.items():
-        print(f"{key:>14}  {_info_text(key, value)}")
+        print(f"{key:>14}  {_info_text(key, value, args.index)}")
     return 0
 
 
-def _info_text(key: str, value: Any) -> str:
+def _info_text(key: str, value: Any, folder: str) -> str:
     if key == "disk_bytes":
         return human_bytes(value)
     if key == "labels":
-        return "; ".join(f"{name}: {len(counts)} values over {sum(counts.values())} images"
-                         for name, counts in value.items()) or "none (lookalike labels import, or a labels.csv)"
+        found = [f"{name}: {len(counts)} values over {sum(counts.values())} images" for name, counts in value.items()]
+        return "; ".join(found) or f"none (lookalike labels import LABELS.csv --index {folder})"
     if key == "classifier":
-        return f"{value['attribute']}: {len(value['classes'])} classes" if value else "none (train-classifier)"
+        return (f"{value['attribute']}: {len(value['classes'])} classes" if value
+                else f"none (lookalike train-classifier --index {folder} --labels-csv LABELS.csv)")
     if key == "clusters":
-        return f"{value} clusters" if value else "none (lookalike cluster)"
+        return f"{value} clusters" if value else f"none (lookalike cluster --index {folder})"
     return str(value)
 
 

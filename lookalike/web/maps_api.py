@@ -14,6 +14,7 @@ from lookalike.web.errors import error_responses
 from lookalike.web.registry import ServedIndex
 
 router = APIRouter(prefix="/api/indexes/{name}", tags=["maps"])
+MAKE_MAP = "`lookalike map --index INDEX`"  # the command that makes (or remakes) an index's map
 Served = Annotated[ServedIndex, Depends(served_index)]
 POINTS_FILE = "map-points.npz"  # what organise.mapping.map_index saves beside its pictures
 COLOUR_LABELS = ("label", "cluster")  # the first of these the index has colours the map
@@ -54,13 +55,13 @@ def map_points(served: Served) -> dict[str, Any]:
 def saved_points(served: ServedIndex) -> tuple[np.ndarray, np.ndarray]:
     path = served.index.files.map / POINTS_FILE
     if not path.is_file():
-        raise HTTPException(404, f"index {served.name!r} has no map yet: `lookalike map INDEX` makes one")
+        raise HTTPException(404, f"index {served.name!r} has no map yet: {MAKE_MAP} makes one")
     try:
         with np.load(path) as saved:
             ids, points = np.asarray(saved["ids"], np.int64), np.asarray(saved["points"], np.float64)
     except (OSError, ValueError, KeyError):
-        raise HTTPException(422, f"the map of index {served.name!r} is damaged: run `lookalike map INDEX` again") \
+        raise HTTPException(422, f"the map of index {served.name!r} is damaged: run {MAKE_MAP} again") \
             from None
     if points.shape != (len(ids), 2) or not np.isfinite(points).all():
-        raise HTTPException(422, f"the map of index {served.name!r} is damaged: run `lookalike map INDEX` again")
+        raise HTTPException(422, f"the map of index {served.name!r} is damaged: run {MAKE_MAP} again")
     return ids, points

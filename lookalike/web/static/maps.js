@@ -54,7 +54,7 @@ async function loadIndexes() {
 async function showIndex() {
   const [hasMap, sheets] = await Promise.all([showMap(), showArtifacts()]);
   $("status").textContent = hasMap || sheets ? "" : "no cluster map, 2-D map or contact sheet in this index yet "
-    + "(`lookalike map INDEX` and `lookalike cluster INDEX` make them; they appear here)";
+    + "(`lookalike map --index INDEX` and `lookalike cluster --index INDEX` make them; they appear here)";
 }
 
 // --- the map ---------------------------------------------------------------------------------------------------

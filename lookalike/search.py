@@ -21,8 +21,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import RequestError
 from lookalike.expansion import DEFAULT_EXPANSION, EXPANSIONS, Expansion
 
+SCOPE = {"scope": True}  # marks a SearchOptions field that a registered scope answers (see register_scope)
 METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones are added by training
 DEFAULT_CLASS_CONFIDENCE = 0.8  # cumulative class probability by_class widens to (up to by_class classes)
 Vector = npt.NDArray[np.float32]
@@ -92,13 +94,13 @@ class Query:
     def __post_init__(self) -> None:
         given = sum([self.image is not None, self.id is not None, self.random, self.vector is not None])
         if given > 1 or (given == 0 and self.text is None):
-            raise ValueError("give exactly one query: an image (path or bytes), an indexed id, random, or a vector "
+            raise RequestError("give exactly one query: an image (path or bytes), an indexed id, random, or a vector "
                              "(text may stand alone or go with one of them)")
         if self.text is not None and (not isinstance(self.text, str) or not self.text.strip()):
-            raise ValueError(f"text is the words to search by, not {self.text!r}")
+            raise RequestError(f"text is the words to search by, not {self.text!r}")
         weight = self.text_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
-            raise ValueError(f"text_weight is the words' share of a mixed query, from 0 to 1, not {weight!r}")
+            raise RequestError(f"text_weight is the words' share of a mixed query, from 0 to 1, not {weight!r}")
 
     def without_text(self) -> Query | None:
         """The query the words go with (None for words alone)."""
@@ -112,7 +114,7 @@ class Query:
         if isinstance(query, Query):
             return query
         if isinstance(query, bool):
-            raise ValueError("a query is an image, an indexed id, random=True or a vector, not a bool")
+            raise RequestError("a query is an image, an indexed id, random=True or a vector, not a bool")
         if isinstance(query, int | np.integer):
             return cls(id=int(query), **kinds)
         if isinstance(query, np.ndarray):
@@ -147,9 +149,9 @@ class SearchOptions:
     min_score: float | None = None
     where: Where = field(default_factory=dict)
     path_prefix: str | None = None
-    by_class: int | None = None
+    by_class: int | None = field(default=None, metadata=SCOPE)
     class_confidence: float = DEFAULT_CLASS_CONFIDENCE
-    by_cluster: int | None = None
+    by_cluster: int | None = field(default=None, metadata=SCOPE)
     expand: str = DEFAULT_EXPANSION
     expand_neighbours: int | None = None
     expand_alpha: float | None = None
@@ -164,20 +166,20 @@ class SearchOptions:
         chosen = {name: value for name, value in given.items() if value is not None}
         if "where" in chosen:
             chosen["where"] = parse_where(chosen["where"])
-        for name in ("by_class", "by_cluster"):
+        for name in scope_option_names():
             if name in chosen:
                 chosen[name] = parse_count(chosen[name], name)
         return cls(**chosen)
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int | np.integer) or isinstance(self.k, bool) or self.k < 1:
-            raise ValueError(f"k must be a whole number of at least 1, not {self.k!r}")
+            raise RequestError(f"k must be a whole number of at least 1, not {self.k!r}")
         if not isinstance(self.method, str) or not self.method:
-            raise ValueError("method must name cosine, euclidean or a learned similarity")
+            raise RequestError("method must name cosine, euclidean or a learned similarity")
         if not 0.0 < self.class_confidence <= 1.0:
-            raise ValueError(f"class_confidence must be in (0, 1], not {self.class_confidence}")
+            raise RequestError(f"class_confidence must be in (0, 1], not {self.class_confidence}")
         if not isinstance(self.expand, str):
-            raise ValueError(f"expand must be one of {', '.join(EXPANSIONS)}, not {self.expand!r}")
+            raise RequestError(f"expand must be one of {', '.join(EXPANSIONS)}, not {self.expand!r}")
         object.__setattr__(self, "expand", self.expansion.method)  # checks the method and its parameters
 
     @property
@@ -193,9 +195,19 @@ class SearchOptions:
     def filters(self) -> bool:
         return bool(self.where) or self.path_prefix is not None
 
+    @property
+    def scopes_asked(self) -> list[str]:
+        """The scope options this search sets (each narrows it through the scope registered under its name)."""
+        return [name for name in scope_option_names() if getattr(self, name) is not None]
+
 
 def option_names() -> list[str]:
     return [f.name for f in fields(SearchOptions)]
+
+
+def scope_option_names() -> list[str]:
+    """The options a scope registers under (a count of classes, clusters, ...)."""
+    return [f.name for f in fields(SearchOptions) if f.metadata.get("scope")]
 
 
 def parse_where(where: Mapping[str, str | Sequence[str]] | Iterable[str] | None) -> Where:
@@ -213,7 +225,7 @@ def parse_where(where: Mapping[str, str | Sequence[str]] | Iterable[str] | None)
         for term in where:
             name, equals, value = str(term).partition("=")
             if not equals or not name.strip() or not value.strip():
-                raise ValueError(f"a where filter looks like NAME=VALUE (e.g. label=chair), not {term!r}")
+                raise RequestError(f"a where filter looks like NAME=VALUE (e.g. label=chair), not {term!r}")
             parsed.setdefault(name.strip(), []).append(value.strip())
     return {name: tuple(dict.fromkeys(values)) for name, values in parsed.items() if values}
 
@@ -228,7 +240,7 @@ def parse_count(value: int | str | bool, name: str) -> int | None:
     text = {"": "1", "top": "1", "class": "1"}.get(text, text).removeprefix("top")
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise ValueError(f"{name} takes a count of at least 1 (1, 2 or top2, ...), not {value!r}")
+    raise RequestError(f"{name} takes a count of at least 1 (1, 2 or top2, ...), not {value!r}")
 
 
 # --- scores ---------------------------------------------------------------------------------------
@@ -272,8 +284,8 @@ LEARNED: list[LearnedMethods] = []
 
 
 def register_scope(option: str, rule: ScopeRule) -> None:
-    if option not in option_names():
-        raise ValueError(f"{option!r} is not a search option")
+    if option not in scope_option_names():
+        raise RequestError(f"{option!r} is not a scope option of SearchOptions")
     SCOPES[option] = rule
 
 
@@ -291,5 +303,5 @@ def provider_of(index: Index, method: str) -> LearnedMethods:
         if method in provider.names(index):
             return provider
     known = [*METRICS, *learned_method_names(index)]
-    raise ValueError(f"unknown method {method!r} for this index; choose from {', '.join(known)} "
+    raise RequestError(f"unknown method {method!r} for this index; choose from {', '.join(known)} "
                      "(learned methods are trained with `lookalike train-similarity`)")

@@ -257,7 +257,6 @@ def test_only_the_index_folder_module_names_the_manifest():
 
 MANIFEST_KEY_READ = re.compile(r"manifest\[|manifest\.get\(")
 ROOM_LINES = 350  # a file in lookalike/index/ over this is a concern that lacks its own module
-ROOMS_NOT_YET_SPLIT = {"image_index.py": 392, "store.py": 535}  # ceilings that may only come down
 SCHEMA_OWNER = PACKAGE_DIR / "index" / "schema.py"
 
 
@@ -275,13 +274,23 @@ def test_only_the_schema_module_declares_tables():
 
 def test_the_index_parts_stay_small():
     sizes = {relative(path): len(path.read_text(encoding="utf-8").splitlines()) for path in INDEX_DIR.glob("*.py")}
-    large = [f"{name}: {lines} lines" for name, lines in sorted(sizes.items())
-             if lines > ROOMS_NOT_YET_SPLIT.get(Path(name).name, ROOM_LINES)]
+    large = [f"{name}: {lines} lines" for name, lines in sorted(sizes.items()) if lines > ROOM_LINES]
     assert not large, f"files in lookalike/index/ over {ROOM_LINES} lines:\n" + listing(large)
 
 
-def test_the_search_and_upkeep_parts_import_the_facade_for_types_only():
-    graph = import_graph()
-    parts = ("lookalike.index.searcher", "lookalike.index.upkeep")
-    back = [part for part in parts if "lookalike.index.image_index" in graph[part]]
-    assert not back, f"parts of ImageIndex import it at run time: {back}"
+def test_the_parts_of_an_index_do_not_know_the_facade():
+    """ImageIndex holds its parts (searcher, upkeep, state); none of them imports it, not even for types."""
+    modules = set(source_files())
+    parts = ("searcher", "upkeep", "state", "upgrade", "schema", "store", "manifest")
+    back = [f"lookalike.index.{part}" for part in parts
+            if any("lookalike.index.image_index" in imported_modules(node, f"lookalike.index.{part}", False, modules)
+                   for node in all_imports(parse(INDEX_DIR / f"{part}.py")))]
+    assert not back, f"parts of ImageIndex import it: {back}"
+
+
+def test_the_core_names_no_scope():
+    """Scopes are found through their registry (lookalike.search.register_scope), never by name in the core."""
+    pattern = re.compile(r"""["']by_(class|cluster)["']""")
+    core = [*sorted(INDEX_DIR.glob("*.py")), PACKAGE_DIR / "search.py"]
+    hits = [hit for path in core for hit in text_hits(path, pattern)]
+    assert not hits, "the core names a scope (use SearchOptions.scopes_asked, SCOPES):\n" + describe(hits)

@@ -122,7 +122,7 @@ def test_a_ray_run_whose_workers_make_other_vectors_fails_naming_the_difference(
                                                                                 tmp_path) -> None:
     with ImageIndex.create(tmp_path / "index") as index:
         recorded = index.manifest.embedder
-        index.manifest = index.manifest.but(embedder=recorded | {"version": "weights-000000000000/export-1"})
+        index._state.manifest = index.manifest.but(embedder=recorded | {"version": "weights-000000000000/export-1"})
         with pytest.raises(ModelMismatchError, match=r"version: index 'weights-000000000000/export-1' vs the Ray "
                                                      r"worker on .* 'weights-"):
             ingest_with_ray(index, photos)

@@ -16,7 +16,7 @@ import pytest
 from conftest import DEMO_GALLERY, REPO
 
 from lookalike.faults import CRASH_AT
-from lookalike.index import ImageIndex, IndexFormatError
+from lookalike.index import ImageIndex, IndexFormatError, delete_index
 from lookalike.index.folder import IndexFolder
 from lookalike.index.manifest import FORMAT_VERSION, read_manifest_json
 
@@ -109,3 +109,8 @@ def test_a_database_from_a_newer_lookalike_is_refused(old_index):
 def schema_of(folder: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(f"file:{IndexFolder(folder).database}?mode=ro", uri=True) as db:
         return sorted(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())
+
+
+def test_an_index_of_format_1_can_be_deleted_without_opening_it(old_index):
+    delete_index(old_index)
+    assert not old_index.exists()

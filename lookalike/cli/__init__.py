@@ -20,12 +20,13 @@ VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has re
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The user's errors (exit 2, one line, no traceback); imported when one is raised, so start-up stays light."""
+    from lookalike.errors import LookalikeError
     from lookalike.faults import DiskFullError, UnwritableError
     from lookalike.images import ImageError
     from lookalike.index import IndexBusyError, IndexFormatError, LockFileError, ModelMismatchError
 
-    return (CommandError, ImageError, ModelMismatchError, IndexFormatError, IndexBusyError, KeyError, ValueError,
-            FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ConnectionError,
+    return (LookalikeError, CommandError, ImageError, ModelMismatchError, IndexFormatError, IndexBusyError, KeyError,
+            ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ConnectionError,
             DiskFullError, UnwritableError, LockFileError)
 
 

@@ -1,12 +1,9 @@
-"""ImageIndex: the Python API and the only door to an index folder.
+"""ImageIndex: the Python API and the only door to an index folder, a facade over its parts: the searcher
+(searcher.py), the upkeep of its reduction, augmentation and tuning (upkeep.py), and the state they share
+(state.py). Everything else in lookalike calls this class; none of it touches the store.
 
-Everything else in lookalike (organising, learned similarity, Ray ingestion, the CLI and HTTP) calls
-this class; none of it touches the store. Product policy lives here too: the default reduction, the
-automatic index type and the checks on the embedder, so every door builds and searches alike.
-
-Several processes may have one index open: writes take turns (each holds the folder's writer lock,
-another writer gets IndexBusyError at once) and every search first catches up with what the others
-committed (one small query when they committed nothing).
+Several processes may have one index open: writes take turns (each holds the folder's writer lock, another
+writer gets IndexBusyError at once) and every search first catches up with what the others committed.
 """
 
 from __future__ import annotations
@@ -14,8 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +28,16 @@ from lookalike.index import augmentation, upkeep
 from lookalike.index import tune as tuning
 from lookalike.index.folder import IndexFolder
 from lookalike.index.labels import import_folder_labels
-from lookalike.index.manifest import IndexFormatError, Manifest, read_manifest, write_manifest
+from lookalike.index.manifest import IndexFormatError, Manifest, read_manifest_json, write_manifest
 from lookalike.index.searcher import Searcher
+from lookalike.index.state import IndexState, writes
 from lookalike.index.store import ImageRecord, VectorStore
-from lookalike.index.sync import IndexReport, Sync
+from lookalike.index.sync import IndexReport, Progress, Sync
 from lookalike.index.upgrade import opened_manifest
-from lookalike.index.writer import IndexBusyError, WriterLock, writes
+from lookalike.index.writer import IndexBusyError
 from lookalike.ingest import Failure
 from lookalike.search import Query, SearchOptions, SearchResult
 
-Progress = Callable[[int, int], None]  # (images done, images to do)
 Ids = npt.NDArray[np.int64]
 
 
@@ -49,20 +45,18 @@ class ImageIndex:
     """A folder on disk holding image vectors and their metadata."""
 
     def __init__(self, folder: Path, embedder: Embedder, manifest: Manifest):
-        self.folder = Path(folder)
-        self.files = IndexFolder(self.folder)
-        self.embedder = embedder
-        self.manifest = manifest
-        self._writer = WriterLock(self.files.writer_lock)
-        self._catching_up = threading.Lock()
-        self._store = self._new_store()
-        self.searcher = Searcher(self)
-        self._upkeep = upkeep.Upkeep(self)
+        self._state = IndexState(folder, embedder, manifest)
+        self.folder, self.files, self.embedder = self._state.folder, self._state.files, embedder
+        self.searcher = Searcher(self._state, self)
+        self._upkeep = upkeep.Upkeep(self._state)
 
-    def _new_store(self) -> VectorStore:
-        return VectorStore(self.folder, self.embedder.dimension, self.manifest.index_type,
-                           upkeep.recorded_reduction(self.files.reduction, self.manifest),
-                           **self.manifest.backend_options())
+    @property
+    def manifest(self) -> Manifest:
+        return self._state.manifest
+
+    @property
+    def _store(self) -> VectorStore:
+        return self._state.store
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -137,7 +131,7 @@ class ImageIndex:
         try:
             self._store.close()
         finally:
-            self._writer.release_all()
+            self._state.writer.release_all()
 
     def __enter__(self) -> ImageIndex:
         return self
@@ -146,49 +140,21 @@ class ImageIndex:
         self.close()
 
     def __len__(self) -> int:
-        self._catch_up()
+        self._state.catch_up()
         return len(self._store)
-
-    def _catch_up(self) -> None:
-        """Search what other processes committed since this one last looked: the saved copy of the
-        database's generation, else a rebuild (and their manifest, when they fitted PCA or tuned)."""
-        if not self._store.is_behind():
-            return
-        with self._catching_up:
-            manifest = read_manifest(self.folder)
-            if manifest != self.manifest:
-                self._adopt(manifest)
-            self._store.catch_up()
-
-    def _adopt(self, manifest: Manifest) -> None:
-        """Another process's manifest: its reduction, index type and search parameters become this index's."""
-        before, self.manifest = self.manifest, manifest
-        reduction = self._store.reduction
-        if manifest.reduction != before.reduction:
-            reduction = upkeep.recorded_reduction(self.files.reduction, manifest)
-        if (reduction is not self._store.reduction or manifest.index_type != before.index_type
-                or manifest.backend_options() != before.backend_options()):
-            self._store.configure(manifest.index_type, reduction, **manifest.backend_options())
-
-    def _rollback(self) -> None:
-        self._store.rollback()
-
-    def _change_manifest(self, **changes: Any) -> None:
-        """Record changed fields in the manifest (atomically, whole); the caller holds the writer lock."""
-        self.manifest = self.manifest.but(**changes)
-        write_manifest(self.folder, self.manifest)
 
     # --- keeping the index in step with the disk ------------------------------------------------
     def sync(self, report: IndexReport | None = None) -> Sync:
         """One indexing run (plan, embed, store, commit, finish): what add_folder, HTTP jobs and Ray use.
         It holds the writer lock until it is finished or closed (IndexBusyError when another writer has it)."""
-        self._writer.acquire()
+        writer = self._state.writer
+        writer.acquire()
         try:
-            self._catch_up()
+            self._state.catch_up()
             return Sync(self._store, self.files, self.embedder, report or IndexReport(),
-                        on_finish=self._upkeep.after_sync, on_close=self._writer.release)
+                        on_finish=self._upkeep.after_sync, on_close=writer.release)
         except BaseException:
-            self._writer.release()
+            writer.release()
             raise
 
     @writes
@@ -196,9 +162,9 @@ class ImageIndex:
         """About `count` images are coming: an empty index created with index_type 'auto' and no
         expected_count chooses its index type now (every door calls this before its first run)."""
         if self.manifest.index_type_pending is not None and len(self) == 0:
-            self._change_manifest(**upkeep.chosen_index_type(self.manifest, count, self.embedder.dimension))
+            self._state.change_manifest(**upkeep.chosen_index_type(self.manifest, count, self.embedder.dimension))
             self._store.close()
-            self._store = self._new_store()
+            self._state.store = self._state.new_store()
 
     @writes
     def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
@@ -331,7 +297,7 @@ class ImageIndex:
                 progress: Progress | None = None) -> int:
         """(Re)build database-side augmentation: every image is searched as the blend of itself and its
         `neighbours` nearest (weighted by similarity^alpha), kept up to date after every run. The count."""
-        self._change_manifest(augmentation_plan=augmentation.plan_augmentation(neighbours, alpha))
+        self._state.change_manifest(augmentation_plan=augmentation.plan_augmentation(neighbours, alpha))
         return self._upkeep.augment(progress, full=True)
 
     @writes
@@ -358,23 +324,15 @@ class ImageIndex:
 
     # --- facts ------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        self._catch_up()
+        self._state.catch_up()
         embedder, manifest = self.manifest.embedder, self.manifest
         return {
-            "folder": str(self.folder),
-            "model": embedder["model"],
-            "model_version": embedder["version"],
-            "preprocessing": embedder["preprocessing"],
-            "dimension": embedder["dimension"],
-            "layer": embedder.get("layer"),
-            "pool": embedder.get("pool"),
-            "reduction": reduction_module.describe_text(manifest.reduction),
-            "augmentation": self.augmentation_text,
-            "count": len(self._store),
-            "index_type": manifest.index_type,
-            "store": manifest.store or "faiss",
-            "disk_bytes": self._store.disk_bytes(),
-            "created": manifest.created,
+            "folder": str(self.folder), "model": embedder["model"], "model_version": embedder["version"],
+            "preprocessing": embedder["preprocessing"], "dimension": embedder["dimension"],
+            "layer": embedder.get("layer"), "pool": embedder.get("pool"),
+            "reduction": reduction_module.describe_text(manifest.reduction), "augmentation": self.augmentation_text,
+            "count": len(self._store), "index_type": manifest.index_type, "store": manifest.store or "faiss",
+            "disk_bytes": self._store.disk_bytes(), "created": manifest.created,
         }
 
     def embedder_spec(self, weights: str | Path | None = None, device: str = "cpu") -> EmbedderSpec:
@@ -383,7 +341,7 @@ class ImageIndex:
 
 
 def delete_index(folder: str | os.PathLike[str]) -> None:
-    read_manifest(Path(folder))  # refuse to delete a folder that is not an index
+    read_manifest_json(Path(folder))  # refuse to delete a folder that is not an index (of any format)
     shutil.rmtree(folder)
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lookalike.errors import RequestError
+
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex
 
@@ -129,7 +131,7 @@ def import_folder_labels(index: ImageIndex, folder: str | os.PathLike[str]) -> L
 
 
 # --- where filters ----------------------------------------------------------------------------------
-class UnknownLabelError(ValueError):
+class UnknownLabelError(RequestError):
     """A `where` filter names a label, or a value of one, that no indexed image has. `known` lists what exists:
     the label names when the name is unknown, else that label's values."""
 

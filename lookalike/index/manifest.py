@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lookalike.errors import LookalikeError
 from lookalike.faults import crash_point, disk_full_reported
 from lookalike.index.folder import MANIFEST as FILE
 from lookalike.version import __version__
@@ -24,7 +25,7 @@ FORMAT_VERSION = 2  # 2: the SQLite schema records its version; every manifest f
 Json = dict[str, Any]
 
 
-class IndexFormatError(Exception):
+class IndexFormatError(LookalikeError):
     """An index folder that is missing, damaged or written by a newer lookalike."""
 
 

@@ -2,7 +2,7 @@
 (with the expansion the options ask for and the guard that keeps near matches first), its matches made
 readable (similarity, same photo) and judged (lookalike.confidence against the index's own floor).
 
-ImageIndex.search_with hands each search here whole; scopes and learned methods are given the index.
+ImageIndex.search_with hands each search here whole; scopes and learned methods are given the ImageIndex.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import numpy.typing as npt
 from lookalike import confidence
 from lookalike.embedders import Matrix
 from lookalike.embedders.spec import ModelMismatchError, check_same_vectors, text_tower
+from lookalike.errors import NotFoundError, RequestError
 from lookalike.expansion import GUARD_CANDIDATES, GUARD_NEIGHBOUR, diffusion_order, expanded_queries, guarded_order
 from lookalike.images import load_image
 from lookalike.search import (
     METRICS,
     SCOPES,
+    Index,
     Match,
     Query,
     ResolvedQuery,
@@ -36,7 +38,7 @@ from lookalike.search import (
 )
 
 if TYPE_CHECKING:
-    from lookalike.index.image_index import ImageIndex
+    from lookalike.index.state import IndexState
     from lookalike.index.store import VectorStore
 
 Ids = npt.NDArray[np.int64]
@@ -45,17 +47,19 @@ Ids = npt.NDArray[np.int64]
 class Searcher:
     """Every search of one index, and the vectors a search is made of."""
 
-    def __init__(self, index: ImageIndex):
+    def __init__(self, state: IndexState, index: Index):
+        """`index` is the ImageIndex that scopes and learned methods are given."""
+        self._state = state
         self.index = index
         self._floor: tuple[int, confidence.Floor | None] | None = None  # (images when calibrated, the floor)
 
     @property
     def _store(self) -> VectorStore:
-        return self.index._store  # looked up each time: choosing an 'auto' index type replaces the store
+        return self._state.store  # looked up each time: choosing an 'auto' index type replaces the store
 
     def search_with(self, query: Query, options: SearchOptions) -> SearchResult:
         """The one search every door ends in: resolve the query once, narrow by scopes and filters, rank."""
-        self.index._catch_up()
+        self._state.catch_up()
         provider = provider_of(self.index, options.method) if options.is_learned else None  # raises on an unknown one
         resolved = self.resolve(query)
         where, predicted = self._narrowed(resolved, options)
@@ -90,7 +94,7 @@ class Searcher:
         if query.id is not None:
             record = self._store.record(query.id)
             if record is None:
-                raise KeyError(f"no image with id {query.id} in the index")
+                raise NotFoundError(f"no image with id {query.id} in the index")
             return ResolvedQuery(self._store.vectors([query.id])[0], record.path, record.id, photo=record.path)
         if query.vector is not None:
             return ResolvedQuery(self._checked_vector(query.vector, query.model), "<vector>")
@@ -118,7 +122,7 @@ class Searcher:
     def embed_text(self, text: str) -> tuple[np.ndarray, dict[str, float]]:
         """Words as a vector comparable with the indexed images', with the time it took (ms). An index whose
         model has no text tower raises NoTextTowerError (a ValueError) saying so."""
-        tower = text_tower(self.index.embedder)
+        tower = text_tower(self._state.embedder)
         started = time.perf_counter()
         vector = tower.embed_texts([text])[0]
         return vector, {"embed_text": (time.perf_counter() - started) * 1e3}
@@ -126,18 +130,18 @@ class Searcher:
     def embed_image(self, image: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, dict[str, float]]:
         """One query image as a vector, with decode and embed times (ms). Bad images raise ImageError."""
         started = time.perf_counter()
-        decoded = load_image(image, target_side=self.index.embedder.input_side)
-        tensor = self.index.embedder.preprocess(decoded)
+        decoded = load_image(image, target_side=self._state.embedder.input_side)
+        tensor = self._state.embedder.preprocess(decoded)
         decoded_at = time.perf_counter()
-        vector = self.index.embedder.embed_batch(tensor[None])[0]
+        vector = self._state.embedder.embed_batch(tensor[None])[0]
         embedded_at = time.perf_counter()
         return vector, {"decode": (decoded_at - started) * 1e3, "embed": (embedded_at - decoded_at) * 1e3}
 
     def _checked_vector(self, vector: np.ndarray, model: dict[str, Any] | None) -> np.ndarray:
         if model is not None:
-            check_same_vectors(self.index.manifest.embedder, model)
+            check_same_vectors(self._state.manifest.embedder, model)
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        dimension = self.index.embedder.dimension
+        dimension = self._state.embedder.dimension
         if vector.shape[0] != dimension:
             reduced = ""
             if self._store.reduction:
@@ -150,16 +154,13 @@ class Searcher:
     def _narrowed(self, query: ResolvedQuery,
                   options: SearchOptions) -> tuple[dict[str, tuple[str, ...]], dict[str, float] | None]:
         """`where` with every scope the options ask for (by_class, by_cluster) added."""
-        missing = [name for name in ("by_class", "by_cluster") if getattr(options, name) is not None
-                   and name not in SCOPES]
+        missing = [name for name in options.scopes_asked if name not in SCOPES]
         if missing:
-            raise ValueError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
+            raise RequestError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
         where = self._known_where(options.where)
         predicted = None
-        for option, rule in SCOPES.items():
-            if getattr(options, option) is None:
-                continue
-            scope = rule.narrow(self.index, query.vector, options)
+        for option in options.scopes_asked:
+            scope = SCOPES[option].narrow(self.index, query.vector, options)
             wanted = where.get(scope.name)  # a filter on the same label keeps only values both allow
             where[scope.name] = scope.values if wanted is None else tuple(v for v in wanted if v in scope.values)
             predicted = scope.predicted_class or predicted
@@ -172,7 +173,7 @@ class Searcher:
         if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         expansion, wanted = options.expansion, options.k + len(exclude)
-        augmented = self.index.manifest.augmentation_plan is not None
+        augmented = self._state.manifest.augmentation_plan is not None
         guarded = expansion.method != "diffusion" and (expansion.active or augmented)
         query = self._store.to_searchable(vector.reshape(1, -1))
         ids, inner = self._answer(query, max(expansion.candidates(wanted), GUARD_CANDIDATES if guarded else 0), allowed)
@@ -198,7 +199,7 @@ class Searcher:
 
     def nearest(self, vector: np.ndarray, count: int, allowed: Ids | None = None) -> tuple[Ids, np.ndarray]:
         """Ids and cosines of the `count` indexed images nearest a vector (candidates for re-ranking)."""
-        self.index._catch_up()
+        self._state.catch_up()
         if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         inner, ids = self._store.search(np.asarray(vector, np.float32).reshape(1, -1), count, allowed_ids=allowed)
@@ -216,7 +217,7 @@ class Searcher:
     def random_id(self, seed: int | None = None) -> int:
         count = len(self._store)
         if count == 0:
-            raise ValueError("the index is empty: nothing to pick at random")
+            raise RequestError("the index is empty: nothing to pick at random")
         return self._store.id_at(random_module.Random(seed).randrange(count))
 
     def _readable(self, matches: list[Match], query: ResolvedQuery) -> list[Match]:
@@ -276,14 +277,14 @@ class Searcher:
 
     def to_searchable(self, vectors: np.ndarray) -> Matrix:
         """Full vectors (a model's output) as this index compares them: reduced when it has a reduction."""
-        return self._store.to_searchable(np.asarray(vectors, np.float32).reshape(-1, self.index.embedder.dimension))
+        return self._store.to_searchable(np.asarray(vectors, np.float32).reshape(-1, self._state.embedder.dimension))
 
     def neighbour_floors(self, image_ids: Sequence[int]) -> Matrix:
         """Each image's similarity to its GUARD_NEIGHBOUR-th nearest (the guard's floor; +inf before DBA ran)."""
-        self.index._catch_up()
+        self._state.catch_up()
         return self._store.neighbour_floors([int(i) for i in image_ids], GUARD_NEIGHBOUR)
 
     def indexed_vectors(self, image_ids: Sequence[int]) -> Matrix:
         """Vectors as searches find them: augmented (when the index augments), reduced (when it has a reduction)."""
-        self.index._catch_up()
+        self._state.catch_up()
         return self._store.indexed_vectors([int(i) for i in image_ids])

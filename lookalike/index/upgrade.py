@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lookalike import reduction
 from lookalike.backends import store_manifest
+from lookalike.errors import RequestError
 from lookalike.faults import crash_point
 from lookalike.index import schema
 from lookalike.index.folder import IndexFolder
@@ -42,7 +43,7 @@ def opened_manifest(folder: Path, store: str | None = None) -> Manifest:
     whose database is missing or empty, or whose vectors are not in `store` (when given), is refused."""
     content = read_manifest_json(folder)
     if store is not None and store_manifest(store).get("store") != content.get("store"):
-        raise ValueError(f"{folder} keeps its vectors in {content.get('store') or 'faiss'}, not {store}")
+        raise RequestError(f"{folder} keeps its vectors in {content.get('store') or 'faiss'}, not {store}")
     database = IndexFolder(folder).database
     if not database.exists():
         raise IndexFormatError(f"{folder} has a manifest but no {database.name}, which holds its images and vectors: "

@@ -1,13 +1,12 @@
 """The upkeep half of an index: its reduction (PCA), database-side augmentation (DBA), tuned search
-parameters and compaction, and the policy applied after every indexing run.
+parameters, the policy applied after every indexing run, and the plan of a new index.
 
-Every method here runs with the index's writer lock held: ImageIndex's write methods call them.
+Its methods run with the index's writer lock held: ImageIndex's write methods call them.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,17 +15,17 @@ from lookalike import reduction as reduction_module
 from lookalike.backends import store_manifest
 from lookalike.embedders import Embedder
 from lookalike.embedders.spec import ModelMismatchError
+from lookalike.errors import RequestError
 from lookalike.faults import crash_point
 from lookalike.index import augmentation
 from lookalike.index import tune as tuning
 from lookalike.index.autoselect import plan_index
-from lookalike.index.folder import MANIFEST
 from lookalike.index.manifest import Manifest
-from lookalike.index.sync import IndexReport
-from lookalike.reduction import ReductionFileError, fit_pca, load_reduction, remove_reduction
+from lookalike.index.state import IndexState, writes
+from lookalike.index.sync import IndexReport, Progress
+from lookalike.reduction import fit_pca, remove_reduction
 
 if TYPE_CHECKING:
-    from lookalike.index.image_index import ImageIndex, Progress
     from lookalike.index.store import VectorStore
 
 log = logging.getLogger("lookalike")
@@ -60,31 +59,35 @@ def chosen_index_type(manifest: Manifest, count: int, dimension: int) -> dict[st
 class Upkeep:
     """Keeps one index's derived state (reduction, augmentation, tuning) in step with its images."""
 
-    def __init__(self, index: ImageIndex):
-        self.index = index
+    def __init__(self, state: IndexState):
+        self._state = state
 
     @property
     def _store(self) -> VectorStore:
-        return self.index._store  # looked up each time: choosing an 'auto' index type replaces the store
+        return self._state.store  # looked up each time: choosing an 'auto' index type replaces the store
 
     def after_sync(self, report: IndexReport) -> None:
         """Product policy after every indexing run: fit the planned reduction once the index is big enough."""
-        plan = self.index.manifest.reduction_plan
-        if plan and self.index.manifest.reduction is None and len(self._store) >= plan["min_images"]:
+        plan = self._state.manifest.reduction_plan
+        if plan and self._state.manifest.reduction is None and len(self._store) >= plan["min_images"]:
             self.fit_pca(plan["components"], whiten=plan["whiten"], sample=plan["sample"])
-            report.reduction = reduction_module.describe_text(self.index.manifest.reduction)
+            report.reduction = reduction_module.describe_text(self._state.manifest.reduction)
         else:
             self.augment()
 
     def refit_lost_reduction(self) -> None:
         """Derived state is rebuilt, never trusted: a reduction the manifest records whose file is missing or
         does not match (a crash between the two, a damaged file) is fitted again with the recorded settings."""
-        recorded = self.index.manifest.reduction
+        recorded = self._state.manifest.reduction
         if recorded is None or self._store.reduction is not None:
             return
-        plan = self.index.manifest.reduction_plan or {}
-        self.index.manifest = self.index.manifest.but(reduction=None)
-        self.index.fit_pca(recorded["components"], whiten=recorded["whiten"], sample=plan.get("sample"))
+        plan = self._state.manifest.reduction_plan or {}
+        self._state.manifest = self._state.manifest.but(reduction=None)
+        self._locked_fit(recorded["components"], whiten=recorded["whiten"], sample=plan.get("sample"))
+
+    @writes
+    def _locked_fit(self, components: int, whiten: bool, sample: int | None) -> None:
+        self.fit_pca(components, whiten, sample)
 
     def fit_pca(self, components: int, whiten: bool = False, sample: int | None = None, seed: int = 0) -> None:
         ids = self._store.ids()
@@ -93,22 +96,22 @@ class Upkeep:
             ids = np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
         reduction = fit_pca(self._store.vectors(ids.tolist()), components, whiten)
         self._store.use_reduction(reduction)  # new generation first: a crash from here on rebuilds on open
-        reduction.save(self.index.files.reduction)
-        self.index._change_manifest(reduction=reduction.describe())
+        reduction.save(self._state.files.reduction)
+        self._state.change_manifest(reduction=reduction.describe())
         self._store.mark_changed()  # other processes reload once the reduction beside the database is written
         self._store.save()
         self.augment()  # the reduction dropped the augmented vectors: they live in its space
 
     def remove_pca(self) -> None:
         self._store.use_reduction(None)
-        remove_reduction(self.index.files.reduction)
-        self.index._change_manifest(reduction=None, reduction_plan=None)
+        remove_reduction(self._state.files.reduction)
+        self._state.change_manifest(reduction=None, reduction_plan=None)
         self._store.mark_changed()
         self._store.save()
         self.augment()
 
     def remove_augmentation(self) -> None:
-        self.index._change_manifest(augmentation_plan=None)
+        self._state.change_manifest(augmentation_plan=None)
         self._store.drop_augmented()
         self._store.commit()
         self._store.save()
@@ -116,7 +119,7 @@ class Upkeep:
     def augment(self, progress: Progress | None = None, full: bool = False) -> int:
         """Bring the augmented vectors up to date with the images, in one commit: a full build when asked or
         when none exist yet, else only what the changes since the last pass touched. Images augmented."""
-        plan = augmentation.AugmentationPlan.of(self.index.manifest.augmentation_plan)
+        plan = augmentation.AugmentationPlan.of(self._state.manifest.augmentation_plan)
         if plan is None:
             return 0
         changed = self._store.changed_vector_ids()
@@ -144,8 +147,8 @@ class Upkeep:
     def tune(self, target_recall: float, sample: int, k: int, seed: int) -> tuning.TuneReport:
         report = tuning.tune_store(self._store, target_recall, sample, k, seed)
         if report.params:
-            manifest = self.index.manifest
-            self.index._change_manifest(
+            manifest = self._state.manifest
+            self._state.change_manifest(
                 index_params={**manifest.index_params, **report.params},
                 tuned={"target_recall": target_recall, "recall": round(report.recall, 4),
                        "sample": min(sample, len(self._store)), "k": k})
@@ -153,53 +156,36 @@ class Upkeep:
 
     # --- what open_or_create was asked, against what the index records ----------------------------
     def check_asked(self, **asked: str | None) -> None:
-        recorded = {"precision": "float32"} | self.index.manifest.embedder
+        recorded = {"precision": "float32"} | self._state.manifest.embedder
         different = [k for k, v in asked.items() if v is not None and recorded.get(k) != v]
         if different:
             built = ", ".join(f"{k} {recorded.get(k)}" for k in different)
             raise ModelMismatchError(
-                f"{self.index.folder} was built with {built}, not {', '.join(f'{k} {asked[k]}' for k in different)}; "
+                f"{self._state.folder} was built with {built}, not {', '.join(f'{k} {asked[k]}' for k in different)}; "
                 "use another index folder for another model, layer, pooling or precision"
             )
 
     def check_reduction_asked(self, pca: int | None, whiten: bool) -> None:
-        current = self.index.manifest.reduction
+        current = self._state.manifest.reduction
         if pca is None and whiten:
-            raise ValueError("whiten needs pca=N (the number of components)")
+            raise RequestError("whiten needs pca=N (the number of components)")
         if pca is None:
             return
         if pca and current is None:
-            with self.index._writer.holding():
-                self.index._change_manifest(reduction_plan=reduction_module.plan_reduction(pca, whiten, None))
+            with self._state.writer.holding():
+                self._state.change_manifest(reduction_plan=reduction_module.plan_reduction(pca, whiten, None))
         elif pca and (current["components"], current["whiten"]) != (pca, whiten):
-            raise ValueError(f"{self.index.folder} already has PCA to {current['components']} "
+            raise RequestError(f"{self._state.folder} already has PCA to {current['components']} "
                              f"(whiten {current['whiten']}); refit explicitly with `lookalike pca`")
         elif pca == 0 and current is not None:
-            raise ValueError(f"{self.index.folder} already has PCA to {current['components']}; "
+            raise RequestError(f"{self._state.folder} already has PCA to {current['components']}; "
                              "remove it with `lookalike pca --off`")
 
     def check_augmentation_asked(self, dba: int | None, dba_alpha: float | None) -> None:
         if dba is None and dba_alpha is None:
             return
         asked = augmentation.plan_augmentation(dba, dba_alpha)
-        if asked != self.index.manifest.augmentation_plan:
-            raise ValueError(f"{self.index.folder} has database-side augmentation "
-                             f"{self.index.manifest.augmentation_plan or 'off'}, not {asked or 'off'}; "
+        if asked != self._state.manifest.augmentation_plan:
+            raise RequestError(f"{self._state.folder} has database-side augmentation "
+                             f"{self._state.manifest.augmentation_plan or 'off'}, not {asked or 'off'}; "
                              "change it with `lookalike dba`")
-
-
-def recorded_reduction(path: Path, manifest: Manifest) -> Any:
-    """The reduction file, only when it is the one the manifest records (same digest); else None."""
-    recorded = manifest.reduction
-    if recorded is None:
-        return None
-    try:
-        reduction = load_reduction(path)
-    except ReductionFileError as damaged:
-        log.warning("lookalike: %s; it is fitted again from the full vectors", damaged)
-        return None
-    if reduction is not None and not reduction.is_recorded_as(recorded["digest"]):
-        log.warning("lookalike: %s is not the reduction %s records (another digest); it is fitted again from the "
-                    "full vectors", path, MANIFEST)
-        return None
-    return reduction

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+
+from lookalike.errors import LookalikeError
 
 
-class IndexBusyError(RuntimeError):
+class IndexBusyError(LookalikeError, RuntimeError):
     """Another process (or another ImageIndex in this process) is writing the index folder; `pid` is the
     writer's process id when it could be read."""
 
@@ -110,37 +110,3 @@ def _busy_message(folder: Path, holder: str) -> str:
     else:
         who = f"another process (pid {holder})" if holder else "another process"
     return f"the index {folder} is being written by {who}: wait for it to finish, or retry later"
-
-
-class Writes(Protocol):
-    """What a class with write methods has: its writer lock, a catch-up with other processes, a rollback."""
-
-    _writer: WriterLock
-
-    def _catch_up(self) -> None: ...
-
-    def _rollback(self) -> None: ...
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-W = TypeVar("W", bound=Writes)
-
-
-def writes(method: Callable[Concatenate[W, P], R]) -> Callable[Concatenate[W, P], R]:
-    """A write operation: it holds the index's writer lock while it runs (IndexBusyError when another
-    writer has it), starts from what is committed now and, when it fails, leaves nothing half-written."""
-
-    @functools.wraps(method)
-    def writing(self: W, *args: P.args, **kwargs: P.kwargs) -> R:
-        outermost = not self._writer.held
-        with self._writer.holding():
-            try:
-                self._catch_up()
-                return method(self, *args, **kwargs)
-            except BaseException:
-                if outermost:
-                    self._rollback()
-                raise
-
-    return writing

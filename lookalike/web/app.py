@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lookalike.errors import LookalikeError, NotFoundError
 from lookalike.faults import DiskFullError, UnwritableError
 from lookalike.images import ImageError
 from lookalike.index import IndexBusyError, IndexFormatError, LockFileError, ModelMismatchError
@@ -44,6 +45,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (RefusedPathError, 403), (PermissionError, 403), (FileNotFoundError, 404), (KeyError, 404),
     (FileExistsError, 409), (ModelMismatchError, 409), (ImageError, 422), (IndexFormatError, 422),
     (NotADirectoryError, 422), (ValueError, 422), (DiskFullError, 507), (UnwritableError, 503), (LockFileError, 503),
+    (NotFoundError, 404), (LookalikeError, 422),  # the user's errors (lookalike.errors); the rest above still map
 ]
 BUSY_RETRY_SECONDS = "1"  # another process's write: most take a moment (a chunk of an indexing run)
 

@@ -1,0 +1,219 @@
+"""The rows of an index's database as it is read: images (paths, hashes, sizes, full vectors) and labels.
+
+ImageRows opens images.sqlite (bringing it to this format, schema.py) and answers every read; VectorStore
+(store.py) adds the writes and the searchable copy. Paths are stored relative to the index folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from lookalike.embedders import Matrix
+from lookalike.errors import NotFoundError
+from lookalike.faults import disk_full_reported
+from lookalike.index import schema
+from lookalike.index.folder import DATABASE
+from lookalike.index.labels import LabelCatalog
+from lookalike.index.manifest import IndexFormatError
+
+Ids = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image about to be stored. `path` is absolute; it is stored relative to the index folder."""
+
+    path: str
+    content_hash: str
+    size: int
+    mtime: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ImageRecord(NewImage):
+    """One indexed image, with its id."""
+
+    id: int = 0
+
+
+class ImageRows:
+    """Reads of one index database: its images, their full vectors and labels."""
+
+    def __init__(self, folder: Path, dimension: int):
+        self.folder = Path(folder)
+        self.root = os.path.abspath(folder)
+        self.dimension = dimension
+        self.db = sqlite3.connect(self.folder / DATABASE, isolation_level=None, check_same_thread=False)
+        with disk_full_reported(self.folder, writer=False):  # a full disk is not a damaged database
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            schema.prepare(self.db, self.folder)
+        self._in_transaction = False  # a write is open (VectorStore): its labels may still be rolled back
+        self._label_catalog: tuple[int, LabelCatalog] | None = None  # (generation, catalog)
+
+    @property
+    def generation(self) -> int:
+        row = self.db.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def is_empty(self) -> bool:
+        """No images: one row looked at, where COUNT(*) walks the whole table."""
+        return self.db.execute("SELECT 1 FROM images LIMIT 1").fetchone() is None
+
+    def records(self) -> Iterator[ImageRecord]:
+        for row in self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images ORDER BY id"):
+            yield self._record(row)
+
+    def record(self, image_id: int) -> ImageRecord | None:
+        row = self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
+        return self._record(row) if row else None
+
+    def records_of(self, image_ids: Sequence[int]) -> dict[int, ImageRecord]:
+        """The records of the given ids that exist, by id (a search's matches: a query per 500 ids)."""
+        return {int(row[0]): self._record(row)
+                for row in self._rows_for_ids(f"SELECT {_RECORD_COLUMNS} FROM images WHERE id IN", image_ids)}
+
+    def labels_of(self, image_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """The labels of each of the given ids that has any."""
+        found: dict[int, dict[str, str]] = {}
+        for image_id, name, value in self._rows_for_ids("SELECT image_id, name, value FROM labels WHERE image_id IN",
+                                                        image_ids):
+            found.setdefault(int(image_id), {})[name] = value
+        return found
+
+    def _rows_for_ids(self, select: str, image_ids: Sequence[int]) -> Iterator[tuple]:
+        """`select ... IN (ids)`, 500 ids a query (SQLite limits the parameters of one statement)."""
+        ids = [int(image_id) for image_id in image_ids]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            yield from self.db.execute(f"{select} ({','.join('?' * len(chunk))})", chunk).fetchall()
+
+    def record_by_path(self, path: str) -> ImageRecord | None:
+        row = self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images WHERE path = ?", (self._encode(path),)).fetchone()
+        return self._record(row) if row else None
+
+    def record_for_hash(self, content_hash: str) -> ImageRecord | None:
+        """Any image with exactly this content (its vector can be reused)."""
+        query = f"SELECT {_RECORD_COLUMNS} FROM images WHERE content_hash = ? LIMIT 1"
+        row = self.db.execute(query, (content_hash,)).fetchone()
+        return self._record(row) if row else None
+
+    def vectors(self, image_ids: Sequence[int]) -> Matrix:
+        """The full vectors of `image_ids`, in their order (one query per 500 ids, not one per id)."""
+        blobs = dict(self._rows_for_ids("SELECT id, vector FROM images WHERE id IN", image_ids))
+        matrix = np.zeros((len(image_ids), self.dimension), dtype=np.float32)
+        for row_number, image_id in enumerate(image_ids):
+            blob = blobs.get(int(image_id))
+            if blob is None:
+                raise NotFoundError(f"no image with id {image_id} in the index")
+            if len(blob) != self.dimension * 4:
+                raise IndexFormatError(self._damaged_row_message(int(image_id), len(blob)))
+            matrix[row_number] = blob_vector(blob)
+        return matrix
+
+    def _damaged_row_message(self, image_id: int, blob_bytes: int) -> str:
+        record = self.record(image_id)
+        return (f"{self.folder / DATABASE}, image id {image_id} ({record.path if record else '?'}): its vector has "
+                f"{blob_bytes / 4:g} values, the model makes {self.dimension}; the row is damaged and is not "
+                "searched: remove that image from the index and add it again")
+
+    def damaged_rows(self) -> int:
+        """Images whose stored vector is not of the model's length (a damaged row): they are left out of searches."""
+        query = "SELECT COUNT(*) FROM images WHERE length(vector) != ?"
+        return int(self.db.execute(query, (self.dimension * 4,)).fetchone()[0])
+
+    def ids(self) -> Ids:
+        return np.asarray([r[0] for r in self.db.execute("SELECT id FROM images ORDER BY id")], dtype=np.int64)
+
+    def id_at(self, position: int) -> int:
+        """The id at a position in id order (for picking one at random without loading all ids)."""
+        row = self.db.execute("SELECT id FROM images ORDER BY id LIMIT 1 OFFSET ?", (position,)).fetchone()
+        if row is None:
+            raise IndexError(f"position {position} is past the end of the index")
+        return int(row[0])
+
+    def labels(self, image_id: int) -> dict[str, str]:
+        rows = self.db.execute("SELECT name, value FROM labels WHERE image_id = ?", (image_id,))
+        return dict(rows.fetchall())
+
+    def label_values(self, name: str) -> dict[int, str]:
+        """Every image's value of one label attribute (images without it are left out)."""
+        rows = self.db.execute("SELECT image_id, value FROM labels WHERE name = ?", (name,))
+        return {int(image_id): value for image_id, value in rows}
+
+    def label_counts(self) -> dict[str, dict[str, int]]:
+        rows = self.db.execute("SELECT name, value, COUNT(*) FROM labels GROUP BY name, value ORDER BY name, value")
+        counts: dict[str, dict[str, int]] = {}
+        for name, value, count in rows:
+            counts.setdefault(name, {})[value] = int(count)
+        return counts
+
+    def label_catalog(self) -> LabelCatalog:
+        """Every label name and value, read once per committed change, so checking a search's `where` against
+        them costs one small query (the generation) on an index of any size."""
+        generation, cached = self.generation, self._label_catalog
+        if cached is not None and cached[0] == generation and not self._in_transaction:
+            return cached[1]
+        catalog = LabelCatalog(self.label_counts())
+        if not self._in_transaction:  # labels written in an open transaction may still be rolled back
+            self._label_catalog = (generation, catalog)
+        return catalog
+
+    def ids_matching(self, where: dict[str, str | Sequence[str]] | None = None,
+                     path_prefix: str | None = None) -> Ids:
+        """Ids whose labels match every `where` entry (a list of values means any of them) and
+        whose absolute path starts with `path_prefix` (a plain string prefix)."""
+        ids = set(self.ids().tolist())
+        for name, wanted in (where or {}).items():
+            values = [wanted] if isinstance(wanted, str) else list(wanted)
+            marks = ",".join("?" * len(values))
+            rows = self.db.execute(f"SELECT image_id FROM labels WHERE name = ? AND value IN ({marks})",
+                                   (name, *values))
+            ids &= {int(row[0]) for row in rows}
+        if path_prefix is not None:
+            prefix = os.path.abspath(path_prefix)
+            ids = {i for i, path in self.db.execute("SELECT id, path FROM images")
+                   if i in ids and os.path.normpath(os.path.join(self.root, os.fsdecode(path))).startswith(prefix)}
+        return np.asarray(sorted(ids), dtype=np.int64)
+
+    # --- paths --------------------------------------------------------------------------
+    def _encode(self, path: str) -> bytes:
+        """Paths relative to the index folder (so index and photos can move together), as bytes
+        (so file names that are not valid UTF-8 survive). URIs (s3://...) are kept as they are."""
+        if "://" in path:
+            return os.fsencode(path)
+        absolute = os.path.abspath(path)
+        try:
+            stored = os.path.relpath(absolute, self.root)
+        except ValueError:
+            stored = absolute
+        return os.fsencode(stored)
+
+    def _record(self, row: tuple) -> ImageRecord:
+        stored = os.fsdecode(row[1])
+        path = stored if "://" in stored else os.path.normpath(os.path.join(self.root, stored))
+        return ImageRecord(path, row[2], row[3], row[4], row[5], row[6], id=row[0])
+
+
+_RECORD_COLUMNS = "id, path, content_hash, size, mtime, width, height"
+
+
+def vector_blob(vector: npt.NDArray[np.float32]) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def blob_vector(blob: bytes) -> npt.NDArray[np.float32]:
+    return np.frombuffer(blob, dtype=np.float32).copy()

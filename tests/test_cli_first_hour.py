@@ -103,3 +103,17 @@ def test_info_names_labels_classifier_and_clusters(tmp_path: Path, demo_index: I
     assert main(["info", "--index", str(folder)]) == 0
     after = capsys.readouterr().out
     assert "classifier  label: 10 classes" in after and "clusters  4 clusters" in after
+
+
+def test_automatic_k_says_when_it_found_no_clear_groups(tmp_path: Path, demo_index: ImageIndex,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's 10 clothing types: the cosine silhouette is best at k=2 and falls as k grows, so the CLI says it
+    could not find k and asks for one instead of offering 2 as the answer."""
+    folder = tmp_path / "index"
+    shutil.copytree(demo_index.folder, folder)
+    assert main(["cluster", "--index", str(folder)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("k=2 ")
+    assert f"give --k N (lookalike cluster --index {folder} --k N)" in printed.err
+    assert main(["cluster", "--index", str(folder), "--k", "10"]) == 0
+    assert "give --k" not in capsys.readouterr().err

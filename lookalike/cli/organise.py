@@ -65,6 +65,10 @@ def cluster_command(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     print(f"k={report.k} ({report.criterion}) in {report.seconds:.1f}s; sizes: {report.sizes}")
+    if report.silhouettes and report.k == min(report.silhouettes):
+        print(f"lookalike: note: the silhouette is best at the smallest k tried ({report.k}) and falls as k grows: "
+              "by this measure the photos form no clearly separate groups, so k was not found; if you know how many "
+              f"kinds there are, give --k N (lookalike cluster --index {args.index} --k N)", file=sys.stderr)
     if report.purity is not None:
         print(f"against {report.labelled} {args.attribute!r} labels: purity {report.purity:.4f}, NMI {report.nmi:.4f}")
     print(f"contact sheets, clusters.csv and summary.json in {report.files[0]}")

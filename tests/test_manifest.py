@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from lookalike.index import ImageIndex, delete_index
-from lookalike.index.manifest import IndexFormatError, read_manifest
+from lookalike.index.manifest import FORMAT_VERSION, IndexFormatError, Manifest, read_manifest
 
 
 def test_index_records_its_model_and_reports_info(tmp_path, photo_folder):
@@ -47,3 +48,24 @@ def test_delete_refuses_a_folder_that_is_not_an_index(tmp_path):
     with pytest.raises(IndexFormatError):
         delete_index(tmp_path / "photos")
     assert (tmp_path / "photos").exists()
+
+
+def test_the_manifest_is_immutable_and_round_trips_through_its_file(tmp_path):
+    with ImageIndex.create(tmp_path / "idx", pca=0, dba=0) as index:
+        manifest = index.manifest
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            manifest.index_type = "hnsw"  # type: ignore[misc]
+        assert read_manifest(tmp_path / "idx") == manifest
+        assert (manifest.reduction_plan, manifest.augmentation_plan, manifest.store) == (None, None, None)
+    written = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert {f.name for f in dataclasses.fields(Manifest)} | {"format"} == set(written)  # every field, none implied
+
+
+def test_a_manifest_of_an_earlier_format_is_upgraded_by_opening_not_read_as_this_one(tmp_path):
+    ImageIndex.create(tmp_path / "idx").close()
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest | {"format_version": 1}))
+    with pytest.raises(IndexFormatError, match="format 1: open it with ImageIndex.open"):
+        read_manifest(tmp_path / "idx")
+    ImageIndex.open(tmp_path / "idx").close()
+    assert read_manifest(tmp_path / "idx").format_version == FORMAT_VERSION

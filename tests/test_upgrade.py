@@ -10,15 +10,17 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from conftest import DEMO_GALLERY, REPO
 
 from lookalike.faults import CRASH_AT
-from lookalike.index import ImageIndex, IndexFormatError, delete_index
+from lookalike.index import ImageIndex, IndexBusyError, IndexFormatError, delete_index, upgrade
 from lookalike.index.folder import IndexFolder
 from lookalike.index.manifest import FORMAT_VERSION, read_manifest_json
+from lookalike.index.writer import WriterLock
 
 FORMAT_1 = Path(__file__).parent / "data" / "format-1"
 
@@ -114,3 +116,19 @@ def schema_of(folder: Path) -> list[tuple[str, str]]:
 def test_an_index_of_format_1_can_be_deleted_without_opening_it(old_index):
     delete_index(old_index)
     assert not old_index.exists()
+
+
+def test_an_upgrade_waits_for_another_writer_and_gives_up_after_a_while(old_index, monkeypatch):
+    holder = WriterLock(IndexFolder(old_index).writer_lock)
+    holder.acquire()
+    monkeypatch.setattr(upgrade, "WAIT_SECONDS", 0.3)
+    with pytest.raises(IndexBusyError):
+        ImageIndex.open(old_index)
+    assert read_manifest_json(old_index)["format_version"] == 1  # nothing half-done
+    releasing = threading.Timer(0.2, holder.release)
+    releasing.start()
+    monkeypatch.setattr(upgrade, "WAIT_SECONDS", 30.0)
+    with ImageIndex.open(old_index) as index:  # it waited for the lock, then upgraded
+        assert len(index) == 12
+    releasing.join()
+    assert read_manifest_json(old_index)["format_version"] == FORMAT_VERSION

@@ -7,6 +7,7 @@ between the two leaves a folder the next open finishes upgrading (the database s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from lookalike.index.manifest import (
     read_manifest_json,
     write_manifest,
 )
-from lookalike.index.writer import WriterLock
+from lookalike.index.writer import IndexBusyError, WriterLock
 
 
 def explicit_defaults(content: Json) -> Json:
@@ -36,6 +37,7 @@ def explicit_defaults(content: Json) -> Json:
 
 
 MANIFEST_STEPS: dict[int, Callable[[Json], Json]] = {2: explicit_defaults}
+WAIT_SECONDS = 30.0  # how long an upgrade waits for another process's writer lock
 
 
 def opened_manifest(folder: Path, store: str | None = None) -> Manifest:
@@ -52,9 +54,25 @@ def opened_manifest(folder: Path, store: str | None = None) -> Manifest:
         raise IndexFormatError(f"{database} is empty, so damaged or truncated: restore it from a backup, or index "
                                "the photos again into a new folder")
     if content["format_version"] < FORMAT_VERSION:
-        with WriterLock(IndexFolder(folder).writer_lock).holding():  # IndexBusyError while another writes
-            content = upgrade(folder, read_manifest_json(folder))  # read again: another may have upgraded it
+        content = upgraded(folder)
     return Manifest.from_json(content)
+
+
+def upgraded(folder: Path) -> Json:
+    """Upgrade under the writer lock. While another process holds it (most often one upgrading this folder
+    too, opened at the same moment), wait up to WAIT_SECONDS for it, then IndexBusyError."""
+    lock, deadline = WriterLock(IndexFolder(folder).writer_lock), time.monotonic() + WAIT_SECONDS
+    while True:
+        try:
+            with lock.holding():
+                return upgrade(folder, read_manifest_json(folder))  # read again: another may have upgraded it
+        except IndexBusyError:
+            content = read_manifest_json(folder)
+            if content["format_version"] == FORMAT_VERSION:
+                return content  # the other process upgraded it
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def upgrade(folder: Path, content: Json) -> Json:

@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet .  # as from PyPI; setuptools notes every editable install, so the dev extra makes it one
 	touch $@
 
 $(VENV)/.installed-serve: $(VENV)/.installed

@@ -61,10 +61,11 @@ def megabytes(folder: Path) -> int:
 
 
 def venv_with(folder: Path, requirement: str) -> Path:
+    alone = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}  # nothing of this tree
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "torch==2.13.0"], check=True)  # the CPU build, as the Makefile installs it
-    subprocess.run([*pip, requirement], check=True)
+    subprocess.run([*pip, "torch==2.13.0"], check=True, env=alone)  # the CPU build, as the Makefile installs it
+    subprocess.run([*pip, requirement], check=True, env=alone)
     return folder
 
 

@@ -268,7 +268,7 @@ class ImageIndex:
 
     def ids_matching(self, where: Mapping[str, str | Sequence[str]] | None = None,
                      path_prefix: str | None = None) -> Ids:
-        return self._store.ids_matching(self.searcher._known_where(SearchOptions.of(where=where).where), path_prefix)
+        return self._store.ids_matching(self.searcher.known_where(SearchOptions.of(where=where).where), path_prefix)
 
     @property
     def generation(self) -> int:

@@ -157,7 +157,7 @@ class Searcher:
         missing = [name for name in options.scopes_asked if name not in SCOPES]
         if missing:
             raise RequestError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
-        where = self._known_where(options.where)
+        where = self.known_where(options.where)
         predicted = None
         for option in options.scopes_asked:
             scope = SCOPES[option].narrow(self.index, query.vector, options)
@@ -265,7 +265,7 @@ class Searcher:
         return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}))
                 for image_id, score in found if image_id in records]
 
-    def _known_where(self, where: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    def known_where(self, where: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         """`where` in the index's spelling (case is ignored); a label name or value no image has raises
         UnknownLabelError (a ValueError) naming the ones that exist. Every door's filter passes here."""
         return self._store.label_catalog().resolve(where) if where else {}

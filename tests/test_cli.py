@@ -147,10 +147,10 @@ def test_file_deleted_while_indexing_is_reported(tmp_path, photo_folder, monkeyp
     victim = photo_folder / "set1" / "photo5.png"
     original = ingest.prepare
 
-    def delete_then_prepare(embedder, path):
+    def delete_then_prepare(embedder, path, read=None):
         if path == victim:
             victim.unlink()
-        return original(embedder, path)
+        return original(embedder, path, read)
 
     monkeypatch.setattr(ingest, "prepare", delete_then_prepare)
     with ImageIndex.create(tmp_path / "idx") as index:

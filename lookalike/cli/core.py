@@ -202,7 +202,7 @@ def _print_scores(rows: list[dict[str, Any]]) -> None:
               f"{row['queries']:>8} {row['new_photos']:>5} {row['gallery']:>8}")
     if any(row["new_photos"] < row["queries"] for row in rows):
         print("note: some queries are indexed images; their own vectors are already blended into their neighbours' "
-              "(DBA), which flatters the defaults: index only the gallery for an honest figure")
+              "(DBA), which flatters the defaults: index only the gallery for an honest figure", file=sys.stderr)
 
 
 def _print_by_class(folder: str, index: ImageIndex, args: argparse.Namespace) -> None:

@@ -72,3 +72,34 @@ def test_tune_command_on_exact_index_says_nothing_to_tune(tmp_path, demo_copy, c
         index.add_folder(demo_copy)
     assert main(["tune", "--index", str(tmp_path / "idx")]) == 0
     assert "nothing to tune" in capsys.readouterr().out
+
+
+def synthetic_index(folder, vectors: np.ndarray, **options) -> ImageIndex:
+    """An index holding `vectors` as if embedded from photos (records are made up: nothing is read back)."""
+    from lookalike.index import NewImage
+
+    index = ImageIndex.create(folder, pca=0, dba=0, **options)
+    run = index.sync()
+    run.store_images([NewImage(f"/made-up/{n}.jpg", f"hash{n}", 1, 0.0, 8, 8) for n in range(len(vectors))], vectors)
+    run.finish()
+    return index
+
+
+def test_tune_measures_recall_on_images_held_out_of_a_copy_of_the_index(tmp_path, collection):
+    """The recall tune reports is what new photos get: the chosen ef_search reaches it on 50 vectors never indexed."""
+    _, vectors, queries, truth = collection
+    with synthetic_index(tmp_path / "idx", vectors, index_type="hnsw") as index:
+        report = index.tune(target_recall=0.95, sample=200)
+        assert report.measured.startswith("held out: 200 images left out")
+        _, found = index._store.backend.search(queries, 10)
+        held_out = recall_at_k(found, index.ids()[truth], None, 10)  # truth holds rows of `vectors`
+    assert report.recall >= 0.95 and held_out >= report.recall - 0.03
+
+
+def test_tune_says_when_it_can_only_measure_in_sample(tmp_path, demo_copy, monkeypatch):
+    monkeypatch.setattr(tune, "LEAVE_OUT_LIMIT", 10)  # a copy of the index would cost too much
+    with ImageIndex.create(tmp_path / "idx", index_type="hnsw") as index:
+        index.add_folder(demo_copy)
+        report = index.tune(target_recall=0.9, sample=20)
+    assert report.measured.startswith("in-sample") and "overstated" in report.measured
+    assert report.to_dict()["measured"] == report.measured

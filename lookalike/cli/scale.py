@@ -31,6 +31,8 @@ def tune_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
+    if report.measured:
+        print(f"recall measured {report.measured}")
     for trial in report.trials:
         print(f"  {trial.params}: recall@{args.k} {trial.recall:.3f}, {trial.ms_per_query:.2f} ms per query")
     if report.note:

@@ -109,7 +109,8 @@ def test_search_prints_a_table_of_real_matches(tmp_path, demo_copy):
     table = run("search", query, "--index", tmp_path / "idx", "-k", "3").stdout
     lines = [line for line in table.splitlines() if line.strip()[:1].isdigit()]
     assert len(lines) == 3
-    assert shoe.name in lines[0] and float(lines[0].split()[1]) > 0.95  # itself (blended with its neighbours)
+    assert shoe.name in lines[0] and float(lines[0].split()[1]) >= 0.999  # itself: the similarity, not the score
+    assert lines[0].endswith("(same photo)") and "same photo" in table.splitlines()[1]  # and the note says so
 
 
 def test_search_by_id_random_and_euclidean_json(tmp_path, demo_copy):

@@ -130,11 +130,11 @@ def print_result(result: SearchResult, as_json: bool) -> None:
         print(("low confidence: " if result.low_confidence else "note: ") + result.note)
     if not result.matches:
         print("no matches")
-    print(f"{'rank':>4}  {'similarity':>10}  {'score':>7}  {'id':>6}  path")
+    print(f"{'rank':>4}  {'similarity':>10}  {'id':>6}  path")  # the ranking score is in --json
     for rank, match in enumerate(result.matches, 1):
-        similarity = "" if match.similarity is None else f"{match.similarity:.4f}"
+        similarity = f"{match.score:.4f}" if match.similarity is None else f"{match.similarity:.4f}"
         same = "  (same photo)" if match.same_photo else ""
-        print(f"{rank:>4}  {similarity:>10}  {match.score:>7.4f}  {match.id:>6}  {match.path}{same}")
+        print(f"{rank:>4}  {similarity:>10}  {match.id:>6}  {match.path}{same}")
 
 
 def plural(count: int, noun: str) -> str:

@@ -29,11 +29,11 @@ TARGETS = {"--help": 4.0, "search --id": 6.0}  # the issue's ceilings, as ratios
 RUNS = 7
 
 
-def farm_bench(command: list[str], env: dict[str, str]) -> dict[str, float]:
+def farm_bench(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
     """Median wall seconds of the command (A), of `import numpy` (B), and A/B paired run by run."""
     baseline = f"{PYTHON} -c 'import numpy'"
     out = subprocess.run(["farm-bench", "-n", str(RUNS), "--timeout", "300", "--vs", baseline, "--", *command],
-                         capture_output=True, text=True, env=env, check=True).stdout
+                         capture_output=True, text=True, env=env, check=True, cwd=cwd).stdout
     medians = {}
     for name in ("A wall s", "B wall s", "A/B wall"):
         line = next(line for line in out.splitlines() if line.startswith(name))
@@ -44,15 +44,16 @@ def farm_bench(command: list[str], env: dict[str, str]) -> dict[str, float]:
 def timings(work: Path, tree: Path | None) -> dict[str, dict[str, float]]:
     """Both commands with this tree's package, or `tree`'s (which indexes the demo itself, in its own format)."""
     env = os.environ | ({"PYTHONPATH": str(tree)} if tree else {})
-    index = demo_index(work / ("demo-index-before" if tree else "demo-index"), env)
+    home = tree or REPO  # `python -m` puts the working folder first on the path: the tree timed must be that folder
+    index = demo_index(work / ("demo-index-before" if tree else "demo-index"), env, home)
     lookalike = [str(PYTHON), "-m", "lookalike"]
-    return {"--help": farm_bench([*lookalike, "--help"], env),
-            "search --id": farm_bench([*lookalike, "search", "--id", "1", "--index", str(index), "-k", "5"], env)}
+    search = [*lookalike, "search", "--id", "1", "--index", str(index), "-k", "5"]
+    return {"--help": farm_bench([*lookalike, "--help"], env, home), "search --id": farm_bench(search, env, home)}
 
 
-def demo_index(index: Path, env: dict[str, str]) -> Path:
+def demo_index(index: Path, env: dict[str, str], home: Path) -> Path:
     subprocess.run([str(PYTHON), "-m", "lookalike", "index", str(DEMO), "--index", str(index)], check=True,
-                   capture_output=True, env=env)
+                   capture_output=True, env=env, cwd=home)
     return index
 
 
@@ -132,9 +133,10 @@ def main() -> None:
         work = Path(folder)
         now = timings(work, None)
         before = timings(work, args.before.resolve()) if args.before else None
-        installed = installs(work) if args.installs else None
+        print(collect.write_section("startup", section(now, before, None)))  # kept should the installs fail
+        if args.installs:
+            print(collect.write_section("startup", section(now, before, installs(work))))
         shutil.rmtree(work / "runtime", ignore_errors=True)
-    print(collect.write_section("startup", section(now, before, installed)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ conftest.require_dataset does for the shared photos.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,15 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def dies_with_this_process(death_signal: int) -> Callable[[], None]:
+    """A preexec_fn: the child is sent `death_signal` when the test process dies without its teardown (killed by a
+    timeout, say), so that no server outlives the run that started it (Linux's PR_SET_PDEATHSIG)."""
+    def arrange() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, death_signal)  # 1: PR_SET_PDEATHSIG
+    return arrange
 
 
 def stop_group(process: subprocess.Popen, first_signal: int = signal.SIGINT) -> None:
@@ -122,13 +132,15 @@ class MilvusServer:
                 self.process = subprocess.Popen([str(self.folder / "bin" / "milvus"), "run", "standalone"],
                                                 cwd=self.folder, env=self._server_environment(), stdout=log,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+                                                start_new_session=True,
+                                                preexec_fn=dies_with_this_process(signal.SIGTERM))
             else:
                 command = [self.program, "--data", str(self.folder)]
                 for name, port in self.ports.items():
                     command += [f"--{name.replace('_', '-')}-port", str(port)]
                 self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                                preexec_fn=dies_with_this_process(signal.SIGINT))
         self._wait_until_ready()
         self.starts.append(time.perf_counter() - started)
 
@@ -225,7 +237,8 @@ class RayNodes:
                                                                   if p)}
         log = open(self.temp_dir.with_suffix(f".node{len(self.nodes)}.log"), "a")  # noqa: SIM115 - the node keeps it
         node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=environment, start_new_session=True)
+                                env=environment, start_new_session=True,
+                                preexec_fn=dies_with_this_process(signal.SIGTERM))
         log.close()
         self.nodes.append(node)
         self._wait_for_nodes(len([n for n in self.nodes if n.poll() is None]))
@@ -271,3 +284,5 @@ def ray_nodes() -> Iterator[RayNodes]:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+        for log in cluster.temp_dir.parent.glob(f"{cluster.temp_dir.name}.node*.log"):
+            log.unlink()

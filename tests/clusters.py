@@ -106,6 +106,8 @@ class MilvusServer:
     """`milvus-server` (the PyPI package `milvus`: Milvus standalone with its etcd and local storage) in a folder.
 
     The data folder outlives stop() and kill(), so start() again is a restart on the same data and port.
+    One at a time per machine: the embedded etcd of milvus 2.3.5 listens on the fixed peer port 127.0.0.1:2380 (the
+    package offers no option for it), so a second server started meanwhile, by another test run, fails to start.
     """
 
     def __init__(self, program: str, folder: Path):

@@ -141,12 +141,12 @@ def test_the_expansion_select_offers_the_index_modes_each_explained_and_its_augm
     assert page.eval_on_selector_all("#expand option", "o => o.map(x => x.value)") == list(caps["expansions"])
     assert page.input_value("#expand") == caps["expand"]
     assert page.get_by_role("combobox", name="Expansion").is_visible()
-    help_line = page.inner_text("#method-help")
+    help_line = page.text_content("#method-help")
     assert help_line.startswith("cosine:") and caps["expansions"][caps["expand"]] in help_line
     page.select_option("#expand", "none")
-    assert caps["expansions"]["none"] in page.inner_text("#method-help")
-    assert caps["expansions"][caps["expand"]] not in page.inner_text("#method-help")
-    assert caps["augmentation"] and caps["augmentation"] in page.inner_text("#augmentation")
+    assert caps["expansions"]["none"] in page.text_content("#method-help")
+    assert caps["expansions"][caps["expand"]] not in page.text_content("#method-help")
+    assert caps["augmentation"] and caps["augmentation"] in page.text_content("#augmentation")
 
 
 def test_choosing_no_expansion_changes_the_request_the_url_and_the_order_and_a_reload_keeps_it(page, server):

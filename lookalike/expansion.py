@@ -112,9 +112,7 @@ def guarded_order(ranked_ids: Ids, ranked_scores: Matrix, candidate_ids: Ids, pl
     rest = ~np.isin(ranked_ids, front)
     ids = np.concatenate([front, ranked_ids[rest]])
     best_after = float(ranked_scores[rest][0]) if rest.any() else -np.inf
-    own = dict(zip(ranked_ids.tolist(), ranked_scores.tolist(), strict=True))  # a guarded match's re-ranked score
-    front_plain = plain[near][np.argsort(-plain[near], kind="stable")]
-    front_scores = np.maximum([own.get(int(i), p) for i, p in zip(front, front_plain, strict=True)], best_after)
+    front_scores = np.maximum(plain[near][np.argsort(-plain[near], kind="stable")], best_after)
     scores = np.minimum.accumulate(np.concatenate([front_scores, ranked_scores[rest]]).astype(np.float32))
     return ids, scores
 

@@ -180,9 +180,8 @@ def speed() -> None:
                     {"expand": "none"}), "plain cosine (no DBA, expand none: no guard)": (plain, {"expand": "none"})}
         for index, options in settings.values():
             search_ms(index, queries[:20], **options)  # warm
-        rounds = {name: [search_ms(index, queries, **options) for _ in range(1)] for name, (index, options)
-                  in settings.items()}
-        for _ in range(4):
+        rounds: dict[str, list[float]] = {name: [] for name in settings}
+        for _ in range(5):
             for name, (index, options) in settings.items():
                 rounds[name].append(search_ms(index, queries, **options))
         default.close()

@@ -22,7 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.errors import RequestError
-from lookalike.expansion import DEFAULT_EXPANSION, EXPANSIONS, Expansion
+from lookalike.expansion import DEFAULT_ALPHA as DEFAULT_EXPAND_ALPHA
+from lookalike.expansion import DEFAULT_EXPANSION, EXPANSIONS, EXPLANATIONS, Expansion
+from lookalike.expansion import DEFAULT_NEIGHBOURS as DEFAULT_EXPAND_NEIGHBOURS
+from lookalike.options import door
 
 SCOPE = {"scope": True}  # marks a SearchOptions field that a registered scope answers (see register_scope)
 METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones are added by training
@@ -82,14 +85,18 @@ class Query:
     model has a text tower), alone or with one of those. A mixed query ("this photo, but red") searches from
     the weighted sum of the two unit vectors: `text_weight` for the words, 1 - text_weight for the rest."""
 
-    image: str | os.PathLike[str] | bytes | None = None
-    id: int | None = None
-    random: bool = False
-    seed: int | None = None  # with random: the same seed picks the same image
+    image: str | os.PathLike[str] | bytes | None = None  # the CLI's positional QUERY_IMAGE, HTTP's upload
+    id: int | None = field(default=None, metadata=door("query by an indexed image id", kind=int, minimum=0))
+    random: bool = field(default=False, metadata=door("query by a random indexed image", kind=bool))
+    seed: int | None = field(default=None, metadata=door("with random: the same seed picks the same image", kind=int))
     vector: Vector | None = None
     model: dict[str, Any] | None = None  # with vector: the description of the embedder that made it
-    text: str | None = None
-    text_weight: float = 0.5  # with text and another query: the words' share of the mixed vector
+    text: str | None = field(default=None, metadata=door(
+        "search by words (an index of a CLIP-family model, see `lookalike models`); with an image, id or random: "
+        "that one, changed by the words", min_length=1, pattern=r"\S"))
+    text_weight: float = field(default=0.5, metadata=door(
+        "with text and another query: the words' share of the mixed query, 0 to 1", kind=float, minimum=0,
+        maximum=1))
 
     def __post_init__(self) -> None:
         given = sum([self.image is not None, self.id is not None, self.random, self.vector is not None])
@@ -136,25 +143,38 @@ class ResolvedQuery:
 # --- the options ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SearchOptions:
-    """How to search. `method` is cosine, euclidean or a learned similarity trained for the index;
-    `where` keeps images whose labels match (a name given twice means either value, different names
-    must all match); `path_prefix` keeps images under a folder; `by_class` classifies the query and
-    searches within its class (widening to up to N classes until `class_confidence`); `by_cluster`
-    searches the N clusters nearest the query. `expand` re-ranks the first answer without labels: 'aqe'
-    (the default: query expansion over `expand_neighbours` matches weighted by similarity^`expand_alpha`),
-    'diffusion' (for collections where a query has many true matches) or 'none' (see lookalike.expansion)."""
+    """How to search. Each field says what it does (its `door` help), and the CLI flags and HTTP fields are made
+    from these declarations (lookalike.options): adding an option is its field here, its implementation and its
+    test. `where` and the scopes (by_class, by_cluster) are parsed by `of`; `expand` re-ranks the first answer
+    without labels (see lookalike.expansion)."""
 
-    k: int = 10
-    method: str = "cosine"
-    min_score: float | None = None
-    where: Where = field(default_factory=dict)
-    path_prefix: str | None = None
-    by_class: int | None = field(default=None, metadata=SCOPE)
-    class_confidence: float = DEFAULT_CLASS_CONFIDENCE
-    by_cluster: int | None = field(default=None, metadata=SCOPE)
-    expand: str = DEFAULT_EXPANSION
-    expand_neighbours: int | None = None
-    expand_alpha: float | None = None
+    k: int = field(default=10, metadata=door("number of results", kind=int, minimum=1, short="-k"))
+    method: str = field(default="cosine", metadata=door(
+        f"{' or '.join(METRICS)}, or a similarity learned with train-similarity", min_length=1))
+    min_score: float | None = field(default=None, metadata=door("drop matches scoring below this", kind=float))
+    where: Where = field(default_factory=dict, metadata=door(
+        "only images with this label, NAME=VALUE (repeat: the same name means either value, different names must all "
+        "match)", repeat=True, pattern=r"^[^=]*[^=\s][^=]*=.*\S", metavar="NAME=VALUE"))
+    path_prefix: str | None = field(default=None, metadata=door("only images whose path starts with this"))
+    by_class: int | None = field(default=None, metadata=SCOPE | door(
+        "classify the query (train-classifier first) and search within its class; N widens to up to N classes until "
+        "class_confidence is reached (top2 is read as 2)", kind=int, minimum=1, const=1, metavar="N"))
+    class_confidence: float = field(default=DEFAULT_CLASS_CONFIDENCE, metadata=door(
+        "with by_class: the cumulative class probability the widening stops at", kind=float, above=0, maximum=1))
+    by_cluster: int | None = field(default=None, metadata=SCOPE | door(
+        "search only the N clusters nearest the query (after `lookalike cluster`)", kind=int, minimum=1, const=1,
+        metavar="N"))
+    expand: str = field(default=DEFAULT_EXPANSION, metadata=door(
+        "re-rank the first answer without labels: " + "; ".join(f"{name}: {text}" for name, text in
+                                                                EXPLANATIONS.items()), choices=EXPANSIONS))
+    expand_neighbours: int | None = field(default=None, metadata=door(
+        "matches the expansion blends or walks over (default: "
+        + ", ".join(f"{name} {count}" for name, count in DEFAULT_EXPAND_NEIGHBOURS.items()) + ")", kind=int,
+        minimum=1, metavar="N"))
+    expand_alpha: float | None = field(default=None, metadata=door(
+        "matches weigh similarity^A (default: "
+        + ", ".join(f"{name} {alpha:g}" for name, alpha in DEFAULT_EXPAND_ALPHA.items()) + ")", kind=float,
+        minimum=0, metavar="A"))
 
     @classmethod
     def of(cls, **given: Any) -> SearchOptions:

@@ -14,7 +14,7 @@ from PIL import Image
 from lookalike.index import ImageIndex
 from lookalike.organise.mapping import map_index
 from lookalike.web import ServerSettings, create_app
-from lookalike.web.search_api import MAX_K
+from lookalike.web.fields import MAX_K
 
 MiB = 1024 * 1024
 

@@ -5,16 +5,23 @@ an option another default or leave one out."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, fields
+import re
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 
 import pytest
 
 from lookalike.cli import build_parser
+from lookalike.cli.options import add_options, given
 from lookalike.expansion import EXPANSIONS
-from lookalike.search import SearchOptions, option_names, scope_option_names
+from lookalike.options import door, offered
+from lookalike.search import Query, SearchOptions, option_names, scope_option_names
 
 pytest.importorskip("fastapi")
-from lookalike.web.search_api import SearchFields  # noqa: E402  (the server's extra is installed)
+from lookalike.web.fields import fields_model  # noqa: E402  (the server's extra is installed)
+from lookalike.web.search_api import SearchFields, SearchFromIndexed  # noqa: E402
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "lookalike"
 
 
 def api_default(name: str) -> object:
@@ -52,3 +59,40 @@ def test_scope_options_are_marked_on_the_options_themselves():
     assert scope_option_names() == ["by_class", "by_cluster"]
     assert SearchOptions.of(by_class=2).scopes_asked == ["by_class"]
     assert SearchOptions().scopes_asked == []
+
+
+def door_names() -> list[str]:
+    return [item.name for cls in (Query, SearchOptions) for item in offered(cls)]
+
+
+@pytest.mark.parametrize("name", door_names())
+def test_each_door_says_of_an_option_what_its_declaration_says(name):
+    declared = next(item.door for cls in (Query, SearchOptions) for item in offered(cls) if item.name == name)
+    assert search_flags()[name].help.startswith(declared.help), f"the CLI's help of --{name} is its own"
+    assert SearchFromIndexed.model_fields[name].description == declared.help, f"HTTP's description of {name}"
+
+
+@pytest.mark.parametrize("name", door_names())
+def test_no_door_declares_an_option_by_hand(name):
+    """The CLI flags and HTTP fields are generated: a hand-written --flag or field would drift from the API."""
+    flag = '"--' + name.replace("_", "-") + '"'
+    for source in [PACKAGE_DIR / "cli" / "core.py", PACKAGE_DIR / "web" / "search_api.py"]:  # the search doors
+        text = source.read_text()
+        assert flag not in text, f"{source.name} declares {flag} by hand"
+        assert not re.search(rf"^\s+{name}: .*= (Field|Query|Form)\(", text, re.M), f"{source.name} declares {name}"
+
+
+def test_a_new_option_reaches_both_doors_from_its_declaration_alone():
+    @dataclass(frozen=True)
+    class Extended:
+        taken_after: str | None = field(default=None, metadata=door("only photos taken after this date"))
+        limit: int = field(default=5, metadata=door("how many", kind=int, minimum=1))
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, Extended)
+    args = parser.parse_args(["--taken-after", "2021-01-01", "--limit", "3"])
+    assert given(args, Extended) == {"taken_after": "2021-01-01", "limit": 3}
+    model = fields_model("ExtendedFields", Extended)
+    assert model(limit=2).values_of(Extended) == {"taken_after": None, "limit": 2}
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        model(limit=0)

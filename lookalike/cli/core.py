@@ -21,17 +21,15 @@ from lookalike.cli.common import (
     progress_bar,
     setting_text,
 )
+from lookalike.cli.options import add_options, given
 from lookalike.cli.scale import add_index_type_options, count_photos
 from lookalike.evaluation import evaluate_index, gallery_paths
-from lookalike.expansion import DEFAULT_ALPHA as DEFAULT_EXPAND_ALPHA
-from lookalike.expansion import DEFAULT_NEIGHBOURS as DEFAULT_EXPAND_NEIGHBOURS
-from lookalike.expansion import EXPANSIONS, EXPLANATIONS
 from lookalike.index.augmentation import DEFAULT_ALPHA as DEFAULT_DBA_ALPHA
 from lookalike.index.augmentation import DEFAULT_NEIGHBOURS as DEFAULT_DBA_NEIGHBOURS
 from lookalike.index.folder import IndexFolder
 from lookalike.index.labels import import_folder_labels
 from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
-from lookalike.search import METRICS, SearchOptions, parse_count
+from lookalike.search import Query, SearchOptions, parse_count
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex, IndexReport
@@ -120,13 +118,7 @@ def search_command(args: argparse.Namespace) -> int:
     if args.query is not None:
         check_query_file(Path(args.query))
     with open_index(args) as index:
-        result = index.search(args.query, id=args.id, random=args.random, seed=args.seed, text=args.text,
-                              text_weight=args.text_weight, k=args.k,
-                              method=args.method, min_score=args.min_score, where=args.where,
-                              path_prefix=args.path_prefix, by_class=args.by_class,
-                              class_confidence=args.class_confidence, by_cluster=args.by_cluster,
-                              expand=args.expand, expand_neighbours=args.expand_neighbours,
-                              expand_alpha=args.expand_alpha)
+        result = index.search(args.query, **given(args, Query), **given(args, SearchOptions))
     print_result(result, args.json)
     return 0
 
@@ -239,49 +231,12 @@ def add_pca_options(parser: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_DBA_ALPHA:g})")
 
 
-def add_expand_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
-    """SearchOptions' expand, expand_neighbours, expand_alpha (`many`: repeatable, to compare them)."""
-    parser.add_argument("--expand", action="append" if many else "store", choices=EXPANSIONS,
-                        help=f"re-rank the first answer without labels (default {SEARCH_DEFAULTS.expand}): "
-                        + "; ".join(f"{name}: {text}" for name, text in EXPLANATIONS.items())
-                        + (" (repeat to compare)" if many else ""))
-    parser.add_argument("--expand-neighbours", type=int, metavar="N", help="matches the expansion blends or walks "
-                        f"over (default: {', '.join(f'{k} {v}' for k, v in DEFAULT_EXPAND_NEIGHBOURS.items())})")
-    parser.add_argument("--expand-alpha", type=float, metavar="A", help="matches weigh similarity^A "
-                        f"(default: {', '.join(f'{k} {v:g}' for k, v in DEFAULT_EXPAND_ALPHA.items())})")
-
-
-def add_class_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """The by_class search option and its class_confidence."""
-    parser.add_argument("--by-class", nargs="?", const=1, metavar="N",
-                        help=f"{what}; N widens to up to N classes until --class-confidence is reached "
-                             "(top2 is read as 2)")
-    parser.add_argument("--class-confidence", type=float,
-                        help=f"cumulative class probability --by-class N stops at (default "
-                             f"{SEARCH_DEFAULTS.class_confidence})")
-
-
 def add_search_options(parser: argparse.ArgumentParser) -> None:
-    """The query (image, --id, --random and/or --text) and every SearchOptions field, under their API names."""
+    """The query (an image file, or the Query fields: --id, --random, --text, ...) and every SearchOptions field,
+    under their API names, generated from their declarations."""
     parser.add_argument("query", nargs="?", metavar="QUERY_IMAGE", help="an image file to search from")
-    parser.add_argument("--id", type=int, help="query by an indexed image id")
-    parser.add_argument("--random", action="store_true", help="query by a random indexed image")
-    parser.add_argument("--seed", type=int, help="with --random: the same seed picks the same image")
-    parser.add_argument("--text", help="search by words (an index of a CLIP-family model, see `lookalike models`); "
-                        "with an image, --id or --random: that one, changed by the words")
-    parser.add_argument("--text-weight", type=float, help="with --text and another query: the words' share of the "
-                        "mixed query, 0 to 1 (default 0.5)")
-    parser.add_argument("-k", "--k", type=int, help=f"number of results (default {SEARCH_DEFAULTS.k})")
-    parser.add_argument("--method", help=f"{' or '.join(METRICS)} (default {SEARCH_DEFAULTS.method}), or a learned "
-                        "similarity trained with train-similarity")
-    parser.add_argument("--min-score", type=float, help="drop matches scoring below this")
-    parser.add_argument("--where", action="append", metavar="NAME=VALUE",
-                        help="only images with this label (repeat: same name = either value, names = all)")
-    parser.add_argument("--path-prefix", help="only images whose path starts with this")
-    add_class_options(parser, "classify the query (train-classifier first) and search within its class")
-    parser.add_argument("--by-cluster", type=int, nargs="?", const=1, metavar="N",
-                        help="search only the N clusters nearest the query (after `lookalike cluster`)")
-    add_expand_options(parser)
+    add_options(parser, Query)
+    add_options(parser, SearchOptions)
 
 
 def register(verbs: Any) -> None:
@@ -314,8 +269,8 @@ def register(verbs: Any) -> None:
     evaluate.add_argument("--gallery-split")
     evaluate.add_argument("--attribute", default="label")
     evaluate.add_argument("--update", action="store_true", help="re-sync the index with the folder first")
-    add_class_options(evaluate, "compare plain search with classify-then-search (train-classifier first)")
-    add_expand_options(evaluate, many=True)
+    add_options(evaluate, SearchOptions, names={"by_class", "class_confidence"})  # compares plain with by class
+    add_options(evaluate, SearchOptions, names={"expand", "expand_neighbours", "expand_alpha"}, many={"expand"})
     evaluate.add_argument("--matches", type=int, action="append", metavar="R",
                           help="few-match mode: cut each query's class to R gallery images (repeat to compare)")
     add_model_options(evaluate)

@@ -29,6 +29,7 @@ from lookalike.web import indexes_api, maps_api, search_api
 from lookalike.web.bodies import Health, Readiness
 from lookalike.web.docs import add_redoc
 from lookalike.web.errors import error_response, error_responses
+from lookalike.web.fields import MAX_K
 from lookalike.web.jobs import JobQueue
 from lookalike.web.logs import RequestLog
 from lookalike.web.paths import RefusedPathError
@@ -157,7 +158,7 @@ def _add_pages(app: FastAPI) -> None:
     def limits(request: Request) -> dict[str, int]:
         settings: ServerSettings = request.app.state.settings
         return {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels,
-                "max_k": search_api.MAX_K}
+                "max_k": MAX_K}
 
     @app.get("/ready", tags=["service"], summary="Every index is open and answering", response_model=Readiness,
              responses=error_responses(503))

@@ -20,6 +20,7 @@ from lookalike.embedders.hub import fetch_weights
 from lookalike.evaluation import evaluate_index
 from lookalike.files import walk_images
 from lookalike.index import ImageIndex
+from lookalike.index.plan import IndexPlan
 from lookalike.organise.classifier import evaluate_dataset_by_class, train_classifier
 from lookalike.organise.clustering import cluster_index, propagate_labels
 from lookalike.organise.duplicates import find_duplicates
@@ -33,12 +34,12 @@ from lookalike.similarity.study import run_study, train_similarity
 from lookalike.web import ServerSettings
 
 API_CALLS: dict[str, list[Callable[..., object]]] = {
-    "index": [ImageIndex.open_or_create, ImageIndex.create, ImageIndex.add_folder, ingest_with_ray],
-    "add": [ImageIndex.open_or_create, ImageIndex.create, ImageIndex.add_files],
+    "index": [IndexPlan, ImageIndex.add_folder, ingest_with_ray],
+    "add": [IndexPlan, ImageIndex.add_files],
     "remove": [ImageIndex.remove_files],
     "search": [ImageIndex.search, SearchOptions],
     "info": [ImageIndex.info],
-    "evaluate": [ImageIndex.create, evaluate_index, evaluate_dataset_by_class],
+    "evaluate": [IndexPlan, evaluate_index, evaluate_dataset_by_class],
     "models": [model_info, fetch_weights],
     "pca": [ImageIndex.fit_pca, ImageIndex.remove_pca],
     "dba": [ImageIndex.augment, ImageIndex.remove_augmentation],
@@ -51,9 +52,9 @@ API_CALLS: dict[str, list[Callable[..., object]]] = {
     "duplicates": [find_duplicates],
     "tune": [ImageIndex.tune],
     "compact": [ImageIndex.compact],
-    "serve": [ImageIndex.create, ServerSettings, uvicorn.run],
+    "serve": [IndexPlan, ServerSettings, uvicorn.run],
     "train-similarity": [train_similarity],
-    "study pairs": [ImageIndex.create, PairSet.build, run_study],
+    "study pairs": [IndexPlan, PairSet.build, run_study],
 }
 
 # Options of the skin itself, which no API call takes:

@@ -14,12 +14,10 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lookalike.embedders import DEFAULT_MODEL, available_models
-from lookalike.embedders.pooling import POOLS
-from lookalike.embedders.quantized import PRECISIONS
+from lookalike.cli.options import add_options
+from lookalike.index.plan import MODEL_FIELDS, IndexPlan
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -47,22 +45,12 @@ def add_verb(verbs: Any, name: str, command: Callable[[argparse.Namespace], int]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The embedder of a new index (ImageIndex.create's model, layer, pool, weights, device, precision)."""
-    parser.add_argument("--model", help=f"one of {', '.join(available_models())} (default {DEFAULT_MODEL}; "
-                        "an existing index keeps its own)")
-    parser.add_argument("--layer", help="where features are tapped (`lookalike models` lists them)")
-    parser.add_argument("--pool", choices=POOLS, help="pooling of convolutional maps (default avg)")
-    parser.add_argument("--weights", type=Path, help="local weights file, or checkpoint folder for a CLIP-family "
-                        "model (instead of the packaged, cached or fetched one)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", choices=PRECISIONS, help="int8: an EfficientNet-Lite model runs quantized "
-                        "(about twice as fast); default: int8 on CPUs with VNNI or Arm dot product instructions, "
-                        "else float32; an existing index keeps its own")
+    """The embedder of a new index (IndexPlan's model, layer, pool, weights, device, precision)."""
+    add_options(parser, IndexPlan, names=MODEL_FIELDS)
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": args.model, "layer": args.layer, "pool": args.pool, "weights": args.weights,
-            "device": args.device, "precision": args.precision}
+    return {name: getattr(args, name) for name in MODEL_FIELDS}
 
 
 def open_index(args: argparse.Namespace) -> ImageIndex:

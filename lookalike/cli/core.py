@@ -24,11 +24,9 @@ from lookalike.cli.common import (
 from lookalike.cli.options import add_options, given
 from lookalike.cli.scale import add_index_type_options, count_photos
 from lookalike.evaluation import evaluate_index, gallery_paths
-from lookalike.index.augmentation import DEFAULT_ALPHA as DEFAULT_DBA_ALPHA
-from lookalike.index.augmentation import DEFAULT_NEIGHBOURS as DEFAULT_DBA_NEIGHBOURS
 from lookalike.index.folder import IndexFolder
 from lookalike.index.labels import import_folder_labels
-from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
+from lookalike.index.plan import REDUCTION_FIELDS, IndexPlan
 from lookalike.search import Query, SearchOptions, parse_count
 
 if TYPE_CHECKING:
@@ -46,10 +44,8 @@ def index_command(args: argparse.Namespace) -> int:
         what = "is a file, not a folder" if Path(args.source).exists() else "does not exist"
         raise CommandError(f"{args.source} {what}; give the folder of photos to index (`lookalike add` takes files)")
     new = not IndexFolder(args.index).is_index()
-    with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store, index_type=args.index_type,
-                                   expected_count=_expected_count(args, new), max_memory=args.max_memory,
-                                   latency_ms=args.latency_ms, pca=args.pca, whiten=args.whiten,
-                                   pca_sample=args.pca_sample, dba=args.dba, dba_alpha=args.dba_alpha) as index:
+    with ImageIndex.open_or_create(args.index, **given(args, IndexPlan),
+                                   expected_count=_expected_count(args, new)) as index:
         _print_index_type(index, args, new)
         with progress_bar("embedding") as progress:
             report = _ingest(index, args, progress)
@@ -74,7 +70,7 @@ def _expected_count(args: argparse.Namespace, new: bool) -> int:
 def _print_index_type(index: ImageIndex, args: argparse.Namespace, new: bool) -> None:
     chosen = index.manifest.index_type
     if not new:
-        if args.index_type not in ("flat-ip", chosen):
+        if args.index_type not in (None, chosen):
             print(f"lookalike: note: {args.index} already holds a {chosen} index; "
                   "--index-type only applies to new index folders", file=sys.stderr)
         return
@@ -211,24 +207,9 @@ def _print_by_class(folder: str, index: ImageIndex, args: argparse.Namespace) ->
 
 
 # --- options ---------------------------------------------------------------------------------
-def add_store_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", help="where a new index keeps its vectors: faiss (default), "
-                        "milvus://HOST:PORT/COLLECTION, or a Milvus Lite file (path/file.db[/COLLECTION])")
-
-
 def add_pca_options(parser: argparse.ArgumentParser) -> None:
-    """ImageIndex.create's reduction plan: pca, whiten, pca_sample."""
-    parser.add_argument("--pca", type=int, metavar="N", help="reduce vectors to N dimensions with PCA fitted on the "
-                        "indexed vectors once the index holds N images (refit with `lookalike pca`). Default: PCA "
-                        f"{DEFAULT_COMPONENTS} once the index holds {DEFAULT_MIN_IMAGES} images; 0: keep the full "
-                        "vectors")
-    parser.add_argument("--whiten", action="store_true", help="with --pca: whiten (hurts when fitted on few images)")
-    parser.add_argument("--pca-sample", type=int, metavar="M", help="fit the PCA on a random sample of M vectors")
-    parser.add_argument("--dba", type=int, metavar="N", help="database-side augmentation: search each image as the "
-                        f"blend of itself and its N nearest (default {DEFAULT_DBA_NEIGHBOURS}; 0: off; change it "
-                        "later with `lookalike dba`)")
-    parser.add_argument("--dba-alpha", type=float, metavar="A", help="with --dba: neighbours weigh similarity^A "
-                        f"(default {DEFAULT_DBA_ALPHA:g})")
+    """IndexPlan's reduction and augmentation: pca, whiten, pca_sample, dba, dba_alpha."""
+    add_options(parser, IndexPlan, names=REDUCTION_FIELDS)
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
@@ -246,12 +227,11 @@ def register(verbs: Any) -> None:
     index.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="embed on Ray: a local instance, or the cluster at ADDRESS (HOST:PORT, ray://..., auto)")
     index.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    add_store_option(index)
     add_index_type_options(index)
 
     add = add_verb(verbs, "add", add_command, "add or update single image files", model=True)
     add.add_argument("files", nargs="+", metavar="FILE")
-    add_store_option(add)
+    add_options(add, IndexPlan, names={"store"})
 
     remove = add_verb(verbs, "remove", remove_command, "remove image files from the index")
     remove.add_argument("files", nargs="+", metavar="FILE")

@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.cli.common import add_verb, open_index
+from lookalike.cli.options import add_options
 from lookalike.files import walk_images
-from lookalike.index.autoselect import INDEX_TYPES
+from lookalike.index.plan import SCALE_FIELDS, IndexPlan
 
 
 def add_index_type_options(parser: argparse.ArgumentParser) -> None:
-    """ImageIndex.create's index_type, max_memory and latency_ms."""
-    parser.add_argument("--index-type", default="flat-ip", choices=["auto", *INDEX_TYPES],
-                        help="vector index for a new index folder (default flat-ip: exact); auto chooses from the "
-                             "number of photos, --max-memory and --latency-ms")
-    parser.add_argument("--max-memory", help="RAM budget for the vector index, like 2G or 512M")
-    parser.add_argument("--latency-ms", type=float, help="search latency target for --index-type auto (default 10)")
+    """IndexPlan's store, index_type, max_memory and latency_ms."""
+    add_options(parser, IndexPlan, names=SCALE_FIELDS)
 
 
 def count_photos(folder: str) -> int:

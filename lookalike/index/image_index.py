@@ -29,6 +29,7 @@ from lookalike.index import tune as tuning
 from lookalike.index.folder import IndexFolder
 from lookalike.index.labels import import_folder_labels
 from lookalike.index.manifest import IndexFormatError, Manifest, read_manifest_json, write_manifest
+from lookalike.index.plan import IndexPlan
 from lookalike.index.searcher import Searcher
 from lookalike.index.state import IndexState, writes
 from lookalike.index.store import ImageRecord, VectorStore
@@ -60,32 +61,29 @@ class ImageIndex:
 
     # --- lifecycle ------------------------------------------------------------------------
     @classmethod
-    def create(cls, folder: str | os.PathLike[str], model: str | None = DEFAULT_MODEL, weights: Path | None = None,
-               device: str = "cpu", layer: str | None = None, pool: str | None = None,
-               store: str | None = None, index_type: str = "flat-ip", expected_count: int = 0,
-               max_memory: str | int | None = None, latency_ms: float | None = None,
-               pca: int | None = None, whiten: bool = False, pca_sample: int | None = None,
-               dba: int | None = None, dba_alpha: float | None = None, precision: str | None = None) -> ImageIndex:
-        """A new index. `store` keeps the vectors in Milvus (milvus://HOST:PORT/COLLECTION or a .db file);
-        `index_type` 'auto' chooses from expected_count, max_memory and latency_ms (without expected_count,
-        when the first files arrive: see `expect`). `pca` None is the
+    def create(cls, folder: str | os.PathLike[str], plan: IndexPlan | None = None, **options: Any) -> ImageIndex:
+        """A new index in `folder`, made as `plan` says, or as `options` say by IndexPlan's field names (model,
+        layer, pool, weights, device, precision; store; index_type, expected_count, max_memory, latency_ms; pca,
+        whiten, pca_sample; dba, dba_alpha: see lookalike.index.plan). `store` keeps the vectors in Milvus
+        (milvus://HOST:PORT/COLLECTION or a .db file); `index_type` 'auto' chooses from expected_count, max_memory
+        and latency_ms (without expected_count, when the first files arrive: see `expect`). `pca` None is the
         default reduction (PCA 128, fitted once when the index first holds 1,000 images), 0 keeps the
         full vectors, N fits PCA to N as soon as there are N images. `dba` is the database-side augmentation:
         None the default (each image searched as the blend of itself and its 10 nearest, kept up to date
         after every run), 0 off, N neighbours (weighted by similarity^`dba_alpha`). `precision` 'int8' runs an
         EfficientNet-Lite model quantized, 'float32' not; None: int8 where the CPU has integer dot-product
         instructions (x86 VNNI, Arm dot product), float32 elsewhere."""
+        plan = plan or IndexPlan.of(**options)
         files = IndexFolder(folder)
         if files.is_index():
             raise FileExistsError(f"an index already exists in {files.root}; open it instead")
         if not files.is_empty_or_missing() and not files.is_unfinished():
             raise FileExistsError(f"{files.root} is not empty and not a lookalike index: give a new or empty folder "
                                   "for the index (the photos themselves can be anywhere)")
-        model = model or DEFAULT_MODEL
-        precision = precision or new_index_precision(model, device)
-        embedder = EmbedderSpec(model, layer, pool, weights, device, precision).build()
-        manifest = upkeep.planned_manifest(embedder, store, index_type, expected_count, max_memory, latency_ms,
-                                           pca, whiten, pca_sample, dba, dba_alpha)
+        model = plan.model or DEFAULT_MODEL
+        precision = plan.precision or new_index_precision(model, plan.device)
+        embedder = EmbedderSpec(model, plan.layer, plan.pool, plan.weights, plan.device, precision).build()
+        manifest = upkeep.planned_manifest(embedder, plan)
         files.root.mkdir(parents=True, exist_ok=True)
         index = cls(files.root, embedder, manifest)  # reaches the store before the folder becomes an index
         if len(index._store):  # a database that lost its manifest, not a creation killed before writing it
@@ -111,17 +109,18 @@ class ImageIndex:
         return index
 
     @classmethod
-    def open_or_create(cls, folder: str | os.PathLike[str], model: str | None = None,
-                       layer: str | None = None, pool: str | None = None, **options: Any) -> ImageIndex:
-        """Open the index in folder (model, layer, pool, precision and pca, when given, must match it) or create one."""
+    def open_or_create(cls, folder: str | os.PathLike[str], plan: IndexPlan | None = None,
+                       **options: Any) -> ImageIndex:
+        """Open the index in folder (model, layer, pool, precision, pca and dba, when given, must match it) or create
+        one as `plan` (or `options`, IndexPlan's fields) says."""
+        plan = plan or IndexPlan.of(**options)
         if not IndexFolder(folder).is_index():
-            return cls.create(folder, model=model, layer=layer, pool=pool, **options)
-        opening = {name: options[name] for name in ("weights", "device", "store") if name in options}
-        index = cls.open(folder, **opening)
+            return cls.create(folder, plan)
+        index = cls.open(folder, weights=plan.weights, device=plan.device, store=plan.store)
         try:
-            index._upkeep.check_asked(model=model, layer=layer, pool=pool, precision=options.get("precision"))
-            index._upkeep.check_reduction_asked(options.get("pca"), options.get("whiten", False))
-            index._upkeep.check_augmentation_asked(options.get("dba"), options.get("dba_alpha"))
+            index._upkeep.check_asked(model=plan.model, layer=plan.layer, pool=plan.pool, precision=plan.precision)
+            index._upkeep.check_reduction_asked(plan.pca, plan.whiten)
+            index._upkeep.check_augmentation_asked(plan.dba, plan.dba_alpha)
         except (ModelMismatchError, ValueError, IndexBusyError):
             index.close()
             raise

@@ -21,6 +21,7 @@ from lookalike.index import augmentation
 from lookalike.index import tune as tuning
 from lookalike.index.autoselect import plan_index
 from lookalike.index.manifest import Manifest
+from lookalike.index.plan import IndexPlan
 from lookalike.index.state import IndexState, writes
 from lookalike.index.sync import IndexReport, Progress
 from lookalike.reduction import fit_pca, remove_reduction
@@ -31,20 +32,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("lookalike")
 
 
-def planned_manifest(embedder: Embedder, store: str | None, index_type: str, expected_count: int,
-                     max_memory: str | int | None, latency_ms: float | None, pca: int | None, whiten: bool,
-                     pca_sample: int | None, dba: int | None, dba_alpha: float | None) -> Manifest:
+def planned_manifest(embedder: Embedder, asked: IndexPlan) -> Manifest:
     """A new index's manifest: its reduction, index type and augmentation planned from what was asked."""
-    reduction_plan = reduction_module.plan_reduction(pca, whiten, pca_sample)
+    reduction_plan = reduction_module.plan_reduction(asked.pca, asked.whiten, asked.pca_sample)
     searched = reduction_module.planned_dimension(reduction_plan, embedder.dimension)
-    plan = plan_index(index_type, expected_count, searched, max_memory, latency_ms)
-    pending = {"max_memory": max_memory, "latency_ms": latency_ms}
+    plan = plan_index(asked.index_type, asked.expected_count, searched, asked.max_memory, asked.latency_ms)
+    pending = {"max_memory": asked.max_memory, "latency_ms": asked.latency_ms}
+    waits = asked.index_type == "auto" and asked.expected_count <= 0 and asked.store is None
     return Manifest(**{
         "embedder": embedder.describe(), "index_type": plan.index_type, "index_params": plan.params,
         "index_choice": tuple(plan.reasons), "reduction_plan": reduction_plan,
-        "augmentation_plan": augmentation.plan_augmentation(dba, dba_alpha),
-        "index_type_pending": pending if index_type == "auto" and expected_count <= 0 and store is None else None,
-    } | store_manifest(store))
+        "augmentation_plan": augmentation.plan_augmentation(asked.dba, asked.dba_alpha),
+        "index_type_pending": pending if waits else None,
+    } | store_manifest(asked.store))
 
 
 def chosen_index_type(manifest: Manifest, count: int, dimension: int) -> dict[str, Any]:

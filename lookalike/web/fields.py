@@ -36,14 +36,15 @@ class Fields(BaseModel):
 
 
 def fields_model(name: str, cls: type, base: type[BaseModel] = Fields, leave_out: frozenset[str] = frozenset(),
-                 doc: str | None = None) -> type[BaseModel]:
-    """A pydantic model with one field per option of `cls` that HTTP offers (less `leave_out`), on `base`."""
-    declared = {item.name: http_field(item) for item in offered(cls, lambda door: door.http)
+                 doc: str | None = None, nullable: bool = False) -> type[BaseModel]:
+    """A pydantic model with one field per option of `cls` that HTTP offers (less `leave_out`), on `base`.
+    `nullable`: a JSON body, which may say null for "the default" (query and form fields are left out instead)."""
+    declared = {item.name: http_field(item, nullable) for item in offered(cls, lambda door: door.http)
                 if item.name not in leave_out}
     return create_model(name, __base__=base, __doc__=doc or base.__doc__, **declared)  # type: ignore[call-overload]
 
 
-def http_field(item: Offered) -> tuple[Any, Any]:
+def http_field(item: Offered, nullable: bool = False) -> tuple[Any, Any]:
     """The annotation and Field of one option."""
     door = item.door
     value: Any = Literal[door.choices] if door.choices else door.kind  # type: ignore[valid-type]
@@ -53,7 +54,7 @@ def http_field(item: Offered) -> tuple[Any, Any]:
     if door.repeat:
         return list[value], Field(default_factory=list, description=door.help)
     if item.default is None:
-        return value | SkipJsonSchema[None], Field(None, description=door.help)
+        return (value | None if nullable else value | SkipJsonSchema[None]), Field(None, description=door.help)
     return value, Field(item.default, description=door.help)
 
 

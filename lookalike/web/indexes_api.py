@@ -5,21 +5,20 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from lookalike.embedders import AUTOENCODER_PREFIX, available_models
-from lookalike.embedders.pooling import POOLS
-from lookalike.embedders.quantized import PRECISIONS
 from lookalike.index import ImageRecord, IndexReport
-from lookalike.index.autoselect import INDEX_TYPES
 from lookalike.index.folder import ARTIFACT_FOLDERS
+from lookalike.index.plan import IndexPlan
 from lookalike.web.bodies import Added, Artifact, Deleted, Image, ImagePage, IndexInfo, Job, Removed, StartedJob
 from lookalike.web.deps import MAX_ID, ImageId, jobs_of, registry_of, require_token, served_index, settings_of, slots_of
 from lookalike.web.errors import error_responses
+from lookalike.web.fields import Fields, fields_model
 from lookalike.web.originals import chunks_of, open_indexed, serving_roots
 from lookalike.web.paths import images_under_roots
 from lookalike.web.registry import NAME, ServedIndex
@@ -47,7 +46,6 @@ IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff",
                ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif"}
 UNKNOWN_TYPE = "application/octet-stream"
-MEMORY_SIZE = r"^[0-9]{0,12}\.?[0-9]{1,12} ?[KMGTkmgt]?([Ii]?[Bb])?$"  # 2G, 1.5GB, 512 MiB: autoselect reads them
 # the models a request may name: packaged or named ones, never a file of the server (autoencoder:PATH)
 HTTP_MODELS = [model for model in available_models() if not model.startswith(AUTOENCODER_PREFIX)]
 
@@ -58,8 +56,9 @@ def file_responses(media_types: list[str], description: str) -> dict[int | str, 
     return {200: {"description": description, "content": {media_type: binary for media_type in media_types}}}
 
 
-class NewIndex(BaseModel):
-    """ImageIndex.create's keywords by the same names (unset: the API's default), less the server-side paths.
+class NewIndexName(Fields):
+    """IndexPlan's fields by the same names (unset: the API's default), less those naming the server's own files and
+    hosts (weights, store) and its hardware (device); models are the packaged or named ones (HTTP_MODELS).
     Strict: a number must be a JSON number and a flag a JSON boolean (`false` is no 0, `1` no `true`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -67,22 +66,6 @@ class NewIndex(BaseModel):
                       "letters, digits, '.', '_' or '-', starting with a letter or digit")
     model: Annotated[str, WithJsonSchema({"type": "string", "enum": HTTP_MODELS})] | None = Field(
         None, description="the embedder (default: lookalike's default model)")
-    layer: str | None = Field(None, description="the network layer to take vectors from (one the model has)")
-    pool: Literal[POOLS] | None = Field(None, description="how that layer is pooled (models with feature maps)")
-    precision: Literal[PRECISIONS] | None = Field(None, description="int8: an EfficientNet-Lite model runs "
-                                                  "quantized; default: int8 on CPUs with VNNI or Arm dot product "
-                                                  "instructions, else float32")
-    index_type: Literal[(*INDEX_TYPES, "auto")] | None = Field(None, description="the FAISS index, or auto")
-    expected_count: int | None = Field(None, ge=0, le=10**12, description="with index_type auto: images expected")
-    max_memory: str | None = Field(None, pattern=MEMORY_SIZE, description="with index_type auto: e.g. 2G or 512M")
-    latency_ms: float | None = Field(None, gt=0, description="with index_type auto: the search time aimed for")
-    pca: int | None = Field(None, ge=0, le=65_536,
-                            description="unset: PCA 128 from 1,000 images; 0: never; N: PCA to N")
-    whiten: bool | None = Field(None, description="whiten the PCA components")
-    pca_sample: int | None = Field(None, ge=1, le=10**9, description="images the PCA is fitted on")
-    dba: int | None = Field(None, ge=0, le=1000, description="unset: database-side augmentation over 10 neighbours; "
-                            "0: off; N: over N neighbours")
-    dba_alpha: float | None = Field(None, ge=0, le=100, description="with dba: neighbours weigh similarity^alpha")
 
     @field_validator("model")
     @classmethod
@@ -93,6 +76,9 @@ class NewIndex(BaseModel):
 
     def create_options(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name"}, exclude_none=True)
+
+
+NewIndex = fields_model("NewIndex", IndexPlan, base=NewIndexName, leave_out=frozenset({"model"}), nullable=True)
 
 
 class PathsToAdd(BaseModel):

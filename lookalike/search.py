@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -62,20 +62,25 @@ class SearchResult:
     note: str | None = None  # one line on how far to trust the answer (None: nothing to say)
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "query": self.query,
-            "query_id": self.query_id,
-            "method": self.method,
-            "timings_ms": {name: round(ms, 3) for name, ms in self.timings.items()},
-            "predicted_class": self.predicted_class,
-            "low_confidence": self.low_confidence,
-            "note": self.note,
-            "matches": [
-                {"id": m.id, "path": m.path, "score": round(m.score, 6),
-                 "similarity": None if m.similarity is None else round(m.similarity, 6), "same_photo": m.same_photo,
-                 "labels": m.labels} for m in self.matches
-            ],
-        }
+        """The result as JSON (the CLI's --json and the HTTP answer): every field by its name (timings as
+        timings_ms), numbers rounded to what they can tell."""
+        return shaped(self)
+
+
+JSON_NAMES = {"timings": "timings_ms"}  # a field's name in JSON, where it says its unit
+
+
+def shaped(value: Any) -> Any:
+    """A result dataclass (and what it holds) as JSON-ready values, field by field."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {JSON_NAMES.get(item.name, item.name): shaped(getattr(value, item.name)) for item in fields(value)}
+    if isinstance(value, dict):
+        return {key: shaped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [shaped(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return round(float(value), 6)
+    return value
 
 
 # --- the query --------------------------------------------------------------------------------------

@@ -96,3 +96,15 @@ def test_a_new_option_reaches_both_doors_from_its_declaration_alone():
     assert model(limit=2).values_of(Extended) == {"taken_after": None, "limit": 2}
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         model(limit=0)
+
+
+def test_the_http_answer_has_the_results_fields_and_only_the_links_besides():
+    from lookalike.search import Match, SearchResult
+    from lookalike.web.bodies import Match as MatchBody
+    from lookalike.web.bodies import SearchAnswer
+
+    result = SearchResult([Match(3, "/p/a.jpg", 0.91234567, {"label": "shoe"}, 0.9)], "q.jpg", "cosine", {"embed": 1.5})
+    shaped = result.to_dict()
+    assert set(SearchAnswer.model_fields) == set(shaped) | {"index", "query_thumbnail"}
+    assert set(MatchBody.model_fields) == set(shaped["matches"][0]) | {"thumbnail", "file"}
+    assert shaped["matches"][0]["score"] == 0.912346 and shaped["timings_ms"] == {"embed": 1.5}

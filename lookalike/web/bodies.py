@@ -4,9 +4,13 @@ each answer against them. Bodies the web layer makes refuse unknown keys; those 
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import MISSING, fields
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from lookalike.search import JSON_NAMES, SearchResult
+from lookalike.search import Match as SearchMatch
 
 
 class Body(BaseModel):
@@ -124,25 +128,23 @@ class Artifact(Body):
     url: str
 
 
-class Match(Body):
-    id: int
-    path: str
-    score: float
-    similarity: float | None = None  # the plain cosine of query and match (1.0: the same photo)
-    same_photo: bool = False
-    labels: dict[str, str]
-    thumbnail: str
-    file: str
+def body_of(cls: type, name: str, replaced: dict[str, Any] | None = None, **added: Any) -> type[Body]:
+    """A response body with the fields of a result dataclass (types, defaults and JSON names as `to_dict` gives
+    them), `replaced` types for nested results, and the fields the web `added` (links)."""
+    hints = get_type_hints(cls)
+    declared: dict[str, Any] = {}
+    for item in fields(cls):
+        annotation = (replaced or {}).get(item.name, hints[item.name])
+        if item.default is not MISSING:
+            declared[JSON_NAMES.get(item.name, item.name)] = (annotation, item.default)
+        elif item.default_factory is not MISSING:
+            declared[JSON_NAMES.get(item.name, item.name)] = (annotation, Field(default_factory=item.default_factory))
+        else:
+            declared[JSON_NAMES.get(item.name, item.name)] = (annotation, ...)
+    return create_model(name, __base__=Body, __doc__=cls.__doc__, **declared, **added)  # type: ignore[call-overload]
 
 
-class SearchAnswer(Body):
-    index: str
-    query: str
-    query_id: int | None
-    query_thumbnail: str | None = None  # when the query is an indexed image
-    method: str
-    timings_ms: dict[str, float]
-    predicted_class: dict[str, float] | None
-    low_confidence: bool = False  # the best match is not close: see note
-    note: str | None = None  # one line on how far to trust the answer
-    matches: list[Match]
+# A search's answer: lookalike.search's Match and SearchResult, with the links the page needs.
+Match = body_of(SearchMatch, "Match", thumbnail=(str, ...), file=(str, ...))
+SearchAnswer = body_of(SearchResult, "SearchAnswer", replaced={"matches": list[Match]},  # type: ignore[valid-type]
+                       index=(str, ...), query_thumbnail=(str | None, None))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from lookalike.capture import Capture, capture_of
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # Phone formats: AVIF through Pillow's own plugin, HEIC/HEIF (every iPhone photo) through pillow-heif, which
@@ -46,6 +48,7 @@ class DecodedImage:
     pixels: Image.Image  # RGB, already reduced towards the target size
     width: int  # original size, before any reduction
     height: int
+    capture: Capture = Capture()  # what its EXIF says of when, with what and where it was taken
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -78,6 +81,18 @@ def load_image(source: str | os.PathLike[str] | bytes, target_side: int = 224) -
         raise ImageError(f"corrupt or truncated image: {error}") from None
 
 
+def read_capture(path: str | os.PathLike[str]) -> Capture:
+    """What a photo file's EXIF says of its capture, from its header (no pixels decoded); a file that is gone or no
+    image says nothing (Capture())."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return capture_of(image.getexif())
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return Capture()
+
+
 def _open_and_decode(source: str | os.PathLike[str] | bytes, target_side: int) -> DecodedImage:
     if isinstance(source, bytes | bytearray):
         if not source:
@@ -105,17 +120,18 @@ def _decode(image: Image.Image, target_side: int, read: Callable[[], bytes]) -> 
         raise ImageError(f"decompression bomb refused: {width}x{height} is more than {MAX_PIXELS:,} pixels")
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"image too small ({width}x{height}); at least {MIN_SIDE}x{MIN_SIDE} pixels needed")
-    scaled = _scaled_jpeg(image, read, target_side)
+    exif = image.getexif()  # parsed from the header once: the orientation and the capture are read from it
+    orientation, capture = exif.get(ExifTags.Base.Orientation, 1), capture_of(exif)
+    scaled = _scaled_jpeg(image, read, target_side, orientation)
     if scaled is not None:
-        return DecodedImage(pixels=scaled, width=width, height=height)
+        return DecodedImage(pixels=scaled, width=width, height=height, capture=capture)
     if image.format == "JPEG":
         _draft_for(image, target_side)
     image.seek(0)  # first frame of animations
     image.load()
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     shrunk = _shrunk(image, target_side)
     upright = shrunk.transpose(ORIENTATIONS[orientation]) if orientation in ORIENTATIONS else shrunk
-    return DecodedImage(pixels=to_rgb(upright), width=width, height=height)
+    return DecodedImage(pixels=to_rgb(upright), width=width, height=height, capture=capture)
 
 
 def _shrunk(image: Image.Image, target_side: int) -> Image.Image:
@@ -137,7 +153,8 @@ def _reducible(image: Image.Image) -> Image.Image:
     return to_rgb(image)
 
 
-def _scaled_jpeg(image: Image.Image, read: Callable[[], bytes], target_side: int) -> Image.Image | None:
+def _scaled_jpeg(image: Image.Image, read: Callable[[], bytes], target_side: int,
+                 orientation: int) -> Image.Image | None:
     """An RGB or grey JPEG decoded by libjpeg-turbo straight to the smallest of its eight-step scales (1/8, 2/8 ...
     7/8) whose shorter side is still >= target_side, upright; None for other images or without simplejpeg.
 
@@ -152,7 +169,6 @@ def _scaled_jpeg(image: Image.Image, read: Callable[[], bytes], target_side: int
     shorter = {"min_width": target_side} if image.width <= image.height else {"min_height": target_side}
     pixels = simplejpeg.decode_jpeg(read(), colorspace="RGB", min_factor=1, **shorter)  # strict: corrupt data raises
     decoded = Image.fromarray(pixels)
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     return decoded.transpose(ORIENTATIONS[orientation]) if orientation in ORIENTATIONS else decoded
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.capture import Capture
 from lookalike.embedders import Embedder, Matrix
 from lookalike.files import FileContent, Fingerprint
 from lookalike.images import ImageError, load_image
@@ -34,6 +35,7 @@ class Prepared:
     width: int
     height: int
     fingerprint: Fingerprint | None = None  # of the bytes decoded, when they were read by a Reader
+    capture: Capture = Capture()  # what its EXIF says (read while it was decoded)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def prepare(embedder: Embedder, path: Path, read: Reader | None = None) -> Prepa
         else:
             content = read(path)
             decoded, fingerprint = load_image(content.data, target_side=embedder.input_side), content.fingerprint
-        return Prepared(path, embedder.preprocess(decoded), decoded.width, decoded.height, fingerprint)
+        return Prepared(path, embedder.preprocess(decoded), decoded.width, decoded.height, fingerprint,
+                        decoded.capture)
     except OSError as error:  # from `read`: gone, unreadable, or refused as a link
         return Failure(path, str(error))
     except ImageError as error:

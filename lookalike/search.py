@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.capture_filter import TAKEN, CaptureFilter, is_taken_term, split_capture
 from lookalike.errors import RequestError
 from lookalike.expansion import DEFAULT_ALPHA as DEFAULT_EXPAND_ALPHA
 from lookalike.expansion import DEFAULT_EXPANSION, EXPANSIONS, EXPLANATIONS, Expansion
@@ -32,6 +33,8 @@ METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones a
 DEFAULT_CLASS_CONFIDENCE = 0.8  # cumulative class probability by_class widens to (up to by_class classes)
 Vector = npt.NDArray[np.float32]
 Where = dict[str, tuple[str, ...]]
+WhereTerms = Mapping[str, str | Sequence[str]] | Iterable[str]  # what `where` is given as (see parse_where)
+SORTS = ("taken", "-taken")  # oldest or newest first
 Index = Any  # an ImageIndex, typed loosely here: lookalike.index imports this module, not the other way round
 
 
@@ -46,6 +49,11 @@ class Match:
     labels: dict[str, str] = field(default_factory=dict)
     similarity: float | None = None
     same_photo: bool = False
+    taken: str | None = None  # when the photo was taken (YYYY-MM-DDTHH:MM:SS), see lookalike.capture
+    taken_source: str | None = None  # "exif" (its DateTimeOriginal) or "file" (the file's modification time)
+    camera: str | None = None  # make and model, from its EXIF
+    latitude: float | None = None  # where, from its EXIF GPS position
+    longitude: float | None = None
 
 
 @dataclass
@@ -159,8 +167,16 @@ class SearchOptions:
     min_score: float | None = field(default=None, metadata=door("drop matches scoring below this", kind=float))
     where: Where = field(default_factory=dict, metadata=door(
         "only images with this label, NAME=VALUE (repeat: the same name means either value, different names must all "
-        "match)", repeat=True, pattern=r"^[^=]*[^=\s][^=]*=.*\S", metavar="NAME=VALUE"))
+        "match); or taken when: taken>=2021-01-01, taken<2022 (>=, >, <, <=, = a year, month, day or time), or by "
+        "camera=MAKE MODEL", repeat=True, pattern=r"^(?:[^=]*[^=\s][^=]*=|\s*[Tt][Aa][Kk][Ee][Nn]\s*[<>]).*\S",
+        metavar="NAME=VALUE"))
     path_prefix: str | None = field(default=None, metadata=door("only images whose path starts with this"))
+    near: str | None = field(default=None, metadata=door(
+        "only photos taken within KM kilometres of LAT,LON (degrees; from their EXIF GPS position)",
+        pattern=r"^\s*-?[\d.]+\s*,\s*-?[\d.]+\s*,\s*[\d.]+\s*$", metavar="LAT,LON,KM"))
+    sort: str | None = field(default=None, metadata=door(
+        "order the k best matches (those left after min_score and the filters) by the time taken: taken oldest "
+        "first, -taken newest first", choices=SORTS))
     by_class: int | None = field(default=None, metadata=SCOPE | door(
         "classify the query (train-classifier first) and search within its class; N widens to up to N classes until "
         "class_confidence is reached (top2 is read as 2)", kind=int, minimum=1, const=1, metavar="N"))
@@ -203,6 +219,9 @@ class SearchOptions:
             raise RequestError("method must name cosine, euclidean or a learned similarity")
         if not 0.0 < self.class_confidence <= 1.0:
             raise RequestError(f"class_confidence must be in (0, 1], not {self.class_confidence}")
+        if self.sort is not None and self.sort not in SORTS:
+            raise RequestError(f"sort is taken (oldest first) or -taken (newest first), not {self.sort!r}")
+        self.capture_filter  # noqa: B018 - checks the capture terms of where and near (RequestError)
         if not isinstance(self.expand, str):
             raise RequestError(f"expand must be one of {', '.join(EXPANSIONS)}, not {self.expand!r}")
         object.__setattr__(self, "expand", self.expansion.method)  # checks the method and its parameters
@@ -213,12 +232,17 @@ class SearchOptions:
         return Expansion.of(self.expand, self.expand_neighbours, self.expand_alpha)
 
     @property
+    def capture_filter(self) -> tuple[Where, CaptureFilter | None]:
+        """`where`'s label filters, and its capture terms (taken, camera) with `near` as one filter (None: none)."""
+        return split_capture(self.where, self.near)
+
+    @property
     def is_learned(self) -> bool:
         return self.method not in METRICS
 
     @property
     def filters(self) -> bool:
-        return bool(self.where) or self.path_prefix is not None
+        return bool(self.where) or self.path_prefix is not None or self.near is not None
 
     @property
     def scopes_asked(self) -> list[str]:
@@ -235,9 +259,10 @@ def scope_option_names() -> list[str]:
     return [f.name for f in fields(SearchOptions) if f.metadata.get("scope")]
 
 
-def parse_where(where: Mapping[str, str | Sequence[str]] | Iterable[str] | None) -> Where:
+def parse_where(where: WhereTerms | None) -> Where:
     """Label filters from a mapping (name -> value or values) or `name=value` terms (a name given twice
-    means either value). The one parser of `where` for every skin."""
+    means either value), and capture terms: `taken` with a comparison is kept as that name and its operator
+    ("taken>=": values), see lookalike.capture_filter. The one parser of `where` for every skin."""
     parsed: dict[str, list[str]] = {}
     if where is None:
         return {}
@@ -248,6 +273,11 @@ def parse_where(where: Mapping[str, str | Sequence[str]] | Iterable[str] | None)
             parsed[str(name)] = [values] if isinstance(values, str) else [str(v) for v in values]
     else:
         for term in where:
+            compared = is_taken_term(str(term))
+            if compared:
+                operator = "" if compared[2] == "=" else compared[2]  # taken=2021 is kept as taken: 2021
+                parsed.setdefault(TAKEN + operator, []).append(compared[3])
+                continue
             name, equals, value = str(term).partition("=")
             if not equals or not name.strip() or not value.strip():
                 raise RequestError(f"a where filter looks like NAME=VALUE (e.g. label=chair), not {term!r}")

@@ -11,8 +11,10 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DEMO_GALLERY, REPO
 
@@ -56,6 +58,23 @@ def test_an_index_of_format_1_searches_with_the_answers_it_gave_then(old_index):
     assert {k: info[k] for k in then["info"]} == then["info"]
 
 
+def test_an_index_of_format_1_reads_its_photos_capture_without_embedding_again(old_index):
+    """Format 3 added each image's capture: the upgrade adds the columns, read_capture fills them from the files (these
+    photos have no EXIF date: each is dated by the file time it was indexed with), and the answers stay the same."""
+    with ImageIndex.open(old_index) as index:
+        ids, vectors = index.vectors()
+        assert all(record.capture.taken is None for record in index.records())
+        report = index.read_capture()
+        assert (report.images, report.from_exif, report.from_file) == (12, 0, 12)
+        for record in index.records():
+            assert record.capture.taken == datetime.fromtimestamp(record.mtime).strftime("%Y-%m-%dT%H:%M:%S")
+            assert record.capture.taken_source == "file"
+        assert np.array_equal(index.vectors()[1], vectors)
+        newest = max(record.capture.taken for record in index.records())
+        assert len(index.ids_matching([f"taken>={newest}"])) >= 1
+    test_an_index_of_format_1_searches_with_the_answers_it_gave_then(old_index)
+
+
 def test_an_index_of_format_1_takes_new_photos_after_the_upgrade(old_index, tmp_path):
     new = tmp_path / "new" / "hat.jpg"
     new.parent.mkdir()
@@ -90,7 +109,8 @@ def test_an_upgrade_killed_between_database_and_manifest_is_finished_by_the_next
     assert killed.returncode == -9, killed.stderr.decode()
     assert (sqlite_version(old_index), read_manifest_json(old_index)["format_version"]) == (2, 1)
     test_an_index_of_format_1_searches_with_the_answers_it_gave_then(old_index)
-    assert (sqlite_version(old_index), read_manifest_json(old_index)["format_version"]) == (2, FORMAT_VERSION)
+    assert (sqlite_version(old_index), read_manifest_json(old_index)["format_version"]) == (FORMAT_VERSION,
+                                                                                             FORMAT_VERSION)
 
 
 def test_a_new_index_and_an_upgraded_one_have_the_same_database_schema(old_index, tmp_path):

@@ -24,7 +24,7 @@ from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError
 from lookalike.faults import storage_problem
 from lookalike.files import walk_images
 from lookalike.images import ImageError, is_image_path
-from lookalike.index import augmentation, upkeep
+from lookalike.index import augmentation, capture_reads, upkeep
 from lookalike.index import tune as tuning
 from lookalike.index.folder import IndexFolder
 from lookalike.index.labels import import_folder_labels
@@ -37,7 +37,7 @@ from lookalike.index.sync import IndexReport, Progress, Sync
 from lookalike.index.upgrade import opened_manifest
 from lookalike.index.writer import IndexBusyError
 from lookalike.ingest import Failure
-from lookalike.search import Query, SearchOptions, SearchResult
+from lookalike.search import Query, SearchOptions, SearchResult, WhereTerms
 
 Ids = npt.NDArray[np.int64]
 
@@ -209,8 +209,7 @@ class ImageIndex:
         """The indexed images most like a query: an image file or its bytes, an indexed `id`, a `random`
         indexed image (`seed` repeats it) or a `vector` (made by `model`, an embedder description); or
         `text`, words (a CLIP-family index), alone or mixed with one of those (`text_weight`, default 0.5).
-        `options` are SearchOptions: k, method, min_score, where, path_prefix, by_class,
-        class_confidence, by_cluster."""
+        `options` are the fields of SearchOptions (lookalike.search), by name."""
         kinds = {"id": id, "random": random, "seed": seed, "vector": vector, "model": model, "text": text,
                  "text_weight": text_weight}
         given = Query.of(query, **{k: v for k, v in kinds.items() if v is not None and v is not False})
@@ -242,8 +241,7 @@ class ImageIndex:
     def vectors(self, image_ids: Sequence[int] | None = None) -> Any:
         """The stored full vectors of `image_ids` (a matrix); without ids, all ids and their vectors."""
         if image_ids is None:
-            ids = self._store.ids()
-            return ids, self._store.vectors(ids.tolist())
+            return (ids := self._store.ids()), self._store.vectors(ids.tolist())
         return self._store.vectors([int(i) for i in image_ids])
 
     def labels(self, image_id: int) -> dict[str, str]:
@@ -265,9 +263,8 @@ class ImageIndex:
         self._store.commit()
         return len(labels)
 
-    def ids_matching(self, where: Mapping[str, str | Sequence[str]] | None = None,
-                     path_prefix: str | None = None) -> Ids:
-        return self._store.ids_matching(self.searcher.known_where(SearchOptions.of(where=where).where), path_prefix)
+    def ids_matching(self, where: WhereTerms | None = None, path_prefix: str | None = None) -> Ids:
+        return self.searcher.ids_matching(SearchOptions.of(where=where, path_prefix=path_prefix))
 
     @property
     def generation(self) -> int:
@@ -314,6 +311,11 @@ class ImageIndex:
         """Measure recall@k on `sample` of the index's own vectors, set the fastest search parameters that
         reach `target_recall` and record them in the manifest."""
         return self._upkeep.tune(target_recall, sample, k, seed)
+
+    @writes
+    def read_capture(self) -> capture_reads.CaptureReport:
+        """Read the EXIF capture of images indexed before format 3 from their files (nothing is embedded again)."""
+        return capture_reads.read_missing_capture(self._store)
 
     @writes
     def compact(self) -> int | None:

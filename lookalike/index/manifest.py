@@ -20,7 +20,8 @@ from lookalike.index.folder import MANIFEST as FILE
 from lookalike.version import __version__
 
 FORMAT = "lookalike-index"
-FORMAT_VERSION = 2  # 2: the SQLite schema records its version; every manifest field is written, none implied
+FORMAT_VERSION = 3  # 2: the SQLite schema records its version; every manifest field is written, none implied
+# 3: each image's capture (date taken and its source, camera, GPS position; see lookalike.capture)
 
 Json = dict[str, Any]
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.capture import Capture
+from lookalike.capture_filter import CaptureFilter
 from lookalike.embedders import Matrix
 from lookalike.errors import NotFoundError
 from lookalike.faults import disk_full_reported
@@ -36,6 +38,7 @@ class NewImage:
     mtime: float
     width: int
     height: int
+    capture: Capture = Capture()  # from its EXIF; stored dated by `mtime` when the EXIF has no date
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class ImageRows:
     def records(self) -> Iterator[ImageRecord]:
         for row in self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images ORDER BY id"):
             yield self._record(row)
+
+    def records_without_capture(self) -> list[ImageRecord]:
+        """Images stored before the index kept capture data (format 3), or whose capture is unknown."""
+        return [self._record(row) for row in
+                self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images WHERE taken_source IS NULL ORDER BY id")]
 
     def record(self, image_id: int) -> ImageRecord | None:
         row = self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
@@ -173,10 +181,10 @@ class ImageRows:
         return catalog
 
     def ids_matching(self, where: dict[str, str | Sequence[str]] | None = None,
-                     path_prefix: str | None = None) -> Ids:
-        """Ids whose labels match every `where` entry (a list of values means any of them) and
-        whose absolute path starts with `path_prefix` (a plain string prefix)."""
-        ids = set(self.ids().tolist())
+                     path_prefix: str | None = None, capture: CaptureFilter | None = None) -> Ids:
+        """Ids whose labels match every `where` entry (a list of values means any of them), whose
+        absolute path starts with `path_prefix` (a plain string prefix) and whose capture `capture` admits."""
+        ids = set(self.ids().tolist()) if capture is None else self._ids_captured(capture)
         for name, wanted in (where or {}).items():
             values = [wanted] if isinstance(wanted, str) else list(wanted)
             marks = ",".join("?" * len(values))
@@ -188,6 +196,24 @@ class ImageRows:
             ids = {i for i, path in self.db.execute("SELECT id, path FROM images")
                    if i in ids and os.path.normpath(os.path.join(self.root, os.fsdecode(path))).startswith(prefix)}
         return np.asarray(sorted(ids), dtype=np.int64)
+
+    def _ids_captured(self, capture: CaptureFilter) -> set[int]:
+        """Ids whose capture passes: the dates compared in SQL (on the taken index), camera and distance here."""
+        clauses, values = ["1"], []
+        for clause, value in (("taken >= ?", capture.after), ("taken < ?", capture.before)):
+            if value is not None:
+                clauses.append(clause)
+                values.append(value)
+        if capture.periods:
+            clauses.append("(" + " OR ".join(["(taken >= ? AND taken < ?)"] * len(capture.periods)) + ")")
+            values.extend(edge for period in capture.periods for edge in (period.start, period.end))
+        if capture.near is not None:
+            clauses.append("latitude BETWEEN ? AND ?")
+            values.extend(capture.near.latitude_band())
+        rows = self.db.execute(f"SELECT id, {CAPTURE_COLUMNS} FROM images WHERE {' AND '.join(clauses)}", values)
+        if not capture.cameras and capture.near is None:
+            return {int(row[0]) for row in rows}
+        return {int(row[0]) for row in rows if capture.admits(Capture(*row[1:]))}
 
     # --- paths --------------------------------------------------------------------------
     def _encode(self, path: str) -> bytes:
@@ -202,13 +228,39 @@ class ImageRows:
             stored = absolute
         return os.fsencode(stored)
 
+    def _written(self, image: NewImage, vector: npt.NDArray[np.float32]) -> tuple:
+        """The values of WRITTEN_COLUMNS for an image (its capture dated by its file when its EXIF has no date)."""
+        return (self._encode(image.path), image.content_hash, image.size, image.mtime, image.width, image.height,
+                vector_blob(vector), *capture_values(image.capture.dated(image.mtime)))
+
     def _record(self, row: tuple) -> ImageRecord:
         stored = os.fsdecode(row[1])
         path = stored if "://" in stored else os.path.normpath(os.path.join(self.root, stored))
-        return ImageRecord(path, row[2], row[3], row[4], row[5], row[6], id=row[0])
+        return ImageRecord(path, row[2], row[3], row[4], row[5], row[6], Capture(*row[7:13]), id=row[0])
 
 
-_RECORD_COLUMNS = "id, path, content_hash, size, mtime, width, height"
+CAPTURE_COLUMNS = "taken, taken_source, camera_make, camera_model, latitude, longitude"
+_RECORD_COLUMNS = f"id, path, content_hash, size, mtime, width, height, {CAPTURE_COLUMNS}"
+WRITTEN_COLUMNS = f"path, content_hash, size, mtime, width, height, vector, {CAPTURE_COLUMNS}"  # ImageRows._written
+
+
+class Writes:
+    """The statements VectorStore writes image rows with (their values: ImageRows._written, captured_rows)."""
+
+    insert = f"INSERT INTO images ({WRITTEN_COLUMNS}) VALUES ({','.join('?' * len(WRITTEN_COLUMNS.split(',')))})"
+    update = f"UPDATE images SET ({WRITTEN_COLUMNS}) = ({','.join('?' * len(WRITTEN_COLUMNS.split(',')))}) WHERE id = ?"
+    capture = f"UPDATE images SET ({CAPTURE_COLUMNS}) = (?,?,?,?,?,?) WHERE id = ?"
+
+
+def captured_rows(captures: Mapping[int, Capture]) -> list[tuple[str | float | None, ...]]:
+    """The parameters of Writes.capture for each image id and its capture."""
+    return [(*capture_values(capture), image_id) for image_id, capture in captures.items()]
+
+
+def capture_values(capture: Capture) -> tuple[str | float | None, ...]:
+    """A capture as the values of CAPTURE_COLUMNS."""
+    return (capture.taken, capture.taken_source, capture.camera_make, capture.camera_model, capture.latitude,
+            capture.longitude)
 
 
 def vector_blob(vector: npt.NDArray[np.float32]) -> bytes:

@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS changed_vectors (image_id INTEGER PRIMARY KEY);
 # The statements that take a database from the format before to this one, by format.
 STEPS: dict[int, str] = {
     2: "CREATE INDEX IF NOT EXISTS labels_by_value ON labels (name, value);",  # `where` filters without a scan
+    # what each photo says of its capture (lookalike.capture); an upgraded index reads it with read_capture()
+    3: """ALTER TABLE images ADD COLUMN taken TEXT; ALTER TABLE images ADD COLUMN taken_source TEXT;
+          ALTER TABLE images ADD COLUMN camera_make TEXT; ALTER TABLE images ADD COLUMN camera_model TEXT;
+          ALTER TABLE images ADD COLUMN latitude REAL; ALTER TABLE images ADD COLUMN longitude REAL;
+          CREATE INDEX IF NOT EXISTS images_by_taken ON images (taken);""",
 }
 assert max(STEPS) == FORMAT_VERSION, "each format names its database step (an empty string when it has none)"
 

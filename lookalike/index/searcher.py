@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike import confidence
+from lookalike.capture_filter import taken_order
 from lookalike.embedders import Matrix
 from lookalike.embedders.spec import ModelMismatchError, check_same_vectors, text_tower
 from lookalike.errors import NotFoundError, RequestError
@@ -65,7 +66,7 @@ class Searcher:
         where, predicted = self._narrowed(resolved, options)
         timings = dict(resolved.timings)
         started = time.perf_counter()
-        allowed = self._store.ids_matching(where, options.path_prefix) if where or options.path_prefix else None
+        allowed = self._allowed(where, options)
         exclude = {resolved.id} if resolved.id is not None else set()
         if allowed is not None and len(allowed) == 0:
             ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -79,8 +80,10 @@ class Searcher:
         matches = self._readable(self._matches(found)[:options.k], resolved)
         judged = confidence.judge(self._best_cosine(matches, resolved.vector),
                                   None if query.text is not None else self._confidence_floor(),
-                                  bool(where or options.path_prefix), predicted,
+                                  allowed is not None, predicted,
                                   matches[0].similarity if matches and matches[0].same_photo else None)
+        if options.sort is not None:  # the k best, by the time taken (judged above as ranked)
+            matches = [matches[i] for i in taken_order([m.taken for m in matches], options.sort.startswith("-"))]
         return SearchResult(matches, resolved.label, options.method, timings, predicted, resolved.id,
                             judged.low_confidence, judged.note)
 
@@ -157,7 +160,7 @@ class Searcher:
         missing = [name for name in options.scopes_asked if name not in SCOPES]
         if missing:
             raise RequestError(f"{', '.join(missing)} needs lookalike.organise, which is not installed")
-        where = self.known_where(options.where)
+        where = self.known_where(options.capture_filter[0])
         predicted = None
         for option in options.scopes_asked:
             scope = SCOPES[option].narrow(self.index, query.vector, options)
@@ -262,8 +265,22 @@ class Searcher:
         0.25 ms a search); an image another process removed since the search is left out."""
         records = self._store.records_of([image_id for image_id, _ in found])
         labels = self._store.labels_of(list(records))
-        return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}))
-                for image_id, score in found if image_id in records]
+        return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}),
+                      **records[image_id].capture.shown()) for image_id, score in found if image_id in records]
+
+    def _allowed(self, where: Mapping[str, tuple[str, ...]], options: SearchOptions) -> Ids | None:
+        """The ids that `where` (labels, as the index spells them), path_prefix and the capture filters allow; None
+        when none is set (every image)."""
+        capture = options.capture_filter[1]
+        if not (where or options.path_prefix or capture):
+            return None
+        return self._store.ids_matching(where, options.path_prefix, capture)
+
+    def ids_matching(self, options: SearchOptions) -> Ids:
+        """The ids the filters of `options` allow (all ids when it sets none)."""
+        self._state.catch_up()
+        allowed = self._allowed(self.known_where(options.capture_filter[0]), options)
+        return self._store.ids() if allowed is None else allowed
 
     def known_where(self, where: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         """`where` in the index's spelling (case is ignored); a label name or value no image has raises

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.backends import VectorBackend, load_backend, new_backend
+from lookalike.capture import Capture
 from lookalike.embedders import Matrix
 from lookalike.faults import crash_point, disk_full_reported
-from lookalike.index.rows import ImageRecord, ImageRows, NewImage, blob_vector, vector_blob
+from lookalike.index.rows import ImageRecord, ImageRows, NewImage, Writes, blob_vector, captured_rows, vector_blob
 
 Ids = npt.NDArray[np.int64]
 log = logging.getLogger("lookalike")
@@ -91,11 +92,7 @@ class VectorStore(ImageRows):
         self.begin()
         ids = []
         for image, vector in zip(images, vectors, strict=True):
-            cursor = self.db.execute(
-                "INSERT INTO images (path, content_hash, size, mtime, width, height, vector) VALUES (?,?,?,?,?,?,?)",
-                (self._encode(image.path), image.content_hash, image.size, image.mtime, image.width, image.height,
-                 vector_blob(vector)),
-            )
+            cursor = self.db.execute(Writes.insert, self._written(image, vector))
             ids.append(int(cursor.lastrowid or 0))
         if ids:
             self.backend.add(np.asarray(ids, dtype=np.int64), self._searchable(vectors))
@@ -105,11 +102,7 @@ class VectorStore(ImageRows):
     def replace(self, image_id: int, image: NewImage, vector: npt.NDArray[np.float32]) -> None:
         """New content for an existing image: the id stays, the vector changes."""
         self.begin()
-        self.db.execute(
-            "UPDATE images SET path=?, content_hash=?, size=?, mtime=?, width=?, height=?, vector=? WHERE id=?",
-            (self._encode(image.path), image.content_hash, image.size, image.mtime, image.width, image.height,
-             vector_blob(vector), image_id),
-        )
+        self.db.execute(Writes.update, (*self._written(image, vector), image_id))
         self._vector_changed([image_id])
         ids = np.asarray([image_id], dtype=np.int64)
         self.backend.remove(ids)
@@ -129,6 +122,11 @@ class VectorStore(ImageRows):
         self.backend.remove(np.asarray(ids, dtype=np.int64))
         crash_point("store.removed")
         return len(ids)
+
+    def set_capture(self, captures: Mapping[int, Capture]) -> None:
+        """Give images their capture (read from their files after an upgrade), each dated by its stored file time."""
+        self.begin()
+        self.db.executemany(Writes.capture, captured_rows(captures))
 
     def set_labels(self, image_id: int, labels: dict[str, str]) -> None:
         self.begin()

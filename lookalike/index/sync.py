@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.capture import Capture
 from lookalike.embedders import Embedder
 from lookalike.faults import crash_point, disk_full_reported
 from lookalike.files import Fingerprint, content_hash, stat_file
@@ -106,7 +107,7 @@ class Sync:
         for batch in embed_files(self.embedder, planned, read=read):
             self.fail(batch.failures)
             if read is None:
-                self.store_files([(i.path, i.width, i.height) for i in batch.images], batch.vectors)
+                self.store_files([(i.path, i.width, i.height, i.capture) for i in batch.images], batch.vectors)
             else:
                 self.store_images([_described(i) for i in batch.images], batch.vectors)
             if progress:
@@ -167,7 +168,8 @@ class Sync:
         if source is None:
             return False
         self.digests.pop(path, None)
-        image = NewImage(os.path.abspath(path), found.digest, found.size, found.mtime, source.width, source.height)
+        image = NewImage(os.path.abspath(path), found.digest, found.size, found.mtime, source.width, source.height,
+                         source.capture.exif_only())  # the same bytes, the same EXIF; dated by this file if none
         self.store_images([image], self.store.vectors([source.id]))
         self.report.reused += 1
         return True
@@ -199,11 +201,11 @@ class Sync:
         self.report.removed += self.store.remove(ids)
 
     # --- store --------------------------------------------------------------------------------
-    def store_files(self, files: Sequence[tuple[Path, int, int]], vectors: np.ndarray) -> None:
-        """Embedded local files (path, width, height) with their vectors; size, time and hash read here."""
+    def store_files(self, files: Sequence[tuple[Path, int, int, Capture]], vectors: np.ndarray) -> None:
+        """Embedded local files (path, width, height, capture) with their vectors; size, time and hash read here."""
         images, rows = [], []
-        for row, (path, width, height) in enumerate(files):
-            image = self._describe(path, width, height)
+        for row, (path, width, height, capture) in enumerate(files):
+            image = self._describe(path, width, height, capture)
             if image is not None:
                 images.append(image)
                 rows.append(row)
@@ -234,7 +236,7 @@ class Sync:
     def fail(self, failures: Iterable[Failure]) -> None:
         self.report.failures.extend(failures)
 
-    def _describe(self, path: Path, width: int, height: int) -> NewImage | None:
+    def _describe(self, path: Path, width: int, height: int, capture: Capture) -> NewImage | None:
         stat = stat_file(path)
         if stat is None:
             self.report.failures.append(Failure(path, "file disappeared while indexing"))
@@ -244,7 +246,7 @@ class Sync:
         except OSError as error:
             self.report.failures.append(Failure(path, f"unreadable: {error}"))
             return None
-        return NewImage(os.path.abspath(path), digest, stat.size, stat.mtime, width, height)
+        return NewImage(os.path.abspath(path), digest, stat.size, stat.mtime, width, height, capture)
 
     # --- commit and finish --------------------------------------------------------------------
     def commit(self) -> None:
@@ -294,4 +296,5 @@ def _described(image: Prepared) -> NewImage:
     """An image read by a Reader, as stored: its fingerprint is that of the bytes that were decoded."""
     assert image.fingerprint is not None
     found = image.fingerprint
-    return NewImage(os.path.abspath(image.path), found.digest, found.size, found.mtime, image.width, image.height)
+    return NewImage(os.path.abspath(image.path), found.digest, found.size, found.mtime, image.width, image.height,
+                    image.capture)

@@ -36,7 +36,12 @@ def explicit_defaults(content: Json) -> Json:
     return defaults | content
 
 
-MANIFEST_STEPS: dict[int, Callable[[Json], Json]] = {2: explicit_defaults}
+def same_fields(content: Json) -> Json:
+    """Format 3 adds columns to the database only (each image's capture): the manifest keeps its fields."""
+    return content
+
+
+MANIFEST_STEPS: dict[int, Callable[[Json], Json]] = {2: explicit_defaults, 3: same_fields}
 WAIT_SECONDS = 30.0  # how long an upgrade waits for another process's writer lock
 
 

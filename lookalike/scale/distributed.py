@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from lookalike.capture import Capture
 from lookalike.embedders import Embedder
 from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors
 from lookalike.files import content_hash, stat_file, walk_images
@@ -44,6 +45,8 @@ BATCH_SIZE = 32  # images per actor call
 CONNECT_SECONDS = 5.0
 DEFAULT_RAY_PORT = 6379
 THREADS_VARIABLE = "LOOKALIKE_ONNX_THREADS"
+CAPTURE_FIELDS = {"taken": pa.string(), "taken_source": pa.string(), "camera_make": pa.string(),
+                  "camera_model": pa.string(), "latitude": pa.float64(), "longitude": pa.float64()}  # shard columns
 
 Progress = Callable[[int, int], None]
 
@@ -273,24 +276,26 @@ def embed_rows(embedder: Any, paths: list[str], local: list[Path]) -> dict[str, 
             rows[original[failure.path]] = _failure_row(embedder, original[failure.path], failure.reason)
         for image, vector in zip(batch.images, batch.vectors, strict=True):
             rows[original[image.path]] = _image_row(original[image.path], image.path, image.width, image.height,
-                                                    vector)
+                                                    vector, image.capture)
     ordered = [rows[p] for p in paths]
     return {column: np.asarray([row[column] for row in ordered]) for column in ordered[0]} if ordered else {}
 
 
-def _image_row(path: str, local: Path, width: int, height: int, vector: np.ndarray) -> dict[str, Any]:
+def _image_row(path: str, local: Path, width: int, height: int, vector: np.ndarray,
+               capture: Capture) -> dict[str, Any]:
     stat = stat_file(local)
     if stat is None:
         return _failure_row(None, path, "file disappeared while indexing", len(vector))
     mtime = stat.mtime if not is_uri(path) else 0.0
     return {"path": path, "content_hash": content_hash(local), "size": stat.size, "mtime": mtime,
-            "width": width, "height": height, "vector": np.asarray(vector, dtype=np.float32), "error": ""}
+            "width": width, "height": height, "vector": np.asarray(vector, dtype=np.float32), "error": ""} | {
+            name: getattr(capture, name) for name in CAPTURE_FIELDS}
 
 
 def _failure_row(embedder: Any, path: str, reason: str, dimension: int | None = None) -> dict[str, Any]:
     dimension = dimension or embedder.dimension
     return {"path": path, "content_hash": "", "size": 0, "mtime": 0.0, "width": 0, "height": 0,
-            "vector": np.zeros(dimension, dtype=np.float32), "error": reason}
+            "vector": np.zeros(dimension, dtype=np.float32), "error": reason} | dict.fromkeys(CAPTURE_FIELDS)
 
 
 @contextmanager
@@ -327,7 +332,7 @@ def write_shard(folder: Path, rows: dict[str, np.ndarray]) -> Path:
         "height": pa.array(rows["height"], pa.int32()),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
         "error": pa.array([str(e) for e in rows["error"]], pa.string()),
-    })
+    } | {name: pa.array(list(rows[name]), CAPTURE_FIELDS[name]) for name in CAPTURE_FIELDS})
     target = folder / f"shard-{time.time_ns()}-{os.getpid()}.parquet"
     partial = target.with_suffix(".partial")
     pq.write_table(table, partial)
@@ -356,7 +361,8 @@ def merge_shard(run: Sync, shard: Path, dimension: int, check_files: bool = Fals
             run.fail([Failure(Path(row["path"]), row["error"])])
         elif not check_files or _unchanged(row):
             images.append(NewImage(row["path"] if is_uri(row["path"]) else os.path.abspath(row["path"]),
-                                   row["content_hash"], row["size"], row["mtime"], row["width"], row["height"]))
+                                   row["content_hash"], row["size"], row["mtime"], row["width"], row["height"],
+                                   Capture(**{name: row.get(name) for name in CAPTURE_FIELDS})))  # older: none
             rows.append(number)
     run.store_images(images, vectors[rows])  # one batch: one backend insert, not one per image
     run.commit()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lookalike.images import is_image_path
+from lookalike.video import is_video_path
 
 
 @dataclass(frozen=True)
@@ -21,16 +22,22 @@ class FileStat:
     mtime: float
 
 
-def walk_images(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Image files under a folder, recursively, in a stable order (symlinks included, even broken ones)."""
+def walk_images(folder: str | os.PathLike[str], videos: bool = False) -> Iterator[Path]:
+    """Image files (and videos, when asked) under a folder, recursively, in a stable order (symlinks included,
+    even broken ones)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"not a folder: {folder}")
     for directory, subdirs, names in os.walk(folder, onerror=None, followlinks=False):
         subdirs.sort()
         for name in sorted(names):
-            if is_image_path(name):
+            if is_image_path(name) or (videos and is_video_path(name)):
                 yield Path(directory) / name
+
+
+def walk_media(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """walk_images, with the videos (lookalike.video.VIDEO_EXTENSIONS) among them."""
+    return walk_images(folder, videos=True)
 
 
 def stat_file(path: Path) -> FileStat | None:

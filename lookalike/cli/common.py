@@ -107,6 +107,8 @@ def _default_plan(index: ImageIndex) -> bool:
 
 
 def print_result(result: SearchResult, as_json: bool) -> None:
+    from lookalike.video import shown_frame  # a video's frame as `clip.mp4 @ 0:12.5`
+
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -122,7 +124,7 @@ def print_result(result: SearchResult, as_json: bool) -> None:
     for rank, match in enumerate(result.matches, 1):
         similarity = f"{match.score:.4f}" if match.similarity is None else f"{match.similarity:.4f}"
         same = "  (same photo)" if match.same_photo else ""
-        print(f"{rank:>4}  {similarity:>10}  {match.id:>6}  {match.path}{same}")
+        print(f"{rank:>4}  {similarity:>10}  {match.id:>6}  {shown_frame(match.path)}{same}")
 
 
 def plural(count: int, noun: str) -> str:

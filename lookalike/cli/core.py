@@ -82,7 +82,7 @@ def _print_index_type(index: ImageIndex, args: argparse.Namespace, new: bool) ->
 
 def _ingest(index: ImageIndex, args: argparse.Namespace, progress: Any) -> IndexReport:
     if args.ray is None:
-        return index.add_folder(args.source, progress=progress)
+        return index.add_folder(args.source, progress=progress, frames_per_minute=args.frames_per_minute)
     try:
         from lookalike.scale.distributed import ingest_with_ray
     except ImportError as error:
@@ -99,7 +99,7 @@ def add_command(args: argparse.Namespace) -> int:
 
     with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store) as index:
         with progress_bar("embedding") as progress:
-            report = index.add_files(args.files, progress=progress)
+            report = index.add_files(args.files, progress=progress, frames_per_minute=args.frames_per_minute)
         print_report(report, index, args.json)
     return 0
 
@@ -220,6 +220,12 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     add_options(parser, SearchOptions)
 
 
+def add_video_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames-per-minute", type=int, metavar="N",
+                        help="videos (mp4, mov, webm, mkv) are indexed as their scene changes, at most N a minute of "
+                             "footage (default $LOOKALIKE_FRAMES_PER_MINUTE or 12; needs the video extra)")
+
+
 def register(verbs: Any) -> None:
     index = add_verb(verbs, "index", index_command, "index (or re-sync) every image under a folder", model=True)
     index.add_argument("source", metavar="PHOTOS_DIR", help="a folder, or with --ray an fsspec URI (s3://...)")
@@ -228,9 +234,11 @@ def register(verbs: Any) -> None:
                        help="embed on Ray: a local instance, or the cluster at ADDRESS (HOST:PORT, ray://..., auto)")
     index.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     add_index_type_options(index)
+    add_video_options(index)
 
     add = add_verb(verbs, "add", add_command, "add or update single image files", model=True)
     add.add_argument("files", nargs="+", metavar="FILE")
+    add_video_options(add)
     add_options(add, IndexPlan, names={"store"})
 
     remove = add_verb(verbs, "remove", remove_command, "remove image files from the index")

@@ -22,8 +22,8 @@ from lookalike import reduction as reduction_module
 from lookalike.embedders import DEFAULT_MODEL, Embedder, new_index_precision
 from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError
 from lookalike.faults import storage_problem
-from lookalike.files import walk_images
-from lookalike.images import ImageError, is_image_path
+from lookalike.files import walk_media
+from lookalike.images import ImageError
 from lookalike.index import augmentation, capture_reads, upkeep
 from lookalike.index import tune as tuning
 from lookalike.index.folder import IndexFolder
@@ -36,7 +36,6 @@ from lookalike.index.store import ImageRecord, VectorStore
 from lookalike.index.sync import IndexReport, Progress, Sync
 from lookalike.index.upgrade import opened_manifest
 from lookalike.index.writer import IndexBusyError
-from lookalike.ingest import Failure
 from lookalike.search import Query, SearchOptions, SearchResult, WhereTerms
 
 Ids = npt.NDArray[np.int64]
@@ -166,26 +165,26 @@ class ImageIndex:
             self._state.store = self._state.new_store()
 
     @writes
-    def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None) -> IndexReport:
-        """Index every image under a folder; re-running only embeds what changed and drops what vanished.
-        A labels.csv (path,label[,...]) at the folder's top labels its images (report.labels says what it gave)."""
-        paths = list(walk_images(Path(folder)))
+    def add_folder(self, folder: str | os.PathLike[str], progress: Progress | None = None,
+                   frames_per_minute: int | None = None) -> IndexReport:
+        """Index every image under a folder (a video as its keyframes: lookalike.video); re-running only embeds what
+        changed and drops what vanished. A labels.csv (path,label[,...]) at its top labels images (report.labels)."""
+        paths = list(walk_media(Path(folder)))
         self.expect(len(paths))
         with self.sync() as run:
-            run.embed(paths, progress)
+            run.embed(paths, progress, frames_per_minute=frames_per_minute)
             run.remove_vanished(folder, paths)
             report = run.finish()
         report.labels = import_folder_labels(self, folder)
         return report
 
     @writes
-    def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
+    def add_files(self, files: Iterable[str | os.PathLike[str]], progress: Progress | None = None,
+                  frames_per_minute: int | None = None) -> IndexReport:
         paths = list({os.path.abspath(f): Path(f) for f in files}.values())  # each file once
         self.expect(len(paths))
         with self.sync() as run:
-            run.fail(Failure(p, "not a supported image type (by extension)") for p in paths
-                     if not is_image_path(p) and p.exists())
-            run.embed([p for p in paths if is_image_path(p) or not p.exists()], progress)
+            run.embed_named(paths, progress, frames_per_minute)
             return run.finish()
 
     @writes

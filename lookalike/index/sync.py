@@ -27,9 +27,11 @@ from lookalike.embedders import Embedder
 from lookalike.faults import crash_point, disk_full_reported
 from lookalike.files import Fingerprint, content_hash, stat_file
 from lookalike.index.folder import IndexFolder
+from lookalike.index.frames import embed_videos, frames_by_video
 from lookalike.index.labels import LabelImport
 from lookalike.index.store import NewImage, VectorStore
 from lookalike.ingest import Failure, Prepared, Reader, embed_files
+from lookalike.video import file_of, frames_per_minute_of, is_media_path, is_video_path
 
 COMMIT_EVERY = 256  # images per transaction: at most this much work is redone after a crash
 
@@ -97,11 +99,21 @@ class Sync:
             self.close()
 
     # --- embed ------------------------------------------------------------------------------
-    def embed(self, paths: Sequence[Path], progress: Progress | None = None, read: Reader | None = None) -> None:
+    def embed(self, paths: Sequence[Path], progress: Progress | None = None, read: Reader | None = None,
+              frames_per_minute: int | None = None) -> None:
         """Plan `paths`, embed what needs it (decoding in threads while the network runs) and store it.
         A long run may call this once per chunk, committing in between, and finish once at the end.
         With `read` (files confined beneath roots), every file is opened only through it, and what is stored
-        (size, time, digest) is what was read from the descriptor whose bytes were decoded."""
+        (size, time, digest) is what was read from the descriptor whose bytes were decoded. Videos among the
+        paths are indexed as their keyframes, at most `frames_per_minute` (lookalike.video); progress counts files."""
+        videos = [p for p in paths if is_video_path(p)]
+        if videos:
+            photos = [p for p in paths if not is_video_path(p)]
+            self.embed(photos, progress and (lambda done, _: progress(done, len(paths))), read)
+            counted = iter(range(len(photos) + 1, len(paths) + 1))
+            embed_videos(self, videos, read, frames_per_minute_of(frames_per_minute),
+                         lambda: progress and progress(next(counted), len(paths)))
+            return
         handled_before = self.report.handled
         planned = self.plan(paths) if read is None else self._plan_read(paths, read)
         for batch in embed_files(self.embedder, planned, read=read):
@@ -112,6 +124,14 @@ class Sync:
                 self.store_images([_described(i) for i in batch.images], batch.vectors)
             if progress:
                 progress(self.report.handled - handled_before, len(paths))
+
+    def embed_named(self, paths: Sequence[Path], progress: Progress | None = None,
+                    frames_per_minute: int | None = None) -> None:
+        """embed files named one by one (add_files): one that is neither a photo nor a video is a failure."""
+        self.fail(Failure(p, "not a supported image or video type (by extension)") for p in paths
+                  if not is_media_path(p) and p.exists())
+        self.embed([p for p in paths if is_media_path(p) or not p.exists()], progress,
+                   frames_per_minute=frames_per_minute)
 
     # --- plan -------------------------------------------------------------------------------
     def plan(self, paths: Iterable[Path], remember_hashes: bool = True) -> Iterator[Path]:
@@ -186,18 +206,24 @@ class Sync:
         self._check_open()
         present = {os.path.abspath(p) for p in seen}
         prefix = os.path.join(os.path.abspath(folder), "")
-        vanished = [r.id for r in self.store.records() if r.path.startswith(prefix) and r.path not in present]
+        vanished = [r.id for r in self.store.records() if r.path.startswith(prefix) and file_of(r.path) not in present]
         self.report.removed += self.store.remove(vanished)
 
     def remove_files(self, files: Iterable[str | os.PathLike[str]]) -> None:
         self._check_open()
-        ids = []
+        ids: list[int] = []
+        videos = None  # each video's frames, read once a video is named
         for path in files:
-            record = self.store.record_by_path(os.path.abspath(path))
-            if record is None:
-                self.report.failures.append(Failure(Path(path), "not in the index"))
+            absolute = os.path.abspath(path)
+            record = self.store.record_by_path(absolute)
+            if record is None and is_video_path(path):  # a video is removed as its frames
+                videos = frames_by_video(self.store.records()) if videos is None else videos
+                found = [frame.id for frame in videos.get(absolute, [])]
             else:
-                ids.append(record.id)
+                found = [] if record is None else [record.id]
+            if not found:
+                self.report.failures.append(Failure(Path(path), "not in the index"))
+            ids += found
         self.report.removed += self.store.remove(ids)
 
     # --- store --------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ from clusters import MilvusServer  # noqa: E402
 
 from lookalike.backends import milvus as milvus_module  # noqa: E402
 from lookalike.backends.faiss_flat import FlatBackend  # noqa: E402
+from lookalike.backends.filters import Filter  # noqa: E402
 from lookalike.backends.milvus import MilvusBackend, parse_store  # noqa: E402
 from lookalike.cli import main  # noqa: E402
-from lookalike.index import ImageIndex  # noqa: E402
+from lookalike.index import ImageIndex, described  # noqa: E402
 
 DIMENSION = 64
 
@@ -155,6 +156,59 @@ def test_cli_indexes_into_milvus_and_refuses_another_store(stores: Stores, demo_
     assert len(json.loads(capsys.readouterr().out)["matches"]) == 5
     assert main(["index", str(demo_copy), "--index", index, "--store", "milvus://127.0.0.1:9/x"]) == 2
     assert "keeps its vectors in" in capsys.readouterr().err
+
+
+def odd_folders(demo_copy: Path) -> tuple[Path, Path]:
+    """Two folders whose names differ where `like` has wildcards (`_`, `%`), three photos each."""
+    photos = sorted(demo_copy.rglob("*.jpg"))
+    folders = demo_copy / "a_b", demo_copy / "axb%"
+    for folder, moved in zip(folders, (photos[:3], photos[3:6]), strict=True):
+        folder.mkdir()
+        for photo in moved:
+            photo.rename(folder / photo.name)
+    return folders
+
+
+def filtered_answers(index: ImageIndex, folders: tuple[Path, Path]) -> dict[str, list[str]]:
+    asks = {"colour": {"where": {"colour": ['blu"e\\']}}, "two": {"where": {"colour": ["red", 'blu"e\\']}},
+            "both": {"where": {"colour": ["red"]}, "path_prefix": str(folders[0].parent)},
+            "a_b": {"path_prefix": str(folders[0])}, "axb%": {"path_prefix": str(folders[1])},
+            "none": {"path_prefix": str(folders[0]) + "x"}}
+    return {name: [m.path for m in index.search(30, k=8, **ask).matches] for name, ask in asks.items()}
+
+
+def colours(index: ImageIndex) -> None:
+    index.set_labels({i: {"colour": "red" if i % 2 else 'blu"e\\'} for i in index._store.ids().tolist()})
+
+
+def test_filters_run_inside_milvus_with_the_answers_of_faiss(stores: Stores, demo_copy: Path, tmp_path: Path) -> None:
+    folders = odd_folders(demo_copy)
+    answers = {}
+    for name, store in (("milvus", stores("filtered")), ("faiss", None)):
+        with ImageIndex.create(tmp_path / name, store=store) as index:
+            index.add_folder(demo_copy)
+            colours(index)
+            answers[name] = filtered_answers(index, folders)
+            assert described.applies_inside(index._store.backend, Filter({"colour": ("red",)})) == (name == "milvus")
+    assert answers["milvus"] == answers["faiss"]
+    assert len(answers["faiss"]["a_b"]) == len(answers["faiss"]["axb%"]) == 3 and answers["faiss"]["none"] == []
+    assert all(Path(p).parent == folders[0] for p in answers["faiss"]["a_b"])
+    assert len(answers["faiss"]["colour"]) == len(answers["faiss"]["two"]) == 8  # 15 of each colour
+    assert answers["faiss"]["colour"] != answers["faiss"]["two"]
+
+
+def test_relabelled_images_are_filtered_by_their_new_labels_in_milvus(stores: Stores, demo_copy: Path,
+                                                                        tmp_path: Path) -> None:
+    with ImageIndex.create(tmp_path / "index", store=stores("relabelled")) as index:
+        index.add_folder(demo_copy)
+        colours(index)
+        index.set_labels({5: {"colour": "green"}, 6: {"colour": "green", "size": "L"}})
+        assert [m.id for m in index.search(1, k=5, where={"colour": "green"}).matches] in ([5, 6], [6, 5])
+        assert 5 not in [m.id for m in index.search(1, k=30, where={"colour": "red"}).matches]
+        index.remove_files([index._store.record(6).path])
+        assert [m.id for m in index.search(1, k=5, where={"colour": "green"}).matches] == [5]
+    with ImageIndex.open(tmp_path / "index") as reopened:  # the collection kept the labels: no rebuild needed
+        assert [m.id for m in reopened.search(1, k=5, where={"colour": "green"}).matches] == [5]
 
 
 # --- a real server: restarts, crashes, hangs (pytest -k milvus_server) -------------------------------------------

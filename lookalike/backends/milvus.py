@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from lookalike.backends import milvus_filter
 from lookalike.backends.base import Ids, Matrix
+from lookalike.backends.filters import Described, Filter
 
 DEFAULT_COLLECTION = "lookalike"
 DEFAULT_PORT = 19530
@@ -146,10 +149,13 @@ def check_reachable(location: MilvusLocation) -> None:
 
 
 class MilvusBackend:
-    """Inner-product search in one Milvus collection; ids are the SQLite image ids."""
+    """Inner-product search in one Milvus collection; ids are the SQLite image ids. Beside each vector the
+    collection keeps the image's path and labels (milvus_filter.py), so `where` and `path_prefix` filter inside
+    Milvus; `describe` (set by the store that owns the rows) says what they are for the ids being added."""
 
     kind = "milvus"
     shared = True  # every process using the index writes this one collection: another's commit is already here
+    describe: Callable[[Sequence[int]], list[Described]] | None = None
 
     def __init__(self, dimension: int, location: str, owner: str = "", client: Any = None):
         """A fresh, empty collection (an existing one made by this model is emptied, another is refused)."""
@@ -159,6 +165,7 @@ class MilvusBackend:
         self.client = client or connect(self.location)
         self.collection = self.location.collection
         self._count: int | None = None
+        self.relabelled: set[int] = set()  # ids whose labels the open write changed (described again at commit)
         if client is None:
             self._create()
 
@@ -194,6 +201,8 @@ class MilvusBackend:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        schema.add_field(milvus_filter.PATH_FIELD, DataType.VARCHAR, max_length=milvus_filter.PATH_LENGTH)
+        schema.add_field(milvus_filter.LABELS_FIELD, DataType.JSON)
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type=self.location.index_type, metric_type="IP",
                         params=INDEX_PARAMETERS.get(self.location.index_type, {}))
@@ -204,8 +213,8 @@ class MilvusBackend:
             raise ValueError(f"Milvus built a {built} index instead of {self.location.index_type} in {self.location}")
         self._count = 0
 
-    def check_owner(self) -> None:
-        """Refuse a collection made for another model or dimension."""
+    def check_owner(self) -> bool:
+        """Refuse a collection made for another model or dimension; whether it has the fields filters need."""
         described = self._call("describe_collection", self.collection)
         vector = next((f for f in described["fields"] if f["name"] == "vector"), None)
         dimension = int(vector["params"].get("dim", 0)) if vector else None
@@ -215,6 +224,7 @@ class MilvusBackend:
             raise ValueError(f"Milvus collection {self.collection!r} at {self.location} was made by another model "
                              f"({made_by}); this index needs {self.owner or 'its model'}, {self.dimension} "
                              "dimensions: choose another collection")
+        return {milvus_filter.PATH_FIELD, milvus_filter.LABELS_FIELD} <= {f["name"] for f in described["fields"]}
 
     def refresh(self, dimension: int) -> None:
         """Another process wrote the collection (and may have rebuilt it reduced to `dimension`): count again."""
@@ -236,24 +246,49 @@ class MilvusBackend:
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float32)
         for start in range(0, len(ids), INSERT_ROWS):
-            rows = [{"id": int(i), "vector": v} for i, v in zip(ids[start:start + INSERT_ROWS],
-                                                                 vectors[start:start + INSERT_ROWS], strict=True)]
-            self._call("insert", self.collection, rows)
+            self._call("insert", self.collection, self._rows(ids[start:start + INSERT_ROWS],
+                                                             vectors[start:start + INSERT_ROWS]))
         if self._count is not None:
             self._count += len(ids)
+
+    def _rows(self, ids: Ids, vectors: Matrix) -> list[dict[str, Any]]:
+        described = self.describe([int(i) for i in ids]) if self.describe else [Described()] * len(ids)
+        return [{"id": int(i), "vector": v, **milvus_filter.scalars(d)}
+                for i, v, d in zip(ids, vectors, described, strict=True)]
+
+    def describe_again(self, ids: Sequence[int]) -> None:
+        """Rewrite the path and labels kept beside these ids' vectors (their labels changed); ids not in the
+        collection are left out."""
+        ids = [int(i) for i in ids]
+        for start in range(0, len(ids), INSERT_ROWS):
+            chunk = ids[start:start + INSERT_ROWS]
+            kept = self._call("query", self.collection, filter=f"id in [{','.join(map(str, chunk))}]",
+                              output_fields=["id", "vector"])
+            if kept:
+                vectors = np.asarray([row["vector"] for row in kept], dtype=np.float32)
+                self._call("upsert", self.collection, self._rows(np.asarray([row["id"] for row in kept]), vectors))
+
+    def can_filter(self, narrowed: Filter) -> bool:
+        """Whether this search can filter inside Milvus: the store describes the rows and every condition has a
+        clause (else the store passes the ids it allows)."""
+        return self.describe is not None and milvus_filter.can_express(narrowed)
 
     def remove(self, ids: Ids) -> None:
         if len(ids):
             self._call("delete", self.collection, ids=[int(i) for i in ids])
             self._count = None  # ids that were not there are not counted: ask again
 
-    def search(self, queries: Matrix, k: int, allowed_ids: Ids | None = None) -> tuple[Matrix, Ids]:
+    def search(self, queries: Matrix, k: int, allowed_ids: Ids | Filter | None = None) -> tuple[Matrix, Ids]:
+        """Top-k per query within `allowed_ids`: ids, or a Filter this backend said it can apply (can_filter)."""
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dimension)
         scores = np.full((len(queries), k), np.finfo(np.float32).min, dtype=np.float32)
         found = np.full((len(queries), k), -1, dtype=np.int64)
-        if allowed_ids is not None and len(allowed_ids) == 0:
+        if isinstance(allowed_ids, Filter):
+            expression = milvus_filter.expression(allowed_ids)
+        elif allowed_ids is not None and len(allowed_ids) == 0:
             return scores, found
-        expression = "" if allowed_ids is None else f"id in [{','.join(str(int(i)) for i in allowed_ids)}]"
+        else:
+            expression = "" if allowed_ids is None else f"id in [{','.join(str(int(i)) for i in allowed_ids)}]"
         params = {"metric_type": "IP", "params": SEARCH_PARAMETERS.get(self.location.index_type, {})}
         hits = self._call("search", self.collection, data=list(queries), limit=min(k, MAX_TOP_K), filter=expression,
                           search_params=params, output_fields=["id"], seconds=SEARCH_SECONDS)
@@ -266,7 +301,8 @@ class MilvusBackend:
     def save(self, folder: Path, generation: int) -> None:
         """Flush the collection, then record which database generation it holds."""
         self._call("flush", self.collection)
-        stamp = {"generation": generation, "store": str(self.location), "collection": self.collection}
+        stamp = {"generation": generation, "store": str(self.location), "collection": self.collection,
+                 "folder": os.path.abspath(folder)}  # the paths kept beside the vectors are absolute
         partial = Path(folder) / (STAMP + ".partial")
         partial.write_text(json.dumps(stamp))
         os.replace(partial, Path(folder) / STAMP)
@@ -281,12 +317,14 @@ class MilvusBackend:
             return None
         parsed = parse_store(location)
         client = connect(parsed)
-        if stamp.get("generation") != generation or stamp.get("store") != str(parsed):
+        if (stamp.get("generation") != generation or stamp.get("store") != str(parsed)
+                or stamp.get("folder") != os.path.abspath(folder)):  # a moved folder: its paths are rewritten
             return None
         backend = cls(dimension, location, owner, client=client)
         if not backend._call("has_collection", parsed.collection):
             return None
-        backend.check_owner()
+        if not backend.check_owner():
+            return None  # made before the collection kept paths and labels: rebuilt with them
         backend._call("load_collection", parsed.collection)  # a reopened collection is "released" until loaded
         # A restarted server answers its first consistent read only once it has caught up with what was written
         # before (24 s after a restart here): that wait belongs to opening the index, not to its first search.

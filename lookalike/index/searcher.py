@@ -18,12 +18,14 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike import confidence
+from lookalike.backends.filters import Filter
 from lookalike.capture_filter import taken_order
 from lookalike.embedders import Matrix
 from lookalike.embedders.spec import ModelMismatchError, check_same_vectors, text_tower
 from lookalike.errors import NotFoundError, RequestError
 from lookalike.expansion import GUARD_CANDIDATES, GUARD_NEIGHBOUR, diffusion_order, expanded_queries, guarded_order
 from lookalike.images import load_image
+from lookalike.index import described
 from lookalike.search import (
     METRICS,
     SCOPES,
@@ -66,9 +68,9 @@ class Searcher:
         where, predicted = self._narrowed(resolved, options)
         timings = dict(resolved.timings)
         started = time.perf_counter()
-        allowed = self._allowed(where, options)
+        allowed = self._allowed(where, options, inside=provider is None)
         exclude = {resolved.id} if resolved.id is not None else set()
-        if allowed is not None and len(allowed) == 0:
+        if isinstance(allowed, np.ndarray) and len(allowed) == 0:
             ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         elif provider is not None:
             ids, scores = provider.rank(self.index, resolved.vector, options.method, options.k, exclude, allowed)
@@ -170,7 +172,7 @@ class Searcher:
         return where, predicted
 
     def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],
-                allowed: Ids | None) -> tuple[Ids, np.ndarray]:
+                allowed: Ids | Filter | None) -> tuple[Ids, np.ndarray]:
         """The vector index's answer, re-ranked by the expansion the options ask for (within `allowed`), with the
         guard that keeps near matches first whenever the answer was re-ranked (expansion.guarded_order)."""
         if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
@@ -195,7 +197,7 @@ class Searcher:
             ranked_ids, ranked = guarded_order(ranked_ids, ranked, candidates, plain, floors)
         return ranked_ids[:wanted], scores_from_inner_products(ranked[:wanted], options.method)
 
-    def _answer(self, searchable: np.ndarray, count: int, allowed: Ids | None) -> tuple[Ids, np.ndarray]:
+    def _answer(self, searchable: np.ndarray, count: int, allowed: Ids | Filter | None) -> tuple[Ids, np.ndarray]:
         inner, ids = self._store.search(searchable, count, allowed_ids=allowed, searchable=True)
         found = ids[0] >= 0  # the backend pads with -1 when fewer images are allowed than asked for
         return ids[0][found], inner[0][found]
@@ -268,12 +270,16 @@ class Searcher:
         return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}),
                       **records[image_id].capture.shown()) for image_id, score in found if image_id in records]
 
-    def _allowed(self, where: Mapping[str, tuple[str, ...]], options: SearchOptions) -> Ids | None:
+    def _allowed(self, where: Mapping[str, tuple[str, ...]], options: SearchOptions,
+                 inside: bool = False) -> Ids | Filter | None:
         """The ids that `where` (labels, as the index spells them), path_prefix and the capture filters allow; None
-        when none is set (every image)."""
+        when none is set (every image); the filter itself when `inside` a search by a backend that applies it where
+        its vectors are (Milvus: lookalike.index.described)."""
         capture = options.capture_filter[1]
         if not (where or options.path_prefix or capture):
             return None
+        if inside and described.applies_inside(self._store.backend, Filter(where, options.path_prefix, capture)):
+            return Filter(where, options.path_prefix, capture)
         return self._store.ids_matching(where, options.path_prefix, capture)
 
     def ids_matching(self, options: SearchOptions) -> Ids:

@@ -25,6 +25,7 @@ from lookalike.backends import VectorBackend, load_backend, new_backend
 from lookalike.capture import Capture
 from lookalike.embedders import Matrix
 from lookalike.faults import crash_point, disk_full_reported
+from lookalike.index import described
 from lookalike.index.rows import ImageRecord, ImageRows, NewImage, Writes, blob_vector, captured_rows, vector_blob
 
 Ids = npt.NDArray[np.int64]
@@ -60,6 +61,7 @@ class VectorStore(ImageRows):
     def commit(self) -> None:
         """Make the changes since begin() durable, as one step."""
         if self._in_transaction:
+            described.before_commit(self.backend)  # a backend filtering by labels gets this write's new ones first
             generation = self.generation + 1
             self.db.execute("INSERT OR REPLACE INTO state VALUES ('generation', ?)", (str(generation),))
             crash_point("store.committing")
@@ -133,6 +135,7 @@ class VectorStore(ImageRows):
         self.db.executemany(
             "INSERT OR REPLACE INTO labels VALUES (?,?,?)", [(image_id, k, v) for k, v in labels.items()]
         )
+        described.labels_changed(self.backend, [image_id])
 
     # --- the searchable copy -------------------------------------------------------------
     def searchable_count(self) -> int:
@@ -304,14 +307,15 @@ class VectorStore(ImageRows):
         self.backend_generation = generation
 
     def _load_or_rebuild(self, generation: int) -> VectorBackend:
-        backend = load_backend(self.index_type, self.searchable_dimension, self.folder, generation,
-                               **self.backend_options)
+        backend = described.attached(self, load_backend(self.index_type, self.searchable_dimension, self.folder,
+                                                        generation, **self.backend_options))
         if backend is not None and backend.count in (count := len(self), count - self.damaged_rows()):
             return backend
         return self._rebuild()
 
     def _rebuild(self) -> VectorBackend:
-        backend = new_backend(self.index_type, self.searchable_dimension, **self.backend_options)
+        backend = described.attached(self, new_backend(self.index_type, self.searchable_dimension,
+                                                       **self.backend_options))
         batch_ids: list[int] = []
         batch_vectors: list[npt.NDArray[np.float32]] = []
         batch_augmented: list[bytes | None] = []

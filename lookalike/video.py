@@ -78,6 +78,11 @@ def file_of(path: str) -> str:
     return frame.video if frame else path
 
 
+def file_digest(content_hash: str) -> str:
+    """The digest of the file an indexed hash was taken from: a frame's is its video's (`<digest>#t=12.500`)."""
+    return content_hash.partition("#")[0]
+
+
 def shown_time(seconds: float) -> str:
     """A frame's time as people read it: 0:12.5, 1:02:03.0."""
     minutes, rest = divmod(round(seconds, 1), 60)

@@ -20,17 +20,12 @@ from lookalike.embedders import Embedder, Matrix
 from lookalike.files import Fingerprint, content_hash, stat_file
 from lookalike.index.rows import ImageRecord, NewImage
 from lookalike.ingest import Failure, Reader
-from lookalike.video import Keyframe, VideoError, frame_of, frame_path, keyframes
+from lookalike.video import Keyframe, VideoError, file_digest, frame_of, frame_path, keyframes
 
 if TYPE_CHECKING:
     from lookalike.index.sync import Sync
 
 BATCH = 32  # keyframes embedded together
-
-
-def video_digest(record: ImageRecord) -> str:
-    """The digest of the video a frame's record was extracted from."""
-    return record.content_hash.partition("#")[0]
 
 
 def embed_videos(run: Sync, videos: Sequence[Path], read: Reader | None, per_minute: int,
@@ -60,7 +55,7 @@ def _sync_video(run: Sync, path: Path, known: list[ImageRecord], read: Reader | 
         if found is None:
             run.report.unchanged += len(known)
             return
-        if known and all(video_digest(r) == found.digest for r in known):
+        if known and all(file_digest(r.content_hash) == found.digest for r in known):
             for record in known:
                 run.store.touch(record.id, found.size, found.mtime)
             run.report.unchanged += len(known)

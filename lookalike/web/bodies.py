@@ -145,6 +145,8 @@ def body_of(cls: type, name: str, replaced: dict[str, Any] | None = None, **adde
 
 
 # A search's answer: lookalike.search's Match and SearchResult, with the links the page needs.
-Match = body_of(SearchMatch, "Match", thumbnail=(str, ...), file=(str, ...))
+Match = body_of(SearchMatch, "Match", thumbnail=(str, ...), file=(str, ...),
+                video=(str | None, Field(None, description="a video frame's video (its path is VIDEO#t=TIME)")),
+                time=(float | None, Field(None, description="a video frame's time in the video, in seconds")))
 SearchAnswer = body_of(SearchResult, "SearchAnswer", replaced={"matches": list[Match]},  # type: ignore[valid-type]
                        index=(str, ...), query_thumbnail=(str | None, None))

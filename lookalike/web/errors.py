@@ -18,6 +18,7 @@ MEANINGS = {
     404: "No such index, image, job or artifact, or an indexed file that is gone or changed",
     409: "Conflicts with the current state (the name exists, a job is running, another model), or another "
          "process is writing the index: `writer_pid` names it; retry once it is done",
+    416: "The byte range asked for (a Range header) is not in the file",
     413: "The request body or an uploaded image is larger than the server's limit",
     422: "A parameter or field is invalid or unknown, or an upload is not a usable image",
     503: "An index is not answering, or its folder cannot be written (a read-only file system, a file in the way)",

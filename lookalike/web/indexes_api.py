@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from lookalike.embedders import AUTOENCODER_PREFIX, available_models
@@ -19,6 +19,7 @@ from lookalike.web.bodies import Added, Artifact, Deleted, Image, ImagePage, Ind
 from lookalike.web.deps import MAX_ID, ImageId, jobs_of, registry_of, require_token, served_index, settings_of, slots_of
 from lookalike.web.errors import error_responses
 from lookalike.web.fields import Fields, fields_model
+from lookalike.web.frames import frame_jpeg, is_frame
 from lookalike.web.originals import chunks_of, open_indexed, serving_roots
 from lookalike.web.paths import images_under_roots
 from lookalike.web.registry import NAME, ServedIndex
@@ -173,10 +174,13 @@ def image_thumbnail(request: Request, served: Served, image_id: ImageId) -> File
             response_class=StreamingResponse,
             responses=file_responses([*dict.fromkeys(IMAGE_TYPES.values()), UNKNOWN_TYPE],
                                      "The file's bytes, typed by its extension") | error_responses(403, 404, 422))
-def image_file(request: Request, served: Served, image_id: ImageId) -> StreamingResponse:
+def image_file(request: Request, served: Served, image_id: ImageId) -> Response:
     with served.lock.reading():
         record = record_or_404(served, image_id)
     roots = serving_roots(served.index.files, settings_of(request).allowed_roots)
+    if is_frame(record):  # a video's frame, decoded from its video
+        with slots_of(request).slot():
+            return Response(frame_jpeg(record, roots), media_type="image/jpeg")
     handle = open_indexed(record, roots)  # served from this descriptor, the one checked: no re-opening of the path
     return StreamingResponse(chunks_of(handle, record.size), media_type=_media_type(record.path),
                              headers={"Content-Length": str(record.size)})

@@ -1,17 +1,19 @@
 """Indexed files opened for serving: through descriptors opened beneath a root without following any link
 (see files.open_beneath), and only while they are still the file that was indexed (same size, mtime and
-content digest), checked on the descriptor whose bytes are then sent."""
+content digest), checked on the descriptor whose bytes are then sent. A video's frame (`clip.mp4#t=12.500`) is read
+from its video, checked against the video's digest."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from lookalike.files import UnsafePathError, bytes_hash, open_beneath, root_of, stream_hash
 from lookalike.index import ImageRecord
 from lookalike.index.folder import IndexFolder
+from lookalike.video import file_digest, file_of
 
 CHUNK = 1 << 16
 
@@ -27,7 +29,7 @@ def open_indexed(record: ImageRecord, roots: Sequence[Path]) -> BinaryIO:
     through a link, or no longer the one indexed."""
     handle = os.fdopen(_descriptor(record, roots), "rb")
     found = os.fstat(handle.fileno())
-    if (found.st_size, found.st_mtime) != (record.size, record.mtime) or stream_hash(handle) != record.content_hash:
+    if not _same(record, found.st_size, found.st_mtime, lambda: stream_hash(handle)):
         handle.close()
         raise _changed(record, "its size, time or content differ")
     handle.seek(0)
@@ -37,7 +39,7 @@ def open_indexed(record: ImageRecord, roots: Sequence[Path]) -> BinaryIO:
 def read_indexed(record: ImageRecord, roots: Sequence[Path]) -> bytes:
     with os.fdopen(_descriptor(record, roots), "rb") as handle:
         found, data = os.fstat(handle.fileno()), handle.read()
-    if (len(data), found.st_mtime) != (record.size, record.mtime) or bytes_hash(data) != record.content_hash:
+    if not _same(record, len(data), found.st_mtime, lambda: bytes_hash(data)):
         raise _changed(record, "its size, time or content differ")
     return data
 
@@ -53,7 +55,7 @@ def chunks_of(handle: BinaryIO, size: int) -> Iterator[bytes]:
 
 def _descriptor(record: ImageRecord, roots: Sequence[Path]) -> int:
     try:
-        return open_beneath(root_of(record.path, roots), record.path)
+        return open_beneath(root_of(file_of(record.path), roots), file_of(record.path))
     except FileNotFoundError:
         raise FileNotFoundError(f"image {record.id} is indexed but its file is gone: {record.path}") from None
     except UnsafePathError as error:
@@ -62,6 +64,11 @@ def _descriptor(record: ImageRecord, roots: Sequence[Path]) -> int:
         raise PermissionError(f"image {record.id} is indexed but its file is not readable") from None
     except OSError as error:  # whatever else stands where the file or a folder was
         raise _changed(record, error.strerror or type(error).__name__) from None
+
+
+def _same(record: ImageRecord, size: int, mtime: float, digest: Callable[[], str]) -> bool:
+    """Whether a file is still the one indexed: its size and time, then (only if those agree) its digest."""
+    return (size, mtime) == (record.size, record.mtime) and digest() == file_digest(record.content_hash)
 
 
 def _changed(record: ImageRecord, why: str) -> FileNotFoundError:

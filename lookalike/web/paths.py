@@ -6,8 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lookalike.files import UnsafePathError, root_of, walk_images
-from lookalike.images import is_image_path
+from lookalike.files import UnsafePathError, root_of, walk_media
+from lookalike.video import is_media_path
 
 
 class RefusedPathError(Exception):
@@ -27,7 +27,7 @@ def inside(path: str | os.PathLike[str], roots: Sequence[Path]) -> bool:
 
 
 def images_under_roots(requested: Sequence[str], roots: Sequence[Path]) -> list[Path]:
-    """Image files named by the request (files or folders), each checked to live under an allowed root."""
+    """Image and video files named by the request (files or folders), each checked to live under an allowed root."""
     if not roots:
         raise RefusedPathError("adding by server-side path is disabled (start the server with --allowed-roots DIR)")
     found: list[Path] = []
@@ -38,10 +38,10 @@ def images_under_roots(requested: Sequence[str], roots: Sequence[Path]) -> list[
             raise RefusedPathError(f"{text}: outside the allowed roots (or reached through a link)")
         path = Path(text)
         if path.is_dir():
-            found += [p for p in walk_images(path) if inside(p, roots)]  # links leading out are skipped
+            found += [p for p in walk_media(path) if inside(p, roots)]  # links leading out are skipped
         elif path.is_file():
-            if not is_image_path(path):
-                raise ValueError(f"{text}: not an image file (by extension)")
+            if not is_media_path(path):
+                raise ValueError(f"{text}: not an image or video file (by extension)")
             found.append(path)
         else:
             raise FileNotFoundError(f"{text}: no such file or folder")

@@ -12,6 +12,7 @@ from PIL import Image
 from lookalike.images import load_image
 from lookalike.index import ImageRecord
 from lookalike.index.folder import IndexFolder
+from lookalike.web.frames import frame_picture, is_frame
 from lookalike.web.originals import read_indexed
 
 
@@ -24,11 +25,12 @@ def cached_thumbnail(record: ImageRecord, files: IndexFolder, side: int) -> Path
 def thumbnail(record: ImageRecord, files: IndexFolder, side: int, roots: Sequence[Path]) -> Path:
     """A JPEG no larger than side x side; the name carries the content hash, so changed files get a new one.
     It is made from the indexed file, read beneath one of `roots`, only while that is still the file indexed
-    (see originals)."""
+    (see originals); a video's frame is decoded from its video (see frames)."""
     folder, target = files.thumbnails, _thumbnail_path(record, files, side)
     if target.exists():
         return target
-    pixels = load_image(read_indexed(record, roots), target_side=side).pixels
+    pixels = frame_picture(record, roots, side) if is_frame(record) else \
+        load_image(read_indexed(record, roots), target_side=side).pixels
     folder.mkdir(exist_ok=True)
     pixels.thumbnail((side, side), Image.Resampling.LANCZOS)
     partial = target.with_name(target.name + f".{uuid.uuid4().hex}.partial")

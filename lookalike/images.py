@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from lookalike.capture import Capture, capture_of
+from lookalike.errors import RequestError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -39,6 +40,10 @@ SHRINK_TO = 4  # ... by a whole factor (box averages) that keeps its shorter sid
 REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 
 
+Box = tuple[int, int, int, int]  # x, y, width, height in pixels of the upright photo (after its EXIF orientation)
+SIDEWAYS = frozenset({5, 6, 7, 8})  # EXIF orientations whose upright photo swaps width and height
+
+
 class ImageError(Exception):
     """A file that cannot be used as an image, with the reason why."""
 
@@ -55,13 +60,15 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def load_image(source: str | os.PathLike[str] | bytes, target_side: int = 224) -> DecodedImage:
-    """Open a file (or bytes) as an upright RGB image whose shorter side is >= target_side."""
+def load_image(source: str | os.PathLike[str] | bytes, target_side: int = 224, crop: Box | None = None) -> DecodedImage:
+    """Open a file (or bytes) as an upright RGB image whose shorter side is >= target_side; with `crop`, only that
+    box of the upright photo, decoded finely enough that the box's shorter side is >= target_side (a box outside
+    the photo is a RequestError)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _open_and_decode(source, target_side)
-    except ImageError:
+            return _open_and_decode(source, target_side, crop)
+    except (ImageError, RequestError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"decompression bomb refused (more than {MAX_PIXELS:,} pixels): {error}") from None
@@ -93,14 +100,14 @@ def read_capture(path: str | os.PathLike[str]) -> Capture:
         return Capture()
 
 
-def _open_and_decode(source: str | os.PathLike[str] | bytes, target_side: int) -> DecodedImage:
+def _open_and_decode(source: str | os.PathLike[str] | bytes, target_side: int, crop: Box | None) -> DecodedImage:
     if isinstance(source, bytes | bytearray):
         if not source:
             raise ImageError("empty data (0 bytes)")
-        return _decode(Image.open(io.BytesIO(source)), target_side, lambda: bytes(source))
+        return _decode(Image.open(io.BytesIO(source)), target_side, lambda: bytes(source), crop)
     _check_file(Path(source))
     with Image.open(source) as image:  # reads the header only: a huge file that is no image is never loaded
-        return _decode(image, target_side, Path(source).read_bytes)
+        return _decode(image, target_side, Path(source).read_bytes, crop)
 
 
 def _check_file(path: Path) -> None:
@@ -114,7 +121,7 @@ def _check_file(path: Path) -> None:
         raise ImageError("permission denied: the file is not readable")
 
 
-def _decode(image: Image.Image, target_side: int, read: Callable[[], bytes]) -> DecodedImage:
+def _decode(image: Image.Image, target_side: int, read: Callable[[], bytes], crop: Box | None = None) -> DecodedImage:
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(f"decompression bomb refused: {width}x{height} is more than {MAX_PIXELS:,} pixels")
@@ -122,6 +129,10 @@ def _decode(image: Image.Image, target_side: int, read: Callable[[], bytes]) -> 
         raise ImageError(f"image too small ({width}x{height}); at least {MIN_SIDE}x{MIN_SIDE} pixels needed")
     exif = image.getexif()  # parsed from the header once: the orientation and the capture are read from it
     orientation, capture = exif.get(ExifTags.Base.Orientation, 1), capture_of(exif)
+    if crop is not None:
+        upright = (height, width) if orientation in SIDEWAYS else (width, height)
+        target_side = region_side(crop, upright, target_side)
+        return cropped(_decode(image, target_side, read), crop, upright)
     scaled = _scaled_jpeg(image, read, target_side, orientation)
     if scaled is not None:
         return DecodedImage(pixels=scaled, width=width, height=height, capture=capture)
@@ -214,3 +225,27 @@ def resize_and_crop(image: Image.Image, side: int, resize_side: int | None = Non
     across, down = resized_width / width, resized_height / height
     box = (left / across, top / down, (left + side) / across, (top + side) / down)
     return image.resize((side, side), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+
+
+# --- regions: a box of the upright photo -------------------------------------------------------------
+def region_side(box: Box, upright: tuple[int, int], target_side: int) -> int:
+    """The shorter side to decode the whole photo at so that the box's shorter side is still >= target_side (at
+    most the photo's own); a box that is empty or not inside the upright photo is a RequestError."""
+    x, y, width, height = box
+    if width < 1 or height < 1 or x < 0 or y < 0 or x + width > upright[0] or y + height > upright[1]:
+        raise RequestError(f"crop {x},{y},{width},{height} (x,y,width,height) is not inside the "
+                           f"{upright[0]}x{upright[1]} photo (upright, after its EXIF orientation)")
+    if min(width, height) < MIN_SIDE:
+        raise RequestError(f"crop {width}x{height} is too small; at least {MIN_SIDE}x{MIN_SIDE} pixels needed")
+    return min(min(upright), -(-target_side * min(upright) // min(width, height)))
+
+
+def cropped(decoded: DecodedImage, box: Box, upright: tuple[int, int]) -> DecodedImage:
+    """The box of a decoded photo (its pixels may be reduced: the box is scaled to them), as an image of its own."""
+    across, down = decoded.pixels.width / upright[0], decoded.pixels.height / upright[1]
+    x, y, width, height = box
+    left, top = round(x * across), round(y * down)
+    right = max(left + 1, round((x + width) * across))
+    bottom = max(top + 1, round((y + height) * down))
+    return DecodedImage(pixels=decoded.pixels.crop((left, top, right, bottom)), width=width, height=height,
+                        capture=decoded.capture)

@@ -13,6 +13,7 @@ Side features plug into the one search through two registries instead of being s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -31,10 +32,16 @@ from lookalike.options import door
 SCOPE = {"scope": True}  # marks a SearchOptions field that a registered scope answers (see register_scope)
 METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones are added by training
 DEFAULT_CLASS_CONFIDENCE = 0.8  # cumulative class probability by_class widens to (up to by_class classes)
+DEFAULT_NEGATIVE_WEIGHT = 0.5  # Rocchio's beta: how far the mean of the negative examples is taken away (measured
+# in benchmarks/region_query.py)
+CROP_PATTERN = r"^\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*$"
 Vector = npt.NDArray[np.float32]
 Where = dict[str, tuple[str, ...]]
 WhereTerms = Mapping[str, str | Sequence[str]] | Iterable[str]  # what `where` is given as (see parse_where)
 SORTS = ("taken", "-taken")  # oldest or newest first
+Example = str | os.PathLike[str] | bytes | int  # one example image: a file, its bytes or an indexed id
+QUERY_MORE = frozenset({"crop", "examples", "negative", "not_id", "not_text", "negative_weight"})  # Query fields
+# ImageIndex.search takes by name among the options
 Index = Any  # an ImageIndex, typed loosely here: lookalike.index imports this module, not the other way round
 
 
@@ -96,10 +103,17 @@ def shaped(value: Any) -> Any:
 class Query:
     """What to search from: exactly one of image, id, random or vector; or `text` (words, for an index whose
     model has a text tower), alone or with one of those. A mixed query ("this photo, but red") searches from
-    the weighted sum of the two unit vectors: `text_weight` for the words, 1 - text_weight for the rest."""
+    the weighted sum of the two unit vectors: `text_weight` for the words, 1 - text_weight for the rest.
+
+    `crop` (x, y, width, height in pixels of the upright photo) searches from that box of the image, the indexed
+    id's file or the random one's. Several examples: `examples` are more images like the one asked for (a list given
+    as `image` or `id` is split into the first and these), `negative` / `not_id` / `not_text` the ones the results
+    should be unlike; they are searched as the normalised mean of the positives less `negative_weight` times the
+    mean of the negatives (Rocchio), and every example's id is left out of the results."""
 
     image: str | os.PathLike[str] | bytes | None = None  # the CLI's positional QUERY_IMAGE, HTTP's upload
-    id: int | None = field(default=None, metadata=door("query by an indexed image id", kind=int, minimum=0))
+    id: int | Sequence[int] | None = field(default=None, metadata=door(
+        "query by an indexed image id (repeat: several examples)", kind=int, minimum=0, repeat=True))
     random: bool = field(default=False, metadata=door("query by a random indexed image", kind=bool))
     seed: int | None = field(default=None, metadata=door("with random: the same seed picks the same image", kind=int))
     vector: Vector | None = None
@@ -110,8 +124,24 @@ class Query:
     text_weight: float = field(default=0.5, metadata=door(
         "with text and another query: the words' share of the mixed query, 0 to 1", kind=float, minimum=0,
         maximum=1))
+    crop: tuple[int, int, int, int] | str | None = field(default=None, metadata=door(
+        "search from this box of the query image (the image, the id's or the random one's), in pixels of the "
+        "upright photo", pattern=CROP_PATTERN, metavar="X,Y,W,H"))
+    examples: tuple[Example, ...] = ()  # more images like the query (files, bytes or indexed ids)
+    negative: tuple[Example, ...] = field(default=(), metadata=door(
+        "an image file the results should be unlike (repeat for more)", repeat=True, short="--not", http=False,
+        metavar="IMAGE"))
+    not_id: tuple[int, ...] = field(default=(), metadata=door(
+        "an indexed image the results should be unlike (repeat for more)", kind=int, repeat=True, minimum=0))
+    not_text: tuple[str, ...] = field(default=(), metadata=door(
+        "words the results should be unlike (a CLIP-family index; repeat for more)", repeat=True, min_length=1,
+        pattern=r"\S"))
+    negative_weight: float = field(default=DEFAULT_NEGATIVE_WEIGHT, metadata=door(
+        "with negative examples: how far from their mean the query is moved (Rocchio's beta), 0 to 2", kind=float,
+        minimum=0, maximum=2))
 
     def __post_init__(self) -> None:
+        self._split_examples()
         given = sum([self.image is not None, self.id is not None, self.random, self.vector is not None])
         if given > 1 or (given == 0 and self.text is None):
             raise RequestError("give exactly one query: an image (path or bytes), an indexed id, random, or a vector "
@@ -121,12 +151,65 @@ class Query:
         weight = self.text_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
             raise RequestError(f"text_weight is the words' share of a mixed query, from 0 to 1, not {weight!r}")
+        self._check_crop()
+        beta = self.negative_weight
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 <= beta <= 2.0:
+            raise RequestError(f"negative_weight is how far the query moves from the negatives, 0 to 2, not {beta!r}")
+
+    def _split_examples(self) -> None:
+        """A list given as image or id: its first is the query, the rest more examples; single negatives as lists."""
+        for name in ("image", "id"):
+            value = getattr(self, name)
+            if isinstance(value, list | tuple):
+                if not value:
+                    object.__setattr__(self, name, None)
+                    continue
+                first = Query.of(value[0])
+                object.__setattr__(self, name, None)
+                object.__setattr__(self, "image" if first.image is not None else "id",
+                                   first.image if first.image is not None else first.id)
+                object.__setattr__(self, "examples", (*value[1:], *self.examples))
+        for name in ("examples", "negative", "not_id", "not_text"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str | bytes | int | os.PathLike)
+                               else tuple(value or ()))
+        for example in (*self.examples, *self.negative, *self.not_id):
+            if isinstance(example, bool) or not isinstance(example, str | bytes | int | os.PathLike | np.integer):
+                raise RequestError(f"an example is an image file, its bytes or an indexed id, not {example!r}")
+        if any(not isinstance(words, str) or not words.strip() for words in self.not_text):
+            raise RequestError(f"not_text is words to search away from, not {self.not_text!r}")
+
+    def _check_crop(self) -> None:
+        """`crop` as (x, y, width, height) whole pixels; the photo it is cut from checks that it lies inside."""
+        crop = self.crop
+        if crop is None:
+            return
+        parts = crop.split(",") if isinstance(crop, str) else crop
+        try:
+            box = tuple(int(str(part).strip()) for part in parts)
+        except (TypeError, ValueError):
+            box = ()
+        if len(box) != 4 or any(isinstance(part, bool | float) for part in parts) or min(box) < 0 or min(box[2:]) < 1:
+            raise RequestError(f"crop is a box X,Y,W,H in whole pixels (width and height at least 1), not {crop!r}")
+        if self.vector is not None or (self.text is not None and self.without_text() is None):
+            raise RequestError("crop cuts a box from the query image (an image, an id or random), not from "
+                               "a vector or words")
+        object.__setattr__(self, "crop", box)
+
+    @property
+    def has_examples(self) -> bool:
+        """Whether the query is several examples (more positives or any negative)."""
+        return bool(self.examples or self.negative or self.not_id or self.not_text)
+
+    def first_example(self) -> Query:
+        """The query as asked, without its other examples (with its words and its crop)."""
+        return dataclasses.replace(self, examples=(), negative=(), not_id=(), not_text=())
 
     def without_text(self) -> Query | None:
         """The query the words go with (None for words alone)."""
         if self.image is None and self.id is None and not self.random and self.vector is None:
             return None
-        return Query(self.image, self.id, self.random, self.seed, self.vector, self.model)
+        return Query(self.image, self.id, self.random, self.seed, self.vector, self.model, crop=self.crop)
 
     @classmethod
     def of(cls, query: Any = None, **kinds: Any) -> Query:
@@ -139,6 +222,8 @@ class Query:
             return cls(id=int(query), **kinds)
         if isinstance(query, np.ndarray):
             return cls(vector=query, **kinds)
+        if isinstance(query, list | tuple) and not query:
+            raise RequestError("give at least one example to search from")
         return cls(image=query, **kinds)
 
 
@@ -151,6 +236,12 @@ class ResolvedQuery:
     id: int | None = None  # excluded from its own results
     timings: dict[str, float] = field(default_factory=dict)
     photo: str | bytes | None = None  # the query photo (a file or uploaded bytes), to check copies against
+    also: tuple[int, ...] = ()  # the indexed ids of the other examples, excluded too
+
+    @property
+    def excluded(self) -> set[int]:
+        """The indexed images the query was made of: never among its results."""
+        return {*self.also, *([] if self.id is None else [self.id])}
 
 
 # --- the options ------------------------------------------------------------------------------------

@@ -111,10 +111,11 @@ def remove_command(args: argparse.Namespace) -> int:
 
 
 def search_command(args: argparse.Namespace) -> int:
-    if args.query is not None:
-        check_query_file(Path(args.query))
-    with open_index(args) as index:
-        result = index.search(args.query, **given(args, Query), **given(args, SearchOptions))
+    for query in (*args.query, *(args.negative or ())):
+        check_query_file(Path(query))
+    with open_index(args) as index:  # several images: examples of what to find (lookalike.index.examples)
+        query = args.query[0] if len(args.query) == 1 else args.query or None
+        result = index.search(query, **given(args, Query), **given(args, SearchOptions))
     print_result(result, args.json)
     return 0
 
@@ -215,7 +216,8 @@ def add_pca_options(parser: argparse.ArgumentParser) -> None:
 def add_search_options(parser: argparse.ArgumentParser) -> None:
     """The query (an image file, or the Query fields: --id, --random, --text, ...) and every SearchOptions field,
     under their API names, generated from their declarations."""
-    parser.add_argument("query", nargs="?", metavar="QUERY_IMAGE", help="an image file to search from")
+    parser.add_argument("query", nargs="*", metavar="QUERY_IMAGE",
+                        help="an image file to search from (several: examples of what to find)")
     add_options(parser, Query)
     add_options(parser, SearchOptions)
 

@@ -27,7 +27,7 @@ def argument(item: Offered, many: bool = False) -> dict[str, Any]:
     shown = item.default_shown
     said = {"help": door.help + (f" (default {shown})" if shown not in (None, False) else "")
                     + (" (repeat to compare)" if many else ""),
-            "default": None, "metavar": door.metavar}
+            "default": None, "metavar": door.metavar, "dest": item.name}
     if door.kind is bool:
         return {"action": "store_true", "help": said["help"], "default": None}
     if door.const is not None:  # the flag may stand alone; the API parses the text ("top2" is 2)

@@ -36,7 +36,7 @@ from lookalike.index.store import ImageRecord, VectorStore
 from lookalike.index.sync import IndexReport, Progress, Sync
 from lookalike.index.upgrade import opened_manifest
 from lookalike.index.writer import IndexBusyError
-from lookalike.search import Query, SearchOptions, SearchResult, WhereTerms
+from lookalike.search import QUERY_MORE, Example, Query, SearchOptions, SearchResult, WhereTerms
 
 Ids = npt.NDArray[np.int64]
 
@@ -201,16 +201,16 @@ class ImageIndex:
         return removed
 
     # --- search ---------------------------------------------------------------------------
-    def search(self, query: str | os.PathLike[str] | bytes | int | np.ndarray | Query | None = None, *,
-               id: int | None = None, random: bool = False, seed: int | None = None,  # noqa: A002
+    def search(self, query: str | os.PathLike[str] | bytes | int | np.ndarray | Query | Sequence[Example] | None = None,
+               *, id: int | Sequence[int] | None = None, random: bool = False, seed: int | None = None,  # noqa: A002
                vector: np.ndarray | None = None, model: dict[str, Any] | None = None,
                text: str | None = None, text_weight: float | None = None, **options: Any) -> SearchResult:
         """The indexed images most like a query: an image file or its bytes, an indexed `id`, a `random`
         indexed image (`seed` repeats it) or a `vector` (made by `model`, an embedder description); or
         `text`, words (a CLIP-family index), alone or mixed with one of those (`text_weight`, default 0.5).
-        `options` are the fields of SearchOptions (lookalike.search), by name."""
+        A list of examples searches for what they share; `options` are Query's other fields and SearchOptions'."""
         kinds = {"id": id, "random": random, "seed": seed, "vector": vector, "model": model, "text": text,
-                 "text_weight": text_weight}
+                 "text_weight": text_weight} | {name: options.pop(name) for name in list(options) if name in QUERY_MORE}
         given = Query.of(query, **{k: v for k, v in kinds.items() if v is not None and v is not False})
         return self.search_with(given, SearchOptions.of(**options))
 

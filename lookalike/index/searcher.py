@@ -24,8 +24,9 @@ from lookalike.embedders import Matrix
 from lookalike.embedders.spec import ModelMismatchError, check_same_vectors, text_tower
 from lookalike.errors import NotFoundError, RequestError
 from lookalike.expansion import GUARD_CANDIDATES, GUARD_NEIGHBOUR, diffusion_order, expanded_queries, guarded_order
-from lookalike.images import load_image
+from lookalike.images import Box, load_image
 from lookalike.index import described
+from lookalike.index.examples import resolve_examples
 from lookalike.search import (
     METRICS,
     SCOPES,
@@ -69,7 +70,7 @@ class Searcher:
         timings = dict(resolved.timings)
         started = time.perf_counter()
         allowed = self._allowed(where, options, inside=provider is None)
-        exclude = {resolved.id} if resolved.id is not None else set()
+        exclude = resolved.excluded
         if isinstance(allowed, np.ndarray) and len(allowed) == 0:
             ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         elif provider is not None:
@@ -91,27 +92,41 @@ class Searcher:
 
     def resolve(self, query: Query) -> ResolvedQuery:
         """A query as a vector, once: a stored vector for an indexed image (its file unchanged), else embedded;
-        words are embedded by the text tower, and mixed with the rest by their weight."""
+        words are embedded by the text tower, and mixed with the rest by their weight. Several examples are
+        combined (lookalike.index.examples); a crop embeds that box of the image (or of the indexed file)."""
+        if query.has_examples:
+            return resolve_examples(self.resolve, query)
         if query.text is not None:
             return self._resolve_text(query)
         if query.random:
-            query = Query(id=self.random_id(query.seed))
+            query = Query(id=self.random_id(query.seed), crop=query.crop)
         if query.id is not None:
             record = self._store.record(query.id)
             if record is None:
                 raise NotFoundError(f"no image with id {query.id} in the index")
+            if query.crop is not None:
+                return self._resolve_crop(record.path, query.crop, record.path, record.id)
             return ResolvedQuery(self._store.vectors([query.id])[0], record.path, record.id, photo=record.path)
         if query.vector is not None:
             return ResolvedQuery(self._checked_vector(query.vector, query.model), "<vector>")
         assert query.image is not None
+        label = "<uploaded image>" if isinstance(query.image, bytes) else os.fsdecode(query.image)
+        if query.crop is not None:
+            return self._resolve_crop(query.image, query.crop, label)
         if not isinstance(query.image, bytes):
             known = self._store.record_by_path(os.path.abspath(query.image))
             if known is not None and known.size == os.path.getsize(query.image):
                 return ResolvedQuery(self._store.vectors([known.id])[0], known.path, known.id, photo=known.path)
         vector, timings = self.embed_image(query.image)
-        label = "<uploaded image>" if isinstance(query.image, bytes) else os.fsdecode(query.image)
         photo = query.image if isinstance(query.image, bytes) else os.fsdecode(query.image)
         return ResolvedQuery(vector, label, None, timings, photo)
+
+    def _resolve_crop(self, image: str | os.PathLike[str] | bytes, crop: Box, label: str,
+                      image_id: int | None = None) -> ResolvedQuery:
+        """A box of an image (a file, bytes or an indexed image's file) embedded as a photo of its own; the indexed
+        image it was cut from is left out of the results."""
+        vector, timings = self.embed_image(image, crop)
+        return ResolvedQuery(vector, f"{label} [{','.join(map(str, crop))}]", image_id, timings)
 
     def _resolve_text(self, query: Query) -> ResolvedQuery:
         words, timings = self.embed_text(query.text or "")
@@ -132,10 +147,12 @@ class Searcher:
         vector = tower.embed_texts([text])[0]
         return vector, {"embed_text": (time.perf_counter() - started) * 1e3}
 
-    def embed_image(self, image: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, dict[str, float]]:
-        """One query image as a vector, with decode and embed times (ms). Bad images raise ImageError."""
+    def embed_image(self, image: str | os.PathLike[str] | bytes,
+                    crop: Box | None = None) -> tuple[np.ndarray, dict[str, float]]:
+        """One query image (or its `crop` box) as a vector, with decode and embed times (ms). Bad images raise
+        ImageError, a box outside the photo RequestError."""
         started = time.perf_counter()
-        decoded = load_image(image, target_side=self._state.embedder.input_side)
+        decoded = load_image(image, target_side=self._state.embedder.input_side, crop=crop)
         tensor = self._state.embedder.preprocess(decoded)
         decoded_at = time.perf_counter()
         vector = self._state.embedder.embed_batch(tensor[None])[0]

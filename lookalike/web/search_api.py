@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from pydantic import Field
 
 from lookalike.embedders.spec import has_text_tower
+from lookalike.errors import RequestError
 from lookalike.expansion import EXPANSIONS, EXPLANATIONS
 from lookalike.index import ImageIndex
 from lookalike.search import Query as SearchQuery
@@ -25,6 +26,7 @@ from lookalike.web.deps import served_index, settings_of, slots_of
 from lookalike.web.errors import error_responses
 from lookalike.web.fields import Fields, fields_model
 from lookalike.web.registry import ServedIndex
+from lookalike.web.settings import ServerSettings
 from lookalike.web.shown import shown_path
 from lookalike.web.tuning import prepare_thread
 from lookalike.web.uploads import check_upload
@@ -38,8 +40,13 @@ SearchFromIndexed = fields_model("SearchFromIndexed", SearchQuery, base=SearchFi
                                  doc="A search from an indexed image (id), a random one or words (text).")
 
 
+MAX_EXAMPLES = 20  # images one request may search from (positive and negative, uploads and ids together)
+
+
 class UploadFields(SearchFields):  # type: ignore[misc,valid-type]  (a generated model)
-    image: UploadFile = Field(description="the query image")
+    image: list[UploadFile] = Field(description="the query image (several: examples of what to find)")
+    not_image: list[UploadFile] = Field(default_factory=list,
+                                        description="an image the results should be unlike (several allowed)")
 
 
 # An upload is the query: the other query fields that go with one (words, ...) are offered; id and random are not.
@@ -57,12 +64,18 @@ def capabilities(index: ImageIndex) -> dict[str, Any]:
             "augmentation": index.augmentation_text}
 
 
-def run_search(served: ServedIndex, query: bytes | None, asked: Fields) -> dict[str, Any]:
+def run_search(served: ServedIndex, query: bytes | list[bytes] | None, asked: Fields,
+               negative: list[bytes] | None = None) -> dict[str, Any]:
     """The one search, under the read lock, with the links the page needs."""
     started = time.perf_counter()
     prepare_thread()
+    fields = asked.values_of(SearchQuery)
+    uploads = query if isinstance(query, list) else [] if query is None else [query]
+    count = len(uploads) + len(negative or []) + len(fields.get("id") or []) + len(fields.get("not_id") or [])
+    if count > MAX_EXAMPLES:
+        raise RequestError(f"at most {MAX_EXAMPLES} example images (uploads and ids) in one search, not {count}")
     with served.lock.reading():
-        result = served.index.search(query, **asked.values_of(SearchQuery), **asked.values_of(SearchOptions))
+        result = served.index.search(query, negative=negative or (), **fields, **asked.values_of(SearchOptions))
     return present(result, served.name, started)
 
 
@@ -87,10 +100,18 @@ def present(result: SearchResult, index_name: str, started: float) -> dict[str, 
 def search_by_upload(request: Request, served: Served,
                      asked: Annotated[SearchFromUpload, Form(media_type="multipart/form-data")]) -> dict[str, Any]:
     settings = settings_of(request)
-    data = asked.image.file.read(settings.max_upload_bytes + 1)
-    checked = check_upload(data, asked.image.filename or "upload", settings.max_upload_bytes, settings.max_pixels)
+    if len(asked.image) + len(asked.not_image) > MAX_EXAMPLES:
+        raise RequestError(f"at most {MAX_EXAMPLES} images in one search")
+    images = [read_upload(upload, settings) for upload in asked.image]
+    unlike = [read_upload(upload, settings) for upload in asked.not_image]
     with slots_of(request).slot():  # decoding and embedding: a few at a time, or a 503 after a bounded wait
-        return run_search(served, checked.data, asked)
+        return run_search(served, images[0] if len(images) == 1 else images, asked, unlike)
+
+
+def read_upload(upload: UploadFile, settings: ServerSettings) -> bytes:
+    """One uploaded image's bytes, checked (size, format, pixels) before anything decodes it."""
+    data = upload.file.read(settings.max_upload_bytes + 1)
+    return check_upload(data, upload.filename or "upload", settings.max_upload_bytes, settings.max_pixels).data
 
 
 @router.get("/search", summary="Search from an indexed image (id=N), a random one (random=true, seed=S) or words "

@@ -53,7 +53,7 @@ class IndexPlan:
     max_memory: str | None = field(default=None, metadata=door(
         "RAM budget for the vector index, like 2G or 512M (index_type auto)", pattern=MEMORY_SIZE))
     latency_ms: float | None = field(default=None, metadata=door(
-        "search latency target for index_type auto (default 10)", kind=float, above=0))
+        "search latency target for index_type auto, a whole search call (default 2)", kind=float, above=0))
     pca: int | None = field(default=None, metadata=door(
         "reduce vectors to N dimensions with PCA fitted on the indexed vectors once the index holds N images "
         f"(refit with `lookalike pca`). Default: PCA {DEFAULT_COMPONENTS} once the index holds {DEFAULT_MIN_IMAGES} "

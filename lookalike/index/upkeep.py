@@ -19,7 +19,7 @@ from lookalike.errors import RequestError
 from lookalike.faults import crash_point
 from lookalike.index import augmentation
 from lookalike.index import tune as tuning
-from lookalike.index.autoselect import plan_index
+from lookalike.index.autoselect import plan_index, searches_per_call
 from lookalike.index.manifest import Manifest
 from lookalike.index.plan import IndexPlan
 from lookalike.index.state import IndexState, writes
@@ -36,7 +36,8 @@ def planned_manifest(embedder: Embedder, asked: IndexPlan) -> Manifest:
     """A new index's manifest: its reduction, index type and augmentation planned from what was asked."""
     reduction_plan = reduction_module.plan_reduction(asked.pca, asked.whiten, asked.pca_sample)
     searched = reduction_module.planned_dimension(reduction_plan, embedder.dimension)
-    plan = plan_index(asked.index_type, asked.expected_count, searched, asked.max_memory, asked.latency_ms)
+    plan = plan_index(asked.index_type, asked.expected_count, searched, asked.max_memory, asked.latency_ms,
+                      searches_per_call())
     pending = {"max_memory": asked.max_memory, "latency_ms": asked.latency_ms}
     waits = asked.index_type == "auto" and asked.expected_count <= 0 and asked.store is None
     return Manifest(**{
@@ -51,7 +52,7 @@ def chosen_index_type(manifest: Manifest, count: int, dimension: int) -> dict[st
     """The manifest fields of an 'auto' index type chosen now that about `count` images are coming."""
     pending = manifest.index_type_pending or {}
     searched = reduction_module.planned_dimension(manifest.reduction_plan, dimension)
-    plan = plan_index("auto", count, searched, pending["max_memory"], pending["latency_ms"])
+    plan = plan_index("auto", count, searched, pending["max_memory"], pending["latency_ms"], searches_per_call())
     return {"index_type_pending": None, "index_type": plan.index_type, "index_params": plan.params,
             "index_choice": tuple(plan.reasons)}
 

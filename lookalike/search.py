@@ -267,7 +267,7 @@ class SearchOptions:
         pattern=r"^\s*-?[\d.]+\s*,\s*-?[\d.]+\s*,\s*[\d.]+\s*$", metavar="LAT,LON,KM"))
     sort: str | None = field(default=None, metadata=door(
         "order the k best matches (those left after min_score and the filters) by the time taken: taken oldest "
-        "first, -taken newest first", choices=SORTS))
+        "first, -taken newest first (--sort=-taken)", choices=SORTS))
     by_class: int | None = field(default=None, metadata=SCOPE | door(
         "classify the query (train-classifier first) and search within its class; N widens to up to N classes until "
         "class_confidence is reached (top2 is read as 2)", kind=int, minimum=1, const=1, metavar="N"))

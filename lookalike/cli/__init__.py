@@ -11,11 +11,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lookalike.cli import core, models, organise, scale, serve, similarity
+from lookalike.cli import capture, core, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
 from lookalike.version import __version__
 
-VERB_MODULES = [core, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
+VERB_MODULES = [core, capture, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

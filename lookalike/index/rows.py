@@ -198,7 +198,8 @@ class ImageRows:
         return np.asarray(sorted(ids), dtype=np.int64)
 
     def _ids_captured(self, capture: CaptureFilter) -> set[int]:
-        """Ids whose capture passes: the dates compared in SQL (on the taken index), camera and distance here."""
+        """Ids whose capture passes: the dates compared in SQL (on the taken index), the camera too (a first cut: a
+        name that only Python's casefold matches is looked for here), the distance here."""
         clauses, values = ["1"], []
         for clause, value in (("taken >= ?", capture.after), ("taken < ?", capture.before)):
             if value is not None:
@@ -210,6 +211,11 @@ class ImageRows:
         if capture.near is not None:
             clauses.append("latitude BETWEEN ? AND ?")
             values.extend(capture.near.latitude_band())
+        if capture.cameras and all(name.isascii() for name in capture.cameras):  # lower() folds ASCII only
+            marks = ",".join("?" * len(capture.cameras))
+            clauses.append(f"(lower(camera_make) IN ({marks}) OR lower(camera_model) IN ({marks}) OR "
+                           f"lower(trim(ifnull(camera_make, '') || ' ' || ifnull(camera_model, ''))) IN ({marks}))")
+            values.extend(capture.cameras * 3)
         rows = self.db.execute(f"SELECT id, {CAPTURE_COLUMNS} FROM images WHERE {' AND '.join(clauses)}", values)
         if not capture.cameras and capture.near is None:
             return {int(row[0]) for row in rows}

@@ -18,6 +18,7 @@ let viewerOpener; // what had focus before the viewer opened (null: the results 
 const BUILT_IN_METHODS = ["cosine", "euclidean"]; // every index has these; the others are learned for it
 const MiB = 1024 * 1024;
 const CLUSTER_LABEL = "cluster"; // the label each image's cluster is stored under (organise.clustering)
+const CAPTURE_TERM = /^\s*(taken\s*(>=|<=|>|<|=)|camera\s*=)/i; // where terms on what the photos' EXIF says
 const CHIPS_SHOWN = 24; // values of one label shown as chips before "more"
 const UPLOADS_KEPT = 20; // uploaded queries kept in this browser, so that their links survive a reload
 const DEFAULT_K = "12";
@@ -218,7 +219,9 @@ function searchOptions(notes) {
   const options = [["k", kOption(notes)], ["method", $("method").value]];
   if (!$("filter-field").hidden) {
     for (const term of whereTerms($("filter").value, current().capabilities.labels)) options.push(["where", term]);
+    for (const term of takenTerms()) options.push(["where", term]);
   }
+  if ($("sort").value) options.push(["sort", $("sort").value]);
   if (!$("expand-field").hidden && $("expand").value !== expansionDefault()) options.push(["expand", $("expand").value]);
   if (!$("by-class-field").hidden && $("by-class").checked) options.push(["by_class", "1"]);
   if (!$("by-cluster-field").hidden && $("by-cluster").checked) options.push(["by_cluster", "1"]);
@@ -258,6 +261,7 @@ function kOption(notes) {
 function whereTerms(text, labels) {
   const terms = [];
   for (const term of text.split(",").map((t) => t.trim()).filter(Boolean)) {
+    if (CAPTURE_TERM.test(term)) { terms.push(term); continue; } // taken and camera: the server checks them
     const equals = term.indexOf("=");
     const name = term.slice(0, equals).trim();
     const value = term.slice(equals + 1).trim();
@@ -272,6 +276,41 @@ function whereTerms(text, labels) {
     terms.push(...values.map((v) => `${known}=${v}`));
   }
   return terms;
+}
+
+// the date range as where terms: taken>=FROM, and taken<TO's next day (so TO is included whole)
+function takenTerms() {
+  const from = $("taken-from").value;
+  const to = $("taken-to").value;
+  if (from && to && to < from) throw new Refused(`the date range ends (${to}) before it starts (${from})`);
+  return [from && `taken>=${from}`, to && `taken<${dayAfter(to)}`].filter(Boolean);
+}
+
+function dayAfter(day) {
+  const date = new Date(`${day}T00:00:00Z`);
+  date.setUTCDate(date.getUTCDate() + 1);
+  return date.toISOString().slice(0, 10);
+}
+
+function dayBefore(day) {
+  const date = new Date(`${day}T00:00:00Z`);
+  date.setUTCDate(date.getUTCDate() - 1);
+  return date.toISOString().slice(0, 10);
+}
+
+// the range a URL's where terms give (the terms the page itself sends), and the other terms as typed
+function restoreTaken(terms) {
+  const range = { from: "", to: "" };
+  const rest = terms.filter((term) => {
+    const from = /^taken>=(\d{4}-\d{2}-\d{2})$/.exec(term);
+    const to = /^taken<(\d{4}-\d{2}-\d{2})$/.exec(term);
+    if (from) range.from = from[1];
+    if (to) range.to = dayBefore(to[1]);
+    return !from && !to;
+  });
+  $("taken-from").value = range.from;
+  $("taken-to").value = range.to;
+  return rest;
 }
 
 function unknownLabel(name, labels) {
@@ -485,6 +524,11 @@ function resultTile(match, position) {
   const label = document.createElement("span");
   label.className = "label";
   label.textContent = tileLabel(match);
+  const taken = document.createElement("span");
+  taken.className = "taken";
+  taken.textContent = match.taken ? match.taken.slice(0, 10) : "";
+  taken.title = takenText(match);
+  taken.hidden = !match.taken;
   const similar = document.createElement("button");
   similar.type = "button";
   similar.className = "similar";
@@ -492,9 +536,16 @@ function resultTile(match, position) {
   similar.title = "search from this image";
   similar.setAttribute("aria-label", `search from ${described}`);
   similar.addEventListener("click", () => searchFrom(match));
-  caption.append(score, same, label, similar);
+  caption.append(score, same, label, taken, similar);
   item.append(open, caption);
   return item;
+}
+
+// when (and with what) a photo was taken, in words: "taken 2021-06-01 14:30 (EXIF), Canon EOS 5D"
+function takenText(match) {
+  if (!match.taken) return "";
+  const source = match.taken_source === "exif" ? "EXIF date" : "file date: no date in its EXIF";
+  return [`taken ${match.taken.replace("T", " ").slice(0, 16)} (${source})`, match.camera].filter(Boolean).join(", ");
 }
 
 const searchFrom = (match) => search({ kind: "id", id: match.id, labels: match.labels, name: shownName(match.path) });
@@ -520,7 +571,7 @@ function showInViewer(position) {
   original.src = match.file;
   $("viewer-title").textContent = shownName(match.path);
   $("viewer-place").textContent = `${viewing + 1} of ${shownMatches.length} · similarity ${(match.similarity ?? match.score).toFixed(3)} `
-    + `(${shownMethod})`;
+    + `(${shownMethod})` + (match.taken ? ` · ${takenText(match)}` : "");
   const list = $("viewer-labels");
   list.replaceChildren();
   for (const [name, value] of Object.entries(match.labels)) {
@@ -600,7 +651,9 @@ async function restore(params, history) {
   showMethodHelp();
   $("text").value = params.get("text") || "";
   $("k").value = params.get("k") || DEFAULT_K;
-  $("filter").value = params.getAll("where").join(", ");
+  $("filter").value = restoreTaken(params.getAll("where")).join(", ");
+  const sort = params.get("sort");
+  $("sort").value = [...$("sort").options].some((o) => o.value === sort) ? sort : "";
   syncChips();
   if (params.getAll("where").length) $("filter-field").open = true;
   $("by-class").checked = params.has("by_class");
@@ -731,7 +784,9 @@ function wireControls() {
   });
   $("method").addEventListener("change", showMethodHelp);
   $("expand").addEventListener("change", showMethodHelp);
-  for (const id of ["method", "k", "expand", "filter", "by-class", "by-cluster"]) $(id).addEventListener("change", rerun);
+  for (const id of ["method", "k", "expand", "filter", "by-class", "by-cluster", "sort", "taken-from", "taken-to"]) {
+    $(id).addEventListener("change", rerun);
+  }
   $("filter").addEventListener("input", syncChips);
   // Enter in a text field applies it at once (also when the value did not change since it was last left)
   $("controls").addEventListener("keydown", (event) => {

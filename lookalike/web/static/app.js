@@ -476,7 +476,38 @@ function showConfidence(result) {
 
 // a path as visitors see it: the file and its folder, never where the server keeps it
 function shownName(path) {
-  return path.split("/").slice(-2).join("/");
+  return path.split("/").slice(-2).join("/").replace(/#t=([\d.]+)$/, (_, time) => ` @ ${shownTime(Number(time))}`);
+}
+
+// a video frame's time as people read it: 0:12.5, 1:02:03.0 (lookalike.video.shown_time)
+function shownTime(seconds) {
+  const tenths = Math.round(seconds * 10), hours = Math.floor(tenths / 36000), minutes = Math.floor(tenths / 600) % 60;
+  const rest = ((tenths % 600) / 10).toFixed(1).padStart(4, "0");
+  return hours ? `${hours}:${String(minutes).padStart(2, "0")}:${rest}` : `${minutes}:${rest}`;
+}
+
+// a video's frame shows its time on the tile; the viewer plays the video from there
+function frameTime(match) {
+  const time = document.createElement("span");
+  time.className = "frame-time";
+  time.textContent = `▶ ${shownTime(match.time)}`;
+  time.title = `a frame of a video, ${shownTime(match.time)} in`;
+  return time;
+}
+
+function showVideo(match) {
+  const video = $("viewer-video");
+  $("viewer-image").hidden = Boolean(match.video);
+  video.hidden = !match.video;
+  video.pause();
+  if (!match.video) {
+    video.removeAttribute("src");
+    return;
+  }
+  video.onloadedmetadata = () => { video.currentTime = match.time; };
+  video.src = `${match.video}#t=${match.time}`;
+  video.setAttribute("aria-label", `video ${shownName(match.path)}`);
+  $("viewer-original").href = `${match.video}#t=${match.time}`;
 }
 
 // what an image shows, for people who do not see it: its label values (or its folder) and a short file name;
@@ -537,6 +568,7 @@ function resultTile(match, position) {
   similar.setAttribute("aria-label", `search from ${described}`);
   similar.addEventListener("click", () => searchFrom(match));
   caption.append(score, same, label, taken, similar);
+  if (match.video) open.append(frameTime(match));
   item.append(open, caption);
   return item;
 }
@@ -582,6 +614,7 @@ function showInViewer(position) {
     list.append(term, description);
   }
   $("viewer-original").href = match.file;
+  showVideo(match);
 }
 
 function wireViewer() {
@@ -608,6 +641,7 @@ function wireViewer() {
 // focus back on the opener itself)
 function closeViewer() {
   if (!$("viewer").open) return;
+  $("viewer-video").pause();
   $("viewer").close();
   focusAfterViewer();
 }

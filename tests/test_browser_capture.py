@@ -48,7 +48,7 @@ def chromium(server: str) -> Iterator:
 
 @pytest.fixture
 def page(chromium, server: str) -> Iterator:
-    page = open_search_page(chromium, server, 15_000, lambda p: p.on("filechooser", lambda chooser: None))
+    page = open_search_page(chromium, server, 30_000, lambda p: p.on("filechooser", lambda chooser: None))
     yield page
     page.context.close()
 
@@ -106,7 +106,7 @@ def test_a_range_that_ends_before_it_starts_is_refused_on_the_page(page, tmp_pat
 def test_the_range_and_order_are_kept_in_the_link(chromium, server):
     ids = [image["id"] for image in httpx.get(f"{server}/api/indexes/{INDEX}/images?limit=100").json()["images"]]
     link = f"{server}/?index={INDEX}&id={ids[0]}&k=20&where=taken>%3D2021-01-01&where=taken<2022-01-01&sort=taken"
-    page = open_search_page(chromium, server, 15_000)
+    page = open_search_page(chromium, server, 30_000)
     try:
         searched(page, lambda: page.goto(link))
         assert (page.input_value("#taken-from"), page.input_value("#taken-to")) == ("2021-01-01", "2021-12-31")

@@ -23,7 +23,8 @@ class Door:
     given twice); `choices` is the closed set of values; `minimum`/`maximum` bound numbers (`above`: exclusive
     minimum); `pattern`, `min_length` and `max_length` check text. `const` lets the CLI flag stand without a value
     (read as that value); such a flag is passed on as text and parsed by the API, which accepts forms like "top2".
-    `short` is an extra CLI spelling ("-k"); `metavar` names the value in the CLI's help."""
+    `short` is an extra CLI spelling ("-k"); `metavar` names the value in the CLI's help. `words` are values a door
+    accepts besides one of `kind` (k's "auto")."""
 
     help: str
     kind: type = str
@@ -40,6 +41,7 @@ class Door:
     metavar: str | None = None
     cli: bool = True
     http: bool = True
+    words: tuple[str, ...] = ()
 
 
 def door(help: str, **shown: Any) -> dict[str, Door]:  # noqa: A002  (the word the doors use)

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.capture_filter import TAKEN, CaptureFilter, is_taken_term, split_capture
+from lookalike.cutoff import AUTO, AUTO_CAP, is_auto
 from lookalike.errors import RequestError
 from lookalike.expansion import DEFAULT_ALPHA as DEFAULT_EXPAND_ALPHA
 from lookalike.expansion import DEFAULT_EXPANSION, EXPANSIONS, EXPLANATIONS, Expansion
@@ -252,7 +253,9 @@ class SearchOptions:
     test. `where` and the scopes (by_class, by_cluster) are parsed by `of`; `expand` re-ranks the first answer
     without labels (see lookalike.expansion)."""
 
-    k: int = field(default=10, metadata=door("number of results", kind=int, minimum=1, short="-k"))
+    k: int | str = field(default=10, metadata=door(
+        "number of results, or auto: the matches that belong to the query (it comes before each one's 10th nearest "
+        f"image), at most {AUTO_CAP}", kind=int, minimum=1, short="-k", words=(AUTO,), metavar="K"))
     method: str = field(default="cosine", metadata=door(
         f"{' or '.join(METRICS)}, or a similarity learned with train-similarity", min_length=1))
     min_score: float | None = field(default=None, metadata=door("drop matches scoring below this", kind=float))
@@ -304,8 +307,10 @@ class SearchOptions:
         return cls(**chosen)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, int | np.integer) or isinstance(self.k, bool) or self.k < 1:
-            raise RequestError(f"k must be a whole number of at least 1, not {self.k!r}")
+        if is_auto(self.k):
+            object.__setattr__(self, "k", AUTO)
+        elif not isinstance(self.k, int | np.integer) or isinstance(self.k, bool) or self.k < 1:
+            raise RequestError(f"k must be a whole number of at least 1 or auto, not {self.k!r}")
         if not isinstance(self.method, str) or not self.method:
             raise RequestError("method must name cosine, euclidean or a learned similarity")
         if not 0.0 < self.class_confidence <= 1.0:
@@ -316,6 +321,11 @@ class SearchOptions:
         if not isinstance(self.expand, str):
             raise RequestError(f"expand must be one of {', '.join(EXPANSIONS)}, not {self.expand!r}")
         object.__setattr__(self, "expand", self.expansion.method)  # checks the method and its parameters
+
+    @property
+    def limit(self) -> int:
+        """The most matches this search returns: k, or the cut-off's cap for k="auto" (lookalike.cutoff)."""
+        return AUTO_CAP if self.k == AUTO else int(self.k)
 
     @property
     def expansion(self) -> Expansion:

@@ -11,11 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lookalike.cli import capture, core, models, organise, scale, serve, similarity
+from lookalike.cli import capture, core, explain, models, organise, scale, serve, similarity
 from lookalike.cli.common import USAGE_ERROR, CommandError
 from lookalike.version import __version__
 
-VERB_MODULES = [core, capture, models, organise, scale, serve, similarity]  # each has register(verbs): its subcommands
+# each has register(verbs): its subcommands
+VERB_MODULES = [core, capture, explain, models, organise, scale, serve, similarity]
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

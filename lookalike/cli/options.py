@@ -32,9 +32,21 @@ def argument(item: Offered, many: bool = False) -> dict[str, Any]:
         return {"action": "store_true", "help": said["help"], "default": None}
     if door.const is not None:  # the flag may stand alone; the API parses the text ("top2" is 2)
         return said | {"nargs": "?", "const": door.const}
-    typed = {} if door.kind is str else {"type": door.kind}
+    typed = {} if door.kind is str else {"type": read_as(door.kind, door.words)}
     chosen = {"choices": door.choices} if door.choices else {}
     return said | typed | chosen | ({"action": "append"} if door.repeat or many else {})
+
+
+def read_as(kind: type, words: tuple[str, ...]) -> Any:
+    """The flag's type: `kind`, or one of `words` besides (argparse names it in an error: "invalid int or auto")."""
+    if not words:
+        return kind
+
+    def read(text: str) -> Any:
+        return text.strip().lower() if text.strip().lower() in words else kind(text)
+
+    read.__name__ = " or ".join([kind.__name__, *words])
+    return read
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -10,6 +10,7 @@ takes the decoded uint8 crop itself, its scaling folded into the graph (lookalik
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy.typing as npt
 from lookalike.embedders.base import Matrix, channels_first, l2_normalise
 from lookalike.embedders.derived import DerivedNetwork
 from lookalike.embedders.exported import ExportedNetwork, export_module, file_digest, network_description
+from lookalike.embedders.maps import map_input
 from lookalike.embedders.pixel_input import channels_last_pixels, fold_pixel_input
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.embedders.quantized import check_precision, quantization_tag, quantize_network
@@ -138,6 +140,24 @@ class EfficientNetLiteEmbedder:
     def run(self, batch: npt.NDArray[Any]) -> tuple[Matrix, ...]:
         return tuple(self.network.run(batch))
 
+    def feature_map(self, image: DecodedImage) -> npt.NDArray[np.float32]:
+        """The convolutional map (channels, height, width) this embedder pools into its vector, of the whole upright
+        photo (its shorter side at the input side, no crop), from the float network cut before pooling."""
+        pixels = map_input(image.pixels, self.input_side)
+        return self.maps_network.run(channels_first(pixels, mean=PIXEL_MEAN, std=PIXEL_STD)[None])[0][0]
+
+    @functools.cached_property
+    def maps_network(self) -> ExportedNetwork:
+        """The float network cut before pooling, any input size, exported to the cache the first time (explain)."""
+        network = ExportedNetwork(f"{self._cache_name()}-maps", self._build_maps, self.input_side, ("maps",),
+                                  self.device, any_side=True)
+        network.name, network.prepare_seconds = f"{self.name} feature maps", self.variant.prepare_seconds
+        return network
+
+    def _build_maps(self) -> Any:
+        last_block = None if self.layer == HEAD else self.variant.stage_ends[self.layer][0]
+        return _make_tap()(_load_network(self.variant, self.weights), last_block, None).eval()
+
     def onnx_path(self) -> Path:
         """The model that runs, in the cache, exported (and validated, quantized, folded) the first time."""
         return self.network.onnx_path()
@@ -218,9 +238,10 @@ def _make_tap() -> Any:
     import torch
 
     class StageTap(torch.nn.Module):
-        """The network up to the end of one stage (or the head when last_block is None), pooled."""
+        """The network up to the end of one stage (or the head when last_block is None), pooled (pool None: the
+        map itself)."""
 
-        def __init__(self, network: Any, last_block: int | None, pool: str):
+        def __init__(self, network: Any, last_block: int | None, pool: str | None):
             super().__init__()
             self.network = network
             self.last_block = last_block
@@ -234,6 +255,6 @@ def _make_tap() -> Any:
                 maps = net._swish(net._bn0(net._conv_stem(pixels)))
                 for block in net._blocks[: self.last_block + 1]:
                     maps = block(maps)
-            return global_pool(maps, self.pool)
+            return maps if self.pool is None else global_pool(maps, self.pool)
 
     return StageTap

@@ -27,12 +27,13 @@ class ExportedNetwork(CachedModel):
     """A torch module built on demand, exported to `<cache>/onnx/<cache_name>.onnx`, run by ONNX Runtime."""
 
     def __init__(self, cache_name: str, build: Callable[[], Any], input_side: int,
-                 output_names: Sequence[str] = ("features",), device: str = "cpu"):
+                 output_names: Sequence[str] = ("features",), device: str = "cpu", any_side: bool = False):
         super().__init__(device)
         self.cache_name = cache_name
         self.build = build
         self.input_side = input_side
         self.output_names = tuple(output_names)
+        self.any_side = any_side  # height and width free (a feature map), not only the batch
 
     def is_prepared(self) -> bool:
         return (cache_dir() / "onnx" / f"{self.cache_name}.onnx").exists()
@@ -41,12 +42,14 @@ class ExportedNetwork(CachedModel):
         """The exported model in the cache, exporting (and validating) it the first time."""
         path = cache_dir() / "onnx" / f"{self.cache_name}.onnx"
         if not path.exists():
-            export_module(self.build(), self.input_side, path, self.output_names)
+            export_module(self.build(), self.input_side, path, self.output_names, self.any_side)
         return path
 
 
-def export_module(module: Any, input_side: int, path: Path, output_names: Sequence[str] = ("features",)) -> None:
-    """Export a torch module taking `pixels` (N,3,side,side) to ONNX, atomically, after checking it."""
+def export_module(module: Any, input_side: int, path: Path, output_names: Sequence[str] = ("features",),
+                  any_side: bool = False) -> None:
+    """Export a torch module taking `pixels` (N,3,side,side) to ONNX, atomically, after checking it; `any_side`
+    leaves the height and width free (a fully convolutional module whose outputs are maps)."""
     import torch
 
     module = module.eval()
@@ -54,6 +57,8 @@ def export_module(module: Any, input_side: int, path: Path, output_names: Sequen
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".partial-{threading.get_ident()}")
     dynamic = {name: {0: "batch"} for name in ("pixels", *output_names)}
+    if any_side:  # each tensor's own height and width (a map's are the input's divided by the network's stride)
+        dynamic = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in dynamic}
     with warnings.catch_warnings():
         # The TorchScript exporter is the one whose graphs the int8 and uint8-input files are derived from
         # (quantized.py, pixel_input.py); torch says it is legacy, and that it left some Slice ops unfolded (ONNX

@@ -26,6 +26,7 @@ from lookalike.files import walk_media
 from lookalike.images import ImageError
 from lookalike.index import augmentation, capture_reads, upkeep
 from lookalike.index import tune as tuning
+from lookalike.index.explained import ExplainsPairs
 from lookalike.index.folder import IndexFolder
 from lookalike.index.labels import import_folder_labels
 from lookalike.index.manifest import IndexFormatError, Manifest, read_manifest_json, write_manifest
@@ -41,7 +42,7 @@ from lookalike.search import QUERY_MORE, Example, Query, SearchOptions, SearchRe
 Ids = npt.NDArray[np.int64]
 
 
-class ImageIndex:
+class ImageIndex(ExplainsPairs):
     """A folder on disk holding image vectors and their metadata."""
 
     def __init__(self, folder: Path, embedder: Embedder, manifest: Manifest):

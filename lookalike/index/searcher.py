@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from lookalike import confidence
+from lookalike import confidence, cutoff
 from lookalike.backends.filters import Filter
 from lookalike.capture_filter import taken_order
 from lookalike.embedders import Matrix
@@ -74,13 +74,15 @@ class Searcher:
         if isinstance(allowed, np.ndarray) and len(allowed) == 0:
             ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         elif provider is not None:
-            ids, scores = provider.rank(self.index, resolved.vector, options.method, options.k, exclude, allowed)
+            ids, scores = provider.rank(self.index, resolved.vector, options.method, options.limit, exclude, allowed)
         else:
             ids, scores = self._ranked(resolved.vector, options, exclude, allowed)
         timings["search"] = (time.perf_counter() - started) * 1e3
         found = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
                  if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
-        matches = self._readable(self._matches(found)[:options.k], resolved)
+        matches = self._readable(self._matches(found)[:options.limit], resolved)
+        if options.k == cutoff.AUTO:
+            matches = self._belonging(matches)
         judged = confidence.judge(self._best_cosine(matches, resolved.vector),
                                   None if query.text is not None else self._confidence_floor(),
                                   allowed is not None, predicted,
@@ -194,7 +196,7 @@ class Searcher:
         guard that keeps near matches first whenever the answer was re-ranked (expansion.guarded_order)."""
         if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        expansion, wanted = options.expansion, options.k + len(exclude)
+        expansion, wanted = options.expansion, options.limit + len(exclude)
         augmented = self._state.manifest.augmentation_plan is not None
         guarded = expansion.method != "diffusion" and (expansion.active or augmented)
         query = self._store.to_searchable(vector.reshape(1, -1))
@@ -252,6 +254,20 @@ class Searcher:
                                     same_photo=rank < confidence.CHECKED_MATCHES
                                     and confidence.is_same_photo(float(s), query.photo, m.path))
                 for rank, (m, s) in enumerate(zip(matches, similarities, strict=True))]
+
+    def _belonging(self, matches: list[Match]) -> list[Match]:
+        """k="auto": the matches the query comes before the BELONG_NEIGHBOUR-th neighbour of (lookalike.cutoff);
+        each image's neighbour floor from the augmentation's graph, else from a search of its own vector."""
+        ids = [m.id for m in matches]
+        floors = self._store.neighbour_floors(ids, cutoff.BELONG_NEIGHBOUR)
+        missing = ~np.isfinite(floors)
+        if missing.any():
+            unknown = np.asarray(ids, np.int64)[missing]
+            inner, found = self._store.search(self._store.searchable_vectors(unknown.tolist()),
+                                              cutoff.BELONG_NEIGHBOUR + 1, searchable=True)
+            floors[missing] = cutoff.kth_other_similarity(inner, found, unknown)
+        kept = cutoff.belonging(np.array([m.similarity for m in matches], np.float32), floors)
+        return [m for m, keep in zip(matches, kept, strict=True) if keep]
 
     def _best_cosine(self, matches: list[Match], vector: np.ndarray) -> float | None:
         """The full-vector cosine of the query and its first match (what the confidence floor compares)."""

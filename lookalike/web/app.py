@@ -25,7 +25,7 @@ from lookalike.faults import DiskFullError, UnwritableError
 from lookalike.images import ImageError
 from lookalike.index import IndexBusyError, IndexFormatError, LockFileError, ModelMismatchError
 from lookalike.version import __version__
-from lookalike.web import indexes_api, maps_api, search_api, video_api
+from lookalike.web import explain_api, indexes_api, maps_api, search_api, video_api
 from lookalike.web.bodies import Health, Readiness
 from lookalike.web.docs import add_redoc
 from lookalike.web.errors import error_response, error_responses
@@ -75,6 +75,7 @@ def create_app(index_folders: Sequence[str | os.PathLike[str]], settings: Server
     app.state.slots = WorkSlots(settings.decode_slots, settings.decode_wait_seconds)
     app.include_router(indexes_api.router)
     app.include_router(search_api.router)
+    app.include_router(explain_api.router)
     app.include_router(maps_api.router)
     app.include_router(video_api.router)
     _add_error_handlers(app)

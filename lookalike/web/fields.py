@@ -51,6 +51,8 @@ def http_field(item: Offered, nullable: bool = False) -> tuple[Any, Any]:
     checks = checks_of(door) | SERVING_LIMITS.get(item.name, {})
     if checks:
         value = Annotated[value, Field(**checks)]
+    if door.words:
+        value = value | Literal[door.words]  # type: ignore[valid-type]
     if door.repeat:
         return list[value], Field(default_factory=list, description=door.help)
     if item.default is None:

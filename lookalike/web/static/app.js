@@ -242,6 +242,7 @@ const wordsIn = (options) => options.find(([name]) => name === "text")?.[1] || "
 
 // k as a whole number from 1 to the server's most; above that it is lowered (and the field says so)
 function kOption(notes) {
+  if ($("k-auto").checked) return "auto"; // k-auto: as many as belong to the query (lookalike.cutoff)
   const field = $("k");
   const text = field.value.trim();
   const most = limits.max_k;
@@ -568,6 +569,7 @@ function resultTile(match, position) {
   similar.setAttribute("aria-label", `search from ${described}`);
   similar.addEventListener("click", () => searchFrom(match));
   caption.append(score, same, label, taken, similar);
+  if (lastQuery && lastQuery.kind !== "text") caption.append(whySimilarButton(match, described));
   if (match.video) open.append(frameTime(match));
   item.append(open, caption);
   return item;
@@ -581,6 +583,54 @@ function takenText(match) {
 }
 
 const searchFrom = (match) => search({ kind: "id", id: match.id, labels: match.labels, name: shownName(match.path) });
+
+// --- why similar? (explain): heat maps over the query and a result, from the index's network, as one picture ----
+function whySimilarButton(match, described) {
+  const why = document.createElement("button");
+  why.type = "button";
+  why.className = "why-similar";
+  why.textContent = "why similar?";
+  why.title = "show which regions make the query and this image similar";
+  why.setAttribute("aria-label", `why is ${described} similar to the query?`);
+  const query = lastQuery;
+  why.addEventListener("click", () => explainPair(query, match, described));
+  return why;
+}
+
+async function explainPair(query, match, described) {
+  const dialog = $("explain");
+  const image = $("explain-image");
+  $("explain-title").textContent = `why similar: the query and ${described}`;
+  $("explain-status").textContent = "working out which regions match …";
+  image.removeAttribute("src");
+  image.alt = `heat maps over the query and ${described}: warm regions give most of the similarity`;
+  if (!dialog.open) dialog.showModal();
+  let response;
+  if (query.kind === "upload") {
+    const form = new FormData();
+    form.append("a_image", query.file);
+    form.append("b", match.id);
+    response = await fetch(`${indexBase()}/explain`, { method: "POST", body: form });
+  } else {
+    response = await fetch(`${indexBase()}/explain?${new URLSearchParams({ a: query.id, b: match.id })}`);
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    $("explain-status").textContent = body.detail || response.statusText;
+    return;
+  }
+  if (image.dataset.url) URL.revokeObjectURL(image.dataset.url);
+  image.dataset.url = URL.createObjectURL(await response.blob());
+  image.src = image.dataset.url;
+  $("explain-status").textContent = "warm regions give most of the similarity; cool ones little";
+}
+
+function wireExplain() {
+  const dialog = $("explain");
+  $("explain-close").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("click", (event) => { if (event.target === dialog) dialog.close(); }); // the backdrop
+  $("k-auto").addEventListener("change", () => { $("k").disabled = $("k-auto").checked; });
+}
 
 // --- the viewer: one result large, with its path, labels and score; arrows browse, Esc closes ---------------
 function openViewer(position) {
@@ -684,7 +734,9 @@ async function restore(params, history) {
   $("expand").value = [...$("expand").options].some((o) => o.value === expand) ? expand : expansionDefault() || "";
   showMethodHelp();
   $("text").value = params.get("text") || "";
-  $("k").value = params.get("k") || DEFAULT_K;
+  $("k-auto").checked = params.get("k") === "auto";
+  $("k").disabled = $("k-auto").checked;
+  $("k").value = params.get("k") === "auto" ? DEFAULT_K : params.get("k") || DEFAULT_K;
   $("filter").value = restoreTaken(params.getAll("where")).join(", ");
   const sort = params.get("sort");
   $("sort").value = [...$("sort").options].some((o) => o.value === sort) ? sort : "";
@@ -818,7 +870,7 @@ function wireControls() {
   });
   $("method").addEventListener("change", showMethodHelp);
   $("expand").addEventListener("change", showMethodHelp);
-  for (const id of ["method", "k", "expand", "filter", "by-class", "by-cluster", "sort", "taken-from", "taken-to"]) {
+  for (const id of ["method", "k", "k-auto", "expand", "filter", "by-class", "by-cluster", "sort", "taken-from", "taken-to"]) {
     $(id).addEventListener("change", rerun);
   }
   $("filter").addEventListener("input", syncChips);
@@ -836,4 +888,5 @@ function wireControls() {
 wireQueries();
 wireControls();
 wireViewer();
+wireExplain();
 loadIndexes().catch((error) => status(error.message, { error: true }));

@@ -46,6 +46,8 @@ def test_capture_reads_an_upgraded_index_and_search_filters_and_sorts_by_it(tmp_
     newest = found("--sort=-taken")  # (argparse reads a separate -taken as a flag)
     assert [m["taken"] for m in newest] == sorted((m["taken"] for m in newest), reverse=True)
     assert newest[-1]["taken"] == "2018-02-03T04:05:06" and newest[-1]["taken_source"] == "exif"
+    table = run("search", query, "--index", index, "--where", "taken<2019").stdout.splitlines()
+    assert "taken" in table[-2] and "2018-02-03 04:05 exif" in table[-1] and table[-1].endswith("tokyo.jpg")
     refused = run("search", query, "--index", index, "--where", "taken>=last week", check=False)
     assert refused.returncode == 2 and "taken compares with a date" in refused.stderr
     refused = run("search", query, "--index", index, "--sort", "newest", check=False)

@@ -120,11 +120,12 @@ def print_result(result: SearchResult, as_json: bool) -> None:
         print(("low confidence: " if result.low_confidence else "note: ") + result.note)
     if not result.matches:
         print("no matches")
-    print(f"{'rank':>4}  {'similarity':>10}  {'id':>6}  path")  # the ranking score is in --json
+    print(f"{'rank':>4}  {'similarity':>10}  {'id':>6}  {'taken (exif or file time)':<25}  path")  # score: --json
     for rank, match in enumerate(result.matches, 1):
         similarity = f"{match.score:.4f}" if match.similarity is None else f"{match.similarity:.4f}"
         same = "  (same photo)" if match.same_photo else ""
-        print(f"{rank:>4}  {similarity:>10}  {match.id:>6}  {shown_frame(match.path)}{same}")
+        taken = f"{match.taken.replace('T', ' ')[:16]} {match.taken_source}" if match.taken else "-"
+        print(f"{rank:>4}  {similarity:>10}  {match.id:>6}  {taken:<25}  {shown_frame(match.path)}{same}")
 
 
 def plural(count: int, noun: str) -> str:

@@ -218,6 +218,10 @@ class RayNodes:
         self.cpus_per_node = cpus_per_node
         self.port = free_ports(1)[0]
         self.nodes: list[subprocess.Popen] = []
+        # Ray 2.60 turns token authentication on for `ray start` once ~/.ray/auth_token exists (any local ray.init()
+        # writes one), but `ray status` and a driver do not always present it: the nodes never list. A loopback test
+        # cluster has no one to keep out, so this process, its nodes and its drivers agree on no tokens.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     @property
     def address(self) -> str:

@@ -41,8 +41,8 @@ Where = dict[str, tuple[str, ...]]
 WhereTerms = Mapping[str, str | Sequence[str]] | Iterable[str]  # what `where` is given as (see parse_where)
 SORTS = ("taken", "-taken")  # oldest or newest first
 Example = str | os.PathLike[str] | bytes | int  # one example image: a file, its bytes or an indexed id
-QUERY_MORE = frozenset({"crop", "examples", "negative", "not_id", "not_text", "negative_weight"})  # Query fields
-# ImageIndex.search takes by name among the options
+QUERY_MORE = frozenset({"crop", "examples", "more_id", "negative", "not_id", "not_text", "negative_weight"})  # Query
+# fields ImageIndex.search takes by name among the options
 Index = Any  # an ImageIndex, typed loosely here: lookalike.index imports this module, not the other way round
 
 
@@ -108,9 +108,10 @@ class Query:
 
     `crop` (x, y, width, height in pixels of the upright photo) searches from that box of the image, the indexed
     id's file or the random one's. Several examples: `examples` are more images like the one asked for (a list given
-    as `image` or `id` is split into the first and these), `negative` / `not_id` / `not_text` the ones the results
-    should be unlike; they are searched as the normalised mean of the positives less `negative_weight` times the
-    mean of the negatives (Rocchio), and every example's id is left out of the results."""
+    as `image` or `id` is split into the first and these; `more_id` adds indexed ones to any query), `negative` /
+    `not_id` / `not_text` the ones the results should be unlike; they are searched as the normalised mean of the
+    positives less `negative_weight` times the mean of the negatives (Rocchio), and every example's id is left out
+    of the results."""
 
     image: str | os.PathLike[str] | bytes | None = None  # the CLI's positional QUERY_IMAGE, HTTP's upload
     id: int | Sequence[int] | None = field(default=None, metadata=door(
@@ -132,6 +133,9 @@ class Query:
     negative: tuple[Example, ...] = field(default=(), metadata=door(
         "an image file the results should be unlike (repeat for more)", repeat=True, short="--not", http=False,
         metavar="IMAGE"))
+    more_id: tuple[int, ...] = field(default=(), metadata=door(
+        "an indexed image the results should be like too, with any query (repeat for more)", kind=int, repeat=True,
+        minimum=0))
     not_id: tuple[int, ...] = field(default=(), metadata=door(
         "an indexed image the results should be unlike (repeat for more)", kind=int, repeat=True, minimum=0))
     not_text: tuple[str, ...] = field(default=(), metadata=door(
@@ -170,10 +174,12 @@ class Query:
                 object.__setattr__(self, "image" if first.image is not None else "id",
                                    first.image if first.image is not None else first.id)
                 object.__setattr__(self, "examples", (*value[1:], *self.examples))
-        for name in ("examples", "negative", "not_id", "not_text"):
+        for name in ("examples", "more_id", "negative", "not_id", "not_text"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str | bytes | int | os.PathLike)
                                else tuple(value or ()))
+        object.__setattr__(self, "examples", (*self.examples, *self.more_id))
+        object.__setattr__(self, "more_id", ())
         for example in (*self.examples, *self.negative, *self.not_id):
             if isinstance(example, bool) or not isinstance(example, str | bytes | int | os.PathLike | np.integer):
                 raise RequestError(f"an example is an image file, its bytes or an indexed id, not {example!r}")

@@ -51,6 +51,14 @@ def test_every_examples_id_is_left_out_of_the_results(demo_index: ImageIndex):
     assert result.query_id == ids[0] and result.query.count(" + ") == 1 and result.query.count(" - ") == 1
 
 
+def test_more_id_adds_indexed_examples_to_any_query(demo_index: ImageIndex):
+    shoe = photos("shoes", 0)[0]
+    ids = [match.id for match in demo_index.search(shoe, k=3).matches]
+    result = demo_index.search(shoe, more_id=ids[1:], k=10)
+    assert result.query.count(" + ") == 2 and not set(ids[1:]) & {match.id for match in result.matches}
+    assert result.query_id == demo_index.record_by_path(shoe).id  # the photo given first names the query
+
+
 def test_examples_mix_files_bytes_and_ids(demo_index: ImageIndex):
     shoe, other = photos("shoes", 0, 1)
     indexed = demo_index.record_by_path(other).id
@@ -113,5 +121,10 @@ def test_http_takes_several_uploads_ids_and_negatives(demo_index: ImageIndex):
         by_ids = client.get(url, params=[("id", ids[0]), ("id", ids[1]), ("not_id", ids[2])])
         assert by_ids.status_code == 200, by_ids.json()
         assert not set(ids) & {m["id"] for m in by_ids.json()["matches"]}
+        liked = client.post(url, files=files[:1], data={"more_id": [str(ids[0])], "not_id": [str(ids[2])]})
+        assert liked.status_code == 200, liked.json()
+        assert liked.json()["query"] == f"<uploaded image> + {by_ids.json()['query'].split(' + ')[0]} - " \
+            + by_ids.json()["query"].split(" - ")[-1]
+        assert not {ids[0], ids[2]} & {m["id"] for m in liked.json()["matches"]}
         too_many = client.get(url, params=[("id", ids[0])] * 21)
         assert too_many.status_code == 422 and "at most 20" in too_many.json()["detail"]

@@ -71,7 +71,8 @@ def run_search(served: ServedIndex, query: bytes | list[bytes] | None, asked: Fi
     prepare_thread()
     fields = asked.values_of(SearchQuery)
     uploads = query if isinstance(query, list) else [] if query is None else [query]
-    count = len(uploads) + len(negative or []) + len(fields.get("id") or []) + len(fields.get("not_id") or [])
+    ids = sum(len(fields.get(name) or []) for name in ("id", "more_id", "not_id"))
+    count = len(uploads) + len(negative or []) + ids
     if count > MAX_EXAMPLES:
         raise RequestError(f"at most {MAX_EXAMPLES} example images (uploads and ids) in one search, not {count}")
     with served.lock.reading():

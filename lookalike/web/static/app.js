@@ -353,7 +353,7 @@ async function search(query, { byControl = false, history = "push" } = {}) {
   const notes = [];
   let options;
   try {
-    options = [...searchOptions(notes), ...wordOptions(query)];
+    options = [...searchOptions(notes), ...wordOptions(query), ...exampleOptions(query)]; // region.js: box, examples
   } catch (error) {
     if (!(error instanceof Refused)) throw error;
     refuse(error.message); // lastQuery stays: mending the control searches again
@@ -434,6 +434,7 @@ function clearResults() {
   $("results-heading").hidden = true;
   $("results").replaceChildren();
   $("confidence").hidden = true;
+  clearExamples();
   shownMatches = [];
   shownKey = null;
   status("");
@@ -464,6 +465,7 @@ function show(result, query, notes, words) {
   const found = result.matches.length ? `${result.matches.length} most similar (${result.method})` : "no matches";
   status([found, ...notes].join(" · "));
   showConfidence(result);
+  showExamples(query);
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
 
@@ -569,6 +571,7 @@ function resultTile(match, position) {
   similar.setAttribute("aria-label", `search from ${described}`);
   similar.addEventListener("click", () => searchFrom(match));
   caption.append(score, same, label, taken, similar);
+  if (lastQuery) caption.append(...exampleButtons(match, described)); // more / less like this (region.js)
   if (lastQuery && lastQuery.kind !== "text") caption.append(whySimilarButton(match, described));
   if (match.video) open.append(frameTime(match));
   item.append(open, caption);
@@ -745,10 +748,10 @@ async function restore(params, history) {
   $("by-class").checked = params.has("by_class");
   $("by-cluster").checked = params.has("by_cluster");
   if (params.has("id") && /^\d+$/.test(params.get("id"))) {
-    await search({ kind: "id", id: Number(params.get("id")) }, { history });
+    await search({ kind: "id", id: Number(params.get("id")), ...examplesFrom(params) }, { history });
   } else if (params.has("upload")) {
     const file = await keptUpload(params.get("upload"));
-    if (file) await search({ kind: "upload", file, token: params.get("upload") }, { history });
+    if (file) await search({ kind: "upload", file, token: params.get("upload"), ...examplesFrom(params) }, { history });
     else {
       lastQuery = null;
       refuse("this link's query is a photo uploaded in another browser (uploads are not kept on the server): "

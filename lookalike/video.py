@@ -2,9 +2,11 @@
 
 A video is indexed as the frames where its scene changes, each a searchable image whose path is a media-fragment
 URI, `clip.mp4#t=12.500` (the video and the frame's time in seconds), so the store, the searches and every door
-keep one kind of record. Frames are compared every SAMPLE_EVERY seconds as small grey pictures: a frame that
-differs from the last one kept by SCENE_CHANGE or more starts a scene, and each minute of footage keeps at most
-`per_minute` of them, the largest changes (the first frame always starts one).
+keep one kind of record. A frame every SAMPLE_EVERY seconds is compared by its colours (a histogram of each RGB
+channel, which moving the camera hardly changes): one that differs from the frame before by SCENE_CHANGE (a cut),
+or from the last keyframe by DRIFT (a slow change: a fade, a long pan), is a keyframe; each minute of footage keeps
+at most `per_minute` of them, the largest changes (the first frame always starts one). benchmarks/video.py measures
+both thresholds on footage with known cuts.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from lookalike.images import DecodedImage, ImageError, is_image_path
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".mkv"})
 DEFAULT_PER_MINUTE = 12  # keyframes a minute of footage may give at most ($LOOKALIKE_FRAMES_PER_MINUTE)
 SAMPLE_EVERY = 0.5  # seconds between the frames compared
-SCENE_CHANGE = 0.1  # mean absolute difference (0-1) of 32x32 grey frames that starts a scene
-COMPARED_SIDE = 32
+SCENE_CHANGE = 0.15  # histogram distance (0-1) from the frame before that is a cut (moving shots stay under 0.08)
+DRIFT = 0.35  # histogram distance from the last keyframe that is a new scene even without a cut
+COMPARED_SIDE = 32  # frames are compared at 32x32 pixels
+BINS = 16  # per channel
 MEDIA_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm", ".mkv": "video/x-matroska"}
 _FRAGMENT = re.compile(r"^(?P<video>.+\.(?:mp4|mov|webm|mkv))#t=(?P<time>\d+(?:\.\d+)?)$", re.IGNORECASE | re.DOTALL)
 
@@ -165,34 +169,51 @@ def _av() -> Any:
 @dataclass
 class _Sample:
     time: float
-    grey: npt.NDArray[np.float32]
+    colours: npt.NDArray[np.float32]  # the share of its pixels in each histogram bin, channel after channel
     frame: Any  # the decoded av.VideoFrame
 
 
 def _samples(container: Any, stream: Any) -> Iterator[_Sample]:
-    """A decoded frame every SAMPLE_EVERY seconds, with its small grey copy (the others are decoded and dropped)."""
+    """A decoded frame every SAMPLE_EVERY seconds, with its colours (the others are decoded and dropped)."""
     due = 0.0
     for frame in container.decode(stream):
         time = _time(frame, stream)
         if time + 1e-6 < due:
             continue
         due = (math.floor(time / SAMPLE_EVERY + 1e-6) + 1) * SAMPLE_EVERY
-        grey = frame.reformat(width=COMPARED_SIDE, height=COMPARED_SIDE, format="gray").to_ndarray()
-        yield _Sample(time, grey.astype(np.float32) / 255, frame)
+        small = frame.reformat(width=COMPARED_SIDE, height=COMPARED_SIDE, format="rgb24").to_ndarray()
+        yield _Sample(time, _colours(small), frame)
+
+
+def _colours(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    counts = [np.bincount(pixels[..., channel].ravel() // (256 // BINS), minlength=BINS) for channel in range(3)]
+    return np.concatenate(counts).astype(np.float32) / (pixels.shape[0] * pixels.shape[1])
+
+
+def _distance(first: npt.NDArray[np.float32], second: npt.NDArray[np.float32]) -> float:
+    """0 for the same colours, 1 for none in common (half the L1 distance, averaged over the channels)."""
+    return float(np.abs(first - second).sum()) / 6
 
 
 def _scenes(samples: Iterable[_Sample], target_side: int) -> Iterator[tuple[float, Keyframe]]:
-    """Each sample that differs from the last scene's first by SCENE_CHANGE or more, with how much it does."""
-    last: npt.NDArray[np.float32] | None = None
+    """Each sample that is a cut from the one before, or has drifted from the last keyframe, with how much."""
+    before: npt.NDArray[np.float32] | None = None
+    kept: npt.NDArray[np.float32] | None = None
     for sample in samples:
-        change = math.inf if last is None else float(np.abs(sample.grey - last).mean())
-        if change >= SCENE_CHANGE:
-            last = sample.grey
+        if before is None or kept is None:
+            change = math.inf
+        else:
+            cut, drift = _distance(sample.colours, before), _distance(sample.colours, kept)
+            change = cut if cut >= SCENE_CHANGE else drift if drift >= DRIFT else 0.0
+        before = sample.colours
+        if change > 0:
+            kept = sample.colours
             yield change, Keyframe(sample.time, _decoded(sample.frame, target_side))
 
 
 def _kept(scenes: Iterable[tuple[float, Keyframe]], per_minute: int) -> Iterator[Keyframe]:
-    """The largest `per_minute` changes of each minute, in time order, each minute given as soon as it ends."""
+    """The largest `per_minute` changes of each minute (0:00-0:59, 1:00-1:59, ...), in time order, each minute
+    given as soon as it ends."""
     minute, found = 0, []
     for change, keyframe in scenes:
         if int(keyframe.time // 60) != minute:

@@ -94,3 +94,20 @@ def test_a_model_without_a_feature_map_says_so(tmp_path: Path) -> None:
         index.add_files([first_photo("hat"), first_photo("shoes")])
         with pytest.raises(NoFeatureMapError, match="color-histogram has no spatial feature map"):
             index.explain(first_photo("hat"), first_photo("shoes"))
+
+
+def test_resnet50_shows_the_map_its_vector_is_pooled_from(tmp_path: Path) -> None:
+    import torch
+
+    from lookalike.embedders.classic import build_network
+
+    torch.manual_seed(0)
+    torch.save(build_network("resnet50").eval().state_dict(), tmp_path / "resnet50-random.pth")
+    embedder = get_embedder("resnet50", weights=tmp_path / "resnet50-random.pth")
+    Image.open(first_photo("hat")).convert("RGB").resize((224, 224)).save(tmp_path / "square.png")
+    photo = load_image(tmp_path / "square.png", 224)
+    maps = embedder.feature_map(photo)
+    pooled = maps.mean(axis=(1, 2))
+    vector = embedder.embed_batch(embedder.preprocess(photo)[None])[0]
+    assert maps.shape == (2048, 7, 7)
+    assert np.allclose(pooled / np.linalg.norm(pooled), vector, atol=1e-4)

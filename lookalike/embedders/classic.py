@@ -5,6 +5,7 @@ layer3, layer4 (pooled = "pool5"); VGG16: pool5, fc6, fc7), exported to ONNX and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy.typing as npt
 
 from lookalike.embedders.base import Matrix, channels_first, l2_normalise
 from lookalike.embedders.exported import ExportedNetwork, file_digest, network_description
+from lookalike.embedders.maps import map_input
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.embedders.torch_weights import find_weights, load_checked
 from lookalike.images import DecodedImage, resize_and_crop
@@ -88,13 +90,35 @@ class ClassicCnnEmbedder:
         network = load_checked(build_network(self.name), self.weights, self.name)
         return make_tap(network, self.name, self.layer, self.pool)
 
+    @property
+    def has_feature_map(self) -> bool:
+        """Whether the vector is pooled from a convolutional map (layer3, layer4, pool5), which explain can show."""
+        return self.layer in self.spec.pooled
+
+    def feature_map(self, image: DecodedImage) -> npt.NDArray[np.float32]:
+        """The (channels, height, width) map this embedder pools into its vector, of the whole upright photo."""
+        pixels = map_input(image.pixels, self.input_side)
+        batch = channels_first(pixels, mean=255.0 * IMAGENET_MEAN, std=255.0 * IMAGENET_STD)[None]
+        return self.maps_network.run(batch)[0][0]
+
+    @functools.cached_property
+    def maps_network(self) -> ExportedNetwork:
+        """The network cut before pooling, any input size, exported to the cache the first time (explain)."""
+        digest = file_digest(self.weights)[:12]
+        return ExportedNetwork(f"{self.name}-{self.layer}-maps-{digest}-export{EXPORT_VERSION}", self._build_maps,
+                               self.input_side, ("maps",), self.network.device, any_side=True)
+
+    def _build_maps(self) -> Any:
+        return make_tap(load_checked(build_network(self.name), self.weights, self.name), self.name, self.layer, None)
+
 
 def build_network(model: str) -> Any:
     """The randomly initialised torch network with torchvision's parameter names."""
     return {"resnet50": _resnet50, "vgg16": _vgg16}[model]()
 
 
-def make_tap(network: Any, model: str, layer: str, pool: str) -> Any:
+def make_tap(network: Any, model: str, layer: str, pool: str | None) -> Any:
+    """The network up to `layer`, pooled by `pool` (None: the convolutional map itself, for explain)."""
     import torch
 
     class Tap(torch.nn.Module):
@@ -104,8 +128,9 @@ def make_tap(network: Any, model: str, layer: str, pool: str) -> Any:
 
         def forward(self, pixels: Any) -> Any:
             if model == "resnet50":
-                return global_pool(self.network.maps(pixels, layer), pool)
-            return self.network.tap(pixels, layer, pool)
+                maps = self.network.maps(pixels, layer)
+                return maps if pool is None else global_pool(maps, pool)
+            return self.network.features(pixels) if pool is None else self.network.tap(pixels, layer, pool)
 
     return Tap().eval()
 

@@ -3,7 +3,7 @@
 A CNN embedder that can show its map has `feature_map(image)`: the (channels, height, width) map its vector is the
 global pool of, computed on the whole upright photo (no centre crop) so that the map covers all of it. Models whose
 vector is not a pooled map (CLIP's projection, colour histograms, perceptual hashes, an autoencoder's bottleneck,
-VGG16's fully connected layers) have none and say so.
+VGG16's fully connected layers fc6 and fc7) have none and say so.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def spatial(embedder: Any) -> SpatialEmbedder:
         return embedder  # type: ignore[no-any-return]
     raise NoFeatureMapError(f"{embedder.name} has no spatial feature map (its vector is not pooled from a "
                             "convolutional map), so it cannot show which regions make two photos similar: explain "
-                            "works with an index of an EfficientNet-Lite model (the default; see `lookalike models`)")
+                            "works with an index of an EfficientNet-Lite model (the default), or of resnet50 or vgg16 "
+                            "at a pooled layer (layer3, layer4, pool5; see `lookalike models`)")
 
 
 def map_input(photo: Image.Image, side: int) -> npt.NDArray[np.uint8]:

@@ -21,13 +21,14 @@ from lookalike.web.registry import ServedIndex
 router = APIRouter(prefix="/api", tags=["indexes"])
 Served = Annotated[ServedIndex, Depends(served_index)]
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+VIDEO_TYPES = list(dict.fromkeys(MEDIA_TYPES.values()))
 
 
 @router.get("/indexes/{name}/images/{image_id:int}/video", summary="The video an indexed frame comes from",
             response_class=StreamingResponse,
-            responses={200: {"description": "The video's bytes (206 with a Range header: that part)",
-                             "content": {media: {"schema": {"type": "string", "format": "binary"}}
-                                         for media in dict.fromkeys(MEDIA_TYPES.values())}}}
+            responses={status: {"description": what, "content": {media: BINARY for media in VIDEO_TYPES}}
+                       for status, what in ((200, "The video's bytes"), (206, "The part a Range header asked for"))}
             | error_responses(403, 404, 416, 422))
 def frame_video(request: Request, served: Served, image_id: ImageId,
                 range_: Annotated[str | None, Header(alias="range")] = None) -> StreamingResponse:

@@ -193,7 +193,7 @@ def section(results: dict) -> str:
         lines += ["### Clustering and label propagation (Corel-1K, all 1,000 images)", "",
                   f"Spherical k-means (FAISS), k=10: purity **{k10['purity']:.4f}**, NMI **{k10['nmi']:.4f}**, "
                   f"sizes {k10['sizes']}.", "",
-                  f"Automatic k (best mean cosine silhouette for k in 2..20): k={auto['k']}, "
+                  f"Automatic k ({auto['criterion']}; benchmarks/cluster_count.py): k={auto['k']}, "
                   f"purity {auto['purity']:.4f}, "
                   f"NMI {auto['nmi']:.4f}.", "",
                   "Label propagation (k=10; each cluster takes the majority of its labelled members; accuracy on "

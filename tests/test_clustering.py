@@ -11,6 +11,7 @@ from conftest import DEMO_GALLERY
 from lookalike.cli import main
 from lookalike.organise.clustering import (
     Clustering,
+    NoClearGroupsError,
     cluster_index,
     cluster_quality,
     kmeans,
@@ -65,11 +66,23 @@ def test_report_goes_into_the_index_folder_by_default(demo_clone):
     assert (demo_clone.files.clusters_report / "clusters.csv").exists()
 
 
-def test_automatic_k_picks_the_best_silhouette_in_range(demo_clone):
-    report = cluster_index(demo_clone, k=None, k_range=(3, 8), sheets=False)
-    assert set(report.silhouettes) <= set(range(3, 9)) and report.k == max(report.silhouettes,
-                                                                           key=report.silhouettes.get)
-    assert "silhouette" in report.criterion
+def test_automatic_k_is_the_largest_eigengap_of_clear_groups(demo_clone):
+    """Three kinds of the demo's clothing that look nothing alike (shoes, hats, trousers), 10 photos each: k=3."""
+    import_labels(demo_clone, LABELS)
+    keep = {i for i, label in demo_clone.label_values("label").items() if label in ("shoes", "hat", "pants")}
+    demo_clone.remove_files([r.path for r in demo_clone.records() if r.id not in keep])
+    report = cluster_index(demo_clone, k=None, k_range=(2, 8), sheets=False)
+    assert report.k == 3 and set(report.eigengaps) == set(range(2, 9))
+    assert report.k == max(report.eigengaps, key=report.eigengaps.get) and "eigengap" in report.criterion
+    assert report.purity > 0.9
+
+
+def test_automatic_k_refuses_photos_without_clear_groups(demo_clone):
+    with pytest.raises(NoClearGroupsError, match=r"form no clear groups.*give the number of clusters: lookalike "
+                                                 r"cluster --index .* --k N") as refused:
+        cluster_index(demo_clone, k=None, sheets=False)
+    assert refused.value.count.k is None and refused.value.count.strength < 1
+    assert not demo_clone.files.clustering.exists()
 
 
 def test_purity_and_nmi_of_a_perfect_and_a_useless_clustering():

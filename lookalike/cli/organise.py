@@ -65,10 +65,6 @@ def cluster_command(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     print(f"k={report.k} ({report.criterion}) in {report.seconds:.1f}s; sizes: {report.sizes}")
-    if report.silhouettes and report.k == min(report.silhouettes):
-        print(f"lookalike: note: the silhouette is best at the smallest k tried ({report.k}) and falls as k grows: "
-              "by this measure the photos form no clearly separate groups, so k was not found; if you know how many "
-              f"kinds there are, give --k N (lookalike cluster --index {args.index} --k N)", file=sys.stderr)
     if report.purity is not None:
         print(f"against {report.labelled} {args.attribute!r} labels: purity {report.purity:.4f}, NMI {report.nmi:.4f}")
     print(f"contact sheets, clusters.csv and summary.json in {report.files[0]}")
@@ -162,7 +158,9 @@ def register(verbs: Any) -> None:
     cluster = add_verb(verbs, "cluster", cluster_command,
                        "group images by content (k-means); `cluster label` spreads a few labels per cluster")
     cluster.add_argument("action", nargs="?", choices=["label"], help="propagate labels over the last clustering")
-    cluster.add_argument("--k", type=int, help="number of clusters (default: automatic, best silhouette)")
+    cluster.add_argument("--k", type=int, help="number of clusters (default: automatic, the largest eigengap of "
+                         "the images' neighbour graph when it is clearer than in shuffled vectors; else you are "
+                         "asked for k)")
     cluster.add_argument("--k-range", type=int, nargs=2, default=list(AUTO_K_RANGE), metavar=("MIN", "MAX"),
                          help=f"numbers of clusters the automatic choice tries (default {AUTO_K_RANGE[0]} "
                               f"{AUTO_K_RANGE[1]})")

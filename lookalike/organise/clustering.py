@@ -1,7 +1,8 @@
 """Group an index's images by content (spherical k-means in FAISS), show each group as a contact
 sheet, and spread a few human labels per group to the whole collection.
 
-Automatic k: the k in a range with the highest mean silhouette (cosine) on a sample of the vectors.
+Automatic k: the k after the largest eigengap of a neighbour graph, when that gap beats shuffled copies of the
+vectors (organise/cluster_count.py); a collection without clear groups is refused with a request for k.
 The last clustering is kept in the index folder, each image's cluster stored as its `cluster` label;
 `ClusterScope` is the `by_cluster` option of the one search: `index.search(query, by_cluster=2)`.
 """
@@ -22,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import RequestError
 from lookalike.index.folder import IndexFolder
+from lookalike.organise.cluster_count import REFERENCES, GroupCount, count_groups
 from lookalike.organise.labels import LabelImport, labelled_ids
 from lookalike.search import Scope, SearchOptions
 
@@ -33,7 +36,6 @@ CLUSTER_LABEL = "cluster"  # label name under which each image's cluster is stor
 SHEET_SIZE = 16  # images per contact sheet
 THUMB_SIDE = 112
 AUTO_K_RANGE = (2, 20)
-SILHOUETTE_SAMPLE = 2000
 SMALL_COLLECTION = 20_000
 BORROWED_CONFIDENCE = 0.5  # ceiling of the confidence of a label borrowed from the nearest labelled cluster
 
@@ -85,13 +87,13 @@ class ClusterReport:
     purity: float | None = None
     nmi: float | None = None
     labelled: int = 0  # images with a label used for purity/NMI
-    silhouettes: dict[int, float] = field(default_factory=dict)
+    eigengaps: dict[int, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "criterion": self.criterion, "sizes": self.sizes, "seconds": round(self.seconds, 3),
                 "purity": _round(self.purity), "nmi": _round(self.nmi), "labelled": self.labelled,
-                "silhouettes": {str(k): round(v, 4) for k, v in self.silhouettes.items()}, "out": self.files[:1]}
+                "eigengaps": {str(k): round(v, 4) for k, v in self.eigengaps.items()}, "out": self.files[:1]}
 
 
 def kmeans(vectors: Vectors, k: int, seed: int = 0, iterations: int = 20, restarts: int | None = None) -> Clustering:
@@ -119,26 +121,23 @@ def kmeans(vectors: Vectors, k: int, seed: int = 0, iterations: int = 20, restar
                       similarity[:, 0])
 
 
-def choose_k(vectors: Vectors, k_range: tuple[int, int] = AUTO_K_RANGE, seed: int = 0,
-             sample: int = SILHOUETTE_SAMPLE) -> tuple[int, dict[int, float]]:
-    """The k with the best mean cosine silhouette on a sample, and every k's score."""
-    from sklearn.metrics import silhouette_score
-    from tqdm import tqdm
+class NoClearGroupsError(RequestError):
+    """The automatic k found no number of groups clearer than in the same vectors shuffled: the person gives k."""
 
-    rng = np.random.default_rng(seed)
-    rows = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    subset = vectors[rows]
-    low, high = max(2, k_range[0]), min(k_range[1], len(subset) - 1)
-    if high < low:
-        raise ValueError(f"too few images ({len(vectors)}) to choose k automatically; give --k")
-    scores = {}
-    for k in tqdm(range(low, high + 1), desc="choosing k (silhouette)", file=sys.stderr, leave=False):
-        clustering = kmeans(vectors, k, seed)
-        assignments = clustering.assignments[rows]
-        if len(set(assignments.tolist())) > 1:
-            scores[k] = float(silhouette_score(subset, assignments, metric="cosine"))
-    best = max(scores, key=scores.__getitem__)
-    return best, scores
+    def __init__(self, count: GroupCount, folder: Path) -> None:
+        super().__init__(
+            f"these photos form no clear groups: the largest eigengap of their "
+            f"neighbour graph (after k={count.best()}) is {count.strength:.2f}x the largest of the same vectors "
+            f"shuffled (it must beat all {REFERENCES} shuffles); if you know how many kinds there are, give the "
+            f"number of clusters: lookalike cluster --index {folder} --k N")
+        self.count = count
+
+
+def choose_k(vectors: Vectors, k_range: tuple[int, int] = AUTO_K_RANGE, seed: int = 0) -> GroupCount:
+    """The number of groups (organise/cluster_count.py): k None when the collection shows no clear one."""
+    if min(k_range[1], len(vectors) - 2) < max(2, k_range[0]):
+        raise RequestError(f"too few images ({len(vectors)}) to choose k automatically; give --k")
+    return count_groups(vectors, k_range, seed)
 
 
 def cluster_quality(assignments: Sequence[int], labels: Sequence[str]) -> tuple[float, float]:
@@ -160,16 +159,18 @@ def cluster_index(index: ImageIndex, k: int | None = None, out: str | os.PathLik
     ids, vectors = index.vectors()
     if len(ids) == 0:
         raise ValueError(f"the index {index.folder} is empty: nothing to cluster")
-    silhouettes: dict[int, float] = {}
+    gaps: dict[int, float] = {}
+    criterion = "given"
     if k is None:
-        k, silhouettes = choose_k(vectors, k_range, seed)
-        criterion = f"automatic: best mean cosine silhouette for k in {k_range[0]}..{k_range[1]} " \
-                    f"(sample of {min(SILHOUETTE_SAMPLE, len(ids))})"
-    else:
-        criterion = "given"
+        count = choose_k(vectors, k_range, seed)
+        if count.k is None:
+            raise NoClearGroupsError(count, index.folder)
+        k, gaps = count.k, count.gaps
+        criterion = f"automatic: largest eigengap for k in {k_range[0]}..{k_range[1]}, {count.strength:.2f}x that " \
+                    f"of shuffled vectors (sample of {count.images})"
     clustering = kmeans(vectors, k, seed)
     clustering.ids = ids
-    report = ClusterReport(k, criterion, clustering.sizes(), 0.0, silhouettes=silhouettes)
+    report = ClusterReport(k, criterion, clustering.sizes(), 0.0, eigengaps=gaps)
     truth = index.label_values(attribute)
     known = [n for n, i in enumerate(ids.tolist()) if i in truth]
     if known:

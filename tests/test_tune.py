@@ -103,3 +103,33 @@ def test_tune_says_when_it_can_only_measure_in_sample(tmp_path, demo_copy, monke
         report = index.tune(target_recall=0.9, sample=20)
     assert report.measured.startswith("in-sample") and "overstated" in report.measured
     assert report.to_dict()["measured"] == report.measured
+
+
+def test_a_user_sets_ef_search_themselves_and_its_recall_is_measured_held_out(tmp_path, collection):
+    _, vectors, _, _ = collection
+    with synthetic_index(tmp_path / "idx", vectors, index_type="hnsw") as index:
+        report = index.tune(sample=100, ef_search=16)
+        assert index._store.backend.ef_search == 16 and report.params == {"ef_search": 16}
+        assert [t.params for t in report.trials] == [{"ef_search": 16}]  # that setting only, measured
+        assert report.measured.startswith("held out") and 0 < report.recall <= 1
+    manifest = read_manifest(tmp_path / "idx")
+    assert manifest.index_params["ef_search"] == 16 and manifest.tuned["set_by_user"] is True
+
+
+def test_a_knob_the_index_type_does_not_have_is_refused(tmp_path, collection):
+    _, vectors, _, _ = collection
+    with synthetic_index(tmp_path / "exact", vectors[:200]) as index, pytest.raises(ValueError, match="no search knob"):
+        index.tune(ef_search=32)
+    with synthetic_index(tmp_path / "graph", vectors[:200], index_type="hnsw") as index:
+        with pytest.raises(ValueError, match="cannot set nprobe; its knobs are ef_search"):
+            index.tune(nprobe=8)
+        with pytest.raises(ValueError, match="whole number"):
+            index.tune(ef_search=0)
+
+
+def test_tune_command_takes_the_knob_by_the_same_name(tmp_path, collection, capsys):
+    _, vectors, _, _ = collection
+    synthetic_index(tmp_path / "idx", vectors[:500], index_type="hnsw").close()
+    assert main(["tune", "--index", str(tmp_path / "idx"), "--ef-search", "48", "--sample", "50"]) == 0
+    assert "set {'ef_search': 48} as asked" in capsys.readouterr().out
+    assert read_manifest(tmp_path / "idx").index_params["ef_search"] == 48

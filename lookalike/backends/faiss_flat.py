@@ -10,6 +10,7 @@ import numpy as np
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.checksums import seal, verified
 from lookalike.backends.files import drop_stale_files, read_index, write_index_atomically
+from lookalike.backends.threads import threads_for
 
 
 class FlatBackend:
@@ -33,7 +34,9 @@ class FlatBackend:
         params = None
         if allowed_ids is not None:
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with threads_for(len(queries)):  # a lone query on one thread: on two, 188 ms instead of 30 (100k 128-d, busy)
+            return self.index.search(queries, k, params=params)
 
     def save(self, folder: Path, generation: int) -> None:
         target = _path(folder, generation)

@@ -24,7 +24,8 @@ def count_photos(folder: str) -> int:
 
 def tune_command(args: argparse.Namespace) -> int:
     with open_index(args) as index:
-        report = index.tune(target_recall=args.target_recall, sample=args.sample, k=args.k, seed=args.seed)
+        report = index.tune(target_recall=args.target_recall, sample=args.sample, k=args.k, seed=args.seed,
+                            ef_search=args.ef_search, nprobe=args.nprobe, rerank=args.rerank)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
@@ -34,6 +35,8 @@ def tune_command(args: argparse.Namespace) -> int:
         print(f"  {trial.params}: recall@{args.k} {trial.recall:.3f}, {trial.ms_per_query:.2f} ms per query")
     if report.note:
         print(report.note)
+    elif args.ef_search or args.nprobe or args.rerank:
+        print(f"set {report.params} as asked (recall@{args.k} {report.recall:.3f}); saved in the index manifest")
     else:
         print(f"set {report.params} (recall@{args.k} {report.recall:.3f} >= {args.target_recall}); "
               "saved in the index manifest")
@@ -57,4 +60,8 @@ def register(verbs: Any) -> None:
     tune.add_argument("--sample", type=int, default=500, help="query vectors to measure with (default 500)")
     tune.add_argument("-k", "--k", type=int, default=10, help="recall@k (default 10)")
     tune.add_argument("--seed", type=int, default=0, help="which sample of query vectors")
+    for knob, what in (("ef_search", "HNSW's efSearch"), ("nprobe", "IVF-PQ's lists probed"),
+                       ("rerank", "IVF-PQ's re-rank depth (x k)")):
+        tune.add_argument(f"--{knob.replace('_', '-')}", dest=knob, type=int, metavar="N",
+                          help=f"set {what} yourself instead of searching for it (its recall is measured)")
     add_verb(verbs, "compact", compact_command, "drop deleted vectors from an HNSW or IVF-PQ index for good")

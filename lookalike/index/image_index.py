@@ -307,10 +307,10 @@ class ImageIndex(ExplainsPairs):
         return augmentation.describe_text(self.manifest.augmentation_plan)
 
     @writes
-    def tune(self, target_recall: float = 0.95, sample: int = 500, k: int = 10, seed: int = 0) -> tuning.TuneReport:
-        """Measure recall@k on `sample` of the index's own vectors, set the fastest search parameters that
-        reach `target_recall` and record them in the manifest."""
-        return self._upkeep.tune(target_recall, sample, k, seed)
+    def tune(self, target_recall: float = 0.95, sample: int = 500, k: int = 10, seed: int = 0,
+             **knob: int | None) -> tuning.TuneReport:
+        """Set the fastest knob reaching target_recall@k on held-out images, or yours (ef_search=, nprobe=, rerank=)."""
+        return self._upkeep.tune(target_recall, sample, k, seed, knob)
 
     @writes
     def read_capture(self) -> capture_reads.CaptureReport:

@@ -27,6 +27,7 @@ from lookalike.expansion import GUARD_CANDIDATES, GUARD_NEIGHBOUR, diffusion_ord
 from lookalike.images import Box, load_image
 from lookalike.index import described
 from lookalike.index.examples import resolve_examples
+from lookalike.index.read_vectors import ReadVectors
 from lookalike.search import (
     METRICS,
     SCOPES,
@@ -70,20 +71,20 @@ class Searcher:
         timings = dict(resolved.timings)
         started = time.perf_counter()
         allowed = self._allowed(where, options, inside=provider is None)
-        exclude = resolved.excluded
+        exclude, read = resolved.excluded, ReadVectors()
         if isinstance(allowed, np.ndarray) and len(allowed) == 0:
             ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         elif provider is not None:
             ids, scores = provider.rank(self.index, resolved.vector, options.method, options.limit, exclude, allowed)
         else:
-            ids, scores = self._ranked(resolved.vector, options, exclude, allowed)
+            ids, scores = self._ranked(resolved.vector, options, exclude, allowed, read)
         timings["search"] = (time.perf_counter() - started) * 1e3
         found = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
                  if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
-        matches = self._readable(self._matches(found)[:options.limit], resolved)
+        matches = self._readable(self._matches(found)[:options.limit], resolved, read)
         if options.k == cutoff.AUTO:
             matches = self._belonging(matches)
-        judged = confidence.judge(self._best_cosine(matches, resolved.vector),
+        judged = confidence.judge(self._best_cosine(matches, resolved.vector, read),
                                   None if query.text is not None else self._confidence_floor(),
                                   allowed is not None, predicted,
                                   matches[0].similarity if matches and matches[0].same_photo else None)
@@ -191,15 +192,17 @@ class Searcher:
         return where, predicted
 
     def _ranked(self, vector: np.ndarray, options: SearchOptions, exclude: set[int],
-                allowed: Ids | Filter | None) -> tuple[Ids, np.ndarray]:
+                allowed: Ids | Filter | None, read: ReadVectors) -> tuple[Ids, np.ndarray]:
         """The vector index's answer, re-ranked by the expansion the options ask for (within `allowed`), with the
-        guard that keeps near matches first whenever the answer was re-ranked (expansion.guarded_order)."""
+        guard that keeps near matches first whenever the answer was re-ranked (expansion.guarded_order); what it
+        reads is kept in `read`."""
         if self._store.is_empty():  # not len(): COUNT(*) reads every row, 7 ms a search at 1M
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         expansion, wanted = options.expansion, options.limit + len(exclude)
         augmented = self._state.manifest.augmentation_plan is not None
         guarded = expansion.method != "diffusion" and (expansion.active or augmented)
         query = self._store.to_searchable(vector.reshape(1, -1))
+        read.query = query[0]
         ids, inner = self._answer(query, max(expansion.candidates(wanted), GUARD_CANDIDATES if guarded else 0), allowed)
         if expansion.method == "diffusion":
             return diffusion_order(query[0], ids, self._store.indexed_vectors(ids.tolist()), expansion)
@@ -212,7 +215,7 @@ class Searcher:
         if guarded:
             candidates = ids[~np.isin(ids, list(exclude))]
             floors = self._store.neighbour_floors(candidates.tolist(), GUARD_NEIGHBOUR) if augmented else None
-            plain = self._store.searchable_vectors(candidates.tolist()) @ query[0]
+            plain = read.candidates(self._store, candidates)  # read once: the matches' similarity and cosine reuse it
             ranked_ids, ranked = guarded_order(ranked_ids, ranked, candidates, plain, floors)
         return ranked_ids[:wanted], scores_from_inner_products(ranked[:wanted], options.method)
 
@@ -244,12 +247,12 @@ class Searcher:
             raise RequestError("the index is empty: nothing to pick at random")
         return self._store.id_at(random_module.Random(seed).randrange(count))
 
-    def _readable(self, matches: list[Match], query: ResolvedQuery) -> list[Match]:
-        """Matches with their plain similarity to the query (the index's space) and whether each is the same photo."""
+    def _readable(self, matches: list[Match], query: ResolvedQuery, read: ReadVectors) -> list[Match]:
+        """Matches with their plain similarity to the query (the index's space) and whether each is the same photo
+        (what the ranking read already, `read`, is not read again)."""
         if not matches:
             return matches
-        searchable = self._store.to_searchable(query.vector.reshape(1, -1))[0]
-        similarities = self._store.searchable_vectors([m.id for m in matches]) @ searchable
+        similarities = read.similarities(self._store, [m.id for m in matches], query.vector)
         return [dataclasses.replace(m, similarity=float(s),
                                     same_photo=rank < confidence.CHECKED_MATCHES
                                     and confidence.is_same_photo(float(s), query.photo, m.path))
@@ -269,11 +272,12 @@ class Searcher:
         kept = cutoff.belonging(np.array([m.similarity for m in matches], np.float32), floors)
         return [m for m, keep in zip(matches, kept, strict=True) if keep]
 
-    def _best_cosine(self, matches: list[Match], vector: np.ndarray) -> float | None:
+    def _best_cosine(self, matches: list[Match], vector: np.ndarray, read: ReadVectors) -> float | None:
         """The full-vector cosine of the query and its first match (what the confidence floor compares)."""
         if not matches:
             return None
-        return float(confidence.best_cosines(vector.reshape(1, -1), self._store.vectors([matches[0].id]))[0])
+        full = read.full_vector(self._store, matches[0].id).reshape(1, -1)
+        return float(confidence.best_cosines(vector.reshape(1, -1), full)[0])
 
     def _confidence_floor(self) -> confidence.Floor | None:
         """This index's own floor (lookalike.confidence), calibrated once and again when it grew or shrank a tenth."""

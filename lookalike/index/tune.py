@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.backends import Ids, Matrix, VectorBackend, new_backend
 from lookalike.backends.exact import exact_top_k
+from lookalike.errors import RequestError
 
 if TYPE_CHECKING:
     from lookalike.index.store import VectorStore
@@ -82,14 +83,30 @@ def candidate_settings(backend: VectorBackend) -> list[dict[str, int]]:
     return []
 
 
+def knob_settings(backend: VectorBackend, knob: dict[str, int]) -> list[dict[str, int]]:
+    """The one setting a user chose (`knob`: ef_search, or nprobe and rerank), checked against the backend's knobs."""
+    offered = candidate_settings(backend)
+    names = set(offered[0]) if offered else set()
+    unknown = sorted(set(knob) - names)
+    if unknown:
+        has = f"its knobs are {', '.join(sorted(names))}" if names else "it has no search knob (exact search)"
+        raise RequestError(f"{backend.kind} index: cannot set {', '.join(unknown)}; {has}")
+    for name, value in knob.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= 1_000_000:
+            raise RequestError(f"{name} must be a whole number from 1 to 1000000, not {value!r}")
+    current = {name: int(getattr(backend, name, offered[0][name])) for name in names}
+    return [current | {name: int(value) for name, value in knob.items()}]
+
+
 def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_recall: float = 0.95, k: int = 10,
-                 query_ids: Ids | None = None) -> TuneReport:
+                 query_ids: Ids | None = None, knob: dict[str, int] | None = None) -> TuneReport:
     """The fastest setting reaching `target_recall`: for each re-rank depth the smallest nprobe (or ef_search)
-    that reaches it, then the fastest of those as measured; raises ValueError when none does."""
+    that reaches it, then the fastest of those as measured; raises ValueError when none does. With `knob` (the
+    setting a user chose) that setting is kept and its recall measured, whatever it is."""
     if not 0 < target_recall <= 1:
         raise ValueError(f"target recall must be in (0, 1], not {target_recall}")
     report = TuneReport(backend.kind, target_recall)
-    settings = candidate_settings(backend)
+    settings = candidate_settings(backend) if not knob else knob_settings(backend, knob)
     if not settings:
         report.note = ("exact search: recall is 1.0, nothing to tune" if backend.kind == "flat-ip" else
                        f"{getattr(backend, 'describe', lambda: backend.kind)()}: recall is 1.0, nothing to tune yet")
@@ -107,6 +124,9 @@ def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_rec
         report.trials.append(trial)
         if trial.recall >= target_recall:
             reached.append(trial)
+    if knob:  # the user's setting, measured
+        report.params, report.recall = report.trials[0].params, report.trials[0].recall
+        return report
     if reached:
         fastest = min(reached, key=lambda t: t.ms_per_query)
         backend.set_search_params(**fastest.params)  # type: ignore[attr-defined]
@@ -134,20 +154,24 @@ def _plateaued(trials: list[Trial], params: dict[str, int]) -> bool:
 
 
 def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 500, k: int = 10,
-               seed: int = 0) -> TuneReport:
-    """Tune a store's backend on `sample` of its own images, held out (ImageIndex.tune records the setting).
+               seed: int = 0, knob: dict[str, int | None] | None = None) -> TuneReport:
+    """Tune a store's backend on `sample` of its own images, held out (ImageIndex.tune records the setting); with
+    `knob`, set that setting and measure its recall the same way.
 
     A query that is itself in the index is found too easily (an approximate index starts next to it: 0.962 measured
     in-sample where new queries got 0.927). So, up to LEAVE_OUT_LIMIT images, the sample is left out of a copy of
     the index built alike, and measured there as new photos would be; above it the copy would cost too much and the
     report says that its recall is measured in-sample."""
     ids = store.ids()
+    knob = {name: value for name, value in (knob or {}).items() if value is not None}
+    if knob:
+        knob_settings(store.backend, knob)  # an unknown knob is refused before anything is measured
     if len(ids) <= k:
         raise ValueError(f"the index holds {len(ids)} images: too few to measure recall@{k}")
     query_ids = np.sort(np.random.default_rng(seed).choice(ids, min(sample, len(ids) - k), replace=False))
     queries = store.searchable_vectors(query_ids.tolist())
     if not candidate_settings(store.backend) or len(ids) > LEAVE_OUT_LIMIT:
-        report = _tune_in_sample(store, ids, queries, query_ids, target_recall, k)
+        report = _tune_in_sample(store, ids, queries, query_ids, target_recall, k, knob)
         report.measured = f"in-sample: {len(query_ids)} of the index's own images (recall is overstated)"
         return report
     rest = np.setdiff1d(ids, query_ids)
@@ -156,7 +180,7 @@ def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 50
     copy.add(rest, vectors)
     _, truth = exact_top_k(queries, [(rest, vectors)], k)
     try:
-        report = tune_backend(copy, queries, truth, target_recall, k)
+        report = tune_backend(copy, queries, truth, target_recall, k, knob=knob)
     except UnreachableRecallError as error:
         store.backend.set_search_params(**max(error.report.trials, key=lambda t: t.recall).params)
         raise
@@ -167,8 +191,8 @@ def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 50
 
 
 def _tune_in_sample(store: VectorStore, ids: Ids, queries: Matrix, query_ids: Ids, target_recall: float,
-                    k: int) -> TuneReport:
+                    k: int, knob: dict[str, int] | None = None) -> TuneReport:
     parts = np.array_split(ids, max(1, len(ids) // 65_536))
     chunks = ((chunk, store.indexed_vectors(chunk.tolist())) for chunk in parts)  # as the backend holds them
     _, truth = exact_top_k(queries, chunks, k + 1)
-    return tune_backend(store.backend, queries, truth, target_recall, k, query_ids)
+    return tune_backend(store.backend, queries, truth, target_recall, k, query_ids, knob)

@@ -145,14 +145,16 @@ class Upkeep:
         self._store.save()
         return len(touched)
 
-    def tune(self, target_recall: float, sample: int, k: int, seed: int) -> tuning.TuneReport:
-        report = tuning.tune_store(self._store, target_recall, sample, k, seed)
+    def tune(self, target_recall: float, sample: int, k: int, seed: int,
+             knob: dict[str, int | None] | None = None) -> tuning.TuneReport:
+        report = tuning.tune_store(self._store, target_recall, sample, k, seed, knob)
+        knob = {name: value for name, value in (knob or {}).items() if value is not None}
         if report.params:
             manifest = self._state.manifest
             self._state.change_manifest(
                 index_params={**manifest.index_params, **report.params},
-                tuned={"target_recall": target_recall, "recall": round(report.recall, 4),
-                       "sample": min(sample, len(self._store)), "k": k})
+                tuned={"target_recall": None if knob else target_recall, "recall": round(report.recall, 4),
+                       "sample": min(sample, len(self._store)), "k": k, "set_by_user": bool(knob)})
         return report
 
     # --- what open_or_create was asked, against what the index records ----------------------------

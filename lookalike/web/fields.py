@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from lookalike.options import Door, Offered, offered
@@ -52,12 +60,26 @@ def http_field(item: Offered, nullable: bool = False) -> tuple[Any, Any]:
     if checks:
         value = Annotated[value, Field(**checks)]
     if door.words:
-        value = value | Literal[door.words]  # type: ignore[valid-type]
+        value = Annotated[value | Literal[door.words], WrapValidator(or_words(door.words))]  # type: ignore[valid-type]
     if door.repeat:
         return list[value], Field(default_factory=list, description=door.help)
     if item.default is None:
         return (value | None if nullable else value | SkipJsonSchema[None]), Field(None, description=door.help)
     return value, Field(item.default, description=door.help)
+
+
+def or_words(words: tuple[str, ...]) -> Any:
+    """A validator that names a field's one problem, not one per branch of its union ("k: Input should be greater
+    than or equal to 1, or 'auto'")."""
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, str) and value.strip().lower() in words:
+            return value.strip().lower()
+        try:
+            return handler(value)
+        except ValidationError as error:
+            raise ValueError(f"{error.errors()[0]['msg']}, or {' or '.join(map(repr, words))}") from None
+
+    return check
 
 
 def checks_of(door: Door) -> dict[str, Any]:

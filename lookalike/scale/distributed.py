@@ -332,7 +332,8 @@ def write_shard(folder: Path, rows: dict[str, np.ndarray]) -> Path:
         "height": pa.array(rows["height"], pa.int32()),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
         "error": pa.array([str(e) for e in rows["error"]], pa.string()),
-    } | {name: pa.array(list(rows[name]), CAPTURE_FIELDS[name]) for name in CAPTURE_FIELDS})
+    } | {name: _capture_column(rows.get(name, [None] * len(rows["path"])), kind)  # rows of no capture: None
+         for name, kind in CAPTURE_FIELDS.items()})
     target = folder / f"shard-{time.time_ns()}-{os.getpid()}.parquet"
     partial = target.with_suffix(".partial")
     pq.write_table(table, partial)
@@ -345,6 +346,14 @@ def read_shard(path: Path) -> tuple[pa.Table, np.ndarray]:
     column = table["vector"].combine_chunks()
     vectors = column.values.to_numpy(zero_copy_only=False).reshape(len(table), column.type.list_size)
     return table, vectors.astype(np.float32, copy=False)
+
+
+def _capture_column(values: Any, kind: pa.DataType) -> pa.Array:
+    """A capture column of a shard: Ray Data hands a batch's column of only None back as NaN, so anything that is
+    not a string (text columns) or is NaN (numbers) is None."""
+    if kind == pa.string():
+        return pa.array([v if isinstance(v, str) else None for v in values], kind)
+    return pa.array([None if v is None or v != v else float(v) for v in values], kind)
 
 
 def merge_shard(run: Sync, shard: Path, dimension: int, check_files: bool = False) -> int:

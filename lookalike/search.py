@@ -33,8 +33,8 @@ from lookalike.options import door
 SCOPE = {"scope": True}  # marks a SearchOptions field that a registered scope answers (see register_scope)
 METRICS = ("cosine", "euclidean")  # the methods every index has; learned ones are added by training
 DEFAULT_CLASS_CONFIDENCE = 0.8  # cumulative class probability by_class widens to (up to by_class classes)
-DEFAULT_NEGATIVE_WEIGHT = 0.5  # Rocchio's beta: how far the mean of the negative examples is taken away (measured
-# in benchmarks/region_query.py)
+DEFAULT_NEGATIVE_WEIGHT = 0.25  # Rocchio's beta: how far the mean of the negative examples is taken away; the best
+# of 0.1-1 for "less like" a wrong match on clothing, near it on Corel-1K (benchmarks/region_query.py)
 CROP_PATTERN = r"^\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*$"
 Vector = npt.NDArray[np.float32]
 Where = dict[str, tuple[str, ...]]

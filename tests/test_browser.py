@@ -100,6 +100,12 @@ def serving(folders: list[Path], log_folder: Path) -> Iterator[str]:
             process.wait(timeout=20)
 
 
+def open_filters(page) -> None:
+    """Unfold the Filters panel, folded until a person opens it (results first) or a link carries a filter."""
+    if not page.eval_on_selector("#filter-field", "panel => panel.open"):
+        page.click("#filter-field summary")
+
+
 def open_search_page(chromium, base: str, timeout_ms: int, before_load=None):
     """A fresh context's search page at 1000x900, with `page.searches`: the search requests it has sent
     (method and URL); `before_load(page)` runs before the page is loaded."""
@@ -160,7 +166,8 @@ def test_upload_search_then_click_a_result(server: str, tmp_path: Path) -> None:
         page.wait_for_selector("#index option", state="attached")
         assert page.locator("#method option").all_inner_texts() == ["cosine", "euclidean"]
         capabilities = httpx.get(f"{server}/api/indexes/clothes").json()["capabilities"]
-        assert page.is_visible("#filter") == capabilities["filters"]  # offered only when the index can filter
+        assert page.is_visible("#filter-field") == capabilities["filters"]  # offered only when the index can filter
+        assert not page.is_visible("#filter")  # folded: the results come first
         assert page.is_visible("#by-class") == capabilities["scopes"]["by_class"]
         assert page.is_visible("#by-cluster") == capabilities["scopes"]["by_cluster"]
         page.fill("#k", "8")
@@ -241,6 +248,7 @@ def test_filter_and_scopes_send_the_search_options_by_name(server: str) -> None:
         assert 0 < len(read_grid(page)) < len(everything)
 
         searched(page, lambda: page.uncheck("#by-cluster"))
+        open_filters(page)
         page.fill("#filter", "label=hat, label=shoes")
         options = searched(page, lambda: page.press("#filter", "Enter"))
         assert options["where"] == ["label=hat", "label=shoes"] and "metric" not in options
@@ -270,6 +278,7 @@ def test_label_filter_applies_on_enter_whatever_the_case_and_names_the_labels_th
     page.select_option("#index", "organised")
     page.fill("#k", "16")
     searched(page, lambda: page.click("#random"))
+    open_filters(page)
     page.fill("#filter", "Label=HAT")
     options = searched(page, lambda: page.press("#filter", "Enter"))
     assert options["where"] == ["label=hat"]  # the index's own spelling is sent
@@ -574,6 +583,7 @@ def test_the_search_is_in_the_url_so_reload_back_and_a_shared_link_repeat_it(chr
     searched(page, lambda: page.click("#random"))
     first = read_grid(page)
     searched(page, lambda: page.select_option("#method", "euclidean"))
+    open_filters(page)
     searched(page, lambda: page.click(".chip[data-name=label][data-value=hat]"))
     hats = read_grid(page)
     options = searched(page, lambda: page.click(".chip[data-name=label][data-value=shoes]"))
@@ -598,6 +608,7 @@ def test_the_search_is_in_the_url_so_reload_back_and_a_shared_link_repeat_it(chr
     searched(other, lambda: other.goto(page.url.split("?")[0] + "?" + "&".join(
         f"{name}={value}" for name, values in state.items() for value in values)))
     assert read_grid(other) == chosen and other.input_value("#index") == "organised"
+    assert other.is_visible(".chip[data-value=shoes]")  # a link with filters opens the panel that shows them
     shared.close()
 
 
@@ -627,6 +638,7 @@ def test_label_chips_show_values_with_counts_and_filter_by_several_at_once_in_an
     assert page.locator(".chip[data-name=cluster]").count() == len(LABELS)  # the clusters are labels too
     page.fill("#k", "16")
     searched(page, lambda: page.click("#random"))
+    open_filters(page)
     options = searched(page, lambda: page.click(".chip[data-value=hat]"))
     assert options["where"] == ["label=hat"] and {t["label"] for t in read_grid(page)} == {"hat"}
     options = searched(page, lambda: page.click(".chip[data-value=dress]"))
@@ -796,6 +808,7 @@ def test_choosing_an_index_fetches_its_labels_as_they_are_now(page) -> None:
         index.set_labels({image_id: {"colour": "Red"} for image_id in index.ids().tolist()[:3]})
     page.select_option("#index", "organised")
     page.select_option("#index", "clothes")
+    open_filters(page)
     page.wait_for_selector(".chip[data-name=colour]")
     assert page.inner_text(".chip[data-name=colour]").split() == ["Red", "3"]
     page.fill("#k", "16")

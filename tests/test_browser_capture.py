@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import write_photo
 from exif_photos import write_exif_photo
-from test_browser import headless_chromium, open_search_page, require_browser, searched, serving
+from test_browser import headless_chromium, open_filters, open_search_page, require_browser, searched, serving
 
 from lookalike.index import ImageIndex
 
@@ -74,6 +74,7 @@ def test_the_date_range_shows_only_photos_taken_in_it_and_tiles_show_their_date(
     plain = next(t for t in everything if t["taken"] == PLAIN_DAY)
     assert "file date" in plain["title"] and "EXIF" in next(t for t in everything if t is not plain)["title"]
 
+    open_filters(page)  # folded until opened
     page.fill("#taken-from", "2020-01-01")
     searched(page, lambda: page.dispatch_event("#taken-from", "change"))
     page.fill("#taken-to", "2021-12-31")
@@ -95,6 +96,7 @@ def test_the_date_range_shows_only_photos_taken_in_it_and_tiles_show_their_date(
 
 def test_a_range_that_ends_before_it_starts_is_refused_on_the_page(page, tmp_path):
     searched(page, lambda: page.set_input_files("#file", str(query_photo(tmp_path))))
+    open_filters(page)
     page.fill("#taken-from", "2022-01-01")
     searched(page, lambda: page.dispatch_event("#taken-from", "change"))
     before = len(page.searches)

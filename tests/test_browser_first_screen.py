@@ -40,6 +40,7 @@ def test_the_first_row_of_results_is_on_the_first_screen(chromium, server: str, 
     assert len(first_row) >= (2 if size == "phone" else 6)
     assert all(tile["bottom"] <= SIZES[size]["height"] for tile in first_row), "a result of the first row is cut"
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+    assert page.is_visible("#filter-field summary") and not page.is_visible("#filter")  # Filters folded at any size
     page.screenshot(path=str(tmp_path / f"first-screen-{size}.png"))
     keep_screenshots(tmp_path, f"first-screen-{size}.png")
     assert page.outside == []

@@ -885,7 +885,6 @@ function wireControls() {
   });
   $("controls").addEventListener("submit", (event) => { event.preventDefault(); rerun(); });
   window.addEventListener("popstate", () => restore(new URLSearchParams(location.search), "none"));
-  if (window.matchMedia("(min-width: 700px)").matches) $("filter-field").open = true; // a phone keeps it folded
 }
 
 wireQueries();

@@ -189,7 +189,10 @@ def test_filters_run_inside_milvus_with_the_answers_of_faiss(stores: Stores, dem
             index.add_folder(demo_copy)
             colours(index)
             answers[name] = filtered_answers(index, folders)
-            assert described.applies_inside(index._store.backend, Filter({"colour": ("red",)})) == (name == "milvus")
+            backend = index._store.backend
+            assert described.applies_inside(backend, Filter(path_prefix=str(folders[0]))) == (name == "milvus")
+            inside = name == "milvus" and not backend.location.lite  # Milvus Lite filters labels by ids (slow JSON)
+            assert described.applies_inside(backend, Filter({"colour": ("red",)})) == inside
     assert answers["milvus"] == answers["faiss"]
     assert len(answers["faiss"]["a_b"]) == len(answers["faiss"]["axb%"]) == 3 and answers["faiss"]["none"] == []
     assert all(Path(p).parent == folders[0] for p in answers["faiss"]["a_b"])

@@ -270,7 +270,11 @@ class MilvusBackend:
 
     def can_filter(self, narrowed: Filter) -> bool:
         """Whether this search can filter inside Milvus: the store describes the rows and every condition has a
-        clause (else the store passes the ids it allows)."""
+        clause (else the store passes the ids it allows). Milvus Lite reads a JSON (or ARRAY) field row by row, 3.5 s
+        a label filter at 100k rows where the ids allowed cost 0.24 s (benchmarks/milvus_filters.py): there, labels
+        go as ids and only a path prefix runs inside; the server answers either at its consistency floor."""
+        if self.location.lite and narrowed.where:
+            return False
         return self.describe is not None and milvus_filter.can_express(narrowed)
 
     def remove(self, ids: Ids) -> None:

@@ -89,7 +89,8 @@ def main() -> None:
              "",
              f"ImageIndex.explain on {PAIRS} pairs of indexed Corel-1K photos (384x256; a photo and its first match; "
              f"photos read with the shorter side up to {EXPLAIN_SIDE}): the two feature maps (EfficientNet-Lite0 "
-             "cut before pooling, float32, the whole photo), the shares and the side-by-side picture (its PNG encoding, done for out= and over HTTP, not included).", "",
+             "cut before pooling, float32, the whole photo), the shares and the side-by-side picture (its PNG "
+             "encoding, done for out= and over HTTP, not included).", "",
              "| what | median | p90 | first call of a process |", "|---|---|---|---|",
              f"| one pair | {np.median(values):.0f} ms | {np.percentile(values, 90):.0f} ms | {first * 1e3:.0f} ms "
              "(opens the feature-map network) |", "",

@@ -21,3 +21,7 @@ class NotFoundError(LookalikeError, KeyError):
 
 class RequestError(LookalikeError, ValueError):
     """An option or a value that cannot be used (out of range, unknown, at odds with the index): HTTP 422."""
+
+
+class ExtraMissingError(LookalikeError, ImportError):
+    """A feature whose optional dependencies are not installed; the message names the extra that brings them."""

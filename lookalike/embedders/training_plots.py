@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from lookalike.plots import matplotlib_for
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+matplotlib_for("the pictures of a training run")  # the backend is chosen before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lookalike.embedders.autoencoder import TrainingReport  # noqa: E402

@@ -173,12 +173,9 @@ def load_classifier(index: ImageIndex) -> Classifier:
 
 def write_confusion(folder: Path, classes: Sequence[str], confusion: npt.NDArray[np.int64],
                     accuracy: float) -> list[Path]:
-    """The confusion matrix as text and as a PNG (rows: true class, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+    """The confusion matrix as text and, with the maps extra (matplotlib), as a PNG (rows: true class, columns:
+    predicted). A classifier is for searching: it needs no pictures, so without the extra only the text is written."""
+    from lookalike import plots
 
     files = IndexFolder(folder)
     text = files.classifier_confusion_txt
@@ -188,6 +185,11 @@ def write_confusion(folder: Path, classes: Sequence[str], confusion: npt.NDArray
     lines += [f"{c:<{width}}" + "".join(f"{n:>{width}}" for n in row)
               for c, row in zip(classes, confusion, strict=True)]
     text.write_text("\n".join(lines) + "\n")
+    if not plots.available():
+        return [text]
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     figure, axes = plt.subplots(figsize=(1.0 + 0.7 * len(classes), 0.8 + 0.6 * len(classes)))
     ConfusionMatrixDisplay(confusion, display_labels=list(classes)).plot(ax=axes, colorbar=False,
                                                                          xticks_rotation=45)

@@ -93,6 +93,9 @@ def map_index(index: ImageIndex, out: str | os.PathLike[str] | None = None, colo
               method: str = "tsne", seed: int = 0, thumbnails: bool = True, html_page: bool = True) -> MapReport:
     """Write map.png (coloured scatter), map-thumbnails.png and map.html into `out` (default: the index
     folder's map folder, where `lookalike serve` shows it)."""
+    from lookalike.plots import matplotlib_for
+
+    matplotlib_for("the map")  # before minutes of t-SNE
     started = time.perf_counter()
     ids, vectors = index.vectors()
     points = embed_2d(vectors, method, seed)
@@ -115,17 +118,18 @@ def map_index(index: ImageIndex, out: str | os.PathLike[str] | None = None, colo
 
 
 def _palette(groups: list[str]) -> dict[str, str]:
-    import matplotlib
+    from lookalike.plots import matplotlib_for
 
+    matplotlib = matplotlib_for("the map's colours")
     names = sorted(set(groups))
     colours = matplotlib.colormaps["tab20"].resampled(max(1, len(names)))
     return {name: matplotlib.colors.to_hex(colours(n)) for n, name in enumerate(names)}
 
 
 def scatter_png(points: Points, groups: list[str], target: Path, title: str, colour_by: str | None) -> Path:
-    import matplotlib
+    from lookalike.plots import matplotlib_for
 
-    matplotlib.use("Agg")
+    matplotlib_for("the map")
     import matplotlib.pyplot as plt
 
     palette = _palette(groups)
@@ -147,9 +151,9 @@ def scatter_png(points: Points, groups: list[str], target: Path, title: str, col
 
 def thumbnail_png(points: Points, paths: list[str], target: Path, seed: int = 0, count: int = PNG_THUMBNAILS) -> Path:
     """The map with a sample of images drawn at their points."""
-    import matplotlib
+    from lookalike.plots import matplotlib_for
 
-    matplotlib.use("Agg")
+    matplotlib_for("the map")
     import matplotlib.pyplot as plt
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 

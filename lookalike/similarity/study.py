@@ -79,9 +79,9 @@ class PairStudy:
 
     def plot(self, path: str | Path) -> Path:
         """Histograms of the scores of similar vs dissimilar evaluation pairs, one panel per method."""
-        import matplotlib
+        from lookalike.plots import matplotlib_for
 
-        matplotlib.use("Agg")
+        matplotlib_for("the study's plot")
         import matplotlib.pyplot as plt
 
         columns = min(3, len(self.results))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import RequestError
 from lookalike.expansion import (
     GUARD_CANDIDATES,
     GUARD_NEIGHBOUR,
@@ -77,7 +78,7 @@ def read_labels(folder: str | os.PathLike[str], attribute: str = "label") -> lis
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         if "path" not in columns or attribute not in columns:
-            raise ValueError(f"{labels_file} needs columns 'path' and {attribute!r}; it has {', '.join(columns)}")
+            raise RequestError(f"{labels_file} needs columns 'path' and {attribute!r}; it has {', '.join(columns)}")
         rows = [LabelledImage(folder / row["path"], row[attribute].strip(), (row.get("split") or "").strip())
                 for row in reader if row[attribute] and row[attribute].strip()]
     return rows
@@ -139,11 +140,11 @@ def evaluate_index(index: ImageIndex, dataset: str | os.PathLike[str], query_spl
     ids_by_path = index.ids_by_path()
     indexed = [image for image in images if os.path.abspath(image.path) in ids_by_path]
     if not indexed:
-        raise ValueError(f"none of the images in {dataset}/labels.csv are in the index {index.folder}")
+        raise RequestError(f"none of the images in {dataset}/labels.csv are in the index {index.folder}")
     queries = [i for i in images if i.split == query_split] if query_split else indexed
     gallery = [i for i in indexed if i.split == gallery_split] if gallery_split else indexed
     if not queries or not gallery:
-        raise ValueError(f"no images in split {query_split!r} or {gallery_split!r}")
+        raise RequestError(f"no images in split {query_split!r} or {gallery_split!r}")
     gallery_ids = [ids_by_path[os.path.abspath(i.path)] for i in gallery]
     query_ids = [ids_by_path.get(os.path.abspath(i.path), -1) for i in queries]
     query_vectors = _query_vectors(index, queries, query_ids)
@@ -250,7 +251,7 @@ def _few_match_scores(index: ImageIndex, queries: np.ndarray, query_ids: list[in
     """mAP and P@10 when each query's class keeps only `matches` gallery images: for each class, a gallery
     of the other classes plus r of it, augmented as an index holding just that gallery would be."""
     if matches < 1:
-        raise ValueError(f"matches (the few-match mode's r) must be at least 1, not {matches}")
+        raise RequestError(f"matches (the few-match mode's r) must be at least 1, not {matches}")
     rng = np.random.default_rng(seed)
     plan = AugmentationPlan.of(index.manifest.augmentation_plan)
     gallery = index.searcher.searchable_vectors(gallery_ids)

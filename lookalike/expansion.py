@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import RequestError
+
 Matrix = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
 
@@ -57,7 +59,7 @@ class Expansion:
         """An expansion from search options (None is each method's default), checked."""
         method = (method or DEFAULT_EXPANSION).strip().lower()
         if method not in EXPANSIONS:
-            raise ValueError(f"expand must be one of {', '.join(EXPANSIONS)}, not {method!r}")
+            raise RequestError(f"expand must be one of {', '.join(EXPANSIONS)}, not {method!r}")
         if method == "none":
             return cls("none", 0, 0.0)
         chosen = cls(method, DEFAULT_NEIGHBOURS.get(method, 0) if neighbours is None else neighbours,
@@ -68,9 +70,9 @@ class Expansion:
     def check(self) -> None:
         if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int | np.integer) \
                 or not 1 <= self.neighbours <= 1000:
-            raise ValueError(f"expand_neighbours must be a whole number from 1 to 1000, not {self.neighbours!r}")
+            raise RequestError(f"expand_neighbours must be a whole number from 1 to 1000, not {self.neighbours!r}")
         if not 0.0 <= float(self.alpha) <= 100.0:
-            raise ValueError(f"expand_alpha must be from 0 to 100, not {self.alpha!r}")
+            raise RequestError(f"expand_alpha must be from 0 to 100, not {self.alpha!r}")
 
     @property
     def active(self) -> bool:

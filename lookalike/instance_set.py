@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
+from lookalike.errors import RequestError
 from lookalike.evaluation import read_labels
 
 
@@ -59,7 +60,7 @@ def make_instance_set(source: str | os.PathLike[str], target: str | os.PathLike[
     labels.csv path. `views` gallery photos of each of `objects` objects (the original and edits),
     `queries` new photos of each to search, every other source photo a distractor in the gallery."""
     if objects < 1 or views < 1 or queries < 1:
-        raise ValueError("objects, views and queries must each be at least 1")
+        raise RequestError("objects, views and queries must each be at least 1")
     rng = random.Random(seed)
     photos = sorted({image.path for image in read_labels(source)})
     chosen = set(rng.sample(photos, min(objects, len(photos))))

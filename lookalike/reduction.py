@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.embedders.base import Matrix, l2_normalise
+from lookalike.errors import RequestError
 from lookalike.faults import disk_full_reported
 
 # Every index gets this PCA once it first holds this many images, whichever way it was built or grown
@@ -113,9 +114,9 @@ def fit_pca(vectors: Matrix, components: int, whiten: bool = False) -> PcaReduct
 
     count, dimension = vectors.shape
     if components < 1:
-        raise ValueError("PCA needs at least 1 component")
+        raise RequestError("PCA needs at least 1 component")
     if components > min(count, dimension):
-        raise ValueError(f"PCA to {components} components needs at least {components} vectors of at least "
+        raise RequestError(f"PCA to {components} components needs at least {components} vectors of at least "
                          f"{components} dimensions; there are {count} of {dimension}")
     pca = PCA(n_components=components, svd_solver="full", random_state=0).fit(vectors)
     scale = 1.0 / np.sqrt(np.maximum(pca.explained_variance_, 1e-12)) if whiten else np.ones(components)
@@ -169,10 +170,10 @@ def plan_reduction(pca: int | None, whiten: bool = False, sample: int | None = N
     PCA to N (fitted as soon as the index holds N images) for pca=N."""
     if pca is None:
         if whiten:
-            raise ValueError("whiten needs pca=N (the number of components)")
+            raise RequestError("whiten needs pca=N (the number of components)")
         return dict(DEFAULT_PLAN, sample=sample or DEFAULT_MAX_SAMPLE)
     if pca < 0:
-        raise ValueError(f"pca must be 0 (no reduction) or a number of components, not {pca}")
+        raise RequestError(f"pca must be 0 (no reduction) or a number of components, not {pca}")
     if pca == 0:
         return None
     return {"components": pca, "whiten": whiten, "sample": sample or MAX_FIT_SAMPLE, "min_images": pca}

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from lookalike.errors import RequestError
 from lookalike.images import DecodedImage, ImageError, is_image_path
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".mkv"})
@@ -104,7 +105,7 @@ def frames_per_minute_of(asked: int | None = None) -> int:
     """The cap asked for, else $LOOKALIKE_FRAMES_PER_MINUTE, else DEFAULT_PER_MINUTE; below 1 is a ValueError."""
     value = asked if asked is not None else int(os.environ.get("LOOKALIKE_FRAMES_PER_MINUTE", DEFAULT_PER_MINUTE))
     if value < 1:
-        raise ValueError(f"frames per minute must be at least 1, not {value}")
+        raise RequestError(f"frames per minute must be at least 1, not {value}")
     return value
 
 

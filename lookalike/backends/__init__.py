@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.backends.base import Ids, Matrix, VectorBackend
+from lookalike.errors import RequestError
 
 
 def _registry() -> dict[str, Any]:
@@ -24,7 +25,7 @@ def _registry() -> dict[str, Any]:
 def _backend_class(kind: str) -> Any:
     registry = _registry()
     if kind not in registry:
-        raise ValueError(f"unknown index type {kind!r}; available: {', '.join(sorted(registry))}")
+        raise RequestError(f"unknown index type {kind!r}; available: {', '.join(sorted(registry))}")
     return registry[kind]
 
 
@@ -47,7 +48,7 @@ def store_manifest(store: str | None) -> dict[str, Any]:
     from lookalike.backends.milvus import is_milvus_store, parse_store
 
     if not is_milvus_store(store):
-        raise ValueError(f"unknown store {store!r}: use faiss (default), milvus://HOST:PORT/COLLECTION "
+        raise RequestError(f"unknown store {store!r}: use faiss (default), milvus://HOST:PORT/COLLECTION "
                          "or a Milvus Lite file (path/file.db or milvus-lite:///path/file.db/COLLECTION)")
     return {"index_type": "milvus", "store": str(parse_store(store))}
 

@@ -25,6 +25,7 @@ from lookalike.backends.ivfpq import MAX_TRAIN, pca_rotation
 from lookalike.backends.rerank import RerankStore
 from lookalike.backends.reranked import RerankedBackend
 from lookalike.backends.threads import threads_for
+from lookalike.errors import RequestError
 
 log = logging.getLogger("lookalike")
 ADD_CHUNK = 65_536
@@ -37,7 +38,7 @@ class ReducedHNSWBackend(RerankedBackend):
     def __init__(self, dimension: int, reduced_dimension: int = 256, M: int = 16,  # noqa: N803
                  ef_construction: int = 40, ef_search: int = 64, min_train: int = 20_000, storage: str = "flat"):
         if storage not in STORAGES:
-            raise ValueError(f"unknown storage {storage!r}; choose from {', '.join(STORAGES)}")
+            raise RequestError(f"unknown storage {storage!r}; choose from {', '.join(STORAGES)}")
         self.dimension, self.storage = dimension, storage
         self.reduced_dimension = min(reduced_dimension, dimension)
         self.M, self.ef_construction, self.ef_search, self.min_train = M, ef_construction, ef_search, min_train

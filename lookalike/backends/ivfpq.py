@@ -36,6 +36,7 @@ from lookalike.backends.files import drop_stale_files, read_index, write_index_a
 from lookalike.backends.rerank import RerankStore
 from lookalike.backends.reranked import RerankedBackend
 from lookalike.backends.threads import threads_for
+from lookalike.errors import RequestError
 
 log = logging.getLogger("lookalike")
 TRAIN_PER_LIST = 20  # training vectors per inverted list (FAISS asks for 39; 20 is a time/quality trade-off)
@@ -59,11 +60,11 @@ class IVFPQBackend(RerankedBackend):
                  reduced_dimension: int | None = 256, nprobe: int = 16, rerank: int = 10, min_train: int = 20_000,
                  pq_bits: int = 8, coarse: str = "flat", rows_in_ram: bool = False):
         if transform not in TRANSFORMS:
-            raise ValueError(f"unknown transform {transform!r}; choose from {', '.join(map(str, TRANSFORMS))}")
+            raise RequestError(f"unknown transform {transform!r}; choose from {', '.join(map(str, TRANSFORMS))}")
         if coarse not in COARSE:
-            raise ValueError(f"unknown coarse quantiser {coarse!r}; choose from {', '.join(COARSE)}")
+            raise RequestError(f"unknown coarse quantiser {coarse!r}; choose from {', '.join(COARSE)}")
         if pq_bits not in PQ_BITS:
-            raise ValueError(f"pq_bits must be 8 or 4 (fast-scan), not {pq_bits!r}")
+            raise RequestError(f"pq_bits must be 8 or 4 (fast-scan), not {pq_bits!r}")
         self.dimension, self.pq_bits, self.coarse = dimension, int(pq_bits), coarse
         self.nlist, self.pq_bytes, self.transform = nlist, pq_bytes, transform
         self.reduced_dimension = min(reduced_dimension or dimension, dimension) if transform else dimension
@@ -122,7 +123,7 @@ class IVFPQBackend(RerankedBackend):
         # checked here, not when built: an index is planned for its PCA's dimension and holds the model's full
         # vectors (searched exactly) until the PCA is fitted
         if self.reduced_dimension % self.sub_quantizers:
-            raise ValueError(f"{self.sub_quantizers} sub-quantisers ({self.pq_bytes} bytes of {self.pq_bits} bits) "
+            raise RequestError(f"{self.sub_quantizers} sub-quantisers ({self.pq_bytes} bytes of {self.pq_bits} bits) "
                              f"do not divide the {self.reduced_dimension} dimensions they encode")
         if self.nlist is None:
             self.nlist = lists_for(self.count)

@@ -23,6 +23,7 @@ import numpy as np
 from lookalike.backends import milvus_filter
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.filters import Described, Filter
+from lookalike.errors import RequestError
 
 DEFAULT_COLLECTION = "lookalike"
 DEFAULT_PORT = 19530
@@ -76,14 +77,14 @@ def parse_store(store: str) -> MilvusLocation:
     options = parse_qs(parts.query)
     index_type = options.pop("index", [EXACT_INDEX])[0].upper()
     if options:
-        raise ValueError(f"unknown store option(s) {', '.join(options)} in {store!r}; only ?index=TYPE is known")
+        raise RequestError(f"unknown store option(s) {', '.join(options)} in {store!r}; only ?index=TYPE is known")
     if parts.scheme == "milvus":
         if not parts.hostname:
-            raise ValueError(f"no host in {store!r}; expected milvus://HOST:PORT/COLLECTION")
+            raise RequestError(f"no host in {store!r}; expected milvus://HOST:PORT/COLLECTION")
         try:
             port = parts.port or DEFAULT_PORT
         except ValueError:
-            raise ValueError(f"bad port in {store!r}; expected milvus://HOST:PORT/COLLECTION") from None
+            raise RequestError(f"bad port in {store!r}; expected milvus://HOST:PORT/COLLECTION") from None
         location = MilvusLocation(f"http://{parts.hostname}:{port}", _collection(parts.path.strip("/"), store),
                                   index_type)
     else:
@@ -92,14 +93,14 @@ def parse_store(store: str) -> MilvusLocation:
     allowed = LITE_INDEX_TYPES if location.lite else SERVER_INDEX_TYPES
     if index_type not in allowed:
         where = "Milvus Lite" if location.lite else "Milvus"
-        raise ValueError(f"index type {index_type!r} is not supported by {where}; choose one of {', '.join(allowed)}")
+        raise RequestError(f"index type {index_type!r} is not supported by {where}; choose one of {', '.join(allowed)}")
     return location
 
 
 def _lite_location(path: str, store: str, index_type: str) -> MilvusLocation:
     database, _, collection = path.partition(".db")
     if not _:
-        raise ValueError(f"a Milvus Lite store is a .db file: {store!r}")
+        raise RequestError(f"a Milvus Lite store is a .db file: {store!r}")
     database = os.path.abspath(database + ".db")
     if not Path(database).parent.is_dir():
         raise FileNotFoundError(f"folder for the Milvus Lite file does not exist: {Path(database).parent}")
@@ -109,7 +110,7 @@ def _lite_location(path: str, store: str, index_type: str) -> MilvusLocation:
 def _collection(name: str, store: str) -> str:
     name = name or DEFAULT_COLLECTION
     if not _COLLECTION_NAME.match(name):
-        raise ValueError(f"bad Milvus collection name {name!r} in {store!r}: letters, digits and _ only, "
+        raise RequestError(f"bad Milvus collection name {name!r} in {store!r}: letters, digits and _ only, "
                          "not starting with a digit")
     return name
 
@@ -121,7 +122,7 @@ def connect(location: MilvusLocation) -> Any:
     try:
         from pymilvus import MilvusClient
     except ImportError:
-        raise ValueError("a Milvus store needs pymilvus (and milvus-lite for .db files): "
+        raise RequestError("a Milvus store needs pymilvus (and milvus-lite for .db files): "
                          "pip install 'lookalike[distributed]'") from None
     if not location.lite:
         check_reachable(location)
@@ -221,7 +222,7 @@ class MilvusBackend:
         owner = described.get("properties", {}).get(OWNER_PROPERTY)
         if dimension != self.dimension or owner is None or (self.owner and owner != self.owner):
             made_by = f"{owner or 'not lookalike'}, {dimension} dimensions"
-            raise ValueError(f"Milvus collection {self.collection!r} at {self.location} was made by another model "
+            raise RequestError(f"Milvus collection {self.collection!r} at {self.location} was made by another model "
                              f"({made_by}); this index needs {self.owner or 'its model'}, {self.dimension} "
                              "dimensions: choose another collection")
         return {milvus_filter.PATH_FIELD, milvus_filter.LABELS_FIELD} <= {f["name"] for f in described["fields"]}

@@ -23,6 +23,7 @@ import numpy as np
 
 from lookalike.backends import pages
 from lookalike.backends.base import Ids, Matrix
+from lookalike.errors import NotFoundError
 
 SPILL_BYTES = 256 * 2**20  # unsaved rows held in RAM before they are appended to the spill file
 PROBED_ROWS = 4  # candidate rows whose pages are looked up before a re-rank: one missing, and all are asked for
@@ -140,7 +141,7 @@ class RerankStore:
     def vectors(self, ids: Ids) -> Matrix:
         rows = self.rows_of(ids)
         if (rows < 0).any():
-            raise KeyError(f"ids not stored: {np.asarray(ids)[rows < 0][:5].tolist()}")
+            raise NotFoundError(f"ids not stored: {np.asarray(ids)[rows < 0][:5].tolist()}")
         return self.vectors_of_rows(rows)
 
     def alive_chunks(self, chunk: int = 65_536):

@@ -11,6 +11,7 @@ from typing import Any
 from lookalike.cli.common import CommandError, add_verb, open_index, progress_bar
 from lookalike.embedders import available_models, model_info
 from lookalike.embedders.hub import CHECKPOINTS, fetch_weights
+from lookalike.errors import RequestError
 from lookalike.files import walk_images
 
 
@@ -77,7 +78,7 @@ def train_autoencoder_command(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"not a folder of photos: {folder}")
     paths = list(walk_images(folder))
     if not paths:
-        raise ValueError(f"no images found under {folder}")
+        raise RequestError(f"no images found under {folder}")
     with progress_bar("training") as progress:
         report = train_autoencoder(paths, args.out, epochs=args.epochs, batch_size=args.batch_size,
                                    seed=args.seed, progress=progress)

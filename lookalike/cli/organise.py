@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from lookalike.cli.common import add_verb, open_index
+from lookalike.errors import RequestError
 
 
 def labels_command(args: argparse.Namespace) -> int:
@@ -52,7 +53,7 @@ def cluster_command(args: argparse.Namespace) -> int:
 
     if args.action == "label":
         if not args.few_csv:
-            raise ValueError("cluster label needs --few-csv FEW.csv (path,label for a few images per cluster)")
+            raise RequestError("cluster label needs --few-csv FEW.csv (path,label for a few images per cluster)")
         with open_index(args) as index:
             report = propagate_labels(index, args.few_csv, out=args.out, attribute=args.attribute,
                                       truth_csv=args.truth_csv, unlabelled=args.unlabelled)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.cli.common import add_model_options, add_verb, model_options, progress_bar
+from lookalike.errors import RequestError
 from lookalike.index.folder import IndexFolder
 from lookalike.similarity.methods import BEST_METHOD, LEARNED_METHODS, METHODS, STUDY_METHODS
 from lookalike.similarity.pairs import DEFAULT_EVAL_FRACTION, DEFAULT_PAIRS, PairSet
@@ -18,7 +19,7 @@ def dataset_folder(dataset: str) -> Path:
     path = Path(dataset)
     if path.is_file():
         if path.name != "labels.csv":
-            raise ValueError(f"{path}: give a folder holding labels.csv, or the labels.csv file itself")
+            raise RequestError(f"{path}: give a folder holding labels.csv, or the labels.csv file itself")
         return path.parent
     if not path.is_dir():
         raise FileNotFoundError(f"labelled dataset not found: {dataset}")

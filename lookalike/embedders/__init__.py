@@ -8,6 +8,7 @@ from pathlib import Path
 from lookalike.embedders.base import Embedder, Matrix, Vector, l2_normalise
 from lookalike.embedders.efficientnet import VARIANTS, EfficientNetLiteEmbedder, lite_layers
 from lookalike.embedders.hub import ANY_FOLDER, CHECKPOINTS, TEXT_MODELS
+from lookalike.errors import RequestError
 
 DEFAULT_MODEL = "efficientnet-lite0"
 AUTOENCODER_PREFIX = "autoencoder:"
@@ -52,7 +53,7 @@ def model_info(model: str) -> ModelInfo:
     if model.startswith(AUTOENCODER_PREFIX) or model == "autoencoder":
         return ModelInfo(f"{AUTOENCODER_PREFIX}PATH", ["bottleneck"], "bottleneck", [],
                          "your own: lookalike train-autoencoder PHOTOS_DIR --out PATH")
-    raise ValueError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+    raise RequestError(f"unknown model {model!r}; available: {', '.join(available_models())}")
 
 
 def _text_model_info(model: str) -> ModelInfo:
@@ -81,7 +82,7 @@ def get_embedder(model: str = DEFAULT_MODEL, layer: str | None = None, pool: str
         return EfficientNetLiteEmbedder(model, weights=weights, device=device, layer=layer, pool=pool,
                                         precision=precision)
     if precision not in (None, "float32"):
-        raise ValueError(f"precision {precision!r} is for the EfficientNet-Lite models ({', '.join(VARIANTS)}); "
+        raise RequestError(f"precision {precision!r} is for the EfficientNet-Lite models ({', '.join(VARIANTS)}); "
                          f"{model} runs in float32")
     if model in CLASSIC:
         from lookalike.embedders.classic import ClassicCnnEmbedder
@@ -94,9 +95,9 @@ def get_embedder(model: str = DEFAULT_MODEL, layer: str | None = None, pool: str
     if model in HANDCRAFTED or model.startswith(AUTOENCODER_PREFIX):
         info = model_info(model)
         if layer not in (None, info.default_layer) or pool not in (None, _fixed_pool(model)):
-            raise ValueError(f"{info.name} has one layer ({info.default_layer}) and no --pool choice")
+            raise RequestError(f"{info.name} has one layer ({info.default_layer}) and no --pool choice")
         return _fixed_embedder(model, device)
-    raise ValueError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+    raise RequestError(f"unknown model {model!r}; available: {', '.join(available_models())}")
 
 
 def _fixed_pool(model: str) -> str:
@@ -114,7 +115,7 @@ def _fixed_embedder(model: str, device: str) -> Embedder:
 
     path = model[len(AUTOENCODER_PREFIX):]
     if not path:
-        raise ValueError("give the trained file: --model autoencoder:PATH")
+        raise RequestError("give the trained file: --model autoencoder:PATH")
     return AutoencoderEmbedder(Path(path), device=device)
 
 

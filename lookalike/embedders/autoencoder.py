@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from lookalike.embedders.base import Matrix, channels_first, l2_normalise
 from lookalike.embedders.exported import ExportedNetwork, file_digest
+from lookalike.errors import RequestError
 from lookalike.images import DecodedImage, ImageError, load_image, resize_and_crop
 
 PREFIX = "autoencoder:"
@@ -90,7 +91,7 @@ def load_pixels(paths: Sequence[Path], side: int = INPUT_SIDE) -> npt.NDArray[np
         except ImageError:
             continue
     if not crops:
-        raise ValueError("no decodable photos to train on")
+        raise RequestError("no decodable photos to train on")
     return np.stack(crops)
 
 
@@ -101,7 +102,7 @@ def train_autoencoder(paths: Sequence[Path], out: Path, epochs: int = 10, batch_
     import torch
 
     if epochs < 1:
-        raise ValueError("epochs must be at least 1")
+        raise RequestError("epochs must be at least 1")
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -155,9 +156,9 @@ def load_autoencoder(path: Path) -> Any:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{path} is not a readable autoencoder file: {error}") from None
+        raise RequestError(f"{path} is not a readable autoencoder file: {error}") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a lookalike autoencoder (make one with `lookalike train-autoencoder`)")
+        raise RequestError(f"{path} is not a lookalike autoencoder (make one with `lookalike train-autoencoder`)")
     model = build_autoencoder(int(content["latent_channels"]))
     model.load_state_dict(content["state_dict"], strict=True)
     return model.eval()

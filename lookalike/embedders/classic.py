@@ -18,6 +18,7 @@ from lookalike.embedders.exported import ExportedNetwork, file_digest, network_d
 from lookalike.embedders.maps import map_input
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.embedders.torch_weights import find_weights, load_checked
+from lookalike.errors import RequestError
 from lookalike.images import DecodedImage, resize_and_crop
 
 EXPORT_VERSION = 1
@@ -55,16 +56,16 @@ class ClassicCnnEmbedder:
     def __init__(self, model: str, weights: Path | None = None, device: str = "cpu",
                  layer: str | None = None, pool: str | None = None):
         if model not in CLASSIC_MODELS:
-            raise ValueError(f"unknown model {model!r}; choose from {', '.join(CLASSIC_MODELS)}")
+            raise RequestError(f"unknown model {model!r}; choose from {', '.join(CLASSIC_MODELS)}")
         self.spec = CLASSIC_MODELS[model]
         self.name = model
         self.layer = layer or self.spec.default_layer
         if self.layer not in self.spec.layers:
-            raise ValueError(f"unknown layer {self.layer!r} for {model}; available: {', '.join(self.spec.layers)}")
+            raise RequestError(f"unknown layer {self.layer!r} for {model}; available: {', '.join(self.spec.layers)}")
         if self.layer in self.spec.pooled:
             self.pool = check_pool(pool or "avg")
         elif pool not in (None, "none"):
-            raise ValueError(f"layer {self.layer} of {model} is already a vector; --pool applies to "
+            raise RequestError(f"layer {self.layer} of {model} is already a vector; --pool applies to "
                              f"{', '.join(self.spec.pooled)} only")
         else:
             self.pool = "none"

@@ -28,6 +28,7 @@ from lookalike.embedders.base import Matrix, channels_first, l2_normalise
 from lookalike.embedders.exported import TOLERANCE, ExportedNetwork
 from lookalike.embedders.hub import CHECKPOINTS, find_checkpoint_folder, weights_file
 from lookalike.embedders.onnx_runtime import open_session
+from lookalike.errors import RequestError
 from lookalike.images import DecodedImage
 from lookalike.settings import cache_dir
 
@@ -69,7 +70,7 @@ def read_layout(folder: Path) -> Layout:
     config = json.loads((folder / "config.json").read_text())
     family = config.get("model_type")
     if family not in FAMILIES:
-        raise ValueError(f"{folder} holds a {family!r} model; lookalike's text-and-image models are "
+        raise RequestError(f"{folder} holds a {family!r} model; lookalike's text-and-image models are "
                          f"{' and '.join(FAMILIES)} checkpoints")
     model_defaults, processing_defaults = FAMILIES[family]
     vision, text = config.get("vision_config") or {}, config.get("text_config") or {}
@@ -90,7 +91,7 @@ def check_architecture(name: str, folder: Path, layout: Layout) -> None:
     different = {key: value for key, value in layout.architecture.items() if key in expected and expected[key] != value}
     if different:
         shown = ", ".join(f"{key} {value} (not {expected[key]})" for key, value in different.items())
-        raise ValueError(f"{folder} is not a {name} checkpoint: {shown}; give --model clip for any CLIP or SigLIP "
+        raise RequestError(f"{folder} is not a {name} checkpoint: {shown}; give --model clip for any CLIP or SigLIP "
                          "folder")
 
 
@@ -129,7 +130,7 @@ class ClipEmbedder:
         check_architecture(name, self.folder, self.layout)
         self.pool = POOLS[self.layout.model_type]
         if layer not in (None, LAYER) or pool not in (None, self.pool):
-            raise ValueError(f"{name} has one layer ({LAYER}) and its pooling is its own ({self.pool}): "
+            raise RequestError(f"{name} has one layer ({LAYER}) and its pooling is its own ({self.pool}): "
                              "no --layer or --pool choice")
         self.layer = LAYER
         self.dimension = self.layout.dimension
@@ -297,7 +298,7 @@ def save_fixed_tokenizer(folder: Path, length: int, path: Path) -> None:
     tokenizer = clip_extra("transformers").AutoTokenizer.from_pretrained(folder)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or tokenizer.pad_token_id is None:
-        raise ValueError(f"{folder}'s tokenizer is not a fast one with a padding token (tokenizer.json)")
+        raise RequestError(f"{folder}'s tokenizer is not a fast one with a padding token (tokenizer.json)")
     fixed = clip_extra("tokenizers").Tokenizer.from_str(backend.to_str())
     fixed.enable_truncation(length, direction=tokenizer.truncation_side)
     fixed.enable_padding(direction=tokenizer.padding_side, pad_id=tokenizer.pad_token_id,

@@ -26,6 +26,7 @@ from lookalike.embedders.maps import map_input
 from lookalike.embedders.pixel_input import channels_last_pixels, fold_pixel_input
 from lookalike.embedders.pooling import check_pool, global_pool
 from lookalike.embedders.quantized import check_precision, quantization_tag, quantize_network
+from lookalike.errors import RequestError
 from lookalike.images import DecodedImage, load_image, resize_and_crop
 
 EXPORT_VERSION = 1  # bump when the exported graph changes
@@ -86,13 +87,13 @@ class EfficientNetLiteEmbedder:
                  layer: str | None = None, pool: str | None = None, precision: str | None = None,
                  uint8_input: bool | None = None):
         if variant not in VARIANTS:
-            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {', '.join(VARIANTS)}")
+            raise RequestError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {', '.join(VARIANTS)}")
         self.variant = VARIANTS[variant]
         self.name = variant
         self.layer = layer or HEAD
         if self.layer not in lite_layers(variant):
             valid = ", ".join(lite_layers(variant))
-            raise ValueError(f"unknown layer {self.layer!r} for {variant}; available: {valid}")
+            raise RequestError(f"unknown layer {self.layer!r} for {variant}; available: {valid}")
         self.pool = check_pool(pool or "avg")
         self.input_side = self.variant.input_side
         self.dimension = HEAD_CHANNELS if self.layer == HEAD else self.variant.stage_ends[self.layer][1]
@@ -134,7 +135,7 @@ class EfficientNetLiteEmbedder:
     def classify_batch(self, batch: npt.NDArray[Any]) -> Matrix:
         """ImageNet logits (1000 classes): proves the weights are the trained ones (default tap only)."""
         if not self.is_default_tap:
-            raise ValueError("ImageNet logits come only with the default tap (layer head, pool avg)")
+            raise RequestError("ImageNet logits come only with the default tap (layer head, pool avg)")
         return self.run(batch)[1]
 
     def run(self, batch: npt.NDArray[Any]) -> tuple[Matrix, ...]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lookalike.errors import RequestError
 from lookalike.settings import cache_dir
 
 ANY_FOLDER = "clip"  # any CLIP or SigLIP checkpoint folder in Hugging Face format, given with --weights
@@ -95,7 +96,7 @@ def fetch_weights(name: str) -> Path:
     """Download a known checkpoint from the hub into the cache (with the hub's progress bars), check each large
     file's SHA-256 against the hub's record, and return its folder. Already fetched: nothing is downloaded."""
     if name not in CHECKPOINTS:
-        raise ValueError(f"unknown checkpoint {name!r}; `lookalike models fetch` knows {', '.join(CHECKPOINTS)} "
+        raise RequestError(f"unknown checkpoint {name!r}; `lookalike models fetch` knows {', '.join(CHECKPOINTS)} "
                          f"(any other CLIP or SigLIP folder: --model {ANY_FOLDER} --weights FOLDER)")
     target = weights_cache(name)
     if (target / RECORD).is_file():
@@ -147,7 +148,7 @@ def check_digests(folder: Path, digests: dict[str, str | None]) -> None:
         actual = file_digest(folder / name)
         if actual != expected:
             (folder / name).unlink()
-            raise ValueError(f"{folder / name} has SHA-256 {actual}, the hub records {expected}: the download is "
+            raise RequestError(f"{folder / name} has SHA-256 {actual}, the hub records {expected}: the download is "
                              "damaged; run the fetch again")
 
 

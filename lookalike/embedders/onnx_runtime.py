@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import RequestError
+
 if TYPE_CHECKING:
     import onnxruntime as ort
 
@@ -33,7 +35,7 @@ def select_providers(device: str = "cpu", available: list[str] | None = None) ->
                 f"(available here: {', '.join(available)})"
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+    raise RequestError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
 
 
 def open_session(model_path: Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from lookalike.errors import RequestError
+
 POOLS = ("avg", "max", "gem")
 GEM_POWER = 3.0  # generalised mean: between average (p=1) and max (p -> infinity)
 
 
 def check_pool(pool: str) -> str:
     if pool not in POOLS:
-        raise ValueError(f"unknown pooling {pool!r}; choose from {', '.join(POOLS)}")
+        raise RequestError(f"unknown pooling {pool!r}; choose from {', '.join(POOLS)}")
     return pool
 
 
@@ -22,4 +24,4 @@ def global_pool(maps: Any, pool: str) -> Any:
         return maps.amax(dim=(2, 3))
     if pool == "gem":
         return maps.clamp(min=1e-6).pow(GEM_POWER).mean(dim=(2, 3)).pow(1.0 / GEM_POWER)
-    raise ValueError(f"unknown pooling {pool!r}; choose from {', '.join(POOLS)}")
+    raise RequestError(f"unknown pooling {pool!r}; choose from {', '.join(POOLS)}")

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import RequestError
+
 PRECISIONS = ("float32", "int8")
 QUANTIZATION_VERSION = 1  # bump when the settings below change: the int8 models get a new version
 CALIBRATION_PHOTOS = Path(__file__).resolve().parent / "calibration"
@@ -32,7 +34,7 @@ def check_precision(precision: str | None) -> str:
     """The precision asked for (None: float32), or a ValueError listing the valid ones."""
     chosen = precision or "float32"
     if chosen not in PRECISIONS:
-        raise ValueError(f"unknown precision {chosen!r}; choose from {', '.join(PRECISIONS)}")
+        raise RequestError(f"unknown precision {chosen!r}; choose from {', '.join(PRECISIONS)}")
     return chosen
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lookalike.errors import RequestError
+
 SHOWN = 6  # mismatching tensors named in an error
 
 
@@ -42,15 +44,15 @@ def load_checked(module: Any, weights: Path, model: str) -> Any:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{weights} is not a readable torch weights file: {error}") from None
+        raise RequestError(f"{weights} is not a readable torch weights file: {error}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{weights} does not hold a state_dict (got {type(state).__name__})")
+        raise RequestError(f"{weights} does not hold a state_dict (got {type(state).__name__})")
     problems = state_dict_mismatches(module.state_dict(), state)
     if problems:
         shown = "; ".join(problems[:SHOWN]) + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
-        raise ValueError(f"weights file {weights} does not fit {model}: {shown}")
+        raise RequestError(f"weights file {weights} does not fit {model}: {shown}")
     module.load_state_dict(state, strict=True)
     return module.eval()
 

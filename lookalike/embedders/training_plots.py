@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lookalike.embedders.autoencoder import TrainingReport  # noqa: E402
+from lookalike.errors import RequestError  # noqa: E402
 
 
 def plot_loss_curve(report: TrainingReport, path: Path) -> Path:
@@ -30,7 +31,7 @@ def plot_loss_curve(report: TrainingReport, path: Path) -> Path:
 def plot_reconstructions(report: TrainingReport, path: Path) -> Path:
     """Originals on the top row, what the autoencoder rebuilt from its bottleneck below."""
     if report.originals is None or report.reconstructions is None:
-        raise ValueError("the training report holds no example images")
+        raise RequestError("the training report holds no example images")
     count = len(report.originals)
     figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6), squeeze=False)
     for column in range(count):

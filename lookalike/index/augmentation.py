@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import RequestError
+
 Matrix = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
 Progress = Callable[[int, int], None]
@@ -56,9 +58,9 @@ def plan_augmentation(neighbours: int | None, alpha: float | None) -> dict[str, 
     plan = AugmentationPlan(DEFAULT_NEIGHBOURS if neighbours is None else int(neighbours),
                             DEFAULT_ALPHA if alpha is None else float(alpha))
     if plan.neighbours < 1 or plan.neighbours > 1000:
-        raise ValueError(f"dba takes a number of neighbours from 1 to 1000 (0 turns it off), not {neighbours}")
+        raise RequestError(f"dba takes a number of neighbours from 1 to 1000 (0 turns it off), not {neighbours}")
     if not 0.0 <= plan.alpha <= 100.0:
-        raise ValueError(f"dba_alpha must be from 0 to 100, not {alpha}")
+        raise RequestError(f"dba_alpha must be from 0 to 100, not {alpha}")
     return plan.describe()
 
 

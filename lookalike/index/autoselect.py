@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lookalike.errors import RequestError
+
 INDEX_TYPES = ("flat-ip", "hnsw", "ivfpq", "hnsw-reduced")
 # A search call's target with the defaults: about what a graph index answers a call in (issue 29). Exact search is
 # chosen while a whole call (every vector search it makes) stays within it.
@@ -48,7 +50,7 @@ def parse_memory(text: str | int | None) -> int | None:
         return text
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", text.upper())
     if not match:
-        raise ValueError(f"cannot read memory size {text!r}; write it like 2G, 1.5GB or 512M")
+        raise RequestError(f"cannot read memory size {text!r}; write it like 2G, 1.5GB or 512M")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -69,7 +71,7 @@ def memory_needed(index_type: str, count: int, dimension: int, params: dict[str,
     if index_type == "hnsw-reduced":  # reduced float32 vectors + graph in RAM; full float16 vectors mapped
         reduced = min(int(params.get("reduced_dimension", 256)), dimension)
         return count * (4 * reduced + 10 * int(params.get("M", 16)) + 16) + dimension * reduced * 4
-    raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
+    raise RequestError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
 
 
 def searches_per_call() -> int:
@@ -95,7 +97,7 @@ def plan_index(index_type: str = "auto", count: int = 0, dimension: int = 1280, 
     if index_type != "auto":
         plan = _named_plan(index_type, count, dimension)
         if budget is not None and plan.memory_bytes > budget:
-            raise ValueError(f"{index_type} needs about {_gib(plan.memory_bytes)} for {count} images, more than "
+            raise RequestError(f"{index_type} needs about {_gib(plan.memory_bytes)} for {count} images, more than "
                              f"--max-memory {_gib(budget)}; raise the budget or use --index-type auto")
         return plan
 
@@ -145,7 +147,7 @@ def plan_index(index_type: str = "auto", count: int = 0, dimension: int = 1280, 
                 "run `lookalike tune` afterwards to set nprobe for your target recall"]
             return plan
     smallest = memory_needed("ivfpq", count, dimension, _named_plan("ivfpq", count, dimension, pq_bytes=8).params)
-    raise ValueError(f"--max-memory {_gib(budget or 0)} is too small for any index type over {size}: the smallest "
+    raise RequestError(f"--max-memory {_gib(budget or 0)} is too small for any index type over {size}: the smallest "
                      f"(IVF-PQ with 8 bytes per image) needs about {_gib(smallest)}")
 
 
@@ -171,7 +173,7 @@ def _named_plan(index_type: str, count: int, dimension: int, reasons: list[str] 
         params = {"reduced_dimension": min(256, dimension), "M": 16, "ef_construction": 40, "ef_search": 64,
                   "min_train": MIN_IVF_TRAIN}
     else:
-        raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
+        raise RequestError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)} or auto")
     memory = memory_needed(index_type, count, dimension, params)
     return IndexPlan(index_type, params, reasons or [f"{index_type} chosen by you"], memory)
 

@@ -80,7 +80,7 @@ def read_label_rows(csv_path: str | os.PathLike[str], root: str | os.PathLike[st
         reader = csv.DictReader(handle)
         columns = [c for c in (reader.fieldnames or [])]
         if "path" not in columns or len(columns) < 2:
-            raise ValueError(f"{csv_path} needs a 'path' column and at least one label column; "
+            raise RequestError(f"{csv_path} needs a 'path' column and at least one label column; "
                              f"it has: {', '.join(columns) or 'nothing'}")
         return list(_rows(reader, base, [c for c in columns if c != "path"]))
 

@@ -104,7 +104,7 @@ def tune_backend(backend: VectorBackend, queries: Matrix, truth: Ids, target_rec
     that reaches it, then the fastest of those as measured; raises ValueError when none does. With `knob` (the
     setting a user chose) that setting is kept and its recall measured, whatever it is."""
     if not 0 < target_recall <= 1:
-        raise ValueError(f"target recall must be in (0, 1], not {target_recall}")
+        raise RequestError(f"target recall must be in (0, 1], not {target_recall}")
     report = TuneReport(backend.kind, target_recall)
     settings = candidate_settings(backend) if not knob else knob_settings(backend, knob)
     if not settings:
@@ -167,7 +167,7 @@ def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 50
     if knob:
         knob_settings(store.backend, knob)  # an unknown knob is refused before anything is measured
     if len(ids) <= k:
-        raise ValueError(f"the index holds {len(ids)} images: too few to measure recall@{k}")
+        raise RequestError(f"the index holds {len(ids)} images: too few to measure recall@{k}")
     query_ids = np.sort(np.random.default_rng(seed).choice(ids, min(sample, len(ids) - k), replace=False))
     queries = store.searchable_vectors(query_ids.tolist())
     if not candidate_settings(store.backend) or len(ids) > LEAVE_OUT_LIMIT:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders.spec import check_same_vectors
+from lookalike.errors import RequestError
 from lookalike.evaluation import average_precision
 from lookalike.index import ImageIndex, ModelMismatchError
 from lookalike.index.folder import IndexFolder
@@ -95,7 +96,7 @@ def train_classifier(index: ImageIndex, labels_csv: str | os.PathLike[str], attr
     if store_labels:
         import_labels(index, labels_csv)
     if len(set(found.values())) < 2:
-        raise ValueError(f"{labels_csv} names fewer than two {attribute!r} classes among indexed images; "
+        raise RequestError(f"{labels_csv} names fewer than two {attribute!r} classes among indexed images; "
                          f"a classifier needs at least two ({skipped.summary()})")
     train_ids, test_ids, held_out = _split(index, labels_csv, found, test_fraction, seed)
     model = _fit(index, train_ids, [found[i] for i in train_ids], seed)
@@ -215,7 +216,7 @@ class ClassScope:
     def narrow(self, index: ImageIndex, vector: Vector, options: SearchOptions) -> Scope:
         """The query's top class, widened to up to `by_class` classes until `class_confidence` is reached."""
         if not index.files.classifier_description.exists():
-            raise ValueError(f"by_class needs a classifier trained for this index: lookalike train-classifier "
+            raise RequestError(f"by_class needs a classifier trained for this index: lookalike train-classifier "
                              f"--index {index.folder} --labels-csv LABELS.csv")
         classifier = load_classifier(index)
         classes = classifier.likely_classes(vector, options.by_class or 1, options.class_confidence)
@@ -276,6 +277,6 @@ def evaluate_dataset_by_class(index: ImageIndex, dataset: str | os.PathLike[str]
     queries = [(i, label) for i, label, split in rows if split == query_split]
     gallery = [(i, label) for i, label, split in rows if split == gallery_split]
     if not queries or not gallery:
-        raise ValueError(f"no indexed images of {dataset} in split {query_split!r} or {gallery_split!r}")
+        raise RequestError(f"no indexed images of {dataset} in split {query_split!r} or {gallery_split!r}")
     return evaluate_by_class(index, classifier, [i for i, _ in queries], [label for _, label in queries],
                              [i for i, _ in gallery], [label for _, label in gallery], by_class, class_confidence)

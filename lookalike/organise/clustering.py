@@ -104,9 +104,9 @@ def kmeans(vectors: Vectors, k: int, seed: int = 0, iterations: int = 20, restar
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
+        raise RequestError(f"k must be at least 1, not {k}")
     if k > len(vectors):
-        raise ValueError(f"k={k} is larger than the collection ({len(vectors)} images); choose k <= {len(vectors)}")
+        raise RequestError(f"k={k} is larger than the collection ({len(vectors)} images); choose k <= {len(vectors)}")
     if restarts is None:
         restarts = 5 if len(vectors) <= SMALL_COLLECTION else 1
     import faiss  # here, not above: the CLI reads this module's defaults
@@ -158,7 +158,7 @@ def cluster_index(index: ImageIndex, k: int | None = None, out: str | os.PathLik
     started = time.perf_counter()
     ids, vectors = index.vectors()
     if len(ids) == 0:
-        raise ValueError(f"the index {index.folder} is empty: nothing to cluster")
+        raise RequestError(f"the index {index.folder} is empty: nothing to cluster")
     gaps: dict[int, float] = {}
     criterion = "given"
     if k is None:
@@ -226,7 +226,7 @@ class ClusterScope:
     def narrow(self, index: ImageIndex, vector: Vectors, options: SearchOptions) -> Scope:
         """The `by_cluster` clusters whose centroids are nearest the query vector."""
         if not self.available(index):
-            raise ValueError(f"by_cluster needs a clustering of this index: lookalike cluster --index {index.folder}")
+            raise RequestError(f"by_cluster needs a clustering of this index: lookalike cluster --index {index.folder}")
         chosen = nearest_clusters(saved_centroids(index.folder), vector, options.by_cluster or 1)
         return Scope(CLUSTER_LABEL, tuple(str(cluster) for cluster in chosen))
 
@@ -304,13 +304,13 @@ def propagate(clustering: Clustering, human: dict[int, str], unlabelled: str = "
     or stays unlabelled (`unlabelled="leave"`). Returns the labels and the clusters that had no label.
     """
     if unlabelled not in ("nearest", "leave"):
-        raise ValueError(f"unlabelled must be 'nearest' or 'leave', not {unlabelled!r}")
+        raise RequestError(f"unlabelled must be 'nearest' or 'leave', not {unlabelled!r}")
     cluster_of = dict(zip(clustering.ids.tolist(), clustering.assignments.tolist(), strict=True))
     votes: dict[int, Counter[str]] = {}
     for image_id, label in human.items():
         votes.setdefault(cluster_of[image_id], Counter())[label] += 1
     if not votes:
-        raise ValueError("none of the labelled images is in the clustering; nothing to propagate")
+        raise RequestError("none of the labelled images is in the clustering; nothing to propagate")
     decided = {c: (v.most_common(1)[0][0], v.most_common(1)[0][1] / sum(v.values())) for c, v in votes.items()}
     orphans = [c for c in range(clustering.k) if c not in decided]
     labelled_clusters = sorted(decided)

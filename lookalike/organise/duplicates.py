@@ -24,6 +24,7 @@ import numpy.typing as npt
 from PIL import Image, ImageEnhance
 
 from lookalike.copy_check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_INLIERS, check_copy
+from lookalike.errors import RequestError
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex, ImageRecord
@@ -84,7 +85,7 @@ class Duplicates:
 def similar_pairs(vectors: npt.NDArray[np.float32], threshold: float) -> tuple[npt.NDArray[np.int64], ...]:
     """(rows a, rows b, cosine) for every pair a < b with cosine >= threshold (exact FAISS range search)."""
     if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold is a cosine similarity between -1 and 1, not {threshold}")
+        raise RequestError(f"threshold is a cosine similarity between -1 and 1, not {threshold}")
     import faiss  # here, not above: the CLI reads this module's defaults
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -129,7 +130,7 @@ def find_duplicates(index: ImageIndex, threshold: float = DEFAULT_THRESHOLD,
     for name, value in (("threshold", threshold), ("look_alike_threshold", look_alike_threshold),
                         ("min_agreement", min_agreement)):
         if value is not None and not -1.0 <= value <= 1.0:
-            raise ValueError(f"{name} is a similarity between -1 and 1, not {value}")
+            raise RequestError(f"{name} is a similarity between -1 and 1, not {value}")
     ids, vectors = index.vectors()
     if len(ids) < 2:
         return Duplicates([], [], 0)
@@ -218,7 +219,7 @@ EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
 def make_edited_copy(source: str | os.PathLike[str], target: str | os.PathLike[str], edit: str) -> Path:
     """Write an edited version of a photo (one of EDITS); 'copy' is byte-identical."""
     if edit not in EDITS:
-        raise ValueError(f"unknown edit {edit!r}; choose from {', '.join(EDITS)}")
+        raise RequestError(f"unknown edit {edit!r}; choose from {', '.join(EDITS)}")
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if edit == "copy":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from lookalike.errors import RequestError
 from lookalike.index.labels import LabelImport, LabelRow, import_labels, read_label_rows
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def labelled_ids(index: ImageIndex, csv_path: str | os.PathLike[str], attribute:
     """Image id -> value of one attribute from a CSV (without writing to the index), and what was skipped."""
     rows = read_label_rows(csv_path, root)
     if rows and attribute not in rows[0].values:
-        raise ValueError(f"{csv_path} has no column {attribute!r}; it has: {', '.join(rows[0].values)}")
+        raise RequestError(f"{csv_path} has no column {attribute!r}; it has: {', '.join(rows[0].values)}")
     report = LabelImport(attributes=[attribute])
     found: dict[int, str] = {}
     for row in rows:

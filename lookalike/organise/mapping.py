@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from lookalike.errors import RequestError
+
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex
 
@@ -60,11 +62,11 @@ def embed_2d(vectors: npt.NDArray[np.float32], method: str = "tsne", seed: int =
     from threadpoolctl import threadpool_limits
 
     if method not in ("tsne", "umap"):
-        raise ValueError(f"unknown map method {method!r}; choose tsne or umap")
+        raise RequestError(f"unknown map method {method!r}; choose tsne or umap")
     if method not in available_methods():
-        raise ValueError("umap is not installed (pip install umap-learn); use --method tsne")
+        raise RequestError("umap is not installed (pip install umap-learn); use --method tsne")
     if len(vectors) < 3:
-        raise ValueError(f"a map needs at least 3 images, the index holds {len(vectors)}")
+        raise RequestError(f"a map needs at least 3 images, the index holds {len(vectors)}")
     stages = tqdm(total=2, desc=f"map ({method})", unit="stage", file=sys.stderr)
     with threadpool_limits(1):  # OpenMP/BLAS threads spin against each other on a busy 2-core machine (20x slower)
         reduced = vectors

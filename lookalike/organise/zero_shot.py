@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lookalike.errors import RequestError
+
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex
 
@@ -44,7 +46,7 @@ def label_names(labels: str | Sequence[str]) -> list[str]:
     items = labels.split(",") if isinstance(labels, str) else [str(label) for label in labels]
     names = list(dict.fromkeys(item.strip() for item in items if item.strip()))
     if len(names) < 2:
-        raise ValueError(f"give at least two labels to choose from, e.g. \"chair,sofa,lamp\" (not {labels!r})")
+        raise RequestError(f"give at least two labels to choose from, e.g. \"chair,sofa,lamp\" (not {labels!r})")
     return names
 
 
@@ -54,7 +56,7 @@ def zero_shot_labels(index: ImageIndex, labels: str | Sequence[str], attribute: 
     `attribute` (replacing that label's old values). Needs an index whose model has a text tower."""
     names = label_names(labels)
     if "{label}" not in prompt:
-        raise ValueError(f"the prompt must say where the label goes, e.g. {DEFAULT_PROMPT!r} (not {prompt!r})")
+        raise RequestError(f"the prompt must say where the label goes, e.g. {DEFAULT_PROMPT!r} (not {prompt!r})")
     words = np.stack([index.searcher.embed_text(prompt.replace("{label}", name))[0] for name in names])
     chosen: dict[int, dict[str, str]] = {}
     ids = index.ids()

@@ -34,6 +34,7 @@ import ray.data
 from lookalike.capture import Capture
 from lookalike.embedders import Embedder
 from lookalike.embedders.spec import EmbedderSpec, ModelMismatchError, check_same_vectors
+from lookalike.errors import RequestError
 from lookalike.files import content_hash, stat_file, walk_images
 from lookalike.images import is_image_path
 from lookalike.index import ImageIndex, IndexReport, NewImage, Sync
@@ -111,7 +112,7 @@ def list_images(source: str) -> list[str]:
     try:
         filesystem, root = fsspec.core.url_to_fs(source)
     except (ImportError, ValueError) as error:
-        raise ValueError(f"cannot read {source}: {error} (install the fsspec backend for this scheme)") from None
+        raise RequestError(f"cannot read {source}: {error} (install the fsspec backend for this scheme)") from None
     if not filesystem.isdir(root):
         raise NotADirectoryError(f"not a folder: {source}")
     return [filesystem.unstrip_protocol(path) for path in sorted(filesystem.find(root)) if is_image_path(path)]

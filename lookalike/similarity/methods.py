@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders import Matrix
+from lookalike.errors import RequestError
 from lookalike.search import METRICS
 from lookalike.similarity.pairs import TrainingData
 
@@ -194,7 +195,7 @@ def make_method(name: str) -> SimilarityMethod:
         "projection": Projection, "agreement": Agreement,
     }
     if name not in makers:
-        raise ValueError(f"unknown similarity method {name!r}; choose from {', '.join(makers)}")
+        raise RequestError(f"unknown similarity method {name!r}; choose from {', '.join(makers)}")
     return makers[name]()
 
 

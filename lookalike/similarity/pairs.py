@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders import Matrix
+from lookalike.errors import RequestError
 from lookalike.evaluation import read_labels
 
 if TYPE_CHECKING:
@@ -91,9 +92,9 @@ class PairSet:
         if split is not None:
             rows = [row for row in rows if row.split == split]
             if not rows:
-                raise ValueError(f"no images with split {split!r} in {dataset}/labels.csv")
+                raise RequestError(f"no images with split {split!r} in {dataset}/labels.csv")
         if not rows:
-            raise ValueError(f"no image in {dataset}/labels.csv has a value for {attribute!r}")
+            raise RequestError(f"no image in {dataset}/labels.csv has a value for {attribute!r}")
         paths = [os.path.abspath(row.path) for row in rows]
         values = np.array([row.label for row in rows])
         _check_values(values, attribute)
@@ -131,10 +132,10 @@ def _check_values(values: npt.NDArray[np.str_], attribute: str) -> None:
     names, counts = np.unique(values, return_counts=True)
     single = names[counts == 1]
     if len(single):
-        raise ValueError(f"{attribute!r} value(s) with a single image cannot form a similar pair: "
+        raise RequestError(f"{attribute!r} value(s) with a single image cannot form a similar pair: "
                          f"{', '.join(map(str, single[:10]))}; label more images or drop them from labels.csv")
     if len(names) < 2:
-        raise ValueError(f"{attribute!r} has only one value ({names[0]}): no dissimilar pairs are possible")
+        raise RequestError(f"{attribute!r} has only one value ({names[0]}): no dissimilar pairs are possible")
 
 
 def _vectors_for(index: ImageIndex, paths: list[str], dataset: str | os.PathLike[str]) -> Matrix:
@@ -142,7 +143,7 @@ def _vectors_for(index: ImageIndex, paths: list[str], dataset: str | os.PathLike
     missing = [path for path in paths if path not in ids_by_path]
     if missing:
         shown = ", ".join(os.path.relpath(path, os.path.abspath(dataset)) for path in missing[:5])
-        raise ValueError(f"{len(missing)} image(s) listed in {Path(dataset) / 'labels.csv'} are not in the index "
+        raise RequestError(f"{len(missing)} image(s) listed in {Path(dataset) / 'labels.csv'} are not in the index "
                          f"{index.folder} (e.g. {shown}); run `lookalike index {dataset} --index {index.folder}`")
     return index.vectors([ids_by_path[path] for path in paths])
 
@@ -150,7 +151,7 @@ def _vectors_for(index: ImageIndex, paths: list[str], dataset: str | os.PathLike
 def _split_images(values: npt.NDArray[np.str_], eval_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Per value, about eval_fraction of its images go to evaluation (at least 2 each side when possible)."""
     if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be between 0 and 1, not {eval_fraction}")
+        raise RequestError(f"eval_fraction must be between 0 and 1, not {eval_fraction}")
     in_train = np.ones(len(values), dtype=bool)
     for value in np.unique(values):
         members = rng.permutation(np.flatnonzero(values == value))
@@ -171,7 +172,7 @@ def _sample_pairs(values: npt.NDArray[np.str_], members: Positions, size: int, r
     available_different = len(members) * (len(members) - 1) // 2 - sum(
         n * (n - 1) // 2 for n in np.unique(values[members], return_counts=True)[1])
     if available_same < n_same or available_different < n_different:
-        raise ValueError(
+        raise RequestError(
             f"asked for {size} {side} pairs ({n_same} similar, {n_different} dissimilar) on {attribute!r}, but its "
             f"{len(members)} {side} images only allow {available_same} similar and {available_different} "
             "dissimilar pairs; ask for fewer pairs or label more images")

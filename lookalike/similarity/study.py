@@ -19,6 +19,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm import tqdm
 
+from lookalike.errors import RequestError
 from lookalike.index import ImageIndex
 from lookalike.similarity.methods import (
     BEST_METHOD,
@@ -158,7 +159,7 @@ def train_similarity(index: ImageIndex, dataset: str | Path, attribute: str = "l
     in the index; returns what was saved in its JSON description."""
     model = make_method(method)
     if not model.learned:
-        raise ValueError(f"{method!r} is a fixed measure, there is nothing to train; choose from "
+        raise RequestError(f"{method!r} is a fixed measure, there is nothing to train; choose from "
                          f"{', '.join(LEARNED_METHODS)}")
     pair_set = PairSet.build(dataset, attribute, index, size=size, eval_fraction=eval_fraction, seed=seed,
                              split=split)

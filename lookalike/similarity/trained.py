@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.embedders.spec import ModelMismatchError, check_same_vectors
+from lookalike.errors import RequestError
 from lookalike.search import METRICS, Vector
 
 if TYPE_CHECKING:
@@ -40,9 +41,9 @@ def save_method(index: ImageIndex, method: SimilarityMethod, trained_on: dict[st
 
     name = name or method.name
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ValueError(f"model name {name!r}: use letters, digits, '-', '_' and '.'")
+        raise RequestError(f"model name {name!r}: use letters, digits, '-', '_' and '.'")
     if name in METRICS:
-        raise ValueError(f"{name!r} is a built-in measure; give the trained model another name")
+        raise RequestError(f"{name!r} is a built-in measure; give the trained model another name")
     folder = index.files.similarity_models
     folder.mkdir(exist_ok=True)
     joblib.dump(method, folder / f"{name}.joblib")

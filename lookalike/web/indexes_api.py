@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from lookalike.embedders import AUTOENCODER_PREFIX, available_models
+from lookalike.errors import RequestError
 from lookalike.index import ImageRecord, IndexReport
 from lookalike.index.folder import ARTIFACT_FOLDERS
 from lookalike.index.plan import IndexPlan
@@ -72,7 +73,7 @@ class NewIndexName(Fields):
     @classmethod
     def named_model(cls, model: str | None) -> str | None:
         if model is not None and model not in HTTP_MODELS:
-            raise ValueError(f"over HTTP a model must be one of {', '.join(HTTP_MODELS)}, not {model!r}")
+            raise RequestError(f"over HTTP a model must be one of {', '.join(HTTP_MODELS)}, not {model!r}")
         return model
 
     def create_options(self) -> dict[str, Any]:

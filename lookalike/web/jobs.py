@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lookalike.errors import NotFoundError
 from lookalike.files import read_beneath
 from lookalike.index import IndexBusyError, IndexReport
 from lookalike.ingest import Reader
@@ -110,7 +111,7 @@ class JobQueue:
     def get(self, job_id: str) -> Job | RecordedJob:
         job = self._jobs.get(job_id)
         if job is None:
-            raise KeyError(f"job {job_id!r} is unknown to this server. It answers for every job of the indexes it "
+            raise NotFoundError(f"job {job_id!r} is unknown to this server. It answers for every job of the indexes it "
                            f"serves that is queued or running, across restarts, and for the last {KEPT_JOBS} "
                            "finished ones of each; an id from another server or of a deleted index is unknown. "
                            "What an index holds now: GET /api/indexes/NAME/images")

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from lookalike.errors import RequestError
 from lookalike.files import UnsafePathError, root_of, walk_media
 from lookalike.video import is_media_path
 
@@ -41,7 +42,7 @@ def images_under_roots(requested: Sequence[str], roots: Sequence[Path]) -> list[
             found += [p for p in walk_media(path) if inside(p, roots)]  # links leading out are skipped
         elif path.is_file():
             if not is_media_path(path):
-                raise ValueError(f"{text}: not an image or video file (by extension)")
+                raise RequestError(f"{text}: not an image or video file (by extension)")
             found.append(path)
         else:
             raise FileNotFoundError(f"{text}: no such file or folder")

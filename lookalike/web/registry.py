@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from lookalike.errors import NotFoundError, RequestError
 from lookalike.index import ImageIndex, delete_index
 from lookalike.index.folder import IndexFolder
 from lookalike.web.journal import Journal
@@ -85,7 +86,7 @@ class IndexRegistry:
     def get(self, name: str) -> ServedIndex:
         served = self._served.get(name)
         if served is None:
-            raise KeyError(f"no index named {name!r}; the server has {', '.join(self.names()) or 'none'}")
+            raise NotFoundError(f"no index named {name!r}; the server has {', '.join(self.names()) or 'none'}")
         return served
 
     def names(self) -> list[str]:
@@ -95,7 +96,7 @@ class IndexRegistry:
         if self.index_root is None:
             raise PermissionError("this server does not create indexes (start it with --index-root DIR)")
         if not NAME.match(name):
-            raise ValueError(f"index name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+            raise RequestError(f"index name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
                              "starting with a letter or digit")
         if name in self._served:
             raise FileExistsError(f"an index named {name!r} is already served")

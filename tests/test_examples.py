@@ -82,6 +82,13 @@ def test_bad_examples_are_request_errors(demo_index: ImageIndex, asked):
         demo_index.search(photos("shoes", 0)[0], **asked)
 
 
+def test_words_to_be_unlike_need_a_model_that_reads_words(demo_index: ImageIndex):
+    from lookalike.embedders.spec import NoTextTowerError
+
+    with pytest.raises(NoTextTowerError):
+        demo_index.search(photos("shoes", 0)[0], not_text=["red"])
+
+
 def test_no_example_at_all_is_a_request_error(demo_index: ImageIndex):
     with pytest.raises(RequestError, match="at least one example"):
         demo_index.search([])

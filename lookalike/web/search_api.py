@@ -119,7 +119,10 @@ def read_upload(upload: UploadFile, settings: ServerSettings) -> bytes:
                                 "(text=...)",
             description="Give exactly one of `id` and `random=true`, or `text`; `text` may also go with either of "
                         "them (a mixed query). Neither `id`, `random=true` nor `text`, or both `id` and `random=true`, "
-                        "is a 422, and so is `text` for an index whose model has no text tower.",
+                        "is a 422, and so is `text` for an index whose model has no text tower. `id` given several "
+                        "times searches for what those images share; `more_id`, `not_id` and `not_text` add examples "
+                        "the results should be like or unlike (Rocchio, `negative_weight`); `crop=X,Y,W,H` searches "
+                        "from that box of the image, in pixels of the upright photo (outside it: a 422).",
             response_model=SearchAnswer,
             responses=error_responses(404, 422))
 def search_from_indexed(served: Served, asked: Annotated[SearchFromIndexed, Query()]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ API_CALLS: dict[str, list[Callable[..., object]]] = {
     "add": [IndexPlan, ImageIndex.add_files],
     "remove": [ImageIndex.remove_files],
     "search": [ImageIndex.search, SearchOptions],
+    "explain": [ImageIndex.explain],
     "info": [ImageIndex.info],
     "evaluate": [IndexPlan, evaluate_index, evaluate_dataset_by_class],
     "models": [model_info, fetch_weights],

@@ -61,7 +61,7 @@ def test_an_index_without_a_map_answers_404_saying_how_to_make_one(demo_clone: I
 
 @pytest.mark.parametrize("content", [b"not an npz file", "wrong keys", "wrong shape"])
 def test_a_damaged_map_is_a_422_not_a_server_error(demo_clone: ImageIndex, content: object) -> None:
-    target = demo_clone.files.map / "map-points.npz"
+    target = demo_clone.files.map_points
     target.parent.mkdir(parents=True, exist_ok=True)
     if content == "wrong keys":
         np.savez(target, something=np.zeros(3))

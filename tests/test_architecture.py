@@ -255,6 +255,22 @@ def test_only_the_index_folder_module_names_the_manifest():
     assert not hits, f"{MANIFEST_NAME!r} is named outside {relative(MANIFEST_OWNER)}:\n" + describe(hits)
 
 
+def folder_file_names() -> set[str]:
+    """The file names lookalike/index/folder.py declares (its string constants with an extension)."""
+    return {node.value.value for node in parse(MANIFEST_OWNER).body if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str) and "." in node.value.value}
+
+
+def test_each_file_of_an_index_folder_is_named_by_its_owner_alone():
+    """map-points.npz, clusters.npz, classifier.json...: written as a literal only in lookalike/index/folder.py."""
+    names = folder_file_names()
+    assert {"manifest.json", "map-points.npz", "clusters.npz"} <= names
+    hits = [f"{relative(path)}:{node.lineno}: {node.value}" for path in sorted(PACKAGE_DIR.rglob("*.py"))
+            if path != MANIFEST_OWNER for node in ast.walk(parse(path))
+            if isinstance(node, ast.Constant) and node.value in names]
+    assert not hits, f"index folder files named outside {relative(MANIFEST_OWNER)}:\n" + listing(hits)
+
+
 MANIFEST_KEY_READ = re.compile(r"manifest\[|manifest\.get\(")
 ROOM_LINES = 350  # a file in lookalike/index/ over this is a concern that lacks its own module
 SCHEMA_OWNER = PACKAGE_DIR / "index" / "schema.py"

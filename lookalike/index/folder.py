@@ -33,6 +33,7 @@ CLUSTERING = "clusters.npz"
 CLUSTERS_REPORT = "clusters"
 SIMILARITY_MODELS = "similarity"
 MAP = "map"
+MAP_POINTS = "map-points.npz"  # each image's 2-D point, beside a map's pictures (the maps page draws them)
 MAPS = "maps"
 UPLOADS = "uploads"
 THUMBNAILS = "thumbnails"
@@ -101,6 +102,10 @@ class IndexFolder:
     @property
     def map(self) -> Path:
         return self.root / MAP
+
+    @property
+    def map_points(self) -> Path:
+        return self.root / MAP / MAP_POINTS
 
     @property
     def maps(self) -> Path:

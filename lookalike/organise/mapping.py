@@ -20,6 +20,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from lookalike.errors import RequestError
+from lookalike.index.folder import MAP_POINTS
 
 if TYPE_CHECKING:
     from lookalike.index import ImageIndex
@@ -115,7 +116,7 @@ def map_index(index: ImageIndex, out: str | os.PathLike[str] | None = None, colo
         files.append(thumbnail_png(points, image_paths, folder / "map-thumbnails.png", seed))
     if html_page:
         files.append(map_html(points, image_paths, groups, ids.tolist(), folder / "map.html", chosen))
-    np.savez(folder / "map-points.npz", ids=ids, points=points)
+    np.savez(folder / MAP_POINTS, ids=ids, points=points)
     return MapReport(method, len(ids), time.perf_counter() - started, chosen, [str(f) for f in files])
 
 

@@ -16,7 +16,6 @@ from lookalike.web.registry import ServedIndex
 router = APIRouter(prefix="/api/indexes/{name}", tags=["maps"])
 MAKE_MAP = "`lookalike map --index INDEX`"  # the command that makes (or remakes) an index's map
 Served = Annotated[ServedIndex, Depends(served_index)]
-POINTS_FILE = "map-points.npz"  # what organise.mapping.map_index saves beside its pictures
 COLOUR_LABELS = ("label", "cluster")  # the first of these the index has colours the map
 
 
@@ -53,7 +52,7 @@ def map_points(served: Served) -> dict[str, Any]:
 
 
 def saved_points(served: ServedIndex) -> tuple[np.ndarray, np.ndarray]:
-    path = served.index.files.map / POINTS_FILE
+    path = served.index.files.map_points
     if not path.is_file():
         raise HTTPException(404, f"index {served.name!r} has no map yet: {MAKE_MAP} makes one")
     try:

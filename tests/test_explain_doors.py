@@ -96,7 +96,7 @@ def test_http_search_takes_k_auto_and_refuses_other_words(server: str) -> None:
     assert refused.status_code == 422
 
 
-def test_why_similar_on_a_result_tile_shows_the_picture(server: str) -> None:
+def test_why_similar_on_a_result_tile_shows_the_picture_and_auto_sends_k_auto(server: str) -> None:
     require_browser()
     with headless_chromium() as chromium:
         page = open_search_page(chromium, server, 120_000)
@@ -110,4 +110,10 @@ def test_why_similar_on_a_result_tile_shows_the_picture(server: str) -> None:
                               " document.getElementById('explain-image').naturalHeight]")
         assert shown[0] > shown[1] > 0  # the two photos side by side
         assert "warm regions" in page.locator("#explain-status").inner_text()
+        page.click("#explain-close")
+        with page.expect_response(lambda r: "/search" in r.url and r.request.method == "POST") as answered:
+            page.check("#k-auto")
+        assert answered.value.ok and page.locator("#k").is_disabled()
+        page.wait_for_function("document.querySelectorAll('#results li').length > 0")
+        assert "k=auto" in page.url  # the options sent, kept in the URL so that a reload repeats them
         page.context.close()

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from lookalike.capture import TAKEN_FORMAT, Capture
 from lookalike.errors import RequestError
 
@@ -43,14 +45,11 @@ class Near:
     km: float
 
     def distances_km(self, latitudes: Sequence[float], longitudes: Sequence[float]) -> list[float]:
-        """Great-circle distances (haversine) from this point."""
-        lat0, lon0 = math.radians(self.latitude), math.radians(self.longitude)
-        out = []
-        for latitude, longitude in zip(latitudes, longitudes, strict=True):
-            lat, lon = math.radians(latitude), math.radians(longitude)
-            h = math.sin((lat - lat0) / 2) ** 2 + math.cos(lat0) * math.cos(lat) * math.sin((lon - lon0) / 2) ** 2
-            out.append(2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h))))
-        return out
+        """Great-circle distances (haversine) from this point, for many points at once."""
+        lat0, lon0 = np.radians(self.latitude), np.radians(self.longitude)
+        lat, lon = np.radians(np.asarray(latitudes, float)), np.radians(np.asarray(longitudes, float))
+        h = np.sin((lat - lat0) / 2) ** 2 + np.cos(lat0) * np.cos(lat) * np.sin((lon - lon0) / 2) ** 2
+        return (2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))).tolist()
 
     def latitude_band(self) -> tuple[float, float]:
         """The latitudes a photo within `km` can have (a cheap first cut before the distance)."""

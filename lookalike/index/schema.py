@@ -47,7 +47,9 @@ STEPS: dict[int, str] = {
     3: """ALTER TABLE images ADD COLUMN taken TEXT; ALTER TABLE images ADD COLUMN taken_source TEXT;
           ALTER TABLE images ADD COLUMN camera_make TEXT; ALTER TABLE images ADD COLUMN camera_model TEXT;
           ALTER TABLE images ADD COLUMN latitude REAL; ALTER TABLE images ADD COLUMN longitude REAL;
-          CREATE INDEX IF NOT EXISTS images_by_taken ON images (taken);""",
+          CREATE INDEX IF NOT EXISTS images_by_taken ON images (taken);
+          CREATE INDEX IF NOT EXISTS images_by_camera_and_place ON images (camera_make, camera_model, latitude,
+                                                                          longitude);""",  # scanned, not the table
 }
 assert max(STEPS) == FORMAT_VERSION, "each format names its database step (an empty string when it has none)"
 

@@ -643,6 +643,8 @@ function openViewer(position) {
     viewer.showModal();
   }
   showInViewer(position);
+  // focus inside, where the arrow keys are heard: the dialog's own choice may be the video, hidden for a photo
+  if (!viewer.contains(document.activeElement)) $("viewer-search").focus();
 }
 
 function showInViewer(position) {

@@ -28,7 +28,7 @@ from lookalike.organise.labels import import_labels
 from lookalike.organise.mapping import map_index
 from lookalike.organise.zero_shot import zero_shot_labels
 from lookalike.scale.distributed import ingest_with_ray
-from lookalike.search import SearchOptions
+from lookalike.search import Query, SearchOptions
 from lookalike.similarity.pairs import PairSet
 from lookalike.similarity.study import run_study, train_similarity
 from lookalike.web import ServerSettings
@@ -37,7 +37,8 @@ API_CALLS: dict[str, list[Callable[..., object]]] = {
     "index": [IndexPlan, ImageIndex.add_folder, ingest_with_ray],
     "add": [IndexPlan, ImageIndex.add_files],
     "remove": [ImageIndex.remove_files],
-    "search": [ImageIndex.search, SearchOptions],
+    "search": [ImageIndex.search, Query, SearchOptions],
+    "capture": [ImageIndex.read_capture],
     "explain": [ImageIndex.explain],
     "info": [ImageIndex.info],
     "evaluate": [IndexPlan, evaluate_index, evaluate_dataset_by_class],

@@ -61,3 +61,33 @@ def test_a_busy_index_and_a_newer_format_are_the_users_to_wait_for_or_upgrade(sm
 def test_the_cli_prints_a_users_error_in_one_line_and_exits_2(small_index, capsys):
     assert main(["search", "--id", "999", "--index", str(small_index)]) == 2
     assert capsys.readouterr().err.strip() == "lookalike: error: no image with id 999 in the index"
+
+
+@pytest.mark.parametrize("bug", [KeyError("a key the code forgot"), ValueError("a value the code got wrong")])
+def test_a_plain_key_or_value_error_is_a_bug_with_a_traceback_in_the_cli(small_index, monkeypatch, bug):
+    """Only the LookalikeError family is the user's: anything else escapes main (a traceback), never exit 2."""
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(ImageIndex, "search", broken)
+    with pytest.raises(type(bug), match="the code"):
+        main(["search", "--id", "1", "--index", str(small_index)])
+
+
+@pytest.mark.parametrize("bug", [KeyError("a key the code forgot"), ValueError("a value the code got wrong")])
+def test_a_plain_key_or_value_error_is_a_500_over_http_never_a_404_or_422(small_index, monkeypatch, caplog, bug):
+    from fastapi.testclient import TestClient
+
+    from lookalike.web.app import create_app
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    client = TestClient(create_app([small_index]), raise_server_exceptions=False)
+    name = client.get("/api/indexes").json()[0]["name"]
+    assert client.get(f"/api/indexes/{name}/search", params={"id": 999}).status_code == 404  # the user's: 404
+    monkeypatch.setattr(ImageIndex, "search", broken)
+    with caplog.at_level("INFO", logger="lookalike.web"):
+        answer = client.get(f"/api/indexes/{name}/search", params={"id": 1})
+    assert answer.status_code == 500 and "the code" not in answer.text
+    assert any(getattr(record, "status", None) == 500 for record in caplog.records)  # the request's log line

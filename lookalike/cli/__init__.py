@@ -26,9 +26,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from lookalike.images import ImageError
     from lookalike.index import IndexBusyError, IndexFormatError, LockFileError, ModelMismatchError
 
-    return (LookalikeError, CommandError, ImageError, ModelMismatchError, IndexFormatError, IndexBusyError, KeyError,
-            ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ConnectionError,
-            DiskFullError, UnwritableError, LockFileError)
+    return (LookalikeError, CommandError, ImageError, ModelMismatchError, IndexFormatError, IndexBusyError,
+            FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ConnectionError,
+            DiskFullError, UnwritableError, LockFileError)  # a plain KeyError or ValueError is a bug: a traceback
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +71,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if not isinstance(error, expected_errors()):
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"lookalike: error: {message}", file=sys.stderr)
+        print(f"lookalike: error: {error}", file=sys.stderr)
         return USAGE_ERROR

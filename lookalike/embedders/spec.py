@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lookalike.embedders import DEFAULT_MODEL, TEXT_MODELS, Embedder, Matrix, get_embedder
+from lookalike.errors import RequestError
 
 DEFINING_KEYS = ("model", "version", "dimension", "layer", "pool", "preprocessing", "precision")
 
@@ -24,7 +25,7 @@ class ModelMismatchError(Exception):
     """A vector or model that is not the one this index was built with."""
 
 
-class NoTextTowerError(ValueError):
+class NoTextTowerError(RequestError):
     """A text query (or zero-shot labels) for an index whose model embeds images only."""
 
 

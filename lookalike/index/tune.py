@@ -53,7 +53,7 @@ class TuneReport:
                            for t in self.trials]}
 
 
-class UnreachableRecallError(ValueError):
+class UnreachableRecallError(RequestError):
     """No setting reaches the target recall; `report` holds every trial."""
 
     def __init__(self, message: str, report: TuneReport):

@@ -41,12 +41,13 @@ from lookalike.web.work import WorkSlots
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("lookalike.web")
 
-# domain errors -> HTTP status; the message is the exception's own (they are written for people)
+# domain errors -> HTTP status; the message is the exception's own (they are written for people). A plain
+# KeyError or ValueError is a bug, not the user's: it is logged and answered 500, never a 404 or 422
 ERROR_STATUS: list[tuple[type[Exception], int]] = [
-    (RefusedPathError, 403), (PermissionError, 403), (FileNotFoundError, 404), (KeyError, 404),
+    (RefusedPathError, 403), (PermissionError, 403), (FileNotFoundError, 404),
     (FileExistsError, 409), (ModelMismatchError, 409), (ImageError, 422), (IndexFormatError, 422),
-    (NotADirectoryError, 422), (ValueError, 422), (DiskFullError, 507), (UnwritableError, 503), (LockFileError, 503),
-    (NotFoundError, 404), (LookalikeError, 422),  # the user's errors (lookalike.errors); the rest above still map
+    (NotADirectoryError, 422), (DiskFullError, 507), (UnwritableError, 503), (LockFileError, 503),
+    (NotFoundError, 404), (LookalikeError, 422),  # the user's errors (lookalike.errors)
 ]
 BUSY_RETRY_SECONDS = "1"  # another process's write: most take a moment (a chunk of an indexing run)
 
@@ -135,8 +136,7 @@ def _problem(error: dict[str, Any]) -> str:
 
 def _handler_for(status: int):  # noqa: ANN202 - a Starlette exception handler
     async def handle(request: Request, error: Exception) -> JSONResponse:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        return error_response(status, str(message))
+        return error_response(status, str(error))
     return handle
 
 

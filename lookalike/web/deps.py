@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Header, HTTPException, Path, Request
 
+from lookalike.errors import NotFoundError
 from lookalike.web.jobs import JobQueue
 from lookalike.web.registry import IndexRegistry, ServedIndex
 from lookalike.web.settings import ServerSettings
@@ -35,8 +36,8 @@ def jobs_of(request: Request) -> JobQueue:
 def served_index(name: str, request: Request) -> ServedIndex:
     try:
         return registry_of(request).get(name)
-    except KeyError as error:
-        raise HTTPException(404, error.args[0]) from None
+    except NotFoundError as error:  # only the registry's own "no index named": any other KeyError is a bug (500)
+        raise HTTPException(404, str(error)) from None
 
 
 def require_token(request: Request, authorization: str | None = Header(None),

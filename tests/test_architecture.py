@@ -304,6 +304,29 @@ def test_the_parts_of_an_index_do_not_know_the_facade():
     assert not back, f"parts of ImageIndex import it: {back}"
 
 
+EMBEDDER_IMPLEMENTATIONS = {f"lookalike.embedders.{name}" for name in
+                            ("efficientnet", "classic", "clip", "handcrafted", "autoencoder")}
+SIZES_THE_CHOICE = INDEX_DIR / "autoselect.py"  # chooses among index types, so it reads ivfpq's sizing
+
+
+def implementations() -> set[str]:
+    """The modules that implement a backend (named in backends.BACKENDS, by "module:Class") or an embedder."""
+    from lookalike.backends import BACKENDS
+
+    return {path.partition(":")[0] for path in BACKENDS.values() if isinstance(path, str)} | EMBEDDER_IMPLEMENTATIONS
+
+
+def test_the_index_core_names_no_backend_or_embedder_implementation():
+    """lookalike/index/ makes backends by name (backends.BACKENDS) and embedders by model name (get_embedder), never
+    by importing one: a new backend is a registry entry, not an edit of the core."""
+    modules, named = set(source_files()), implementations()
+    assert "lookalike.backends.faiss_flat" in named and "lookalike.embedders.efficientnet" in named
+    hits = [f"{relative(path)}: {name}" for path in sorted(INDEX_DIR.glob("*.py")) if path != SIZES_THE_CHOICE
+            for node in all_imports(parse(path))
+            for name in imported_modules(node, module_name(path), is_package(path), modules) if name in named]
+    assert not hits, "the index core imports an implementation (go through its registry):\n" + listing(hits)
+
+
 def test_the_core_names_no_scope():
     """Scopes are found through their registry (lookalike.search.register_scope), never by name in the core."""
     pattern = re.compile(r"""["']by_(class|cluster)["']""")

@@ -230,3 +230,37 @@ def test_ivf_rows_kept_in_ram_give_the_results_of_mapped_rows(collection, tmp_pa
     assert not mapped.vectors.base.flags.writeable
     for got, want in zip(in_ram.search(collection[2], 10), mapped.search(collection[2], 10), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_every_registered_index_type_is_the_class_of_that_kind() -> None:
+    from lookalike.backends import BACKENDS, _backend_class
+
+    assert {"flat-ip", "hnsw", "hnsw-reduced", "ivfpq", "milvus"} <= set(BACKENDS)
+    for kind in ("flat-ip", "hnsw", "hnsw-reduced", "ivfpq"):  # milvus: its class needs the distributed extra
+        assert _backend_class(kind).kind == kind
+
+
+def test_a_backend_registered_from_outside_is_made_and_searched_by_its_name() -> None:
+    from lookalike.backends import BACKENDS, register_backend
+    from lookalike.backends.faiss_flat import FlatBackend
+    from lookalike.errors import RequestError
+
+    class CountingFlat(FlatBackend):  # a plug-in: a backend the package does not name
+        kind = "counting-flat"
+        searches = 0
+
+        def search(self, *args, **kwargs):
+            CountingFlat.searches += 1
+            return super().search(*args, **kwargs)
+
+    with pytest.raises(RequestError, match="unknown index type 'counting-flat'"):
+        new_backend("counting-flat", 4)
+    register_backend("counting-flat", CountingFlat)
+    try:
+        backend = new_backend("counting-flat", 4)
+        vectors = np.eye(4, dtype=np.float32)
+        backend.add(np.arange(4, dtype=np.int64), vectors)
+        scores, ids = backend.search(vectors[2:3], 1)
+        assert isinstance(backend, CountingFlat) and ids.tolist() == [[2]] and CountingFlat.searches == 1
+    finally:
+        del BACKENDS["counting-flat"]

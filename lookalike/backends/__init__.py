@@ -3,30 +3,38 @@ a backend is a searchable copy that can always be rebuilt from it."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 from lookalike.backends.base import Ids, Matrix, VectorBackend
 from lookalike.errors import RequestError
 
+# Index types by name, each the "module:Class" that implements it, imported only when an index of that type is made
+# or opened (txtai's ann factory does the same): the core names no backend, and a plug-in adds its own with
+# register_backend.
+BACKENDS: dict[str, str | type[VectorBackend]] = {
+    "flat-ip": "lookalike.backends.faiss_flat:FlatBackend",
+    "hnsw": "lookalike.backends.hnsw:HNSWBackend",
+    "hnsw-reduced": "lookalike.backends.hnsw_reduced:ReducedHNSWBackend",
+    "ivfpq": "lookalike.backends.ivfpq:IVFPQBackend",
+    "milvus": "lookalike.backends.milvus:MilvusBackend",
+}
 
-def _registry() -> dict[str, Any]:
-    """Index types by name. A new backend adds one line here."""
-    from lookalike.backends.faiss_flat import FlatBackend
-    from lookalike.backends.hnsw import HNSWBackend
-    from lookalike.backends.hnsw_reduced import ReducedHNSWBackend
-    from lookalike.backends.ivfpq import IVFPQBackend
-    from lookalike.backends.milvus import MilvusBackend
 
-    return {FlatBackend.kind: FlatBackend, HNSWBackend.kind: HNSWBackend, IVFPQBackend.kind: IVFPQBackend,
-            MilvusBackend.kind: MilvusBackend, ReducedHNSWBackend.kind: ReducedHNSWBackend}
+def register_backend(kind: str, backend: str | type[VectorBackend]) -> None:
+    """Make an index type available by name: a VectorBackend class or its "module:Class" path."""
+    BACKENDS[kind] = backend
 
 
 def _backend_class(kind: str) -> Any:
-    registry = _registry()
-    if kind not in registry:
-        raise RequestError(f"unknown index type {kind!r}; available: {', '.join(sorted(registry))}")
-    return registry[kind]
+    if kind not in BACKENDS:
+        raise RequestError(f"unknown index type {kind!r}; available: {', '.join(sorted(BACKENDS))}")
+    backend = BACKENDS[kind]
+    if isinstance(backend, str):
+        module, _, name = backend.partition(":")
+        backend = BACKENDS[kind] = getattr(importlib.import_module(module), name)
+    return backend
 
 
 def new_backend(kind: str, dimension: int, params: dict[str, Any] | None = None, **options: Any) -> VectorBackend:
@@ -53,4 +61,5 @@ def store_manifest(store: str | None) -> dict[str, Any]:
     return {"index_type": "milvus", "store": str(parse_store(store))}
 
 
-__all__ = ["Ids", "Matrix", "VectorBackend", "load_backend", "new_backend", "store_manifest"]
+__all__ = ["BACKENDS", "Ids", "Matrix", "VectorBackend", "load_backend", "new_backend", "register_backend",
+           "store_manifest"]

@@ -133,9 +133,9 @@ def main(counts: list[int]) -> None:
         "floor of roughly 200-400 ms under every search whatever the collection's size (a Bounded read would not "
         "wait, and could miss another process's last writes; not measured here). The Milvus server, idle or not, "
         "runs on the same 2 cores as every row of the table. IVF_FLAT filters after probing its lists, so a "
-        "selective filter can cost recall. A `where` or `path_prefix` filter is still resolved to ids in SQLite "
-        "before it reaches Milvus; running it as a scalar expression on label and path fields needs the store "
-        "to hand those fields to the backend when it adds vectors (lookalike/index), which is not done yet.",
+        "selective filter can cost recall. The filtered columns here are the allowed ids as an `id in [...]` "
+        "expression; a `where` or `path_prefix` now runs inside Milvus as a scalar expression on the path and "
+        "labels each row keeps (section 'Filters where the vectors are', benchmarks/milvus_filters.py).",
     ]))
 
 

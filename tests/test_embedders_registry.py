@@ -49,3 +49,22 @@ def test_query_from_another_layer_is_refused(demo_index):
     other = get_embedder(layer="head", pool="gem")
     with pytest.raises(ModelMismatchError, match="pool: index 'avg' vs query 'gem'"):
         demo_index.search(vector=np.ones(1280, np.float32), model=other.describe())
+
+
+def test_a_model_family_registered_from_outside_is_listed_described_and_made_by_name():
+    from lookalike.embedders import FAMILIES, ModelFamily, ModelInfo, register_family
+    from lookalike.embedders.handcrafted import ColorHistogramEmbedder
+    from lookalike.errors import RequestError
+
+    with pytest.raises(RequestError, match="unknown model 'my-histogram'"):
+        get_embedder("my-histogram")
+    family = ModelFamily(lambda: ["my-histogram"], lambda model: model == "my-histogram",
+                         lambda model: ModelInfo(model, ["hsv"], "hsv", [], "none (a plug-in)"),
+                         lambda model, *options: ColorHistogramEmbedder())
+    register_family(family)
+    try:
+        assert "my-histogram" in available_models() and model_info("my-histogram").weights == "none (a plug-in)"
+        assert isinstance(get_embedder("my-histogram"), ColorHistogramEmbedder)
+    finally:
+        FAMILIES.remove(family)
+    assert "my-histogram" not in available_models()

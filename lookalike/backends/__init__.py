@@ -33,7 +33,7 @@ def _backend_class(kind: str) -> Any:
     backend = BACKENDS[kind]
     if isinstance(backend, str):
         module, _, name = backend.partition(":")
-        backend = BACKENDS[kind] = getattr(importlib.import_module(module), name)
+        backend = getattr(importlib.import_module(module), name)  # imported once: Python keeps the module
     return backend
 
 

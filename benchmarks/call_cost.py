@@ -132,12 +132,13 @@ def served(folder: Path):
 def exact_call_answers(index: ImageIndex, queries: np.ndarray) -> list[np.ndarray]:
     """The default call with every vector search exact: the same indexed vectors in a flat index."""
     store = index._store
-    approximate, store.index_type = store.backend, "flat-ip"
+    approximate = (store.backend, store.index_type, store.backend_options)
+    store.index_type, store.backend_options = "flat-ip", {}
     store.backend = store._rebuild()
     try:
         return [call_ids(index, q) for q in queries]
     finally:
-        store.backend, store.index_type = approximate, approximate.kind
+        store.backend, store.index_type, store.backend_options = approximate
 
 
 def reuse_agreement(index: ImageIndex, queries: np.ndarray) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from lookalike.embedders.hub import fetch_weights
 from lookalike.evaluation import evaluate_index
 from lookalike.files import walk_images
 from lookalike.index import ImageIndex
+from lookalike.index.knob import Knob
 from lookalike.index.plan import IndexPlan
 from lookalike.organise.classifier import evaluate_dataset_by_class, train_classifier
 from lookalike.organise.clustering import cluster_index, propagate_labels
@@ -52,7 +53,7 @@ API_CALLS: dict[str, list[Callable[..., object]]] = {
     "cluster": [cluster_index, propagate_labels],
     "map": [map_index],
     "duplicates": [find_duplicates],
-    "tune": [ImageIndex.tune],
+    "tune": [ImageIndex.tune, Knob],
     "compact": [ImageIndex.compact],
     "serve": [IndexPlan, ServerSettings, uvicorn.run],
     "train-similarity": [train_similarity],

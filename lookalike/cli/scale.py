@@ -10,6 +10,7 @@ from typing import Any
 from lookalike.cli.common import add_verb, open_index
 from lookalike.cli.options import add_options
 from lookalike.files import walk_images
+from lookalike.index.knob import Knob
 from lookalike.index.plan import SCALE_FIELDS, IndexPlan
 
 
@@ -60,8 +61,5 @@ def register(verbs: Any) -> None:
     tune.add_argument("--sample", type=int, default=500, help="query vectors to measure with (default 500)")
     tune.add_argument("-k", "--k", type=int, default=10, help="recall@k (default 10)")
     tune.add_argument("--seed", type=int, default=0, help="which sample of query vectors")
-    for knob, what in (("ef_search", "HNSW's efSearch"), ("nprobe", "IVF-PQ's lists probed"),
-                       ("rerank", "IVF-PQ's re-rank depth (x k)")):
-        tune.add_argument(f"--{knob.replace('_', '-')}", dest=knob, type=int, metavar="N",
-                          help=f"set {what} yourself instead of searching for it (its recall is measured)")
+    add_options(tune, Knob)  # set it yourself instead of searching for it (its recall is measured)
     add_verb(verbs, "compact", compact_command, "drop deleted vectors from an HNSW or IVF-PQ index for good")

@@ -39,7 +39,7 @@ def test_by_class_returns_only_the_predicted_class(trained):
     index, _ = trained
     result = index.search(_photo("shoes"), k=10, by_class=1)
     assert list(result.predicted_class) == ["shoes"] and 0.5 < result.predicted_class["shoes"] <= 1.0
-    assert result.to_dict()["predicted_class"] == result.predicted_class
+    assert result.to_dict()["predicted_class"] == pytest.approx(result.predicted_class, abs=1e-6)
     assert len(result.matches) == 10 and {m.labels["label"] for m in result.matches} == {"shoes"}
 
 

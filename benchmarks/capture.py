@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import collect
+from benchmarks.trust import search_ms
 from lookalike import ImageIndex, images
 from lookalike.capture import DATE_TIME_ORIGINAL, EXIF_IFD, GPS_IFD, MAKE, MODEL, TAKEN_FORMAT, Capture
 from lookalike.embedders import get_embedder
@@ -158,11 +159,11 @@ def search_lines(work: Path) -> list[str]:
     }
     kept = {name: len(index.searcher.ids_matching(_options(options))) for name, options in settings.items()}
     for options in settings.values():
-        _search_ms(index, queries[:10], options)  # warm
+        search_ms(index, queries[:10], **options)  # warm
     rounds: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(ROUNDS):
         for name, options in settings.items():
-            rounds[name].append(_search_ms(index, queries, options))
+            rounds[name].append(search_ms(index, queries, **options))
     index.close()
     lines = [f"`ImageIndex.search(vector=q, k=10)`, {QUERIES} random queries over {STORED:,} stored 256-d vectors "
              "(FAISS flat), median ms per search of each round's median over "
@@ -179,15 +180,6 @@ def _options(options: dict) -> object:
     from lookalike.search import SearchOptions
 
     return SearchOptions.of(**options)
-
-
-def _search_ms(index: ImageIndex, queries: np.ndarray, options: dict) -> float:
-    times = []
-    for query in queries:
-        started = time.perf_counter()
-        index.search(vector=query, k=10, **options)
-        times.append((time.perf_counter() - started) * 1e3)
-    return float(np.median(times))
 
 
 def _each(values: list[float]) -> str:

@@ -20,9 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from lookalike.backends import milvus_filter
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.filters import Described, Filter
+from lookalike.backends.milvus_filter import LABELS_FIELD, PATH_FIELD, PATH_LENGTH, can_express, scalars
+from lookalike.backends.milvus_filter import expression as filter_expression
 from lookalike.errors import RequestError
 
 DEFAULT_COLLECTION = "lookalike"
@@ -202,8 +203,8 @@ class MilvusBackend:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
-        schema.add_field(milvus_filter.PATH_FIELD, DataType.VARCHAR, max_length=milvus_filter.PATH_LENGTH)
-        schema.add_field(milvus_filter.LABELS_FIELD, DataType.JSON)
+        schema.add_field(PATH_FIELD, DataType.VARCHAR, max_length=PATH_LENGTH)
+        schema.add_field(LABELS_FIELD, DataType.JSON)
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type=self.location.index_type, metric_type="IP",
                         params=INDEX_PARAMETERS.get(self.location.index_type, {}))
@@ -225,7 +226,7 @@ class MilvusBackend:
             raise RequestError(f"Milvus collection {self.collection!r} at {self.location} was made by another model "
                              f"({made_by}); this index needs {self.owner or 'its model'}, {self.dimension} "
                              "dimensions: choose another collection")
-        return {milvus_filter.PATH_FIELD, milvus_filter.LABELS_FIELD} <= {f["name"] for f in described["fields"]}
+        return {PATH_FIELD, LABELS_FIELD} <= {f["name"] for f in described["fields"]}
 
     def refresh(self, dimension: int) -> None:
         """Another process wrote the collection (and may have rebuilt it reduced to `dimension`): count again."""
@@ -254,7 +255,7 @@ class MilvusBackend:
 
     def _rows(self, ids: Ids, vectors: Matrix) -> list[dict[str, Any]]:
         described = self.describe([int(i) for i in ids]) if self.describe else [Described()] * len(ids)
-        return [{"id": int(i), "vector": v, **milvus_filter.scalars(d)}
+        return [{"id": int(i), "vector": v, **scalars(d)}
                 for i, v, d in zip(ids, vectors, described, strict=True)]
 
     def describe_again(self, ids: Sequence[int]) -> None:
@@ -276,7 +277,7 @@ class MilvusBackend:
         go as ids and only a path prefix runs inside; the server answers either at its consistency floor."""
         if self.location.lite and narrowed.where:
             return False
-        return self.describe is not None and milvus_filter.can_express(narrowed)
+        return self.describe is not None and can_express(narrowed)
 
     def remove(self, ids: Ids) -> None:
         if len(ids):
@@ -289,7 +290,7 @@ class MilvusBackend:
         scores = np.full((len(queries), k), np.finfo(np.float32).min, dtype=np.float32)
         found = np.full((len(queries), k), -1, dtype=np.int64)
         if isinstance(allowed_ids, Filter):
-            expression = milvus_filter.expression(allowed_ids)
+            expression = filter_expression(allowed_ids)
         elif allowed_ids is not None and len(allowed_ids) == 0:
             return scores, found
         else:

@@ -12,7 +12,7 @@ import io
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -23,12 +23,29 @@ from lookalike.ingest import Failure, Reader
 from lookalike.video import Keyframe, VideoError, file_digest, frame_of, frame_path, keyframes
 
 if TYPE_CHECKING:
-    from lookalike.index.sync import Sync
+    from lookalike.index.store import VectorStore
+
+
+class Counts(Protocol):
+    unchanged: int
+    removed: int
+
+
+class VideoRun(Protocol):
+    """What indexing videos needs of an indexing run (lookalike.index.sync.Sync is one)."""
+
+    embedder: Embedder
+    store: VectorStore
+    report: Counts
+
+    def fail(self, failures: Iterable[Failure]) -> None: ...
+
+    def store_images(self, images: Sequence[NewImage], vectors: np.ndarray) -> None: ...
 
 BATCH = 32  # keyframes embedded together
 
 
-def embed_videos(run: Sync, videos: Sequence[Path], read: Reader | None, per_minute: int,
+def embed_videos(run: VideoRun, videos: Sequence[Path], read: Reader | None, per_minute: int,
                  done: Callable[[], None]) -> None:
     """Index each video's keyframes, or count them unchanged; a video that cannot be read is a failure and keeps
     the frames it had. `done` is called after each video."""
@@ -48,7 +65,7 @@ def frames_by_video(records: Iterable[ImageRecord]) -> dict[str, list[ImageRecor
     return found
 
 
-def _sync_video(run: Sync, path: Path, known: list[ImageRecord], read: Reader | None, per_minute: int) -> None:
+def _sync_video(run: VideoRun, path: Path, known: list[ImageRecord], read: Reader | None, per_minute: int) -> None:
     try:
         content = read(path) if read is not None else None
         found = content.fingerprint if content is not None else _fingerprint(path, known)
@@ -99,7 +116,7 @@ def _embedded(embedder: Embedder, found: Iterable[Keyframe]) -> tuple[list[Kept]
     return kept, np.concatenate(vectors)
 
 
-def _store(run: Sync, path: Path, found: Fingerprint, kept: list[Kept], vectors: Matrix,
+def _store(run: VideoRun, path: Path, found: Fingerprint, kept: list[Kept], vectors: Matrix,
            known: list[ImageRecord]) -> None:
     """The new frames in place of the old: a frame at a time already indexed is replaced, the others are
     added, and old frames at times no longer kept are removed."""

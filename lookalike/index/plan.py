@@ -4,7 +4,7 @@ a new index are generated from them (lookalike.options), so each is declared her
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,3 @@ class IndexPlan:
             raise RequestError(f"index_type must be auto or one of {', '.join(INDEX_TYPES)}, not {self.index_type!r}")
         if self.device not in ("cpu", "cuda"):
             raise RequestError(f"device must be cpu or cuda, not {self.device!r}")
-
-    def keywords(self, names: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """The plan's fields by name (only `names` when given)."""
-        values = asdict(self)
-        return values if names is None else {name: values[name] for name in names}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from lookalike.index.resident import GuardRows
     from lookalike.index.store import VectorStore
 
 
@@ -21,13 +22,18 @@ class ReadVectors:
     similarity: dict[int, float] = field(default_factory=dict)
     full: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def candidates(self, store: VectorStore, image_ids: np.ndarray) -> np.ndarray:
-        """The guard's candidates' plain similarities to the query (set first), their full vectors read once."""
+    def candidates(self, store: VectorStore, image_ids: np.ndarray, resident: GuardRows | None = None,
+                   at: np.ndarray | None = None) -> np.ndarray:
+        """The guard's candidates' plain similarities to the query (set first): their searchable vectors gathered
+        from the `resident` rows (at positions `at`) when it holds them, else their full vectors read (once)."""
         assert self.query is not None
-        full = store.vectors(image_ids.tolist())
-        plain = store.to_searchable(full) @ self.query
+        if resident is not None and resident.searchable is not None and at is not None:
+            plain = resident.searchable[at] @ self.query
+        else:
+            full = store.vectors(image_ids.tolist())
+            plain = store.to_searchable(full) @ self.query
+            self.full.update(zip(image_ids.tolist(), full, strict=True))
         self.similarity.update(zip(image_ids.tolist(), plain.tolist(), strict=True))
-        self.full.update(zip(image_ids.tolist(), full, strict=True))
         return plain
 
     def similarities(self, store: VectorStore, image_ids: list[int], vector: np.ndarray) -> list[float]:

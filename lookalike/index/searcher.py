@@ -28,6 +28,7 @@ from lookalike.images import Box, load_image
 from lookalike.index import described
 from lookalike.index.examples import resolve_examples
 from lookalike.index.read_vectors import ReadVectors
+from lookalike.index.resident import ResidentGuard
 from lookalike.search import (
     METRICS,
     SCOPES,
@@ -57,6 +58,7 @@ class Searcher:
         self._state = state
         self.index = index
         self._floor: tuple[int, confidence.Floor | None] | None = None  # (images when calibrated, the floor)
+        self.resident = ResidentGuard(GUARD_NEIGHBOUR)  # the guard's rows in memory (lookalike.index.resident)
 
     @property
     def _store(self) -> VectorStore:
@@ -213,10 +215,8 @@ class Searcher:
                                         self._store.indexed_vectors(ids[:count].tolist())[None], expansion.alpha)
             ranked_ids, ranked = self._answer(expanded, wanted, allowed)
         if guarded:
-            candidates = ids[~np.isin(ids, list(exclude))]
-            floors = self._store.neighbour_floors(candidates.tolist(), GUARD_NEIGHBOUR) if augmented else None
-            plain = read.candidates(self._store, candidates)  # read once: the matches' similarity and cosine reuse it
-            ranked_ids, ranked = guarded_order(ranked_ids, ranked, candidates, plain, floors)
+            ranked_ids, ranked = guarded_order(ranked_ids, ranked,
+                                               *self.resident.compared(self._store, ids, exclude, augmented, read))
         return ranked_ids[:wanted], scores_from_inner_products(ranked[:wanted], options.method)
 
     def _answer(self, searchable: np.ndarray, count: int, allowed: Ids | Filter | None) -> tuple[Ids, np.ndarray]:

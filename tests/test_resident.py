@@ -1,0 +1,108 @@
+"""The guard's rows kept in memory (lookalike.index.resident): the same answers as reading them from the database,
+and a write by another process seen at the next search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.index import ImageIndex, NewImage
+from lookalike.index.resident import ResidentGuard, floors_of
+from lookalike.search import SearchResult
+
+DIMENSION = 1280  # the default model's
+
+
+def clustered(count: int, seed: int) -> np.ndarray:
+    """Unit vectors around 12 centres, like photos of 12 kinds of things."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, DIMENSION))
+    vectors = centres[rng.integers(0, 12, count)] + 0.8 * rng.normal(size=(count, DIMENSION))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def stored(index: ImageIndex, vectors: np.ndarray, first: int = 0) -> None:
+    run = index.sync()
+    run.store_images([NewImage(f"/made-up/{n}.jpg", f"hash{n}", 1, 0.0, 8, 8)
+                      for n in range(first, first + len(vectors))], vectors)
+    run.finish()
+
+
+class ReadFromDatabase(ResidentGuard):
+    """The guard as it was before: every search reads its rows from SQLite."""
+
+    def rows(self, store):  # noqa: ANN001, ANN201
+        return None
+
+
+def answers(result: SearchResult) -> list[tuple]:
+    return [(m.id, round(m.score, 6), round(m.similarity or 0.0, 6), m.same_photo) for m in result.matches] + [
+        result.low_confidence]
+
+
+@pytest.fixture(scope="module")
+def reduced_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
+    """PCA to 32 and the default augmentation (DBA), so the guard compares reduced vectors against floors."""
+    index = ImageIndex.create(tmp_path_factory.mktemp("resident") / "index", pca=32)
+    stored(index, clustered(600, seed=1))
+    yield index
+    index.close()
+
+
+def test_rows_in_memory_give_the_answers_read_from_the_database(reduced_index: ImageIndex) -> None:
+    queries = clustered(40, seed=2)
+    searcher, kept = reduced_index.searcher, reduced_index.searcher.resident
+    searcher.resident = ReadFromDatabase(kept.column)
+    from_database = [answers(reduced_index.search(vector=q)) for q in queries]
+    by_id = [answers(reduced_index.search(id=i)) for i in (3, 77, 400)]
+    searcher.resident = kept
+    reduced_index.search(vector=queries[0])
+    reduced_index.search(vector=queries[0])  # the second search at this generation reads the rows
+    assert kept.nbytes >= 600 * 32 * 4
+    assert [answers(reduced_index.search(vector=q)) for q in queries] == from_database
+    assert [answers(reduced_index.search(id=i)) for i in (3, 77, 400)] == by_id
+
+
+def test_a_write_by_another_process_is_seen_at_the_next_search(reduced_index: ImageIndex) -> None:
+    query = clustered(1, seed=3)[0]
+    for _ in range(3):
+        reduced_index.search(vector=query)
+    resident = reduced_index.searcher.resident
+    assert resident.rows(reduced_index._store) is not None
+    with ImageIndex.open(reduced_index.folder) as other:
+        stored(other, query[None], first=600)
+    new = reduced_index.search(vector=query)  # the first search after the write reads the database
+    again = reduced_index.search(vector=query)  # the second the new generation's rows
+    for found in (new, again):
+        assert found.matches[0].path.endswith("/made-up/600.jpg")
+        assert found.matches[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert resident.rows(reduced_index._store).generation == reduced_index._store.generation
+    with ImageIndex.open(reduced_index.folder) as other:
+        other.remove_ids([found.matches[0].id])
+    for _ in range(2):
+        assert all(not m.path.endswith("/made-up/600.jpg") for m in reduced_index.search(vector=query).matches)
+    with ImageIndex.open(reduced_index.folder) as other:  # image 5 gets new content: the query's vector
+        stored(other, query[None], first=5)
+    for _ in range(2):
+        first = reduced_index.search(vector=query).matches[0]
+        assert first.path.endswith("/made-up/5.jpg") and first.similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_without_a_reduction_the_full_vectors_are_not_kept_twice(tmp_path: Path) -> None:
+    with ImageIndex.create(tmp_path / "index", pca=0) as index:
+        stored(index, clustered(200, seed=4))
+        queries = clustered(10, seed=5)
+        index.searcher.resident = ReadFromDatabase(index.searcher.resident.column)
+        from_database = [answers(index.search(vector=q)) for q in queries]
+        index.searcher.resident = ResidentGuard(index.searcher.resident.column)
+        assert [answers(index.search(vector=q)) for q in queries] == from_database
+        rows = index.searcher.resident.rows(index._store)
+        assert rows is not None and rows.searchable is None
+        assert np.isfinite(rows.floors).all()
+
+
+def test_floors_skip_missing_neighbours_as_the_database_reads_do() -> None:
+    similarities = np.array([[0.9, 0.8, 0.7], [0.9, np.nan, np.nan], [np.nan, np.nan, np.nan]], np.float32)
+    assert floors_of(similarities, 2).tolist() == pytest.approx([0.8, 0.9, np.inf])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from clusters import milvus_server, ray_nodes  # noqa: F401  (real servers per session: -k milvus_server, -k multinode)
 from PIL import Image
+from postgres_server import postgres_catalog, postgres_server  # noqa: F401  (a real PostgreSQL: -k postgres)
 
 from lookalike.embedders import get_embedder
 from lookalike.index import ImageIndex

@@ -97,7 +97,7 @@ def _ingest(index: ImageIndex, args: argparse.Namespace, progress: Any) -> Index
 def add_command(args: argparse.Namespace) -> int:
     from lookalike.index import ImageIndex
 
-    with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store) as index:
+    with ImageIndex.open_or_create(args.index, **model_options(args), store=args.store, catalog=args.catalog) as index:
         with progress_bar("embedding") as progress:
             report = index.add_files(args.files, progress=progress, frames_per_minute=args.frames_per_minute)
         print_report(report, index, args.json)
@@ -241,7 +241,7 @@ def register(verbs: Any) -> None:
     add = add_verb(verbs, "add", add_command, "add or update single image files", model=True)
     add.add_argument("files", nargs="+", metavar="FILE")
     add_video_options(add)
-    add_options(add, IndexPlan, names={"store"})
+    add_options(add, IndexPlan, names={"store", "catalog"})
 
     remove = add_verb(verbs, "remove", remove_command, "remove image files from the index")
     remove.add_argument("files", nargs="+", metavar="FILE")

@@ -63,8 +63,8 @@ class ImageIndex(ExplainsPairs):
     @classmethod
     def create(cls, folder: str | os.PathLike[str], plan: IndexPlan | None = None, **options: Any) -> ImageIndex:
         """A new index in `folder`, made as `plan` says, or as `options` say by IndexPlan's field names (model,
-        layer, pool, weights, device, precision; store; index_type, expected_count, max_memory, latency_ms; pca,
-        whiten, pca_sample; dba, dba_alpha: see lookalike.index.plan). `store` keeps the vectors in Milvus
+        layer, pool, weights, device, precision; store, catalog; index_type, expected_count, max_memory, latency_ms;
+        pca, whiten, pca_sample; dba, dba_alpha: see lookalike.index.plan). `store` keeps the vectors in Milvus
         (milvus://HOST:PORT/COLLECTION or a .db file); `index_type` 'auto' chooses from expected_count, max_memory
         and latency_ms (without expected_count, when the first files arrive: see `expect`). `pca` None is the
         default reduction (PCA 128, fitted once when the index first holds 1,000 images), 0 keeps the
@@ -95,9 +95,9 @@ class ImageIndex(ExplainsPairs):
 
     @classmethod
     def open(cls, folder: str | os.PathLike[str], weights: Path | None = None, device: str = "cpu",
-             store: str | None = None) -> ImageIndex:
+             store: str | None = None, catalog: str | None = None) -> ImageIndex:
         folder = Path(folder)
-        manifest = opened_manifest(folder, store)  # checked, and upgraded first when of an earlier format
+        manifest = opened_manifest(folder, store, catalog)  # checked, and upgraded first when of an earlier format
         embedder = EmbedderSpec.of_index(manifest.embedder, weights, device).build_matching(manifest.embedder)
         try:
             index = cls(folder, embedder, manifest)
@@ -116,7 +116,7 @@ class ImageIndex(ExplainsPairs):
         plan = plan or IndexPlan.of(**options)
         if not IndexFolder(folder).is_index():
             return cls.create(folder, plan)
-        index = cls.open(folder, weights=plan.weights, device=plan.device, store=plan.store)
+        index = cls.open(folder, weights=plan.weights, device=plan.device, store=plan.store, catalog=plan.catalog)
         try:
             index._upkeep.check_asked(model=plan.model, layer=plan.layer, pool=plan.pool, precision=plan.precision)
             index._upkeep.check_reduction_asked(plan.pca, plan.whiten)

@@ -44,6 +44,7 @@ class Manifest:
     reduction: Json | None = None  # the PCA fitted (components, whiten, digest of pca.npz)
     augmentation_plan: Json | None = None  # database-side augmentation (neighbours, alpha)
     store: str | None = None  # where a store outside the folder (Milvus) keeps the vectors; None: in the folder
+    catalog: str | None = None  # the PostgreSQL database holding the catalogue (catalogue.py); None: images.sqlite
     index_type_pending: Json | None = None  # 'auto' waiting for the first files to choose (max_memory, latency_ms)
     tuned: Json | None = None  # what `tune` measured when it set index_params
     lookalike_version: str = __version__

@@ -20,7 +20,7 @@ from lookalike.reduction import DEFAULT_COMPONENTS, DEFAULT_MIN_IMAGES
 
 MEMORY_SIZE = r"^[0-9]{0,12}\.?[0-9]{1,12} ?[KMGTkmgt]?([Ii]?[Bb])?$"  # 2G, 1.5GB, 512 MiB: autoselect reads them
 MODEL_FIELDS = ("model", "layer", "pool", "weights", "device", "precision")  # the embedder: what every model verb takes
-SCALE_FIELDS = ("store", "index_type", "max_memory", "latency_ms")
+SCALE_FIELDS = ("store", "catalog", "index_type", "max_memory", "latency_ms")
 REDUCTION_FIELDS = ("pca", "whiten", "pca_sample", "dba", "dba_alpha")
 
 
@@ -44,6 +44,10 @@ class IndexPlan:
     store: str | None = field(default=None, metadata=door(
         "where a new index keeps its vectors: faiss (default), milvus://HOST:PORT/COLLECTION, or a Milvus Lite file "
         "(path/file.db[/COLLECTION])", http=False))  # a server's files and hosts are the server's to choose
+    catalog: str | None = field(default=None, metadata=door(
+        "where a new index keeps its catalogue (images, paths, labels, dates, vectors): sqlite (default, a file in the "
+        "index folder) or postgresql://USER@HOST:PORT/DATABASE (password in PGPASSWORD or ~/.pgpass), so that several "
+        "machines can serve and write one index", http=False))
     index_type: str = field(default="flat-ip", metadata=door(
         "vector index for a new index folder (flat-ip: exact); auto chooses from the number of photos "
         "(expected_count), max_memory and latency_ms", choices=("auto", *INDEX_TYPES)))

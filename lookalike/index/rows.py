@@ -1,13 +1,13 @@
 """The rows of an index's database as it is read: images (paths, hashes, sizes, full vectors) and labels.
 
-ImageRows opens images.sqlite (bringing it to this format, schema.py) and answers every read; VectorStore
-(store.py) adds the writes and the searchable copy. Paths are stored relative to the index folder.
+ImageRows opens the catalogue (images.sqlite, or a PostgreSQL database: catalogue.py), brought to this format
+(schema.py), and answers every read; VectorStore (store.py) adds the writes and the searchable copy. Paths are stored
+relative to the index folder.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +19,7 @@ from lookalike.capture import Capture
 from lookalike.capture_filter import CaptureFilter
 from lookalike.embedders import Matrix
 from lookalike.errors import NotFoundError
-from lookalike.faults import disk_full_reported
-from lookalike.index import schema
-from lookalike.index.folder import DATABASE
+from lookalike.index.catalogue import open_catalogue
 from lookalike.index.labels import LabelCatalog
 from lookalike.index.manifest import IndexFormatError
 
@@ -51,16 +49,12 @@ class ImageRecord(NewImage):
 class ImageRows:
     """Reads of one index database: its images, their full vectors and labels."""
 
-    def __init__(self, folder: Path, dimension: int):
+    def __init__(self, folder: Path, dimension: int, catalog: str | None = None):
+        """`catalog` None: the SQLite file in the folder; else the PostgreSQL catalogue it names (catalogue.py)."""
         self.folder = Path(folder)
         self.root = os.path.abspath(folder)
         self.dimension = dimension
-        self.db = sqlite3.connect(self.folder / DATABASE, isolation_level=None, check_same_thread=False)
-        with disk_full_reported(self.folder, writer=False):  # a full disk is not a damaged database
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            schema.prepare(self.db, self.folder)
+        self.db = open_catalogue(self.folder, catalog)
         self._in_transaction = False  # a write is open (VectorStore): its labels may still be rolled back
         self._label_catalog: tuple[int, LabelCatalog] | None = None  # (generation, catalog)
 
@@ -134,7 +128,7 @@ class ImageRows:
 
     def _damaged_row_message(self, image_id: int, blob_bytes: int) -> str:
         record = self.record(image_id)
-        return (f"{self.folder / DATABASE}, image id {image_id} ({record.path if record else '?'}): its vector has "
+        return (f"{self.db.where}, image id {image_id} ({record.path if record else '?'}): its vector has "
                 f"{blob_bytes / 4:g} values, the model makes {self.dimension}; the row is damaged and is not "
                 "searched: remove that image from the index and add it again")
 
@@ -216,7 +210,7 @@ class ImageRows:
 
     @staticmethod
     def _capture_clauses(capture: CaptureFilter) -> tuple[str, list[str | float]]:
-        clauses, values = ["1"], []
+        clauses, values = ["1 = 1"], []
         for clause, value in (("taken >= ?", capture.after), ("taken < ?", capture.before)):
             if value is not None:
                 clauses.append(clause)
@@ -230,7 +224,7 @@ class ImageRows:
         if capture.cameras and all(name.isascii() for name in capture.cameras):
             marks = ",".join("?" * len(capture.cameras))
             clauses.append(f"(lower(camera_make) IN ({marks}) OR lower(camera_model) IN ({marks}) OR "
-                           f"lower(trim(ifnull(camera_make, '') || ' ' || ifnull(camera_model, ''))) IN ({marks}))")
+                           f"lower(trim(coalesce(camera_make, '') || ' ' || coalesce(camera_model, ''))) IN ({marks}))")
             values.extend(capture.cameras * 3)
         return " AND ".join(clauses), values
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from lookalike.embedders import Embedder
+from lookalike.index.catalogue import writer_lock
 from lookalike.index.folder import MANIFEST, IndexFolder
 from lookalike.index.manifest import Manifest, read_manifest, write_manifest
 from lookalike.index.store import VectorStore
-from lookalike.index.writer import WriterLock
 from lookalike.reduction import ReductionFileError, load_reduction
 
 log = logging.getLogger("lookalike")
@@ -30,14 +30,15 @@ class IndexState:
         self.files = IndexFolder(self.folder)
         self.embedder = embedder
         self.manifest = manifest
-        self.writer = WriterLock(self.files.writer_lock)
+        self.writer = writer_lock(self.folder, manifest.catalog)  # a file lock, or one on the catalogue's server
         self._catching_up = threading.Lock()
         self.store = self.new_store()
 
     def new_store(self) -> VectorStore:
         """A store as the manifest describes it (its index type, reduction and backend options)."""
         return VectorStore(self.folder, self.embedder.dimension, self.manifest.index_type,
-                           recorded_reduction(self.files.reduction, self.manifest), **self.manifest.backend_options())
+                           recorded_reduction(self.files.reduction, self.manifest), catalog=self.manifest.catalog,
+                           **self.manifest.backend_options())
 
     def catch_up(self) -> None:
         """Search what other processes committed since this one last looked: the saved copy of the

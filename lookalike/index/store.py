@@ -1,7 +1,8 @@
 """The index on disk: SQLite for metadata and vectors (the source of truth) plus a vector backend.
 
-Only this module and rows.py (the reads VectorStore inherits) touch SQLite. Every batch of changes is one
-SQLite transaction, so a crash at any moment leaves the last committed batch readable. The backend (FAISS by
+Only this module and rows.py (the reads VectorStore inherits) write SQL, run by a Catalogue (catalogue.py: the
+SQLite file, or a PostgreSQL database in its place). Every batch of changes is one transaction, so a crash at any
+moment leaves the last committed batch readable. The backend (FAISS by
 default) is a derived copy saved with the database generation; when it is missing, stale (a crash after the
 commit) or damaged, it is rebuilt from the database on open.
 
@@ -37,9 +38,10 @@ class VectorStore(ImageRows):
     """Vectors with their image records (ImageRows), writable, and searchable by inner product."""
 
     def __init__(self, folder: Path, dimension: int, index_type: str = "flat-ip", reduction: Any = None,
-                 **backend_options: Any):
-        """`backend_options` locate a backend kept outside the folder (see Manifest.backend_options)."""
-        super().__init__(folder, dimension)
+                 catalog: str | None = None, **backend_options: Any):
+        """`backend_options` locate a backend kept outside the folder (see Manifest.backend_options); `catalog` a
+        catalogue kept outside it (PostgreSQL)."""
+        super().__init__(folder, dimension, catalog)
         self.index_type = index_type
         self.reduction = reduction  # e.g. PCA: SQLite keeps full vectors, the backend searches reduced ones
         self.backend_options = backend_options
@@ -53,7 +55,7 @@ class VectorStore(ImageRows):
         """Start a write. A backend that missed another process's commit is reloaded first, inside the
         transaction (no one else can commit now), so this write's changes land on the current vectors."""
         if not self._in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.begin()
             self._in_transaction = True
             if self.generation != self.backend_generation:
                 self._reload()
@@ -66,15 +68,14 @@ class VectorStore(ImageRows):
             self.db.execute("INSERT OR REPLACE INTO state VALUES ('generation', ?)", (str(generation),))
             crash_point("store.committing")
             with disk_full_reported(self.folder):
-                self.db.execute("COMMIT")
+                self.db.commit()
             self._in_transaction = False
             crash_point("store.committed")
             self.backend_generation = generation  # current at begin(), and given every change since
 
     def rollback(self) -> None:
         if self._in_transaction:
-            if self.db.in_transaction:  # a COMMIT that failed (disk full) has rolled back already
-                self.db.execute("ROLLBACK")
+            self.db.rollback()
             self._in_transaction = False
             if getattr(self.backend, "shared", False):  # the one collection holds the rolled-back changes
                 generation = self.generation
@@ -92,10 +93,8 @@ class VectorStore(ImageRows):
     # --- writes -------------------------------------------------------------------------
     def add(self, images: Sequence[NewImage], vectors: Matrix) -> list[int]:
         self.begin()
-        ids = []
-        for image, vector in zip(images, vectors, strict=True):
-            cursor = self.db.execute(Writes.insert, self._written(image, vector))
-            ids.append(int(cursor.lastrowid or 0))
+        ids = self.db.insert(Writes.insert, [self._written(image, vector)
+                                             for image, vector in zip(images, vectors, strict=True)])
         if ids:
             self.backend.add(np.asarray(ids, dtype=np.int64), self._searchable(vectors))
         crash_point("store.added")
@@ -288,11 +287,8 @@ class VectorStore(ImageRows):
             self.backend.save(self.folder, self.backend_generation)
 
     def close(self) -> None:
-        if self._in_transaction:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            self._in_transaction = False
-        self.db.close()
+        self._in_transaction = False
+        self.db.close()  # rolls back what was not committed
 
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())

@@ -16,6 +16,7 @@ from lookalike.backends import store_manifest
 from lookalike.errors import RequestError
 from lookalike.faults import crash_point
 from lookalike.index import schema
+from lookalike.index.catalogue import catalog_manifest
 from lookalike.index.folder import IndexFolder
 from lookalike.index.manifest import (
     FORMAT_VERSION,
@@ -45,12 +46,17 @@ MANIFEST_STEPS: dict[int, Callable[[Json], Json]] = {2: explicit_defaults, 3: sa
 WAIT_SECONDS = 30.0  # how long an upgrade waits for another process's writer lock
 
 
-def opened_manifest(folder: Path, store: str | None = None) -> Manifest:
+def opened_manifest(folder: Path, store: str | None = None, catalog: str | None = None) -> Manifest:
     """The folder's manifest in this format, upgrading the folder first when it is of an earlier one. A folder
-    whose database is missing or empty, or whose vectors are not in `store` (when given), is refused."""
+    whose database is missing or empty, or whose vectors are not in `store` or catalogue not in `catalog` (when
+    given), is refused."""
     content = read_manifest_json(folder)
     if store is not None and store_manifest(store).get("store") != content.get("store"):
         raise RequestError(f"{folder} keeps its vectors in {content.get('store') or 'faiss'}, not {store}")
+    if catalog is not None and catalog_manifest(catalog).get("catalog") != content.get("catalog"):
+        raise RequestError(f"{folder} keeps its catalogue in {content.get('catalog') or 'sqlite'}, not {catalog}")
+    if content.get("catalog") is not None:
+        return Manifest.from_json(content)  # a PostgreSQL catalogue: no file to check, made at this format
     database = IndexFolder(folder).database
     if not database.exists():
         raise IndexFormatError(f"{folder} has a manifest but no {database.name}, which holds its images and vectors: "

@@ -20,6 +20,7 @@ from lookalike.faults import crash_point
 from lookalike.index import augmentation
 from lookalike.index import tune as tuning
 from lookalike.index.autoselect import plan_index, searches_per_call
+from lookalike.index.catalogue import catalog_manifest
 from lookalike.index.manifest import Manifest
 from lookalike.index.plan import IndexPlan
 from lookalike.index.state import IndexState, writes
@@ -45,7 +46,7 @@ def planned_manifest(embedder: Embedder, asked: IndexPlan) -> Manifest:
         "index_choice": tuple(plan.reasons), "reduction_plan": reduction_plan,
         "augmentation_plan": augmentation.plan_augmentation(asked.dba, asked.dba_alpha),
         "index_type_pending": pending if waits else None,
-    } | store_manifest(asked.store))
+    } | store_manifest(asked.store) | catalog_manifest(asked.catalog))
 
 
 def chosen_index_type(manifest: Manifest, count: int, dimension: int) -> dict[str, Any]:

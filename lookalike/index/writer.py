@@ -49,7 +49,7 @@ class WriterLock:
     def acquire(self) -> None:
         with self._mutex:
             if self._depth == 0:
-                self._descriptor = _locked(self.path)
+                self._take()
             self._depth += 1
 
     def release(self) -> None:
@@ -59,13 +59,13 @@ class WriterLock:
                 return
             self._depth -= 1
             if self._depth == 0:
-                self._unlock()
+                self._give_back()
 
     def release_all(self) -> None:
         with self._mutex:
             if self._depth:
                 self._depth = 0
-                self._unlock()
+                self._give_back()
 
     @contextmanager
     def holding(self) -> Iterator[None]:
@@ -75,7 +75,10 @@ class WriterLock:
         finally:
             self.release()
 
-    def _unlock(self) -> None:
+    def _take(self) -> None:
+        self._descriptor = _locked(self.path)
+
+    def _give_back(self) -> None:
         descriptor, self._descriptor = self._descriptor, None
         if descriptor is not None:
             os.ftruncate(descriptor, 0)  # no pid left behind to blame on the next refusal

@@ -1,0 +1,234 @@
+"""The catalogue in PostgreSQL (`catalog="postgresql://..."`, lookalike/index/catalogue.py) against a real server
+started by tests/postgres_server.py: the same answers as the SQLite catalogue (ids, order, scores, labels, capture
+filters), incremental runs, two processes that see each other's writes at their next search, writers that take
+turns, a crash mid-batch that leaves the last committed batch, and a server that is down named in a bounded time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, write_photo
+from exif_photos import write_exif_photo
+from postgres_server import PostgresServer, require_postgres
+
+from lookalike.cli import main
+from lookalike.errors import ExtraMissingError, RequestError
+from lookalike.index import ImageIndex, IndexBusyError
+from lookalike.index.catalogue import CatalogueUnavailableError, catalog_manifest
+
+SHOTS = {  # name: (EXIF date, make, model, place)
+    "paris-2021.jpg": ("2021:06:01 14:30:00", "Canon", "Canon EOS 5D", (48.8584, 2.2945)),
+    "versailles-2021.jpg": ("2021:12:31 23:59:59", "Canon", "Canon EOS R5", (48.8049, 2.1204)),
+    "newyork-2019.jpg": ("2019:01:05 08:00:00", "NIKON CORPORATION", "NIKON D750", (40.6892, -74.0445)),
+    "london-2022.jpg": ("2022:01:01 00:00:00", "Apple", "iPhone 12", (51.5007, -0.1246)),
+}
+FILTERS = [{}, {"where": ["taken<2020"]}, {"where": ["taken>=2021-07"]}, {"where": ["trip=France"]},
+           {"where": ["trip=France", "taken>=2021-07"]}, {"near": "48.8566,2.3522,400"}, {"where": ["camera=canon"]}]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Four photos with EXIF capture data and eight plain ones (dated by their files)."""
+    folder = tmp_path / "photos"
+    for seed, (name, (taken, make, model, place)) in enumerate(SHOTS.items()):
+        write_exif_photo(folder / name, seed, taken, make, model, place)
+    for seed in range(10, 18):
+        write_photo(folder / f"plain-{seed}.png", seed)
+    return folder
+
+
+def indexed(folder: Path, photos: Path, catalog: str | None = None) -> ImageIndex:
+    """An index of the photos (the cheap color-histogram model, the default augmentation), France labelled."""
+    index = ImageIndex.create(folder, model="color-histogram", catalog=catalog)
+    index.add_folder(photos)
+    label(index)
+    return index
+
+
+def label(index: ImageIndex) -> None:
+    trips = {r.id: {"trip": "France" if Path(r.path).name[:5] in ("paris", "versa") else "elsewhere"}
+             for r in index.records()}
+    index.set_labels(trips)
+
+
+def answers(index: ImageIndex) -> list:
+    """Every stored vector searched under every filter: ids, file names and scores in their order."""
+    found = []
+    for record in sorted(index.records(), key=lambda r: r.id):
+        vector = index.vectors([record.id])[0]
+        for options in FILTERS:
+            matches = index.search(vector=vector, k=6, **options).matches
+            found.append([(m.id, Path(m.path).name, round(m.score, 6), m.labels, m.taken, m.camera) for m in matches])
+    return found
+
+
+def searched(index: ImageIndex, vector, k: int, **options) -> list[tuple[int, str]]:
+    return [(m.id, Path(m.path).name) for m in index.search(vector=vector, k=k, **options).matches]
+
+
+def newest(index: ImageIndex) -> tuple[int, object]:
+    """The id and stored vector of the image added last."""
+    image_id = max(r.id for r in index.records())
+    return image_id, index.vectors([image_id])[0]
+
+
+def catalogue(index: ImageIndex) -> tuple:
+    records = sorted((r.id, Path(r.path).name, r.content_hash, r.size, r.capture) for r in index.records())
+    return records, index.label_counts()
+
+
+def test_postgres_catalogue_answers_as_sqlite(tmp_path, photos, postgres_catalog):
+    with indexed(tmp_path / "sqlite", photos) as sqlite, indexed(tmp_path / "pg", photos, postgres_catalog) as pg:
+        assert pg.manifest.catalog == postgres_catalog and sqlite.manifest.catalog is None
+        assert not (tmp_path / "pg" / "images.sqlite").exists()  # nothing of the catalogue in the folder
+        assert len(pg) == len(sqlite) == 12
+        assert catalogue(pg) == catalogue(sqlite)
+        assert answers(pg) == answers(sqlite)
+        assert [len(found) for found in answers(pg)[:len(FILTERS)]] == [6, 1, 6, 2, 1, 3, 2]  # the filters filter
+
+
+def test_postgres_incremental_add_update_delete_as_sqlite(tmp_path, photos, postgres_catalog):
+    with indexed(tmp_path / "sqlite", photos) as sqlite, indexed(tmp_path / "pg", photos, postgres_catalog) as pg:
+        write_photo(photos / "plain-10.png", 99)  # new content
+        (photos / "plain-11.png").unlink()
+        write_photo(photos / "plain-new.png", 100)
+        shutil.copy(photos / "plain-12.png", photos / "plain-copy.png")  # added, its vector reused
+        reports = [index.add_folder(photos) for index in (sqlite, pg)]
+        assert [(r.added, r.updated, r.removed, r.reused, r.unchanged) for r in reports] == [(2, 1, 1, 1, 10)] * 2
+        assert pg.remove_ids([1]) == sqlite.remove_ids([1]) == 1
+        assert len(pg) == len(sqlite) == 12
+        assert catalogue(pg) == catalogue(sqlite)
+        assert answers(pg) == answers(sqlite)
+    with ImageIndex.open(tmp_path / "pg") as reopened:  # through the manifest: the same catalogue
+        assert reopened.manifest.catalog == postgres_catalog and len(reopened) == 12
+
+
+def test_postgres_second_process_sees_writes_at_its_next_search(tmp_path, photos, postgres_catalog):
+    """Two machines' view of one index: each holds a copy of the folder (manifest), the catalogue is shared."""
+    with indexed(tmp_path / "a", photos, postgres_catalog) as first:
+        shutil.copytree(tmp_path / "a", tmp_path / "b")
+        with ImageIndex.open(tmp_path / "b") as second:
+            assert len(second) == 12
+            new = write_photo(tmp_path / "new.png", 200)
+            first.add_files([new])
+            new_id, vector = newest(first)
+            assert searched(second, vector, 1) == [(new_id, "new.png")]  # caught up: the other's commit is searched
+            second.remove_files([new])
+            assert new_id not in dict(searched(first, vector, 13))
+        other = write_photo(tmp_path / "other.png", 201)
+        done = subprocess.run([sys.executable, "-m", "lookalike", "add", str(other), "--index", str(tmp_path / "b")],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert [name for _, name in searched(first, vector, 5, path_prefix=str(other))] == ["other.png"]
+
+
+def test_postgres_writer_waiting_on_another_says_busy(tmp_path, photos, postgres_catalog):
+    with indexed(tmp_path / "a", photos, postgres_catalog) as first:
+        shutil.copytree(tmp_path / "a", tmp_path / "b")
+        with ImageIndex.open(tmp_path / "b") as second:
+            extra = write_photo(tmp_path / "extra.png", 300)
+            with first.sync() as run:  # a writer holds the catalogue's writer lock for its whole run
+                run.embed_named([extra], None, None)
+                with pytest.raises(IndexBusyError) as busy:
+                    second.add_files([extra])
+                assert busy.value.pid == os.getpid()
+                assert "127.0.0.1" in str(busy.value) and "another ImageIndex in this process" in str(busy.value)
+                assert len(second) == 12  # the searches go on, and see no uncommitted row
+                run.finish()
+            assert len(second) == 13
+            assert second.remove_files([extra]).removed == 1  # the lock is free again
+        assert len(first) == 12
+
+
+@pytest.mark.parametrize("point", ["store.added", "store.committing"])
+def test_postgres_crash_mid_batch_leaves_the_last_committed_batch(tmp_path, photos, postgres_catalog, point):
+    import psycopg
+
+    def count_and_generation() -> tuple[int, str]:
+        with psycopg.connect(postgres_catalog) as connection:
+            return (connection.execute("SELECT COUNT(*) FROM images").fetchone()[0],
+                    connection.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()[0])
+
+    with indexed(tmp_path / "index", photos, postgres_catalog) as index:
+        before = answers(index)
+    committed = count_and_generation()
+    more = tmp_path / "more"
+    for seed in range(40, 46):
+        write_photo(more / f"more-{seed}.png", seed)
+    argv = [sys.executable, "-m", "lookalike", "index", str(more), "--index", str(tmp_path / "index")]
+    crashed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120,
+                             env=os.environ | {"LOOKALIKE_CRASH_AT": point})
+    assert crashed.returncode == -9, crashed.stderr
+    assert count_and_generation() == committed and committed[0] == 12
+    with ImageIndex.open(tmp_path / "index") as index:
+        assert len(index) == 12 and answers(index) == before
+        report = index.add_folder(more)  # the next run completes (the dead writer's lock went with its connection)
+        assert (report.added, len(index)) == (6, 18)
+        assert sorted(dict(searched(index, newest(index)[1], 18))) == sorted(r.id for r in index.records())
+
+
+def test_postgres_cli_index_and_search(tmp_path, photos, postgres_catalog, capsys):
+    folder = str(tmp_path / "index")
+    assert main(["index", str(photos), "--index", folder, "--catalog", postgres_catalog, "--model",
+                 "color-histogram", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(photos / "paris-2021.jpg"), "--index", folder, "--k", "3"]) == 0
+    assert "paris-2021.jpg" in capsys.readouterr().out
+    with pytest.raises(RequestError, match="keeps its catalogue in"):
+        ImageIndex.open(folder, catalog=postgres_catalog.replace("catalogue_", "other_"))
+
+
+def test_postgres_server_down_is_named_within_bounded_time(tmp_path, photos):
+    bin_folder = require_postgres()
+    nowhere = f"postgresql://lookalike@127.0.0.1:{PostgresServer(bin_folder).port}/nothing"
+    started = time.monotonic()
+    with pytest.raises(CatalogueUnavailableError, match=r"127\.0\.0\.1:\d+/nothing"):
+        ImageIndex.create(tmp_path / "never", model="color-histogram", catalog=nowhere)
+    assert time.monotonic() - started < 15
+    server = PostgresServer(bin_folder)
+    try:
+        server.start()
+        catalog = server.new_database()
+        indexed(tmp_path / "index", photos, catalog).close()
+        with ImageIndex.open(tmp_path / "index") as index:
+            server.stop()
+            started = time.monotonic()
+            with pytest.raises(ConnectionError, match=f"127.0.0.1:{server.port}/catalogue_1"):
+                index.search(photos / "paris-2021.jpg", k=3)
+            assert time.monotonic() - started < 15
+        server.start()
+        with ImageIndex.open(tmp_path / "index") as index:  # the catalogue kept every committed row
+            assert len(index) == 12
+    finally:
+        server.remove()
+
+
+def test_postgres_catalog_address_is_checked_before_anything_is_made(tmp_path):
+    with pytest.raises(RequestError, match="PGPASSWORD"):
+        catalog_manifest("postgresql://me:secret@db.example:5432/photos")
+    with pytest.raises(RequestError, match="unknown catalog"):
+        ImageIndex.create(tmp_path / "index", model="color-histogram", catalog="mysql://db/photos")
+    with pytest.raises(RequestError, match="no database"):
+        catalog_manifest("postgresql://me@db.example:5432/")
+    assert catalog_manifest(None) == catalog_manifest("sqlite") == {}
+    assert not (tmp_path / "index").exists()
+
+
+def test_postgres_catalog_without_psycopg_names_the_extra(tmp_path, monkeypatch):
+    script = ("import sys; sys.modules['psycopg'] = None\n"
+              "import lookalike.cli, lookalike.index.image_index\n"
+              "from lookalike.index import ImageIndex\n"
+              f"ImageIndex.create({str(tmp_path / 'plain')!r}, model='color-histogram').close()\n"
+              "print('imported and made a SQLite index')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "imported" in done.stdout, done.stderr
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ExtraMissingError, match=r"lookalike\[postgres\]"):
+        ImageIndex.create(tmp_path / "index", model="color-histogram", catalog="postgresql://me@localhost/photos")

@@ -198,14 +198,20 @@ def test_postgres_server_down_is_named_within_bounded_time(tmp_path, photos):
         catalog = server.new_database()
         indexed(tmp_path / "index", photos, catalog).close()
         with ImageIndex.open(tmp_path / "index") as index:
+            before = index.search(photos / "paris-2021.jpg", k=3).matches
             server.stop()
             started = time.monotonic()
             with pytest.raises(ConnectionError, match=f"127.0.0.1:{server.port}/catalogue_1"):
                 index.search(photos / "paris-2021.jpg", k=3)
             assert time.monotonic() - started < 15
-        server.start()
-        with ImageIndex.open(tmp_path / "index") as index:  # the catalogue kept every committed row
-            assert len(index) == 12
+            server.start()
+            assert index.search(photos / "paris-2021.jpg", k=3).matches == before  # a search connects again
+            with index.sync() as run:  # a run whose writer lock the server dropped with a restart stops
+                server.stop()
+                server.start()
+                with pytest.raises(ConnectionError, match="writer lock .* was lost"):
+                    run.remove_files([photos / "plain-10.png"])
+            assert (len(index), index.remove_ids([1])) == (12, 1)  # a new write takes the lock again
     finally:
         server.remove()
 

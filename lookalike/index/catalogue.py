@@ -33,6 +33,7 @@ CONNECT_SECONDS = 10  # a server that is down or unreachable is reported after t
 TCP_SECONDS = 20  # a connection whose server stops answering mid-query (keepalives, tcp_user_timeout)
 LOCK_CLASS = 0x6C6B  # 'lk': lookalike's advisory locks are (LOCK_CLASS, one of these)
 WRITER, WRITING = 1, 2  # the writer lock (a whole run) and the lock a write transaction takes (BEGIN IMMEDIATE's)
+HELD: dict[str, PostgresWriterLock] = {}  # the writer lock this process holds, by catalogue (one at most: they exclude)
 
 
 class CatalogueUnavailableError(ConnectionError):
@@ -114,9 +115,19 @@ class PostgresCatalogue:
         self.where = address(location)
         self.location = location
         self.db = connect(location)
+        self._writing = False  # between begin() and commit() or rollback()
         schema.prepare_postgres(self, folder)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            with self._answered():
+                return self.db.execute(postgres_sql(sql), params)
+        except CatalogueUnavailableError:
+            if self._writing or not sql.startswith("SELECT") or not self.db.closed:
+                raise
+        # A read on a connection the server closed (it restarted): connect again, once. A write is not retried;
+        # the next write's begin() connects again, and refuses when the run's writer lock went with the old server.
+        self.db = connect(self.location)
         with self._answered():
             return self.db.execute(postgres_sql(sql), params)
 
@@ -137,16 +148,24 @@ class PostgresCatalogue:
                     return ids
 
     def begin(self) -> None:
+        self._writing = True
         self.execute("BEGIN")
         self.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_CLASS, WRITING))  # writers commit in turn
+        held = HELD.get(self.location)
+        if held is not None and not held.alive():  # the run's writer lock went with a server restart
+            self.rollback()
+            raise CatalogueUnavailableError(f"the writer lock on the PostgreSQL catalogue at {self.where} was lost "
+                                            "with its connection (did the server restart?): run the write again")
 
     def commit(self) -> None:
         self.execute("COMMIT")
+        self._writing = False
 
     def rollback(self) -> None:
         if self.in_transaction:
             with contextlib.suppress(CatalogueUnavailableError):  # a lost connection: the server rolled it back
                 self.execute("ROLLBACK")
+        self._writing = False
 
     @property
     def in_transaction(self) -> bool:
@@ -179,7 +198,7 @@ class PostgresWriterLock(WriterLock):
         connection = connect(self.location, application_name=me)
         try:
             if connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, WRITER)).fetchone()[0]:
-                self._connection = connection
+                self._connection, HELD[self.location] = connection, self
                 return
             holder = connection.execute(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE "
@@ -193,7 +212,17 @@ class PostgresWriterLock(WriterLock):
         connection.close()
         raise _busy(str(self.path), holder[0] if holder else "", me)
 
+    def alive(self) -> bool:
+        """Whether the lock is still held: its connection answers (a server restart drops both)."""
+        try:
+            self._connection.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
     def _give_back(self) -> None:
+        if HELD.get(self.location) is self:
+            del HELD[self.location]
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):  # a connection already lost holds no lock

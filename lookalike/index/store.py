@@ -252,13 +252,14 @@ class VectorStore(ImageRows):
     def indexed_vectors(self, image_ids: Sequence[int]) -> Matrix:
         """Vectors as the backend holds them: augmented where the image has one, else searchable."""
         matrix = np.zeros((len(image_ids), self.searchable_dimension), dtype=np.float32)
+        augmented = dict(self._rows_for_ids("SELECT image_id, vector FROM augmented WHERE image_id IN", image_ids))
         plain: list[int] = []
         for row_number, image_id in enumerate(image_ids):
-            row = self.db.execute("SELECT vector FROM augmented WHERE image_id = ?", (int(image_id),)).fetchone()
-            if row is None:
+            blob = augmented.get(int(image_id))  # one query for all: a round trip each where the catalogue is remote
+            if blob is None:
                 plain.append(row_number)
             else:
-                matrix[row_number] = blob_vector(row[0])
+                matrix[row_number] = blob_vector(blob)
         if plain:
             matrix[plain] = self.searchable_vectors([int(image_ids[i]) for i in plain])
         return matrix

@@ -6,6 +6,7 @@ turns, a crash mid-batch that leaves the last committed batch, and a server that
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -181,6 +182,8 @@ def test_postgres_cli_index_and_search(tmp_path, photos, postgres_catalog, capsy
     capsys.readouterr()
     assert main(["search", str(photos / "paris-2021.jpg"), "--index", folder, "--k", "3"]) == 0
     assert "paris-2021.jpg" in capsys.readouterr().out
+    assert main(["info", "--index", folder, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["catalog"] == postgres_catalog
     with pytest.raises(RequestError, match="keeps its catalogue in"):
         ImageIndex.open(folder, catalog=postgres_catalog.replace("catalogue_", "other_"))
 

@@ -330,10 +330,10 @@ class ImageIndex(ExplainsPairs):
         return {
             "folder": str(self.folder), "model": embedder["model"], "model_version": embedder["version"],
             "preprocessing": embedder["preprocessing"], "dimension": embedder["dimension"],
-            "layer": embedder.get("layer"), "pool": embedder.get("pool"),
+            "layer": embedder.get("layer"), "pool": embedder.get("pool"), "created": manifest.created,
             "reduction": reduction_module.describe_text(manifest.reduction), "augmentation": self.augmentation_text,
             "count": len(self._store), "index_type": manifest.index_type, "store": manifest.store or "faiss",
-            "disk_bytes": self._store.disk_bytes(), "created": manifest.created,
+            "catalog": manifest.catalog or "sqlite", "disk_bytes": self._store.disk_bytes(),
         }
 
     def embedder_spec(self, weights: str | Path | None = None, device: str = "cpu") -> EmbedderSpec:

@@ -258,8 +258,7 @@ class ImageIndex(ExplainsPairs):
     @writes
     def set_labels(self, labels: Mapping[int, Mapping[str, str]]) -> int:
         """Give images labels (id -> name -> value), replacing those of the same names, as one commit."""
-        for image_id, values in labels.items():
-            self._store.set_labels(int(image_id), dict(values))
+        self._store.set_labels({int(image_id): values for image_id, values in labels.items()})
         self._store.commit()
         return len(labels)
 

@@ -129,12 +129,12 @@ class VectorStore(ImageRows):
         self.begin()
         self.db.executemany(Writes.capture, captured_rows(captures))
 
-    def set_labels(self, image_id: int, labels: dict[str, str]) -> None:
+    def set_labels(self, labels: Mapping[int, Mapping[str, str]]) -> None:
+        """Labels of many images (id -> name -> value), in one statement: one round trip to a remote catalogue."""
         self.begin()
-        self.db.executemany(
-            "INSERT OR REPLACE INTO labels VALUES (?,?,?)", [(image_id, k, v) for k, v in labels.items()]
-        )
-        described.labels_changed(self.backend, [image_id])
+        self.db.executemany("INSERT OR REPLACE INTO labels VALUES (?,?,?)",
+                            [(int(image_id), k, v) for image_id, values in labels.items() for k, v in values.items()])
+        described.labels_changed(self.backend, list(labels))
 
     # --- the searchable copy -------------------------------------------------------------
     def searchable_count(self) -> int:

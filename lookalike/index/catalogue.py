@@ -123,10 +123,10 @@ class PostgresCatalogue:
             with self._answered():
                 return self.db.execute(postgres_sql(sql), params)
         except CatalogueUnavailableError:
-            if self._writing or not sql.startswith("SELECT") or not self.db.closed:
+            if self._writing or not sql.startswith(("SELECT", "BEGIN")) or not self.db.closed:
                 raise
-        # A read on a connection the server closed (it restarted): connect again, once. A write is not retried;
-        # the next write's begin() connects again, and refuses when the run's writer lock went with the old server.
+        # A read, or the start of a write, on a connection the server closed (it restarted): connect again, once.
+        # A statement inside a write is not retried, and begin() refuses when the run's writer lock went with it.
         self.db = connect(self.location)
         with self._answered():
             return self.db.execute(postgres_sql(sql), params)
@@ -148,8 +148,8 @@ class PostgresCatalogue:
                     return ids
 
     def begin(self) -> None:
-        self._writing = True
         self.execute("BEGIN")
+        self._writing = True
         self.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_CLASS, WRITING))  # writers commit in turn
         held = HELD.get(self.location)
         if held is not None and not held.alive():  # the run's writer lock went with a server restart

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from lookalike.cli import main
 from lookalike.errors import ExtraMissingError, RequestError
 from lookalike.index import ImageIndex, IndexBusyError
 from lookalike.index.catalogue import CatalogueUnavailableError, catalog_manifest
+from lookalike.index.manifest import IndexFormatError
 
 SHOTS = {  # name: (EXIF date, make, model, place)
     "paris-2021.jpg": ("2021:06:01 14:30:00", "Canon", "Canon EOS 5D", (48.8584, 2.2945)),
@@ -241,3 +243,23 @@ def test_postgres_catalog_without_psycopg_names_the_extra(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(ExtraMissingError, match=r"lookalike\[postgres\]"):
         ImageIndex.create(tmp_path / "index", model="color-histogram", catalog="postgresql://me@localhost/photos")
+
+
+def test_postgres_tables_have_the_columns_of_the_sqlite_tables(tmp_path, postgres_catalog):
+    """A format step added to the SQLite schema (schema.STEPS) without its PostgreSQL statements fails here."""
+    import psycopg
+
+    ImageIndex.create(tmp_path / "sqlite", model="color-histogram").close()
+    ImageIndex.create(tmp_path / "pg", model="color-histogram", catalog=postgres_catalog).close()
+    with sqlite3.connect(tmp_path / "sqlite" / "images.sqlite") as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                                               "'sqlite_%'")]
+        sqlite_columns = {(table, row[1]) for table in tables for row in db.execute(f"PRAGMA table_info({table})")}
+    with psycopg.connect(postgres_catalog) as connection:
+        pg_columns = set(connection.execute("SELECT table_name, column_name FROM information_schema.columns WHERE "
+                                            "table_schema = current_schema()").fetchall())
+    assert len(sqlite_columns) > 20 and pg_columns == sqlite_columns
+    with psycopg.connect(postgres_catalog, autocommit=True) as connection:  # a catalogue of an older format is refused
+        connection.execute("UPDATE state SET value = '2' WHERE key = 'format_version'")
+    with pytest.raises(IndexFormatError, match="format 2"):
+        ImageIndex.open(tmp_path / "pg")

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lookalike.index.manifest import FORMAT_VERSION, refuse_newer
+from lookalike.index.manifest import FORMAT_VERSION, IndexFormatError, refuse_newer
 
 if TYPE_CHECKING:
     from lookalike.index.catalogue import PostgresCatalogue
@@ -142,7 +142,7 @@ def prepare_postgres(catalogue: PostgresCatalogue, folder: Path) -> None:
     if catalogue.execute("SELECT to_regclass('state') IS NOT NULL").fetchone()[0]:
         row = catalogue.execute("SELECT value FROM state WHERE key = 'format_version'").fetchone()
         if row is not None:
-            return refuse_newer(folder, int(row[0]))
+            return postgres_format(folder, int(row[0]))
     catalogue.begin()
     try:
         for statement in filter(str.strip, POSTGRES.split(";")):
@@ -154,4 +154,13 @@ def prepare_postgres(catalogue: PostgresCatalogue, folder: Path) -> None:
     except BaseException:
         catalogue.rollback()
         raise
-    refuse_newer(folder, int(row[0]) if row else FORMAT_VERSION)
+    postgres_format(folder, int(row[0]) if row else FORMAT_VERSION)
+
+
+def postgres_format(folder: Path, version: int) -> None:
+    """A PostgreSQL catalogue must be of this very format: its tables have no stepwise upgrades yet (a format step
+    added to STEPS needs its PostgreSQL statements too, and the tests compare the two catalogues' columns)."""
+    refuse_newer(folder, version)
+    if version < FORMAT_VERSION:
+        raise IndexFormatError(f"the PostgreSQL catalogue of {folder} is of format {version}, and this lookalike "
+                               f"cannot bring one to format {FORMAT_VERSION} yet: use the lookalike that made it")

@@ -20,10 +20,12 @@ pytest.importorskip("milvus_lite")
 from clusters import MilvusServer  # noqa: E402
 
 from lookalike.backends import milvus as milvus_module  # noqa: E402
+from lookalike.backends import milvus_filter  # noqa: E402
 from lookalike.backends.faiss_flat import FlatBackend  # noqa: E402
-from lookalike.backends.filters import Filter  # noqa: E402
+from lookalike.backends.filters import Described, Filter  # noqa: E402
 from lookalike.backends.milvus import MilvusBackend, parse_store  # noqa: E402
 from lookalike.cli import main  # noqa: E402
+from lookalike.errors import RequestError  # noqa: E402
 from lookalike.index import ImageIndex, described  # noqa: E402
 
 DIMENSION = 64
@@ -191,7 +193,7 @@ def test_filters_run_inside_milvus_with_the_answers_of_faiss(stores: Stores, dem
             answers[name] = filtered_answers(index, folders)
             backend = index._store.backend
             assert described.applies_inside(backend, Filter(path_prefix=str(folders[0]))) == (name == "milvus")
-            inside = name == "milvus" and not backend.location.lite  # Milvus Lite filters labels by ids (slow JSON)
+            inside = name == "milvus" and not backend.location.lite  # Milvus Lite filters labels by ids (slow pairs)
             assert described.applies_inside(backend, Filter({"colour": ("red",)})) == inside
     assert answers["milvus"] == answers["faiss"]
     assert len(answers["faiss"]["a_b"]) == len(answers["faiss"]["axb%"]) == 3 and answers["faiss"]["none"] == []
@@ -212,6 +214,114 @@ def test_relabelled_images_are_filtered_by_their_new_labels_in_milvus(stores: St
         assert [m.id for m in index.search(1, k=5, where={"colour": "green"}).matches] == [5]
     with ImageIndex.open(tmp_path / "index") as reopened:  # the collection kept the labels: no rebuild needed
         assert [m.id for m in reopened.search(1, k=5, where={"colour": "green"}).matches] == [5]
+
+
+HOSTILE = ('blu"e\\', "b=c", "\\=", "it's")  # quotes, backslashes and the pairs' `=` in values
+
+
+def labelled(ids: np.ndarray) -> dict[int, Described]:
+    """Labels that an unescaped `name=value` would confuse: name `a` value `b=c` against name `a=b` value `c`."""
+    rows = {}
+    for i in ids.tolist():
+        labels = {"colour": HOSTILE[i % 4], "size": "SML"[i % 3]}
+        labels |= {"a": "b=c"} if i % 5 == 0 else {"a=b": "c"} if i % 5 == 1 else {}
+        rows[i] = Described(f"/photos/d{i % 2}/{i}.jpg", labels)
+    return rows
+
+
+def allowed_by(rows: dict[int, Described], narrowed: Filter) -> np.ndarray:
+    """The ids a filter allows, as the store's SQL would find them."""
+    return np.asarray([i for i, row in rows.items()
+                       if all(row.labels.get(name) in values for name, values in narrowed.where.items())
+                       and row.path.startswith(narrowed.path_prefix or "")], dtype=np.int64)
+
+
+LABEL_FILTERS = (Filter({"colour": (HOSTILE[0],)}), Filter({"colour": HOSTILE[1:]}),
+                 Filter({"colour": (HOSTILE[0], HOSTILE[3]), "size": ("S", "L")}), Filter({"a": ("b=c",)}),
+                 Filter({"a=b": ("c",)}), Filter({"size": ("M",)}, path_prefix="/photos/d1/"))
+
+
+def described_backends(stores: Stores, collection: str, rows: dict[int, Described]):
+    ids = np.asarray(sorted(rows), dtype=np.int64)
+    milvus = MilvusBackend(DIMENSION, stores(collection), owner="test-model")
+    milvus.describe = lambda asked: [rows[i] for i in asked]
+    flat = FlatBackend(DIMENSION)
+    vectors = unit_vectors(len(ids), seed=11)
+    for backend in (milvus, flat):
+        backend.add(ids, vectors)
+    return milvus, flat
+
+
+def assert_filters_match_faiss(milvus: MilvusBackend, flat: FlatBackend, rows: dict[int, Described]) -> None:
+    queries = unit_vectors(6, seed=12)
+    for narrowed in LABEL_FILTERS:
+        allowed = allowed_by(rows, narrowed)
+        assert len(allowed), narrowed
+        milvus_scores, milvus_ids = milvus.search(queries, 10, narrowed)
+        flat_scores, flat_ids = flat.search(queries, 10, allowed)
+        np.testing.assert_array_equal(milvus_ids, flat_ids, err_msg=str(narrowed))
+        np.testing.assert_allclose(milvus_scores, flat_scores, atol=1e-5)
+
+
+def test_label_pairs_filter_in_milvus_gives_the_ids_and_order_of_faiss(stores: Stores) -> None:
+    rows = labelled(np.arange(1, 301))
+    milvus, flat = described_backends(stores, "pairs", rows)
+    assert milvus.pairs
+    assert "array_contains_any(label_pairs" in milvus_filter.expression(LABEL_FILTERS[2])
+    assert_filters_match_faiss(milvus, flat, rows)
+
+    changed = [i for i in rows if i % 5 == 0][:20]  # `a` removed from some, another value given to others
+    for i in changed:
+        labels = dict(rows[i].labels)
+        labels.pop("a")
+        rows[i] = Described(rows[i].path, labels | ({"colour": HOSTILE[0]} if i % 2 else {}))
+    milvus.describe_again(changed)
+    gone = list(rows)[150:200]
+    milvus.remove(np.asarray(gone))
+    flat.remove(np.asarray(gone))
+    for i in gone:
+        del rows[i]
+    assert_filters_match_faiss(milvus, flat, rows)
+
+
+def test_milvus_label_pairs_keep_names_apart_and_refuse_too_many(monkeypatch) -> None:
+    assert milvus_filter.label_pair("a=b", "c") != milvus_filter.label_pair("a", "b=c")
+    assert milvus_filter.label_pair("a\\", "=b") != milvus_filter.label_pair("a\\=", "b")
+    monkeypatch.setattr(milvus_filter, "PAIRS_CAPACITY", 3)
+    with pytest.raises(RequestError, match="image 7 has 4 label names; a Milvus collection keeps at most 3"):
+        milvus_filter.label_pairs(7, {name: "x" for name in "abcd"})
+
+
+def test_milvus_collection_made_before_label_pairs_filters_by_json_until_compacted(stores: Stores, monkeypatch,
+                                                                                  demo_copy: Path,
+                                                                                  tmp_path: Path) -> None:
+    def fields_before_pairs(schema) -> None:  # the collection lookalike made before label_pairs
+        from pymilvus import DataType
+
+        schema.add_field(milvus_filter.PATH_FIELD, DataType.VARCHAR, max_length=milvus_filter.PATH_LENGTH)
+        schema.add_field(milvus_filter.LABELS_FIELD, DataType.JSON)
+
+    monkeypatch.setattr(milvus_module, "add_fields", fields_before_pairs)
+    asks = ({"colour": ['blu"e\\']}, {"colour": ["red", 'blu"e\\']}, {"colour": ["green"]})
+    with ImageIndex.create(tmp_path / "faiss") as on_faiss:
+        on_faiss.add_folder(demo_copy)
+        colours(on_faiss)
+        on_faiss.set_labels({5: {"colour": "green"}})
+        expected = [[m.path for m in on_faiss.search(30, k=8, where=where).matches] for where in asks]
+    with ImageIndex.create(tmp_path / "milvus", store=stores("before_pairs")) as index:
+        index.add_folder(demo_copy)
+        assert not index._store.backend.pairs
+    monkeypatch.undo()
+    with ImageIndex.open(tmp_path / "milvus") as index:  # today's code on yesterday's collection
+        backend = index._store.backend
+        assert not backend.pairs and milvus_filter.PAIRS_FIELD not in backend.check_owner()
+        colours(index)
+        index.set_labels({5: {"colour": "green"}})  # written without pairs: the collection has no such field
+        assert [[m.path for m in index.search(30, k=8, where=where).matches] for where in asks] == expected
+        assert index.compact() == 30  # made again with the pairs
+    with ImageIndex.open(tmp_path / "milvus") as index:
+        assert index._store.backend.pairs and len(index) == index._store.backend.count == 30
+        assert [[m.path for m in index.search(30, k=8, where=where).matches] for where in asks] == expected
 
 
 # --- a real server: restarts, crashes, hangs (pytest -k milvus_server) -------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 
 from lookalike.backends.base import Ids, Matrix
 from lookalike.backends.filters import Described, Filter
-from lookalike.backends.milvus_filter import LABELS_FIELD, PATH_FIELD, PATH_LENGTH, can_express, scalars
+from lookalike.backends.milvus_filter import LABELS_FIELD, PAIRS_FIELD, PATH_FIELD, add_fields, can_express, scalars
 from lookalike.backends.milvus_filter import expression as filter_expression
 from lookalike.errors import RequestError
 
@@ -153,7 +153,12 @@ def check_reachable(location: MilvusLocation) -> None:
 class MilvusBackend:
     """Inner-product search in one Milvus collection; ids are the SQLite image ids. Beside each vector the
     collection keeps the image's path and labels (milvus_filter.py), so `where` and `path_prefix` filter inside
-    Milvus; `describe` (set by the store that owns the rows) says what they are for the ids being added."""
+    Milvus; `describe` (set by the store that owns the rows) says what they are for the ids being added.
+
+    A collection made before the labels were kept also as `label_pairs` (an ARRAY field) is used as it is, its label
+    filter reading the JSON labels (5.8x an unfiltered search for ten values at 1M rows, where the pairs cost about
+    what an unfiltered search does: benchmarks/milvus_filters.py); `lookalike compact` (ImageIndex.compact) makes it
+    again with the pairs."""
 
     kind = "milvus"
     shared = True  # every process using the index writes this one collection: another's commit is already here
@@ -167,6 +172,7 @@ class MilvusBackend:
         self.client = client or connect(self.location)
         self.collection = self.location.collection
         self._count: int | None = None
+        self.pairs = False  # the collection keeps label_pairs (else a label filter reads the JSON labels)
         self.relabelled: set[int] = set()  # ids whose labels the open write changed (described again at commit)
         if client is None:
             self._create()
@@ -195,16 +201,10 @@ class MilvusBackend:
 
     # --- the collection ---------------------------------------------------------------------
     def _create(self) -> None:
-        from pymilvus import DataType, MilvusClient
-
         if self._call("has_collection", self.collection):
             self.check_owner()
             self._call("drop_collection", self.collection)
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
-        schema.add_field(PATH_FIELD, DataType.VARCHAR, max_length=PATH_LENGTH)
-        schema.add_field(LABELS_FIELD, DataType.JSON)
+        schema = self._schema()
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type=self.location.index_type, metric_type="IP",
                         params=INDEX_PARAMETERS.get(self.location.index_type, {}))
@@ -213,10 +213,20 @@ class MilvusBackend:
         built = self._call("describe_index", self.collection, "vector").get("index_type")
         if built != self.location.index_type:
             raise ValueError(f"Milvus built a {built} index instead of {self.location.index_type} in {self.location}")
+        self.pairs = PAIRS_FIELD in {field.name for field in schema.fields}
         self._count = 0
 
-    def check_owner(self) -> bool:
-        """Refuse a collection made for another model or dimension; whether it has the fields filters need."""
+    def _schema(self) -> Any:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        add_fields(schema)
+        return schema
+
+    def check_owner(self) -> set[str]:
+        """Refuse a collection made for another model or dimension; the names of its fields."""
         described = self._call("describe_collection", self.collection)
         vector = next((f for f in described["fields"] if f["name"] == "vector"), None)
         dimension = int(vector["params"].get("dim", 0)) if vector else None
@@ -226,7 +236,7 @@ class MilvusBackend:
             raise RequestError(f"Milvus collection {self.collection!r} at {self.location} was made by another model "
                              f"({made_by}); this index needs {self.owner or 'its model'}, {self.dimension} "
                              "dimensions: choose another collection")
-        return {PATH_FIELD, LABELS_FIELD} <= {f["name"] for f in described["fields"]}
+        return {f["name"] for f in described["fields"]}
 
     def refresh(self, dimension: int) -> None:
         """Another process wrote the collection (and may have rebuilt it reduced to `dimension`): count again."""
@@ -255,7 +265,7 @@ class MilvusBackend:
 
     def _rows(self, ids: Ids, vectors: Matrix) -> list[dict[str, Any]]:
         described = self.describe([int(i) for i in ids]) if self.describe else [Described()] * len(ids)
-        return [{"id": int(i), "vector": v, **scalars(d)}
+        return [{"id": int(i), "vector": v, **scalars(int(i), d, self.pairs)}
                 for i, v, d in zip(ids, vectors, described, strict=True)]
 
     def describe_again(self, ids: Sequence[int]) -> None:
@@ -270,11 +280,37 @@ class MilvusBackend:
                 vectors = np.asarray([row["vector"] for row in kept], dtype=np.float32)
                 self._call("upsert", self.collection, self._rows(np.asarray([row["id"] for row in kept]), vectors))
 
+    def compact(self) -> None:
+        """Make a collection of an earlier schema (without label_pairs) again with today's fields: its vectors are
+        copied into a new collection, which then takes its name (a crash between the drop and the rename leaves no
+        collection of that name, and the next open rebuilds it from the rows). A collection made today is left as
+        it is: Milvus drops deleted rows by itself."""
+        if self.pairs:
+            return
+        final = self.collection
+        rows = self._call("query_iterator", final, batch_size=INSERT_ROWS, output_fields=["id", "vector"])
+        self.collection = f"{final}__with_label_pairs"
+        try:
+            self._create()
+            while batch := rows.next():
+                self.add(np.asarray([row["id"] for row in batch], dtype=np.int64),
+                         np.asarray([row["vector"] for row in batch], dtype=np.float32))
+            rows.close()
+            self._call("flush", self.collection)
+            self._call("drop_collection", final)
+            self._call("rename_collection", self.collection, final)
+        except BaseException:
+            self.pairs = False  # the old collection is still there, or gone and made anew by the next open
+            raise
+        finally:
+            self.collection, self._count = final, None
+        self._call("load_collection", final)
+
     def can_filter(self, narrowed: Filter) -> bool:
         """Whether this search can filter inside Milvus: the store describes the rows and every condition has a
-        clause (else the store passes the ids it allows). Milvus Lite reads a JSON (or ARRAY) field row by row, 3.5 s
-        a label filter at 100k rows where the ids allowed cost 0.24 s (benchmarks/milvus_filters.py): there, labels
-        go as ids and only a path prefix runs inside; the server answers either at its consistency floor."""
+        clause (else the store passes the ids it allows). Milvus Lite reads a JSON or ARRAY field row by row, a label
+        filter 3.5 s (JSON) or 2.6 s (label_pairs) at 100k rows where the ids it allows cost 0.06-0.12 s
+        (benchmarks/milvus_filters.py): there, labels go as ids and only a path prefix runs inside."""
         if self.location.lite and narrowed.where:
             return False
         return self.describe is not None and can_express(narrowed)
@@ -290,7 +326,7 @@ class MilvusBackend:
         scores = np.full((len(queries), k), np.finfo(np.float32).min, dtype=np.float32)
         found = np.full((len(queries), k), -1, dtype=np.int64)
         if isinstance(allowed_ids, Filter):
-            expression = filter_expression(allowed_ids)
+            expression = filter_expression(allowed_ids, self.pairs)
         elif allowed_ids is not None and len(allowed_ids) == 0:
             return scores, found
         else:
@@ -329,8 +365,10 @@ class MilvusBackend:
         backend = cls(dimension, location, owner, client=client)
         if not backend._call("has_collection", parsed.collection):
             return None
-        if not backend.check_owner():
+        fields = backend.check_owner()
+        if not {PATH_FIELD, LABELS_FIELD} <= fields:
             return None  # made before the collection kept paths and labels: rebuilt with them
+        backend.pairs = PAIRS_FIELD in fields  # made before it kept label_pairs: filtered by the JSON labels
         backend._call("load_collection", parsed.collection)  # a reopened collection is "released" until loaded
         # A restarted server answers its first consistent read only once it has caught up with what was written
         # before (24 s after a restart here): that wait belongs to opening the index, not to its first search.

@@ -174,6 +174,20 @@ def test_hnsw_compaction_drops_tombstones_and_keeps_results(collection):
     assert recall_at_k(after, before, None, 10) >= 0.95
 
 
+def test_hnsw_gives_the_vectors_it_holds_by_id_through_removals_and_compaction(collection):
+    ids, vectors, _ = collection
+    backend = built("hnsw", collection)
+    pick = ids[[7, 3, 2999, 1500]]
+    assert np.array_equal(backend.vectors_of(pick), vectors[[7, 3, 2999, 1500]])
+    backend.remove(ids[:10])
+    assert backend.vectors_of(ids[[3, 20]]) is None and np.array_equal(backend.vectors_of(ids[[20]]), vectors[[20]])
+    backend.add(ids[3:4], vectors[:1])  # an id removed and added again: its new vector
+    assert np.array_equal(backend.vectors_of(ids[[3, 20]]), vectors[[0, 20]])
+    backend.compact()
+    assert np.array_equal(backend.vectors_of(ids[[3, 2999]]), vectors[[0, 2999]])
+    assert backend.vectors_of(np.array([-5], np.int64)) is None
+
+
 def test_ivfpq_searches_exactly_until_trained(collection):
     ids, vectors, queries = collection
     backend = new_backend("ivfpq", 1280, SMALL["ivfpq"] | {"min_train": 5000})

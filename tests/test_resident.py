@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lookalike.index import ImageIndex, NewImage
-from lookalike.index.resident import ResidentGuard, floors_of
+from lookalike.index.resident import ResidentGuard, floors_of, indexed_vectors
 from lookalike.search import SearchResult
 
 DIMENSION = 1280  # the default model's
@@ -106,3 +106,11 @@ def test_without_a_reduction_the_full_vectors_are_not_kept_twice(tmp_path: Path)
 def test_floors_skip_missing_neighbours_as_the_database_reads_do() -> None:
     similarities = np.array([[0.9, 0.8, 0.7], [0.9, np.nan, np.nan], [np.nan, np.nan, np.nan]], np.float32)
     assert floors_of(similarities, 2).tolist() == pytest.approx([0.8, 0.9, np.inf])
+
+
+def test_the_expansion_reads_the_vectors_an_hnsw_index_holds_from_its_memory(tmp_path: Path) -> None:
+    with ImageIndex.create(tmp_path / "index", pca=32, index_type="hnsw") as index:
+        stored(index, clustered(300, seed=6))
+        store, ids = index._store, index.ids()[[5, 0, 200]]
+        assert np.array_equal(indexed_vectors(store, ids), store.indexed_vectors(ids.tolist()))
+        assert store.backend.vectors_of(ids) is not None  # held: the database was not read

@@ -36,6 +36,7 @@ class HNSWBackend:
         self.ef_search = ef_search
         self.row_ids = np.zeros(0, dtype=np.int64) if row_ids is None else row_ids
         self._rows: dict[int, int] | None = None
+        self._by_id: np.ndarray | None = None  # rows in the order of their ids (vectors_of looks ids up in it)
         self._alive = int(np.count_nonzero(self.row_ids >= 0))  # kept, not counted: every search asks (1M rows)
 
     @property
@@ -58,7 +59,7 @@ class HNSWBackend:
         ids = np.asarray(ids, dtype=np.int64)
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self.row_ids = np.concatenate([self.row_ids, ids])
-        self._alive += len(ids)
+        self._alive, self._by_id = self._alive + len(ids), None
         if self._rows is not None:
             self._rows.update(zip(ids.tolist(), range(len(self.row_ids) - len(ids), len(self.row_ids)), strict=True))
 
@@ -66,7 +67,7 @@ class HNSWBackend:
         rows = np.unique(self._rows_of(ids))
         rows = rows[rows >= 0]
         self.row_ids[rows] = -1
-        self._alive -= len(rows)
+        self._alive, self._by_id = self._alive - len(rows), None
         for image_id in np.asarray(ids).tolist():
             self._row_map().pop(int(image_id), None)
 
@@ -86,6 +87,17 @@ class HNSWBackend:
             scores, rows = self.index.search(queries, k, params=params)
         return scores, np.where(rows >= 0, self.row_ids[np.maximum(rows, 0)], -1)
 
+    def vectors_of(self, ids: Ids) -> Matrix | None:
+        """The vectors held for `ids` (exactly as added), or None when one of them is not here."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0 or len(self.row_ids) == 0:
+            return None
+        row_ids, by_id = self.row_ids, self._by_id
+        if by_id is None:
+            by_id = self._by_id = np.argsort(row_ids, kind="stable")
+        rows = by_id[np.minimum(np.searchsorted(row_ids, ids, sorter=by_id), len(row_ids) - 1)]
+        return self.index.reconstruct_batch(rows) if np.array_equal(row_ids[rows], ids) else None
+
     def compact(self) -> None:
         """Rebuild the graph without tombstones."""
         fresh = HNSWBackend(self.dimension, **{k: v for k, v in self.params().items()})
@@ -94,6 +106,7 @@ class HNSWBackend:
             rows = alive[start:start + 65_536]
             fresh.add(self.row_ids[rows], self.index.reconstruct_batch(rows))
         self.index, self.row_ids, self._rows, self._alive = fresh.index, fresh.row_ids, None, fresh.count
+        self._by_id = None
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path, generation: int) -> None:

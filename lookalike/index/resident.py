@@ -133,3 +133,11 @@ def floors_of(similarities: Matrix, column: int) -> Matrix:
         finite = similarities[row][np.isfinite(similarities[row])]
         floors[row] = finite[min(column, len(finite)) - 1] if len(finite) else np.inf
     return floors
+
+
+def indexed_vectors(store: VectorStore, image_ids: Ids) -> Matrix:
+    """Vectors as the backend holds them (augmented, reduced): from the backend's memory when it can give them
+    (`vectors_of`: FAISS HNSW keeps them as added), else read from the database."""
+    held = getattr(store.backend, "vectors_of", None)
+    vectors = None if held is None else held(image_ids)
+    return store.indexed_vectors(image_ids.tolist()) if vectors is None else vectors

@@ -7,7 +7,6 @@ ImageIndex.search_with hands each search here whole; scopes and learned methods 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random as random_module
 import time
@@ -28,7 +27,7 @@ from lookalike.images import Box, load_image
 from lookalike.index import described
 from lookalike.index.examples import resolve_examples
 from lookalike.index.read_vectors import ReadVectors
-from lookalike.index.resident import ResidentGuard
+from lookalike.index.resident import ResidentGuard, indexed_vectors
 from lookalike.search import (
     METRICS,
     SCOPES,
@@ -83,7 +82,7 @@ class Searcher:
         timings["search"] = (time.perf_counter() - started) * 1e3
         found = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)
                  if i >= 0 and int(i) not in exclude and (options.min_score is None or s >= options.min_score)]
-        matches = self._readable(self._matches(found)[:options.limit], resolved, read)
+        matches = self._matches(found, resolved, read, options.limit)
         if options.k == cutoff.AUTO:
             matches = self._belonging(matches)
         judged = confidence.judge(self._best_cosine(matches, resolved.vector, read),
@@ -211,8 +210,8 @@ class Searcher:
         ranked_ids, ranked = ids, inner
         if expansion.blends and len(ids):
             count = min(expansion.neighbours, len(ids))
-            expanded = expanded_queries(query, inner[None, :count],
-                                        self._store.indexed_vectors(ids[:count].tolist())[None], expansion.alpha)
+            expanded = expanded_queries(query, inner[None, :count], indexed_vectors(self._store, ids[:count])[None],
+                                        expansion.alpha)
             ranked_ids, ranked = self._answer(expanded, wanted, allowed)
         if guarded:
             ranked_ids, ranked = guarded_order(ranked_ids, ranked,
@@ -246,17 +245,6 @@ class Searcher:
         if count == 0:
             raise RequestError("the index is empty: nothing to pick at random")
         return self._store.id_at(random_module.Random(seed).randrange(count))
-
-    def _readable(self, matches: list[Match], query: ResolvedQuery, read: ReadVectors) -> list[Match]:
-        """Matches with their plain similarity to the query (the index's space) and whether each is the same photo
-        (what the ranking read already, `read`, is not read again)."""
-        if not matches:
-            return matches
-        similarities = read.similarities(self._store, [m.id for m in matches], query.vector)
-        return [dataclasses.replace(m, similarity=float(s),
-                                    same_photo=rank < confidence.CHECKED_MATCHES
-                                    and confidence.is_same_photo(float(s), query.photo, m.path))
-                for rank, (m, s) in enumerate(zip(matches, similarities, strict=True))]
 
     def _belonging(self, matches: list[Match]) -> list[Match]:
         """k="auto": the matches the query comes before the BELONG_NEIGHBOUR-th neighbour of (lookalike.cutoff);
@@ -299,13 +287,21 @@ class Searcher:
         self._floor = (count, floor)
         return floor
 
-    def _matches(self, found: list[tuple[int, float]]) -> list[Match]:
-        """Found (id, score) pairs as matches, in order, with two queries for all of them (two per match cost
-        0.25 ms a search); an image another process removed since the search is left out."""
+    def _matches(self, found: list[tuple[int, float]], query: ResolvedQuery, read: ReadVectors,
+                 limit: int) -> list[Match]:
+        """The first `limit` found (id, score) pairs as matches, in order, with their plain similarity to the query
+        (the index's space; what the ranking read already, `read`, is not read again) and whether each is the same
+        photo. Two queries for all of them (two per match cost 0.25 ms a search); an image another process removed
+        since the search is left out."""
         records = self._store.records_of([image_id for image_id, _ in found])
-        labels = self._store.labels_of(list(records))
-        return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}),
-                      **records[image_id].capture.shown()) for image_id, score in found if image_id in records]
+        kept = [(image_id, score) for image_id, score in found if image_id in records][:limit]
+        labels = self._store.labels_of([image_id for image_id, _ in kept])
+        similarities = read.similarities(self._store, [image_id for image_id, _ in kept], query.vector) if kept else []
+        return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}), similarity,
+                      rank < confidence.CHECKED_MATCHES
+                      and confidence.is_same_photo(similarity, query.photo, records[image_id].path),
+                      **records[image_id].capture.shown())
+                for rank, ((image_id, score), similarity) in enumerate(zip(kept, similarities, strict=True))]
 
     def _allowed(self, where: Mapping[str, tuple[str, ...]], options: SearchOptions,
                  inside: bool = False) -> Ids | Filter | None:

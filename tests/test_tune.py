@@ -133,3 +133,21 @@ def test_tune_command_takes_the_knob_by_the_same_name(tmp_path, collection, caps
     assert main(["tune", "--index", str(tmp_path / "idx"), "--ef-search", "48", "--sample", "50"]) == 0
     assert "set {'ef_search': 48} as asked" in capsys.readouterr().out
     assert read_manifest(tmp_path / "idx").index_params["ef_search"] == 48
+
+
+def test_tune_measures_the_default_call_as_the_searcher_makes_it(tmp_path, collection):
+    """tune's recall is of the whole default call (first answer, expansion, guard over DBA floors): run with exact
+    searches, its answers are the ids ImageIndex.search gives on an exact index."""
+    from lookalike.index import NewImage
+
+    _, vectors, queries, _ = collection
+    with ImageIndex.create(tmp_path / "idx", pca=32) as index:  # the default augmentation (DBA)
+        run = index.sync()
+        run.store_images([NewImage(f"/made-up/{n}.jpg", f"hash{n}", 1, 0.0, 8, 8) for n in range(600)], vectors[:600])
+        run.finish()
+        store, ids = index._store, index.ids()
+        call = tune.default_call(store, store.to_searchable(queries), ids, store.indexed_vectors(ids.tolist()), 10)
+        found = call(lambda searched, count: store.search(searched, count, searchable=True))
+        searched = [[m.id for m in index.search(vector=q, k=10).matches] for q in queries]
+        assert store.augmented_count() == 600
+    assert found.tolist() == searched

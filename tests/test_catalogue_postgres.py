@@ -144,6 +144,9 @@ def test_postgres_writer_waiting_on_another_says_busy(tmp_path, photos, postgres
                 assert busy.value.pid == os.getpid()
                 assert "127.0.0.1" in str(busy.value) and "another ImageIndex in this process" in str(busy.value)
                 assert len(second) == 12  # the searches go on, and see no uncommitted row
+                other = subprocess.run([sys.executable, "-m", "lookalike", "add", str(extra), "--index",
+                                        str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True, timeout=120)
+                assert other.returncode == 2 and f"another process (pid {os.getpid()} on " in other.stderr
                 run.finish()
             assert len(second) == 13
             assert second.remove_files([extra]).removed == 1  # the lock is free again

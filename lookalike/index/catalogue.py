@@ -231,11 +231,11 @@ class PostgresWriterLock(WriterLock):
 
 def _busy(where: str, holder: str, me: str) -> IndexBusyError:
     """IndexBusyError naming the writer (its pid when it runs on this machine)."""
-    who = holder.removeprefix("lookalike writer ") or "another process"
+    named = holder.removeprefix("lookalike writer ")  # "pid PID on HOST", or "" when it could not be read
+    who = f"another ImageIndex in this process ({named})" if holder == me else \
+        f"another process ({named})" if named else "another process"
     same_host = holder.endswith(f" on {socket.gethostname()}")
     pid = int(holder.split()[3]) if same_host and holder.split()[3].isdigit() else None
-    if holder == me:
-        who = f"another ImageIndex in this process ({who})"
     return IndexBusyError(f"the index catalogue {where} is being written by {who}: wait for it to finish, or retry "
                           "later", pid)
 

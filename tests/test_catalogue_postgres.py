@@ -111,6 +111,8 @@ def test_postgres_incremental_add_update_delete_as_sqlite(tmp_path, photos, post
         assert answers(pg) == answers(sqlite)
     with ImageIndex.open(tmp_path / "pg") as reopened:  # through the manifest: the same catalogue
         assert reopened.manifest.catalog == postgres_catalog and len(reopened) == 12
+    with pytest.raises(FileExistsError, match="already holds images, of another index"):
+        ImageIndex.create(tmp_path / "another", model="color-histogram", catalog=postgres_catalog)
 
 
 def test_postgres_second_process_sees_writes_at_its_next_search(tmp_path, photos, postgres_catalog):

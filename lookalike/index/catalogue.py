@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from lookalike.errors import ExtraMissingError, RequestError
 from lookalike.faults import disk_full_reported
 from lookalike.index import schema
-from lookalike.index.folder import DATABASE, IndexFolder
+from lookalike.index.folder import DATABASE, MANIFEST, IndexFolder
 from lookalike.index.writer import IndexBusyError, WriterLock
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -106,6 +106,12 @@ class SQLiteCatalogue:
     def close(self) -> None:
         self.db.close()  # what was not committed is rolled back (closing twice does nothing)
 
+    @staticmethod
+    def orphaned(folder: Path) -> str:
+        """Why a new index cannot be made in `folder` whose catalogue already holds images."""
+        return (f"{folder} holds images but no {MANIFEST}: restore it from a backup, or index the photos again into "
+                "a new folder")
+
 
 class PostgresCatalogue:
     """The catalogue in a PostgreSQL database: one connection in autocommit mode (each read sees what is committed
@@ -173,6 +179,11 @@ class PostgresCatalogue:
 
     def close(self) -> None:
         self.db.close()  # what was not committed is rolled back (closing twice does nothing)
+
+    def orphaned(self, folder: Path) -> str:
+        """Why a new index cannot be made in `folder` with this catalogue: it holds another index's images."""
+        return (f"the PostgreSQL catalogue at {self.where} already holds images, of another index: give an empty "
+                f"database for a new index in {folder}, or open the index that uses it (a copy of its folder)")
 
     @contextlib.contextmanager
     def _answered(self) -> Any:

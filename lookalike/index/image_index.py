@@ -88,8 +88,7 @@ class ImageIndex(ExplainsPairs):
         index = cls(files.root, embedder, manifest)  # reaches the store before the folder becomes an index
         if len(index._store):  # a database that lost its manifest, not a creation killed before writing it
             index.close()
-            raise FileExistsError(f"{files.root} holds images but no {files.manifest.name}: restore it from a "
-                                  "backup, or index the photos again into a new folder")
+            raise FileExistsError(index._store.db.orphaned(files.root))
         write_manifest(files.root, manifest)
         return index
 

@@ -6,16 +6,21 @@ turns, a crash mid-batch that leaves the last committed batch, and a server that
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from clusters import free_ports, stop_group
 from conftest import REPO, write_photo
 from exif_photos import write_exif_photo
 from postgres_server import PostgresServer, require_postgres
@@ -268,3 +273,52 @@ def test_postgres_tables_have_the_columns_of_the_sqlite_tables(tmp_path, postgre
         connection.execute("UPDATE state SET value = '2' WHERE key = 'format_version'")
     with pytest.raises(IndexFormatError, match="format 2"):
         ImageIndex.open(tmp_path / "pg")
+
+
+def serving(index: Path) -> tuple[subprocess.Popen, httpx.Client]:
+    """`lookalike serve` of an index folder on a free port, once it answers /ready."""
+    port = free_ports(1)[0]
+    environment = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_API_TOKEN"}
+    process = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--index", str(index), "--port", str(port)],
+                               cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as probe:
+        while True:
+            assert process.poll() is None, f"lookalike serve exited with {process.returncode}"
+            with contextlib.suppress(httpx.TransportError):
+                if probe.get("/ready").status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "lookalike serve did not become ready in 120 s"
+            time.sleep(0.3)
+    return process, httpx.Client(base_url=f"http://127.0.0.1:{port}/api/indexes/{index.name}", timeout=60)
+
+
+def test_postgres_two_servers_with_folder_copies_answer_alike_and_see_each_others_writes(tmp_path, photos,
+                                                                                       postgres_catalog):
+    """Two machines' serving processes: each its own copy of the folder (manifest, its own FAISS copy), one
+    catalogue in PostgreSQL; an upload to one is found by the other at its next search."""
+    indexed(tmp_path / "one" / "photos-index", photos, postgres_catalog).close()
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    started = [serving(folder / "photos-index") for folder in (tmp_path / "one", tmp_path / "two")]
+    try:
+        (_, first), (_, second) = started
+        for query in (1, 5, 9):
+            assert ids_for(first, id=query) == ids_for(second, id=query) != []
+        uploaded = write_photo(tmp_path / "uploaded.png", seed=77).read_bytes()
+        added = first.post("/images", files=[("files", ("uploaded.png", uploaded, "image/png"))])
+        assert added.status_code == 200, added.text
+        new_id = added.json()["images"][0]["id"]
+        answer = second.post("/search", data={"k": "1"}, files={"image": ("q.png", io.BytesIO(uploaded), "image/png")})
+        assert answer.status_code == 200 and answer.json()["matches"][0]["id"] == new_id, answer.text
+        assert ids_for(first, id=new_id) == ids_for(second, id=new_id)
+    finally:
+        for process, client in started:
+            client.close()
+            stop_group(process, signal.SIGTERM)
+
+
+def ids_for(client: httpx.Client, **params) -> list[int]:
+    answer = client.get("/search", params={"k": 10} | params)
+    assert answer.status_code == 200, answer.text
+    return [match["id"] for match in answer.json()["matches"]]

@@ -28,6 +28,7 @@ from postgres_server import PostgresServer, require_postgres
 from lookalike.cli import main
 from lookalike.errors import ExtraMissingError, RequestError
 from lookalike.index import ImageIndex, IndexBusyError
+from lookalike.index import catalogue as catalogue_module
 from lookalike.index.catalogue import CatalogueUnavailableError, catalog_manifest
 from lookalike.index.manifest import IndexFormatError
 
@@ -120,8 +121,9 @@ def test_postgres_incremental_add_update_delete_as_sqlite(tmp_path, photos, post
         ImageIndex.create(tmp_path / "another", model="color-histogram", catalog=postgres_catalog)
 
 
-def test_postgres_second_process_sees_writes_at_its_next_search(tmp_path, photos, postgres_catalog):
+def test_postgres_second_process_sees_writes_at_its_next_search(tmp_path, photos, postgres_catalog, monkeypatch):
     """Two machines' view of one index: each holds a copy of the folder (manifest), the catalogue is shared."""
+    monkeypatch.setattr(catalogue_module, "SCAN_ROWS", 5)  # a rebuild from the catalogue reads it in several batches
     with indexed(tmp_path / "a", photos, postgres_catalog) as first:
         shutil.copytree(tmp_path / "a", tmp_path / "b")
         with ImageIndex.open(tmp_path / "b") as second:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 import socket
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +34,8 @@ CONNECT_SECONDS = 10  # a server that is down or unreachable is reported after t
 TCP_SECONDS = 20  # a connection whose server stops answering mid-query (keepalives, tcp_user_timeout)
 LOCK_CLASS = 0x6C6B  # 'lk': lookalike's advisory locks are (LOCK_CLASS, one of these)
 WRITER, WRITING = 1, 2  # the writer lock (a whole run) and the lock a write transaction takes (BEGIN IMMEDIATE's)
+SCAN_ROWS = 4096  # rows a scan of the whole catalogue fetches at once (5 KB each with 1,280-d vectors)
+SCANS = itertools.count()  # names of server-side cursors
 HELD: dict[str, PostgresWriterLock] = {}  # the writer lock this process holds, by catalogue (one at most: they exclude)
 
 
@@ -84,6 +87,10 @@ class SQLiteCatalogue:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.db.executemany(sql, rows)
+
+    def scan(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of a query over the whole catalogue, as they are read (a SQLite cursor streams them)."""
+        return self.db.execute(sql, params)
 
     def insert(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[int]:
         """Insert rows into a table with an `id` column; their new ids, in order."""
@@ -140,6 +147,24 @@ class PostgresCatalogue:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._answered(), self.db.cursor() as cursor:
             cursor.executemany(postgres_sql(sql), list(rows))
+
+    def scan(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of a query over the whole catalogue, SCAN_ROWS at a time from a server-side cursor (a plain
+        query would bring every row, every vector of a million images, into this process at once). Other
+        statements may run between batches."""
+        with self._answered():
+            cursor = self.db.cursor(name=f"lookalike_scan_{next(SCANS)}", withhold=True)  # autocommit: WITH HOLD
+            cursor.execute(postgres_sql(sql), params)
+        try:
+            while True:
+                with self._answered():
+                    rows = cursor.fetchmany(SCAN_ROWS)
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            with contextlib.suppress(Exception):  # a lost connection took the cursor with it
+                cursor.close()
 
     def insert(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[int]:
         """Insert rows (in one pipeline: one round trip for the batch) and return their new ids, in order."""

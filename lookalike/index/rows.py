@@ -71,7 +71,7 @@ class ImageRows:
         return self.db.execute("SELECT 1 FROM images LIMIT 1").fetchone() is None
 
     def records(self) -> Iterator[ImageRecord]:
-        for row in self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images ORDER BY id"):
+        for row in self.db.scan(f"SELECT {_RECORD_COLUMNS} FROM images ORDER BY id"):
             yield self._record(row)
 
     def records_without_capture(self) -> list[ImageRecord]:

@@ -316,8 +316,8 @@ class VectorStore(ImageRows):
         batch_ids: list[int] = []
         batch_vectors: list[npt.NDArray[np.float32]] = []
         batch_augmented: list[bytes | None] = []
-        rows = self.db.execute("SELECT images.id, images.vector, augmented.vector FROM images "
-                               "LEFT JOIN augmented ON augmented.image_id = images.id ORDER BY images.id")
+        rows = self.db.scan("SELECT images.id, images.vector, augmented.vector FROM images "
+                            "LEFT JOIN augmented ON augmented.image_id = images.id ORDER BY images.id")
         for image_id, blob, augmented in rows:
             if len(blob) != self.dimension * 4:  # one damaged row must not make the whole index unopenable
                 log.warning("lookalike: %s", self._damaged_row_message(image_id, len(blob)))

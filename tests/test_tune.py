@@ -146,8 +146,31 @@ def test_tune_measures_the_default_call_as_the_searcher_makes_it(tmp_path, colle
         run.store_images([NewImage(f"/made-up/{n}.jpg", f"hash{n}", 1, 0.0, 8, 8) for n in range(600)], vectors[:600])
         run.finish()
         store, ids = index._store, index.ids()
-        call = tune.default_call(store, store.to_searchable(queries), ids, store.indexed_vectors(ids.tolist()), 10)
+        plain, floors = store.searchable_vectors(ids.tolist()), store.neighbour_floors(ids.tolist(), 10)
+        call = tune.default_call(store.to_searchable(queries), ids, store.indexed_vectors(ids.tolist()), plain,
+                                 floors, 10)
         found = call(lambda searched, count: store.search(searched, count, searchable=True))
         searched = [[m.id for m in index.search(vector=q, k=10).matches] for q in queries]
         assert store.augmented_count() == 600
     assert found.tolist() == searched
+
+
+def test_held_out_images_are_not_blended_into_the_copy_tune_searches(tmp_path, collection):
+    """The copy tune measures on is augmented as an index of the other images alone would be: no held-out image is
+    left in a neighbour's blended vector or floor (where it would lead the search to its neighbours)."""
+    from lookalike.expansion import GUARD_NEIGHBOUR
+    from lookalike.index import NewImage
+    from lookalike.index.augmentation import AugmentationPlan, augment_all
+    from lookalike.index.resident import floors_of
+
+    _, vectors, _, _ = collection
+    with ImageIndex.create(tmp_path / "idx", pca=32) as index:
+        run = index.sync()
+        run.store_images([NewImage(f"/made-up/{n}.jpg", f"hash{n}", 1, 0.0, 8, 8) for n in range(600)], vectors[:600])
+        run.finish()
+        store, plan = index._store, AugmentationPlan.of(index.manifest.augmentation_plan)
+        rest = np.setdiff1d(index.ids(), index.ids()[::7])
+        held, plain, floors = tune.held_out_rows(store, rest, plan)
+        graph, alone = augment_all(rest, store.searchable_vectors(rest.tolist()), plan)
+    np.testing.assert_allclose(held, alone, atol=1e-5)
+    np.testing.assert_allclose(floors, floors_of(graph.similarities, GUARD_NEIGHBOUR), atol=1e-6)

@@ -23,6 +23,10 @@ DEFAULT_LATENCY_MS = 2.0
 FLAT_MS_PER_VALUE = 1.79e-7
 FLAT_MS_PER_VECTOR = 3.1e-5
 HNSW_M = 32
+# The graph's breadth while it is built. 40 left clustered photo vectors (benchmarks/synthetic.py, 100k PCA-128 after
+# DBA, added 4,096 at a time as the store rebuilds) in a graph whose recall@10 stopped at 0.92 whatever ef_search
+# (0.924 at 128); 100 reached 0.991 at ef_search 64 and 0.999 at 128, for 1.3x the build time (issue 29).
+HNSW_EF_CONSTRUCTION = 100
 PQ_BYTES = (64, 32, 16, 8)  # 8-bit codes of PCA-256 vectors, for budgets too small for fast-scan
 FAST_SCAN_MAX_LISTS = 4096  # k-means over more lists takes too long to train on 2 cores
 FAST_SCAN_NPROBE, FAST_SCAN_RERANK = 64, 40  # recall@10 ~0.96 at 1M (benchmarks/scale.py); `tune` refines them
@@ -158,7 +162,7 @@ def _named_plan(index_type: str, count: int, dimension: int, reasons: list[str] 
     if index_type == "flat-ip":
         params: dict[str, Any] = {}
     elif index_type == "hnsw":
-        params = {"M": HNSW_M, "ef_construction": 40, "ef_search": 64}
+        params = {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": 64}
     elif index_type == "ivfpq" and pq_bytes is None and dimension % 8 == 0:  # fast-scan over the full vectors
         nlist = min(FAST_SCAN_MAX_LISTS, 2 * lists_for(count)) if count else None  # unknown size: set when training
         params = {"nlist": nlist, "pq_bytes": dimension // 8, "pq_bits": 4, "transform": None, "coarse": "hnsw",

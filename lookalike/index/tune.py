@@ -21,6 +21,7 @@ from lookalike.backends.exact import exact_top_k
 from lookalike.errors import RequestError
 
 if TYPE_CHECKING:
+    from lookalike.index.augmentation import AugmentationPlan
     from lookalike.index.store import VectorStore
 
 Search = Callable[[Matrix, int], tuple[Matrix, Ids]]  # queries and k to inner products and ids, as a backend's search
@@ -159,7 +160,8 @@ def _plateaued(trials: list[Trial], params: dict[str, int]) -> bool:
 
 
 def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 500, k: int = 10,
-               seed: int = 0, knob: dict[str, int | None] | None = None) -> TuneReport:
+               seed: int = 0, knob: dict[str, int | None] | None = None,
+               augmentation: AugmentationPlan | None = None) -> TuneReport:
     """Tune a store's backend on `sample` of its own images, held out (ImageIndex.tune records the setting); with
     `knob`, set that setting and measure its recall the same way.
 
@@ -180,10 +182,10 @@ def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 50
         report.measured = f"in-sample: {len(query_ids)} of the index's own images (recall is overstated)"
         return report
     rest = np.setdiff1d(ids, query_ids)
-    vectors = store.indexed_vectors(rest.tolist())  # as the backend holds them
+    vectors, plain, floors = held_out_rows(store, rest, augmentation)
     copy = new_backend(store.index_type, store.searchable_dimension, **store.backend_options)
     copy.add(rest, vectors)
-    call = default_call(store, queries, rest, vectors, k)
+    call = default_call(queries, rest, vectors, plain, floors, k)
     truth = call(lambda found, count: exact_top_k(found, [(rest, vectors)], count))
     try:
         report = tune_backend(copy, queries, truth, target_recall, k, knob=knob, answers=call)
@@ -198,22 +200,35 @@ def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 50
     return report
 
 
-def default_call(store: VectorStore, queries: Matrix, ids: Ids, vectors: Matrix, k: int) -> Callable[[Search], Ids]:
-    """The ids a search call with the default options finds among `ids` (held as `vectors`) for each query, given the
-    vector search it makes: the first answer, its expansion searched again, the guard over the first answer
-    (lookalike.index.searcher). Recall of this, not of one search, is what users of the call get (issue 29)."""
-    from lookalike.expansion import GUARD_CANDIDATES, GUARD_NEIGHBOUR, Expansion, expanded_queries, guarded_order
+def held_out_rows(store: VectorStore, rest: Ids, plan: AugmentationPlan | None) -> tuple[Matrix, Matrix, Matrix | None]:
+    """What an index of only `rest` would search: its indexed vectors, its plain (searchable) ones and, with an
+    augmentation, the guard's floors. The augmentation is made again without the held-out images: blended into
+    their neighbours' vectors they would lead the search to those neighbours (recall overstated)."""
+    from lookalike.expansion import GUARD_NEIGHBOUR
+    from lookalike.index.augmentation import Graph, augmented_rows, update
     from lookalike.index.resident import floors_of
+
+    plain = store.searchable_vectors(rest.tolist())
+    graph = Graph(*store.augmented_graph())
+    if plan is None or len(graph.ids) == 0:
+        return store.indexed_vectors(rest.tolist()), plain, None
+    graph, _ = update(graph, rest, plain, set(), plan)
+    rows = np.searchsorted(graph.ids, rest)
+    return augmented_rows(graph, rows, rest, plain, plan.alpha), plain, floors_of(graph.similarities[rows],
+                                                                                   GUARD_NEIGHBOUR)
+
+
+def default_call(queries: Matrix, ids: Ids, vectors: Matrix, plain: Matrix, floors: Matrix | None,
+                 k: int) -> Callable[[Search], Ids]:
+    """The ids a search call with the default options finds among `ids` (held as `vectors`; `plain`: as searchable
+    before any augmentation, `floors`: the guard's, None without an augmentation) for each query, given the vector
+    search it makes: the first answer, its expansion searched again, the guard over the first answer
+    (lookalike.index.searcher). Recall of this, not of one search, is what users of the call get (issue 29)."""
+    from lookalike.expansion import GUARD_CANDIDATES, Expansion, expanded_queries, guarded_order
 
     expansion = Expansion.of(None)
     if not expansion.blends:
         return lambda search: search(queries, k)[1]
-    floors = np.full(len(ids), np.inf, np.float32)
-    augmented, _, similarities = store.augmented_graph()
-    known = np.isin(augmented, ids)
-    floors[np.searchsorted(ids, augmented[known])] = floors_of(similarities[known], GUARD_NEIGHBOUR)
-    with_floors = bool(known.any())  # the guard compares floors where an augmentation is (else the best alone)
-    plain = store.searchable_vectors(ids.tolist()) if with_floors else vectors  # not augmented: searchable already
 
     def call(search: Search) -> Ids:
         inner, first = search(queries, max(expansion.candidates(k), GUARD_CANDIDATES))
@@ -226,7 +241,7 @@ def default_call(store: VectorStore, queries: Matrix, ids: Ids, vectors: Matrix,
             keep = first[row] >= 0
             candidates, at = first[row][keep], rows[row][keep]
             ranked = guarded_order(second[row], second_inner[row], candidates, plain[at] @ queries[row],
-                                   floors[at] if with_floors else None)[0][:k]
+                                   None if floors is None else floors[at])[0][:k]
             found[row, :len(ranked)] = ranked
         return found
 

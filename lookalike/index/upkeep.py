@@ -148,7 +148,8 @@ class Upkeep:
 
     def tune(self, target_recall: float, sample: int, k: int, seed: int,
              knob: dict[str, int | None] | None = None) -> tuning.TuneReport:
-        report = tuning.tune_store(self._store, target_recall, sample, k, seed, knob)
+        report = tuning.tune_store(self._store, target_recall, sample, k, seed, knob,
+                                   augmentation.AugmentationPlan.of(self._state.manifest.augmentation_plan))
         knob = {name: value for name, value in (knob or {}).items() if value is not None}
         if report.params:
             manifest = self._state.manifest

@@ -30,6 +30,7 @@ EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
 RERANK = (10, 20, 30, 40, 50, 80, 100, 150, 200)
 PLATEAU = 0.002  # more probes that gain less recall than this are not tried
+REBUILD_BATCH = 4096  # vectors per add when VectorStore rebuilds its backend (tune's copy is built the same way)
 LEAVE_OUT_LIMIT = 200_000  # up to this many images, tune builds a copy of the index without its sample queries
 
 
@@ -184,7 +185,8 @@ def tune_store(store: VectorStore, target_recall: float = 0.95, sample: int = 50
     rest = np.setdiff1d(ids, query_ids)
     vectors, plain, floors = held_out_rows(store, rest, augmentation)
     copy = new_backend(store.index_type, store.searchable_dimension, **store.backend_options)
-    copy.add(rest, vectors)
+    for start in range(0, len(rest), REBUILD_BATCH):  # as the store builds its backend: a graph differs with it
+        copy.add(rest[start:start + REBUILD_BATCH], vectors[start:start + REBUILD_BATCH])
     call = default_call(queries, rest, vectors, plain, floors, k)
     truth = call(lambda found, count: exact_top_k(found, [(rest, vectors)], count))
     try:

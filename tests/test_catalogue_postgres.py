@@ -162,6 +162,28 @@ def test_postgres_writer_waiting_on_another_says_busy(tmp_path, photos, postgres
         assert len(first) == 12
 
 
+def test_postgres_write_waiting_on_another_write_says_busy_in_bounded_time(tmp_path, photos, postgres_catalog,
+                                                                          monkeypatch):
+    """A write transaction waits for another's at most WRITE_WAIT_SECONDS (as SQLite's busy timeout), then says busy
+    and holds nothing: the next write, once the other commits, goes through."""
+    monkeypatch.setattr(catalogue_module, "WRITE_WAIT_SECONDS", 0.5)
+    indexed(tmp_path / "a", photos, postgres_catalog).close()
+    first = catalogue_module.PostgresCatalogue(postgres_catalog, tmp_path / "a")
+    second = catalogue_module.PostgresCatalogue(postgres_catalog, tmp_path / "a")
+    try:
+        first.begin()
+        started = time.perf_counter()
+        with pytest.raises(IndexBusyError, match="another process's write"):
+            second.begin()
+        assert 0.4 < time.perf_counter() - started < 5 and not second.in_transaction
+        first.commit()
+        second.begin()
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+
+
 @pytest.mark.parametrize("point", ["store.added", "store.committing"])
 def test_postgres_crash_mid_batch_leaves_the_last_committed_batch(tmp_path, photos, postgres_catalog, point):
     import psycopg

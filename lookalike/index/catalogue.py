@@ -39,6 +39,13 @@ SCANS = itertools.count()  # names of server-side cursors
 HELD: dict[str, PostgresWriterLock] = {}  # the writer lock this process holds, by catalogue (one at most: they exclude)
 
 
+WRITE_WAIT_SECONDS = 5.0  # a write waits this long for another's transaction, then says busy (SQLite's timeout)
+
+
+class _LockWaitEndedError(Exception):
+    """A lock was not granted within the statement's lock_timeout."""
+
+
 class CatalogueUnavailableError(ConnectionError):
     """The PostgreSQL server holding the catalogue cannot be reached, or stopped answering."""
 
@@ -181,7 +188,14 @@ class PostgresCatalogue:
     def begin(self) -> None:
         self.execute("BEGIN")
         self._writing = True
-        self.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_CLASS, WRITING))  # writers commit in turn
+        self.execute(f"SET LOCAL lock_timeout = '{WRITE_WAIT_SECONDS * 1000:.0f}ms'")  # as SQLite's busy timeout
+        try:
+            with self._answered():  # writers commit in turn
+                self.db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, WRITING))
+        except _LockWaitEndedError:
+            self.rollback()
+            raise IndexBusyError(f"the index catalogue {self.where} is in another process's write for over "
+                                 f"{WRITE_WAIT_SECONDS:.0f} s: wait for it to finish, or retry later") from None
         held = HELD.get(self.location)
         if held is not None and not held.alive():  # the run's writer lock went with a server restart
             self.rollback()
@@ -212,9 +226,12 @@ class PostgresCatalogue:
 
     @contextlib.contextmanager
     def _answered(self) -> Any:
-        """A lost or refused connection comes out as CatalogueUnavailableError naming the server."""
+        """A lost or refused connection comes out as CatalogueUnavailableError naming the server (a lock wait
+        that timed out, as _LockWaitEndedError)."""
         try:
             yield
+        except _psycopg().errors.LockNotAvailable:
+            raise _LockWaitEndedError from None
         except _psycopg().OperationalError as error:
             raise CatalogueUnavailableError(f"the PostgreSQL catalogue at {self.where} did not answer: "
                                             f"{_first_line(error)}") from None

@@ -169,3 +169,19 @@ def test_the_defaults_stay_safe_for_queries_with_few_true_matches(clothing_subse
     categories = evaluate_index(default, clothing_subset, expand="categories", matches=matches).mean_average_precision
     assert defaults >= baseline - 0.01
     assert categories < defaults  # why the many-neighbour mode is not the default
+
+
+def test_the_guard_puts_near_candidates_first_once_and_keeps_scores_falling():
+    from lookalike.expansion import guarded_order
+
+    candidates = np.array([7, 3, 9, 4], np.int64)
+    plain = np.array([0.80, 0.95, 0.60, 0.90], np.float32)
+    floors = np.array([0.85, 0.90, 0.10, 0.95], np.float32)  # 3 (0.95 > 0.90) and 9 (0.60 > 0.10) are near
+    ranked, scores = np.array([9, 5, 3, 8], np.int64), np.array([0.99, 0.97, 0.96, 0.50], np.float32)
+    ids, guarded = guarded_order(ranked, scores, candidates, plain, floors)
+    assert ids.tolist() == [3, 9, 5, 8]  # near ones in plain order, then the re-ranked rest without them
+    assert guarded.tolist() == pytest.approx([0.97, 0.97, 0.97, 0.50])
+    many = np.arange(200, dtype=np.int64)  # past the all-against-all size: np.isin, the same answer
+    big_ids, _ = guarded_order(many[::-1].copy(), np.linspace(1, 0, 200).astype(np.float32), many,
+                               np.linspace(0, 1, 200).astype(np.float32), np.full(200, 0.995, np.float32))
+    assert big_ids[:2].tolist() == [199, 198] and sorted(big_ids.tolist()) == many.tolist()

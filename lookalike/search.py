@@ -14,6 +14,7 @@ Side features plug into the one search through two registries instead of being s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -88,15 +89,23 @@ JSON_NAMES = {"timings": "timings_ms"}  # a field's name in JSON, where it says 
 
 def shaped(value: Any) -> Any:
     """A result dataclass (and what it holds) as JSON-ready values, field by field."""
+    if isinstance(value, float | np.floating):
+        return round(float(value), 6)
+    if isinstance(value, str | int | bool | None):
+        return value
     if is_dataclass(value) and not isinstance(value, type):
-        return {JSON_NAMES.get(item.name, item.name): shaped(getattr(value, item.name)) for item in fields(value)}
+        return {json: shaped(getattr(value, name)) for name, json in _json_fields(type(value))}
     if isinstance(value, dict):
         return {key: shaped(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [shaped(item) for item in value]
-    if isinstance(value, float | np.floating):
-        return round(float(value), 6)
     return value
+
+
+@functools.cache
+def _json_fields(kind: type) -> tuple[tuple[str, str], ...]:
+    """A dataclass's field names and their JSON names, looked up once per class (10 matches a search)."""
+    return tuple((item.name, JSON_NAMES.get(item.name, item.name)) for item in fields(kind))
 
 
 # --- the query --------------------------------------------------------------------------------------

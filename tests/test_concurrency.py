@@ -196,8 +196,13 @@ def test_a_reader_never_returns_an_image_another_writer_removed(tmp_path):
 def test_a_match_whose_image_vanished_since_the_search_is_skipped(tmp_path):
     with ImageIndex.create(tmp_path / "idx", pca=0) as index:
         index.add_folder(photos(tmp_path / "photos", range(3)))
-        matches = index.searcher._matches([(999, 0.9), (1, 0.5), (2, 0.4)])
+        from lookalike.index.read_vectors import ReadVectors
+        from lookalike.search import ResolvedQuery
+
+        query = ResolvedQuery(index._store.vectors([1])[0], "<vector>")
+        matches = index.searcher._matches([(999, 0.9), (1, 0.5), (2, 0.4)], query, ReadVectors(), 10)
         assert [(m.id, m.score) for m in matches] == [(1, 0.5), (2, 0.4)]
+        assert matches[0].similarity == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_reader_adopts_the_pca_another_process_fitted(tmp_path):

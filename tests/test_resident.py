@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lookalike.index import ImageIndex, NewImage
+from lookalike.index import resident as resident_module
 from lookalike.index.resident import ResidentGuard, floors_of, indexed_vectors
 from lookalike.search import SearchResult
 
@@ -65,7 +66,9 @@ def test_rows_in_memory_give_the_answers_read_from_the_database(reduced_index: I
     assert [answers(reduced_index.search(id=i)) for i in (3, 77, 400)] == by_id
 
 
-def test_a_write_by_another_process_is_seen_at_the_next_search(reduced_index: ImageIndex) -> None:
+def test_a_write_by_another_process_is_seen_at_the_next_search(reduced_index: ImageIndex,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resident_module, "STABLE_READS", 0)  # each new generation read at its second search
     query = clustered(1, seed=3)[0]
     for _ in range(3):
         reduced_index.search(vector=query)
@@ -114,3 +117,22 @@ def test_the_expansion_reads_the_vectors_an_hnsw_index_holds_from_its_memory(tmp
         store, ids = index._store, index.ids()[[5, 0, 200]]
         assert np.array_equal(indexed_vectors(store, ids), store.indexed_vectors(ids.tolist()))
         assert store.backend.vectors_of(ids) is not None  # held: the database was not read
+
+
+def test_a_generation_is_read_only_once_it_lasted_ten_times_the_last_read(reduced_index: ImageIndex,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index changed every few seconds is searched from the database, not stopped by a read at each change."""
+    clock = [1000.0]
+    monkeypatch.setattr(resident_module.time, "monotonic", lambda: clock[0])
+    guard, store = ResidentGuard(10), reduced_index._store
+    assert guard.rows(store) is None and guard.rows(store) is not None  # the first read: at the second search
+    guard._last_read_s = 2.0  # as a read of 100,000 images takes
+    with ImageIndex.open(reduced_index.folder) as other:
+        other.set_labels({1: {"kind": "a"}})  # a new generation
+    reduced_index.search(vector=clustered(1, seed=7)[0])  # catches up with it
+    assert guard.rows(store) is None and guard.rows(store) is None  # seen, but not for 20 s yet
+    clock[0] += 19.0
+    assert guard.rows(store) is None
+    clock[0] += 1.5
+    rows = guard.rows(store)
+    assert rows is not None and rows.generation == store.generation

@@ -62,4 +62,5 @@ def register(verbs: Any) -> None:
     tune.add_argument("-k", "--k", type=int, default=10, help="recall@k (default 10)")
     tune.add_argument("--seed", type=int, default=0, help="which sample of query vectors")
     add_options(tune, Knob)  # set it yourself instead of searching for it (its recall is measured)
-    add_verb(verbs, "compact", compact_command, "drop deleted vectors from an HNSW or IVF-PQ index for good")
+    add_verb(verbs, "compact", compact_command, "drop deleted vectors from an HNSW or IVF-PQ index for good; "
+             "remake an older Milvus collection with today's fields")

@@ -317,8 +317,9 @@ class ImageIndex(ExplainsPairs):
 
     @writes
     def compact(self) -> int | None:
-        """Drop deleted vectors from an HNSW or IVF-PQ index for good: the live count, or None for index
-        types that delete in place."""
+        """Drop deleted vectors from an HNSW or IVF-PQ index for good, or remake a Milvus collection made before
+        its label_pairs field (so label filters run inside Milvus): the live count, or None for index types that
+        delete in place."""
         return self._store.compact()
 
     # --- facts ------------------------------------------------------------------------------

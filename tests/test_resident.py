@@ -3,14 +3,18 @@ and a write by another process seen at the next search."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lookalike.capture import Capture
 from lookalike.index import ImageIndex, NewImage
 from lookalike.index import resident as resident_module
 from lookalike.index.resident import ResidentGuard, floors_of, indexed_vectors
+from lookalike.index.shown import Texts
 from lookalike.search import SearchResult
 
 DIMENSION = 1280  # the default model's
@@ -136,3 +140,79 @@ def test_a_generation_is_read_only_once_it_lasted_ten_times_the_last_read(reduce
     clock[0] += 1.5
     rows = guard.rows(store)
     assert rows is not None and rows.generation == store.generation
+
+
+# --- what the matches show (lookalike.index.shown), kept with the rows -----------------------------------------
+CAPTURES = [Capture(), Capture("2021-06-01T10:00:00", "exif", "NIKON CORPORATION", "NIKON D750", 48.85, 2.35),
+            Capture("2020-01-02T03:04:05", "file", None, "EOS", None, -0.5)]
+
+
+@pytest.fixture()
+def described_index(tmp_path: Path) -> ImageIndex:
+    """PCA and DBA, with paths (one not UTF-8), captures and labels of every kind a match shows."""
+    index = ImageIndex.create(tmp_path / "index", pca=32)
+    run = index.sync()
+    names = [f"/made-up/{n}.jpg" if n % 7 else f"/made-up/caf\udce9-{n}.jpg" for n in range(300)]
+    run.store_images([NewImage(name, f"hash{n}", 1, 0.0, 8, 8, CAPTURES[n % 3]) for n, name in enumerate(names)],
+                     clustered(300, seed=8))
+    run.finish()
+    index.set_labels({int(i): {"size": "L", "colour": f"c{n % 4}"} if n % 2 else {"b": "ü"}
+                      for n, i in enumerate(index.ids()) if n % 5})
+    yield index
+    index.close()
+
+
+def shown_json(result: SearchResult) -> dict:
+    return {key: value for key, value in result.to_dict().items() if key != "timings_ms"}
+
+
+def test_matches_show_from_memory_what_the_database_shows(described_index: ImageIndex,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    queries, ids = clustered(30, seed=9), described_index.ids()[[0, 7, 101, 299]].tolist()
+    searcher, kept = described_index.searcher, described_index.searcher.resident
+    searcher.resident = ReadFromDatabase(kept.column)
+    from_database = [shown_json(described_index.search(vector=q)) for q in queries]
+    by_id = [shown_json(described_index.search(id=i)) for i in ids]
+    searcher.resident = kept
+    for _ in range(2):  # the second search at this generation reads the rows
+        described_index.search(vector=queries[0])
+    assert kept.held(described_index._store) is not None
+
+    def not_read(*args: object) -> None:
+        raise AssertionError("read from the database")
+
+    monkeypatch.setattr(described_index._store, "records_of", not_read)
+    monkeypatch.setattr(described_index._store, "labels_of", not_read)
+    as_text = json.dumps  # the same JSON, keys in the same order
+    assert as_text([shown_json(described_index.search(vector=q)) for q in queries]) == as_text(from_database)
+    assert as_text([shown_json(described_index.search(id=i)) for i in ids]) == as_text(by_id)
+    shown = [m for result in from_database for m in result["matches"]]
+    assert {m["camera"] for m in shown} == {None, "NIKON D750", "EOS"} and any("\udce9" in m["path"] for m in shown)
+    assert any(m["labels"] == {"colour": "c1", "size": "L"} for m in shown) and any(not m["labels"] for m in shown)
+
+
+def test_another_process_relabelling_and_renaming_is_seen_at_the_next_search(described_index: ImageIndex,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resident_module, "STABLE_READS", 0)
+    query = described_index.vectors([described_index.ids()[3]])[0]
+    for _ in range(3):
+        first = described_index.search(vector=query).matches[0]
+    assert described_index.searcher.resident.held(described_index._store) is not None
+    with ImageIndex.open(described_index.folder) as other:
+        other.set_labels({first.id: {"size": "XS"}})
+    for _ in range(2):  # from the database, then from the new generation's rows
+        assert described_index.search(vector=query).matches[0].labels["size"] == "XS"
+    with ImageIndex.open(described_index.folder) as other:
+        other._store.replace(first.id, NewImage("/made-up/renamed.jpg", "hash3", 1, 0.0, 8, 8), query)
+        other._store.commit()
+    for _ in range(2):
+        renamed = described_index.search(vector=query).matches[0]
+        assert (renamed.id, renamed.path, renamed.taken) == (first.id, "/made-up/renamed.jpg", None)
+    assert described_index.searcher.resident.held(described_index._store) is not None
+
+
+def test_texts_pack_any_string_and_none() -> None:
+    values = ["", None, "a", "caf\udce9", "ü" * 3, None]
+    packed = Texts.packed(values)
+    assert [packed[i] for i in range(len(values))] == values
+    assert packed.nbytes < sum(map(sys.getsizeof, values))

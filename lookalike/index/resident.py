@@ -1,7 +1,8 @@
 """What the guard compares, kept in memory beside the backend (issue 29): each image's searchable vector (reduced,
 when the index has a reduction) and its neighbour floor, read once per store generation. A search then gathers its
 40 candidates' rows from numpy instead of reading 40 full vectors and 40 augmentation rows from SQLite and
-projecting the vectors again (0.84 ms of a 1.6 ms call at 100,000 images).
+projecting the vectors again (0.84 ms of a 1.6 ms call at 100,000 images). What the matches show of each image
+(path, labels, capture: lookalike.index.shown) is read in the same pass and kept beside them.
 
 The rows are those of one database generation: a search uses them only while the store's backend is at that
 generation and no write of this process is open; otherwise (and while they are being read) it reads SQLite as
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike.errors import NotFoundError
 from lookalike.index.manifest import IndexFormatError
+from lookalike.index.shown import ShownRows
 
 if TYPE_CHECKING:
     from lookalike.index.read_vectors import ReadVectors
@@ -35,14 +38,16 @@ READ_CHUNK = 8192  # full vectors read and reduced at once (42 MB of 1,280-d flo
 
 @dataclass(frozen=True)
 class GuardRows:
-    """One generation's rows, by position in `ids` (ascending): floors for one neighbour column and, with a
-    reduction, the searchable vectors (without one they are the full vectors, which stay in SQLite)."""
+    """One generation's rows, by position in `ids` (ascending): floors for one neighbour column, with a
+    reduction the searchable vectors (without one they are the full vectors, which stay in SQLite), and what matches
+    show of each image."""
 
     generation: int
     reduction: Any
     ids: Ids
     floors: Matrix
     searchable: Matrix | None
+    shown: ShownRows
 
     def positions(self, image_ids: Ids) -> npt.NDArray[np.intp] | None:
         """Where each id's rows are; None when any of them is not here (the caller reads SQLite)."""
@@ -53,7 +58,8 @@ class GuardRows:
 
     @property
     def nbytes(self) -> int:
-        return self.ids.nbytes + self.floors.nbytes + (0 if self.searchable is None else self.searchable.nbytes)
+        return (self.ids.nbytes + self.floors.nbytes + (0 if self.searchable is None else self.searchable.nbytes)
+                + self.shown.nbytes)
 
 
 class ResidentGuard:
@@ -73,10 +79,10 @@ class ResidentGuard:
         """The rows of the generation the store's backend is at, or None: read SQLite as before."""
         if store._in_transaction:  # this process's own write is open: the backend holds uncommitted changes
             return None
-        generation, now = store.backend_generation, time.monotonic()
-        rows = self._rows
-        if rows is not None and rows.generation == generation and rows.reduction is store.reduction:
+        rows = self.held(store)
+        if rows is not None:
             return rows
+        generation, now = store.backend_generation, time.monotonic()
         if self._seen != generation:
             self._seen, self._since = generation, now
             return None
@@ -93,6 +99,29 @@ class ResidentGuard:
         else:
             self._rows = read
         return read
+
+    def held(self, store: VectorStore) -> GuardRows | None:
+        """The rows already read for the generation the store's backend is at, or None (reads nothing)."""
+        rows = self._rows
+        if (store._in_transaction or rows is None or rows.generation != store.backend_generation
+                or rows.reduction is not store.reduction):
+            return None
+        return rows
+
+    def shown(self, store: VectorStore, image_ids: list[int],
+              limit: int) -> dict[int, tuple[str, dict[str, str], dict[str, Any]]]:
+        """Path, labels and capture (Match's fields) of the first `limit` of `image_ids` that exist, by id: from the
+        rows when they are here and hold every id, else from the database (an image removed since is left out)."""
+        rows = self.held(store)
+        at = None if rows is None or not image_ids else rows.positions(np.asarray(image_ids, np.int64))
+        if rows is not None and at is not None:
+            return {image_id: rows.shown.of_image(position)
+                    for image_id, position in zip(image_ids[:limit], at[:limit].tolist(), strict=True)}
+        records = store.records_of(image_ids)
+        kept = [image_id for image_id in image_ids if image_id in records][:limit]
+        labels = store.labels_of(kept)
+        return {image_id: (records[image_id].path, labels.get(image_id, {}), records[image_id].capture.shown())
+                for image_id in kept}
 
     def compared(self, store: VectorStore, ids: Ids, exclude: set[int], augmented: bool,
                  read: ReadVectors) -> tuple[Ids, npt.NDArray[np.float32], Matrix | None]:
@@ -114,15 +143,17 @@ class ResidentGuard:
 
 
 def read_rows(store: VectorStore, generation: int, column: int) -> GuardRows | None:
-    """Every image's floor (and searchable vector, with a reduction) as the database holds them at `generation`;
-    None when it moved on while they were read, or a row is damaged (those searches read SQLite)."""
+    """Every image's floor, what matches show of it (and its searchable vector, with a reduction) as the database
+    holds them at `generation`; None when it moved on while they were read, or a row is damaged (those searches read
+    SQLite)."""
     if store.generation != generation:
         return None
     ids = store.ids()
     try:
-        searchable = None if store.reduction is None else searchable_rows(store, ids)
-    except IndexFormatError:
+        searchable, shown = searchable_and_shown(store, ids)
+    except (IndexFormatError, NotFoundError):  # a damaged vector; an image removed since `ids`
         return None
+    labels = store.every_label()
     augmented, _, similarities = store.augmented_graph()
     floors = np.full(len(ids), np.inf, np.float32)
     if len(augmented):
@@ -132,15 +163,21 @@ def read_rows(store: VectorStore, generation: int, column: int) -> GuardRows | N
         floors[at[known]] = floors_of(similarities[known], column)
     if store.generation != generation:  # a commit between the reads: they may mix two generations
         return None
-    return GuardRows(generation, store.reduction, ids, floors, searchable)
+    return GuardRows(generation, store.reduction, ids, floors, searchable, ShownRows.of(ids, shown, labels))
 
 
-def searchable_rows(store: VectorStore, ids: Ids) -> Matrix:
-    """The searchable vectors of `ids`, READ_CHUNK at a time (the full vectors of one chunk at a time in memory)."""
-    rows = np.empty((len(ids), store.searchable_dimension), np.float32)
+def searchable_and_shown(store: VectorStore, ids: Ids) -> tuple[Matrix | None, list[tuple]]:
+    """With a reduction the searchable vectors of `ids`, and what matches show of each (ImageRows.shown_rows), read
+    in one pass READ_CHUNK at a time (the full vectors of one chunk at a time in memory)."""
+    reduced = store.reduction is not None
+    rows = np.empty((len(ids), store.searchable_dimension), np.float32) if reduced else None
+    shown: list[tuple] = []
     for start in range(0, len(ids), READ_CHUNK):
-        rows[start:start + READ_CHUNK] = store.searchable_vectors(ids[start:start + READ_CHUNK].tolist())
-    return rows
+        values, full = store.shown_rows(ids[start:start + READ_CHUNK].tolist(), with_vectors=reduced)
+        shown.extend(values)
+        if rows is not None:
+            rows[start:start + len(values)] = store.to_searchable(full)
+    return rows, shown
 
 
 def floors_of(similarities: Matrix, column: int) -> Matrix:

@@ -115,7 +115,29 @@ class ImageRows:
 
     def vectors(self, image_ids: Sequence[int]) -> Matrix:
         """The full vectors of `image_ids`, in their order (one query per 500 ids, not one per id)."""
-        blobs = dict(self._rows_for_ids("SELECT id, vector FROM images WHERE id IN", image_ids))
+        return self._matrix(dict(self._rows_for_ids("SELECT id, vector FROM images WHERE id IN", image_ids)),
+                            image_ids)
+
+    def shown_rows(self, image_ids: Sequence[int],
+                   with_vectors: bool = False) -> tuple[list[tuple], Matrix | None]:
+        """What a search's match shows of each image, in the order of `image_ids`: its path and its capture's values
+        (CAPTURE_COLUMNS); and
+        `with_vectors` their full vectors, read in the same pass (a row's capture follows its vector: reading it
+        walks the vector's pages anyway). Raises NotFoundError for an id not there."""
+        select = f"SELECT {_SHOWN_COLUMNS}{', vector' if with_vectors else ''} FROM images WHERE id IN"
+        rows = {int(row[0]): row for row in self._rows_for_ids(select, image_ids)}
+        shown = []
+        for image_id in image_ids:
+            row = rows.get(int(image_id))
+            if row is None:
+                raise NotFoundError(f"no image with id {image_id} in the index")
+            shown.append((self._absolute(row[1]), *row[2:8]))
+        if not with_vectors:
+            return shown, None
+        return shown, self._matrix({image_id: row[8] for image_id, row in rows.items()}, image_ids)
+
+    def _matrix(self, blobs: Mapping[int, bytes], image_ids: Sequence[int]) -> Matrix:
+        """The vectors of `image_ids` from their rows' blobs, in their order."""
         matrix = np.zeros((len(image_ids), self.dimension), dtype=np.float32)
         for row_number, image_id in enumerate(image_ids):
             blob = blobs.get(int(image_id))
@@ -146,6 +168,10 @@ class ImageRows:
         if row is None:
             raise IndexError(f"position {position} is past the end of the index")
         return int(row[0])
+
+    def every_label(self) -> list[tuple[int, str, str]]:
+        """Every (image id, name, value), by id and, within an image, in the order labels_of gives them (by name)."""
+        return self.db.execute("SELECT image_id, name, value FROM labels ORDER BY image_id, name").fetchall()
 
     def labels(self, image_id: int) -> dict[str, str]:
         rows = self.db.execute("SELECT name, value FROM labels WHERE image_id = ?", (image_id,))
@@ -247,13 +273,18 @@ class ImageRows:
                 vector_blob(vector), *capture_values(image.capture.dated(image.mtime)))
 
     def _record(self, row: tuple) -> ImageRecord:
-        stored = os.fsdecode(row[1])
-        path = stored if "://" in stored else os.path.normpath(os.path.join(self.root, stored))
-        return ImageRecord(path, row[2], row[3], row[4], row[5], row[6], Capture(*row[7:13]), id=row[0])
+        return ImageRecord(self._absolute(row[1]), row[2], row[3], row[4], row[5], row[6], Capture(*row[7:13]),
+                           id=row[0])
+
+    def _absolute(self, stored_path: bytes) -> str:
+        """A path as stored (relative to the index folder; a URI as it is) as the records give it."""
+        stored = os.fsdecode(stored_path)
+        return stored if "://" in stored else os.path.normpath(os.path.join(self.root, stored))
 
 
 CAPTURE_COLUMNS = "taken, taken_source, camera_make, camera_model, latitude, longitude"
 _RECORD_COLUMNS = f"id, path, content_hash, size, mtime, width, height, {CAPTURE_COLUMNS}"
+_SHOWN_COLUMNS = f"id, path, {CAPTURE_COLUMNS}"  # what a search's match shows (ImageRows.shown_rows)
 WRITTEN_COLUMNS = f"path, content_hash, size, mtime, width, height, vector, {CAPTURE_COLUMNS}"  # ImageRows._written
 
 

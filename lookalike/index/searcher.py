@@ -291,17 +291,17 @@ class Searcher:
                  limit: int) -> list[Match]:
         """The first `limit` found (id, score) pairs as matches, in order, with their plain similarity to the query
         (the index's space; what the ranking read already, `read`, is not read again) and whether each is the same
-        photo. Two queries for all of them (two per match cost 0.25 ms a search); an image another process removed
-        since the search is left out."""
-        records = self._store.records_of([image_id for image_id, _ in found])
-        kept = [(image_id, score) for image_id, score in found if image_id in records][:limit]
-        labels = self._store.labels_of([image_id for image_id, _ in kept])
+        photo. What they show comes from the guard's rows in memory when it holds them, else from two queries for all
+        of them (two per match cost 0.25 ms a search); an image another process removed since the search is left out."""
+        shown = self.resident.shown(self._store, [image_id for image_id, _ in found], limit)
+        kept = [(image_id, score) for image_id, score in found if image_id in shown][:limit]
         similarities = read.similarities(self._store, [image_id for image_id, _ in kept], query.vector) if kept else []
-        return [Match(image_id, records[image_id].path, score, labels.get(image_id, {}), similarity,
-                      rank < confidence.CHECKED_MATCHES
-                      and confidence.is_same_photo(similarity, query.photo, records[image_id].path),
-                      **records[image_id].capture.shown())
-                for rank, ((image_id, score), similarity) in enumerate(zip(kept, similarities, strict=True))]
+        matches = []
+        for rank, ((image_id, score), similarity) in enumerate(zip(kept, similarities, strict=True)):
+            path, labels, capture = shown[image_id]
+            same = rank < confidence.CHECKED_MATCHES and confidence.is_same_photo(similarity, query.photo, path)
+            matches.append(Match(image_id, path, score, labels, similarity, same, **capture))
+        return matches
 
     def _allowed(self, where: Mapping[str, tuple[str, ...]], options: SearchOptions,
                  inside: bool = False) -> Ids | Filter | None:

@@ -200,13 +200,15 @@ def steps_of(index: ImageIndex, query: np.ndarray) -> dict[str, float]:
     times["guard: 40 floors and plain similarities (rows in memory)"], _ = timed(
         lambda: resident.compared(store, ids[0], set(), True, ReadVectors(searchable[0])))
     matches = candidates[:K]
-    times["records and labels of 10"], _ = timed(lambda: (store.records_of(matches), store.labels_of(matches)))
+    times["path, labels and capture of 10 (rows in memory)"], _ = timed(lambda: resident.shown(store, matches, K))
     times["first match's full vector (confidence)"], _ = timed(lambda: store.vectors(matches[:1]))
     times["before: expansion's vectors from SQLite"], _ = timed(lambda: store.indexed_vectors(ids[0][:3].tolist()))
     times["before: guard: neighbour floors of 40 (SQLite)"], _ = timed(
         lambda: store.neighbour_floors(candidates, GUARD_NEIGHBOUR))
     times["before: guard: 40 full vectors read"], full = timed(lambda: store.vectors(candidates))
     times["before: guard: 40 vectors projected"], _ = timed(lambda: store.to_searchable(full))
+    times["before: records and labels of 10 (SQLite)"], _ = timed(
+        lambda: (store.records_of(matches), store.labels_of(matches)))
     times["confidence floor (calibrated once)"], _ = timed(index.searcher._confidence_floor)
     times["whole call: ImageIndex.search(vector=q)"], _ = timed(lambda: index.search(vector=query, k=K))
     return times
@@ -226,6 +228,8 @@ def main() -> list[str]:
     first_ms, _ = timed(lambda: index.search(vector=queries[0], k=K))
     second_ms, _ = timed(lambda: index.search(vector=queries[1], k=K))  # reads the guard's rows into memory
     index_memory, resident_memory = rss_anon() - before, index.searcher.resident.nbytes
+    held = index.searcher.resident.held(index._store)
+    shown_memory = 0 if held is None else held.shown.nbytes
     before = rss_anon()
     graph, ef = hnswlib_m16(base, queries, truth)
     graph_memory = rss_anon() - before
@@ -257,7 +261,7 @@ def main() -> list[str]:
         "kind": manifest.index_type, "params": manifest.index_params, "tuned": manifest.tuned,
         "pca": (manifest.reduction or {}).get("components"), "dba": index.augmentation_text,
         "pipeline": pipeline, "raw_recall": raw_recall, "opened_ms": opened_ms, "first_ms": first_ms,
-        "second_ms": second_ms, "resident_memory": resident_memory,
+        "second_ms": second_ms, "resident_memory": resident_memory, "shown_memory": shown_memory,
         "index_memory": index_memory, "graph_memory": graph_memory, "ef": ef, "load": os.getloadavg()[0],
         "reuse": reuse, "locked": locked,
         "auto": plan_index("auto", SIZE, index.reduction.dimension, searches=searches_per_call())})
@@ -293,7 +297,8 @@ def report(times: dict[str, list[float]], steps: list[dict[str, float]], facts: 
               f"(files in the page cache) and the second {facts['second_ms']:.0f} ms (it reads the guard's rows into "
               f"memory: lookalike/index/resident.py). Memory gained by opening the index and two searches: "
               f"{facts['index_memory'] / 2**20:,.0f} MiB anonymous, of which the guard's rows "
-              f"{facts['resident_memory'] / 2**20:,.0f} MiB; by loading hnswlib's graph: "
+              f"{facts['resident_memory'] / 2**20:,.0f} MiB (what the matches show: paths, labels and captures "
+              f"{facts['shown_memory'] / 2**20:,.1f} MiB); by loading hnswlib's graph: "
               f"{facts['graph_memory'] / 2**20:,.0f} MiB.",
               f"- Targets (issue 29): default `ImageIndex.search` p50 <= 1.0x hnswlib M16: "
               f"{'met' if call_ratio <= 1 else 'missed'} ({call_ratio:.2f}); through HTTP (server side) <= 1.3x: "

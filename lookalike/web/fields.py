@@ -5,6 +5,7 @@ null), so the schema does not offer null."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -38,9 +39,15 @@ class Fields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def values_of(self, cls: type) -> dict[str, Any]:
-        """The values of `cls`'s options that this request carries."""
-        names = {item.name for item in offered(cls)}
-        return {name: value for name, value in self.model_dump().items() if name in names}
+        """The values of `cls`'s options that this request carries (copies of its lists, as model_dump gives them)."""
+        return {name: list(value) if isinstance(value := getattr(self, name), list) else value
+                for name in option_names(cls) if name in type(self).model_fields}
+
+
+@functools.cache
+def option_names(cls: type) -> tuple[str, ...]:
+    """The names of an API dataclass's options, looked up once per class (twice a search)."""
+    return tuple(item.name for item in offered(cls))
 
 
 def fields_model(name: str, cls: type, base: type[BaseModel] = Fields, leave_out: frozenset[str] = frozenset(),

@@ -9,13 +9,21 @@ it is at. Each step is one transaction that also sets the version, so a crash le
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from lookalike.index.manifest import FORMAT_VERSION, IndexFormatError, refuse_newer
 
-if TYPE_CHECKING:
-    from lookalike.index.catalogue import PostgresCatalogue
+
+class Transactional(Protocol):
+    """What making the tables needs of a catalogue (catalogue.py's PostgresCatalogue): statements in a transaction."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
 
 FORMAT_1 = """
 CREATE TABLE IF NOT EXISTS images (
@@ -136,7 +144,7 @@ REPLACED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def prepare_postgres(catalogue: PostgresCatalogue, folder: Path) -> None:
+def prepare_postgres(catalogue: Transactional, folder: Path) -> None:
     """Make the tables of a new PostgreSQL catalogue (one transaction: another process making them waits, then
     finds them made), or check that an existing one is of a format this lookalike reads."""
     if catalogue.execute("SELECT to_regclass('state') IS NOT NULL").fetchone()[0]:

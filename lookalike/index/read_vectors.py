@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from lookalike.index.resident import GuardRows
     from lookalike.index.store import VectorStore
 
 
@@ -22,13 +21,14 @@ class ReadVectors:
     similarity: dict[int, float] = field(default_factory=dict)
     full: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def candidates(self, store: VectorStore, image_ids: np.ndarray, resident: GuardRows | None = None,
+    def candidates(self, store: VectorStore, image_ids: np.ndarray, searchable: np.ndarray | None = None,
                    at: np.ndarray | None = None) -> np.ndarray:
         """The guard's candidates' plain similarities to the query (set first): their searchable vectors gathered
-        from the `resident` rows (at positions `at`) when it holds them, else their full vectors read (once)."""
+        from the resident `searchable` rows (at positions `at`) when they are held, else their full vectors read
+        (once)."""
         assert self.query is not None
-        if resident is not None and resident.searchable is not None and at is not None:
-            plain = resident.searchable[at] @ self.query
+        if searchable is not None and at is not None:
+            plain = searchable[at] @ self.query
         else:
             full = store.vectors(image_ids.tolist())
             plain = store.to_searchable(full) @ self.query

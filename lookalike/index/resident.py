@@ -135,7 +135,7 @@ class ResidentGuard:
             floors = store.neighbour_floors(candidates.tolist(), self.column) if augmented else None
         else:
             floors = rows.floors[at] if augmented else None
-        return candidates, read.candidates(store, candidates, rows, at), floors
+        return candidates, read.candidates(store, candidates, None if rows is None else rows.searchable, at), floors
 
     @property
     def nbytes(self) -> int:

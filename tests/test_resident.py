@@ -216,3 +216,18 @@ def test_texts_pack_any_string_and_none() -> None:
     packed = Texts.packed(values)
     assert [packed[i] for i in range(len(values))] == values
     assert packed.nbytes < sum(map(sys.getsizeof, values))
+
+
+def test_an_index_larger_than_the_limit_is_searched_from_the_database_without_stopping_to_read(
+        reduced_index: ImageIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resident_module, "STABLE_READS", 0)
+    monkeypatch.setattr(resident_module, "MAX_IMAGES", 599)  # the index holds 600
+    query = clustered(1, seed=7)[0]
+    guard = ResidentGuard(reduced_index.searcher.resident.column)
+    monkeypatch.setattr(reduced_index.searcher, "resident", guard)
+    found = [answers(reduced_index.search(vector=query)) for _ in range(3)]
+    assert guard.held(reduced_index._store) is None and guard.nbytes == 0
+    assert found[0] == found[2]
+    monkeypatch.setattr(resident_module, "MAX_IMAGES", 600)
+    reduced_index.search(vector=query)
+    assert guard.held(reduced_index._store) is not None

@@ -9,7 +9,9 @@ generation and no write of this process is open; otherwise (and while they are b
 before, with the same answers. They are read at the second search of a generation, not the first, and only once the
 generation has lasted STABLE_READS times as long as the last read took: a process that searches once (the CLI), or
 whose index another process changes every few seconds (serving while indexing), never or seldom stops a search to
-read them (1.5-2.8 s at 100,000 images).
+read them (1.5-2.8 s at 100,000 images). An index of more than MAX_IMAGES is not read at all: its searches read
+SQLite, as before issue 29, rather than stop one search for the 10-40 s a million images' rows would take (a read in
+the background, or the rows saved beside the backend, would lift that limit; not built).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 Ids = npt.NDArray[np.int64]
 Matrix = npt.NDArray[np.float32]
 STABLE_READS = 10  # a generation is read once it has lasted this many times the last read: reads take <= ~1/10
+MAX_IMAGES = 250_000  # larger indexes read SQLite at each search: their rows would take 10-40 s to read (a search
+# stopped that long) and 150 MB+ of memory; 100,000 took 1.4-2.9 s and 58 MiB
 READ_CHUNK = 8192  # full vectors read and reduced at once (42 MB of 1,280-d float32), not the 50 MB kept * 6
 
 
@@ -87,7 +91,7 @@ class ResidentGuard:
             self._seen, self._since = generation, now
             return None
         if (generation in (-1, self._failed) or now - self._since < STABLE_READS * self._last_read_s
-                or not self._reading.acquire(blocking=False)):
+                or store.searchable_count() > MAX_IMAGES or not self._reading.acquire(blocking=False)):
             return None
         try:
             read = read_rows(store, generation, self.column)

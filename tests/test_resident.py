@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ def test_rows_in_memory_give_the_answers_read_from_the_database(reduced_index: I
     by_id = [answers(reduced_index.search(id=i)) for i in (3, 77, 400)]
     searcher.resident = kept
     reduced_index.search(vector=queries[0])
-    reduced_index.search(vector=queries[0])  # the second search at this generation reads the rows
+    reduced_index.search(vector=queries[0])  # the second search at this generation starts reading the rows
+    kept.wait()
     assert kept.nbytes >= 600 * 32 * 4
     assert [answers(reduced_index.search(vector=q)) for q in queries] == from_database
     assert [answers(reduced_index.search(id=i)) for i in (3, 77, 400)] == by_id
@@ -77,6 +79,7 @@ def test_a_write_by_another_process_is_seen_at_the_next_search(reduced_index: Im
     for _ in range(3):
         reduced_index.search(vector=query)
     resident = reduced_index.searcher.resident
+    resident.wait()
     assert resident.rows(reduced_index._store) is not None
     with ImageIndex.open(reduced_index.folder) as other:
         stored(other, query[None], first=600)
@@ -85,6 +88,7 @@ def test_a_write_by_another_process_is_seen_at_the_next_search(reduced_index: Im
     for found in (new, again):
         assert found.matches[0].path.endswith("/made-up/600.jpg")
         assert found.matches[0].similarity == pytest.approx(1.0, abs=1e-5)
+    resident.wait()
     assert resident.rows(reduced_index._store).generation == reduced_index._store.generation
     with ImageIndex.open(reduced_index.folder) as other:
         other.remove_ids([found.matches[0].id])
@@ -105,6 +109,7 @@ def test_without_a_reduction_the_full_vectors_are_not_kept_twice(tmp_path: Path)
         from_database = [answers(index.search(vector=q)) for q in queries]
         index.searcher.resident = ResidentGuard(index.searcher.resident.column)
         assert [answers(index.search(vector=q)) for q in queries] == from_database
+        index.searcher.resident.wait()
         rows = index.searcher.resident.rows(index._store)
         assert rows is not None and rows.searchable is None
         assert np.isfinite(rows.floors).all()
@@ -129,7 +134,9 @@ def test_a_generation_is_read_only_once_it_lasted_ten_times_the_last_read(reduce
     clock = [1000.0]
     monkeypatch.setattr(resident_module.time, "monotonic", lambda: clock[0])
     guard, store = ResidentGuard(10), reduced_index._store
-    assert guard.rows(store) is None and guard.rows(store) is not None  # the first read: at the second search
+    assert guard.rows(store) is None and guard.rows(store) is None  # the second search starts the first read
+    guard.wait()
+    assert guard.rows(store) is not None
     guard._last_read_s = 2.0  # as a read of 100,000 images takes
     with ImageIndex.open(reduced_index.folder) as other:
         other.set_labels({1: {"kind": "a"}})  # a new generation
@@ -138,6 +145,8 @@ def test_a_generation_is_read_only_once_it_lasted_ten_times_the_last_read(reduce
     clock[0] += 19.0
     assert guard.rows(store) is None
     clock[0] += 1.5
+    assert guard.rows(store) is None  # read now, by its thread
+    guard.wait()
     rows = guard.rows(store)
     assert rows is not None and rows.generation == store.generation
 
@@ -174,8 +183,9 @@ def test_matches_show_from_memory_what_the_database_shows(described_index: Image
     from_database = [shown_json(described_index.search(vector=q)) for q in queries]
     by_id = [shown_json(described_index.search(id=i)) for i in ids]
     searcher.resident = kept
-    for _ in range(2):  # the second search at this generation reads the rows
+    for _ in range(2):  # the second search at this generation starts reading the rows
         described_index.search(vector=queries[0])
+    kept.wait()
     assert kept.held(described_index._store) is not None
 
     def not_read(*args: object) -> None:
@@ -197,17 +207,20 @@ def test_another_process_relabelling_and_renaming_is_seen_at_the_next_search(des
     query = described_index.vectors([described_index.ids()[3]])[0]
     for _ in range(3):
         first = described_index.search(vector=query).matches[0]
+    described_index.searcher.resident.wait()
     assert described_index.searcher.resident.held(described_index._store) is not None
     with ImageIndex.open(described_index.folder) as other:
         other.set_labels({first.id: {"size": "XS"}})
-    for _ in range(2):  # from the database, then from the new generation's rows
+    for _ in range(2):  # from the database, then (the second starting their read) from the new generation's rows
         assert described_index.search(vector=query).matches[0].labels["size"] == "XS"
+    described_index.searcher.resident.wait()  # a read still running when the index moves on holds the next back
     with ImageIndex.open(described_index.folder) as other:
         other._store.replace(first.id, NewImage("/made-up/renamed.jpg", "hash3", 1, 0.0, 8, 8), query)
         other._store.commit()
     for _ in range(2):
         renamed = described_index.search(vector=query).matches[0]
         assert (renamed.id, renamed.path, renamed.taken) == (first.id, "/made-up/renamed.jpg", None)
+    described_index.searcher.resident.wait()
     assert described_index.searcher.resident.held(described_index._store) is not None
 
 
@@ -226,8 +239,28 @@ def test_an_index_larger_than_the_limit_is_searched_from_the_database_without_st
     guard = ResidentGuard(reduced_index.searcher.resident.column)
     monkeypatch.setattr(reduced_index.searcher, "resident", guard)
     found = [answers(reduced_index.search(vector=query)) for _ in range(3)]
+    guard.wait()
     assert guard.held(reduced_index._store) is None and guard.nbytes == 0
     assert found[0] == found[2]
     monkeypatch.setattr(resident_module, "MAX_IMAGES", 600)
     reduced_index.search(vector=query)
+    guard.wait()
     assert guard.held(reduced_index._store) is not None
+
+
+def test_the_search_that_starts_a_read_does_not_wait_for_it(reduced_index: ImageIndex,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows are read by a thread with a connection of its own: searches go on from the database meanwhile."""
+    monkeypatch.setattr(resident_module, "STABLE_READS", 0)
+    read_rows = resident_module.read_rows
+    monkeypatch.setattr(resident_module, "read_rows", lambda *args: time.sleep(3) or read_rows(*args))
+    guard = ResidentGuard(reduced_index.searcher.resident.column)
+    monkeypatch.setattr(reduced_index.searcher, "resident", guard)
+    query = clustered(1, seed=9)[0]
+    reduced_index.search(vector=query)
+    started = time.perf_counter()
+    during = [answers(reduced_index.search(vector=query)) for _ in range(3)]  # the first of them starts the read
+    assert time.perf_counter() - started < 2.5 and guard.held(reduced_index._store) is None
+    guard.wait()
+    assert guard.held(reduced_index._store) is not None
+    assert answers(reduced_index.search(vector=query)) == during[0]

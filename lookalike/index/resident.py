@@ -8,14 +8,16 @@ The rows are those of one database generation: a search uses them only while the
 generation and no write of this process is open; otherwise (and while they are being read) it reads SQLite as
 before, with the same answers. They are read at the second search of a generation, not the first, and only once the
 generation has lasted STABLE_READS times as long as the last read took: a process that searches once (the CLI), or
-whose index another process changes every few seconds (serving while indexing), never or seldom stops a search to
-read them (1.5-2.8 s at 100,000 images). An index of more than MAX_IMAGES is not read at all: its searches read
-SQLite, as before issue 29, rather than stop one search for the 10-40 s a million images' rows would take (a read in
-the background, or the rows saved beside the backend, would lift that limit; not built).
+whose index another process changes every few seconds (serving while indexing), never or seldom reads them. A thread
+of their own reads them (1.5-2.8 s at 100,000 images), on a connection of its own to the catalogue, while searches
+go on from SQLite. An index of more than MAX_IMAGES is not read at all: its searches read SQLite, as before issue
+29 (a million images' rows would take 10-40 s to read and 150 MB+ of memory).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.errors import NotFoundError
+from lookalike.index.catalogue import open_catalogue
 from lookalike.index.manifest import IndexFormatError
 from lookalike.index.shown import ShownRows
 
@@ -32,11 +35,12 @@ if TYPE_CHECKING:
     from lookalike.index.read_vectors import ReadVectors
     from lookalike.index.store import VectorStore
 
+log = logging.getLogger("lookalike")
 Ids = npt.NDArray[np.int64]
 Matrix = npt.NDArray[np.float32]
 STABLE_READS = 10  # a generation is read once it has lasted this many times the last read: reads take <= ~1/10
-MAX_IMAGES = 250_000  # larger indexes read SQLite at each search: their rows would take 10-40 s to read (a search
-# stopped that long) and 150 MB+ of memory; 100,000 took 1.4-2.9 s and 58 MiB
+MAX_IMAGES = 250_000  # larger indexes read SQLite at each search: their rows would take 10-40 s to read and 150 MB+
+# of memory; 100,000 took 1.4-2.9 s and 58 MiB
 READ_CHUNK = 8192  # full vectors read and reduced at once (42 MB of 1,280-d float32), not the 50 MB kept * 6
 
 
@@ -77,10 +81,12 @@ class ResidentGuard:
         self._since = 0.0  # when a search first saw it (time.monotonic)
         self._last_read_s = 0.0  # how long the last read took
         self._failed: int | None = None  # a generation whose rows could not be read (not tried again)
-        self._reading = threading.Lock()
+        self._reading = threading.Lock()  # held while a thread reads
+        self._reader: threading.Thread | None = None
 
     def rows(self, store: VectorStore) -> GuardRows | None:
-        """The rows of the generation the store's backend is at, or None: read SQLite as before."""
+        """The rows of the generation the store's backend is at, or None: read SQLite as before. When a generation
+        has lasted, its rows are read by a thread of their own, on a connection of their own, while searches go on."""
         if store._in_transaction:  # this process's own write is open: the backend holds uncommitted changes
             return None
         rows = self.held(store)
@@ -94,15 +100,34 @@ class ResidentGuard:
                 or store.searchable_count() > MAX_IMAGES or not self._reading.acquire(blocking=False)):
             return None
         try:
-            read = read_rows(store, generation, self.column)
-            self._last_read_s = time.monotonic() - now
-        finally:
+            reader = reading_copy(store)
+        except Exception:  # the catalogue cannot be opened again now: searches read it as before
             self._reading.release()
-        if read is None:
-            self._failed = generation
-        else:
-            self._rows = read
-        return read
+            return None
+        self._reader = threading.Thread(target=self._read, args=(reader, generation), name="lookalike-guard-rows",
+                                        daemon=True)
+        self._reader.start()
+        return None
+
+    def _read(self, reader: VectorStore, generation: int) -> None:
+        started, read = time.monotonic(), None
+        try:
+            read = read_rows(reader, generation, self.column)
+        except Exception as error:  # the index closed or its folder went: its searches read the database
+            log.debug("guard rows not read: %s", error)
+        finally:
+            reader.db.close()
+            self._last_read_s = time.monotonic() - started
+            if read is None:
+                self._failed = generation
+            else:
+                self._rows = read
+            self._reading.release()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the rows being read (if any) are in: for a benchmark's warm-up or a test."""
+        if self._reader is not None:
+            self._reader.join(timeout)
 
     def held(self, store: VectorStore) -> GuardRows | None:
         """The rows already read for the generation the store's backend is at, or None (reads nothing)."""
@@ -168,6 +193,14 @@ def read_rows(store: VectorStore, generation: int, column: int) -> GuardRows | N
     if store.generation != generation:  # a commit between the reads: they may mix two generations
         return None
     return GuardRows(generation, store.reduction, ids, floors, searchable, ShownRows.of(ids, shown, labels))
+
+
+def reading_copy(store: VectorStore) -> VectorStore:
+    """The store with a connection of its own to its catalogue, for a thread that only reads: the same folder,
+    reduction and backend, none of them changed by reading."""
+    reader = copy.copy(store)
+    reader.db = open_catalogue(store.folder, getattr(store.db, "location", None))
+    return reader
 
 
 def searchable_and_shown(store: VectorStore, ids: Ids) -> tuple[Matrix | None, list[tuple]]:

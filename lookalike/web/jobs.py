@@ -156,11 +156,13 @@ class JobQueue:
             self._add_when_free(job, served, work)
             job.status = "done"
         except Exception as error:  # the job records why; the server keeps serving
-            job.status, job.error = "failed", f"{type(error).__name__}: {error}"
             log.exception("job failed", extra={"job": job.id})
-            if work.uploads:  # refused before its run began (the index busy): no upload left without an id
-                with served.lock.writing():
-                    discard_unindexed(work.paths, served.index)
+            try:
+                if work.uploads:  # refused before its run began (the index busy): no upload left without an id
+                    with served.lock.writing():
+                        discard_unindexed(work.paths, served.index)
+            finally:  # said failed once its uploads are gone: a client that saw it failed finds no file left
+                job.status, job.error = "failed", f"{type(error).__name__}: {error}"
         finally:
             job.finished = time.time()
             served.journal.finish_job(job.id, job.status, job.to_dict())

@@ -83,6 +83,11 @@ class ImageRows:
         row = self.db.execute(f"SELECT {_RECORD_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
         return self._record(row) if row else None
 
+    def record_with_vector(self, image_id: int) -> tuple[ImageRecord, Matrix] | None:
+        """An image's record and full vector in one query (a search from an indexed image), or None."""
+        row = self.db.execute(f"SELECT {_RECORD_COLUMNS}, vector FROM images WHERE id = ?", (image_id,)).fetchone()
+        return None if row is None else (self._record(row), self._matrix({image_id: row[-1]}, [image_id])[0])
+
     def records_of(self, image_ids: Sequence[int]) -> dict[int, ImageRecord]:
         """The records of the given ids that exist, by id (a search's matches: a query per 500 ids)."""
         return {int(row[0]): self._record(row)

@@ -105,12 +105,13 @@ class Searcher:
         if query.random:
             query = Query(id=self.random_id(query.seed), crop=query.crop)
         if query.id is not None:
-            record = self._store.record(query.id)
-            if record is None:
+            found = self._store.record_with_vector(query.id)
+            if found is None:
                 raise NotFoundError(f"no image with id {query.id} in the index")
+            record, vector = found
             if query.crop is not None:
                 return self._resolve_crop(record.path, query.crop, record.path, record.id)
-            return ResolvedQuery(self._store.vectors([query.id])[0], record.path, record.id, photo=record.path)
+            return ResolvedQuery(vector, record.path, record.id, photo=record.path)
         if query.vector is not None:
             return ResolvedQuery(self._checked_vector(query.vector, query.model), "<vector>")
         assert query.image is not None

@@ -15,15 +15,16 @@ Recall@10 of the default call against the same call with every vector search exa
 expansion, guard), and of the raw backend against exact full-vector search. Then each step of the call, timed
 apart with perf_counter ("before" rows: reads the call made before issue 29 and makes no more).
 
-    .venv/bin/python -m benchmarks.call_cost [SECONDS]   # times under /tmp/lookalike-bench.lock, waited for that long
+    .venv/bin/python -m benchmarks.call_cost [--size N] [--wait SECONDS] [--build-only]
+    # times under /tmp/lookalike-bench.lock, waited for up to SECONDS; --size 1000000 for the 1M run (its own section)
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import fcntl
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,12 +40,13 @@ from lookalike.index.autoselect import plan_index, searches_per_call
 from lookalike.index.read_vectors import ReadVectors
 from lookalike.index.resident import indexed_vectors
 
-OUT = Path(__file__).resolve().parent / "out" / "call-100000"
+HERE = Path(__file__).resolve().parent
 SIZE, HELD_OUT, SEED = 100_000, 1_000, 1
+OUT = HERE / "out" / f"call-{SIZE}"
 K, TARGET, ROUNDS, PER_ROUND = 10, 0.95, 5, 200
 SHARD = 20_000
 LOCK = "/tmp/lookalike-bench.lock"
-EF = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
 
 
 @contextmanager
@@ -129,7 +131,7 @@ def served(folder: Path):
         return float(client.get(url, params={"id": image_id, "k": K}).raise_for_status().json()["timings_ms"]["total"])
 
     by_id(1), by_id(2)  # the second search starts reading the guard's rows: a read of 100,000 takes 1.4-2.9 s
-    time.sleep(15)
+    time.sleep(15 * max(1.0, SIZE / 100_000))
     return by_id, server
 
 
@@ -217,14 +219,31 @@ def steps_of(index: ImageIndex, query: np.ndarray) -> dict[str, float]:
 
 
 # --- the run ----------------------------------------------------------------------------------------
-def main() -> list[str]:
+def exact_truth(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The queries' exact top K among `base` by inner product (cached in OUT; read in shards: 1M do not fit twice)."""
     import faiss
 
+    path = OUT / "truth.npy"
+    if not path.exists():
+        heap = faiss.ResultHeap(len(queries), K, keep_max=True)
+        for start in range(0, len(base), SHARD):
+            scores, rows = faiss.knn(queries, np.ascontiguousarray(base[start:start + SHARD]), K,
+                                     metric=faiss.METRIC_INNER_PRODUCT)
+            heap.add_result(scores, rows + start)
+        heap.finalize()
+        np.save(path, heap.I)
+    return np.load(path)
+
+
+def main(wait_s: float, build_only: bool = False) -> list[str]:
     pool = synthetic_vectors(SIZE + HELD_OUT, seed=SEED)
     base, queries = pool[:SIZE], np.ascontiguousarray(pool[SIZE:])
     OUT.mkdir(parents=True, exist_ok=True)
-    truth = faiss.knn(queries, np.ascontiguousarray(base), K, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    truth = exact_truth(base, queries)
     folder = default_index(base)
+    if build_only:
+        hnswlib_m16(base, queries, truth)
+        return []
     before = rss_anon()
     opened_ms, index = timed(lambda: ImageIndex.open(folder))
     first_ms, _ = timed(lambda: index.search(vector=queries[0], k=K))
@@ -252,7 +271,7 @@ def main() -> list[str]:
         "ImageIndex.search(vector=q) (defaults)": clock(lambda q: index.search(vector=q, k=K), queries),
         "HTTP, server side (timings_ms total; by id)": lambda row: by_id(int(ids[(row * 7919) % len(ids)])),
     }
-    with bench_lock(float(sys.argv[1]) if len(sys.argv) > 1 else 3600) as locked:
+    with bench_lock(wait_s) as locked:
         for system in systems.values():  # warm
             for row in range(50):
                 system(row)
@@ -273,7 +292,7 @@ def main() -> list[str]:
 def report(times: dict[str, list[float]], steps: list[dict[str, float]], facts: dict) -> list[str]:
     graph = next(name for name in times if name.startswith("hnswlib"))
     base_p50 = np.percentile(times[graph], 50)
-    lines = ["## The call users make, beside hnswlib (issue 29)", "",
+    lines = [f"## The call users make, beside hnswlib (issue 29){'' if SIZE == 100_000 else f': {SIZE:,} images'}", "",
              f"Written by `benchmarks/call_cost.py`. {collect.machine_line()} Load average (1 min) at the end: "
              f"{facts['load']:.1f} on 2 cores shared with other work"
              f"{'' if facts['locked'] else ', timed without the benchmark lock (another benchmark held it)'}: "
@@ -316,6 +335,13 @@ def report(times: dict[str, list[float]], steps: list[dict[str, float]], facts: 
 
 
 if __name__ == "__main__":
-    section = main()
-    print("\n".join(section))
-    collect.write_section("call-cost", "\n".join(section))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=SIZE, help="indexed vectors (the 1,000 queries come after)")
+    parser.add_argument("--wait", type=float, default=3600, help="seconds to wait for the benchmark lock")
+    parser.add_argument("--build-only", action="store_true", help="build, tune and load hnswlib; time nothing")
+    args = parser.parse_args()
+    SIZE, OUT = args.size, HERE / "out" / f"call-{args.size}"
+    section = main(args.wait, args.build_only)
+    if section:
+        print("\n".join(section))
+        collect.write_section("call-cost" if SIZE == 100_000 else f"call-cost-{SIZE}", "\n".join(section))

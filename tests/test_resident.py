@@ -231,10 +231,11 @@ def test_texts_pack_any_string_and_none() -> None:
     assert packed.nbytes < sum(map(sys.getsizeof, values))
 
 
-def test_an_index_larger_than_the_limit_is_searched_from_the_database_without_stopping_to_read(
+def test_an_index_whose_rows_exceed_the_memory_budget_is_searched_from_the_database_without_reading_them(
         reduced_index: ImageIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resident_module, "STABLE_READS", 0)
-    monkeypatch.setattr(resident_module, "MAX_IMAGES", 599)  # the index holds 600
+    needed_mb = resident_module.estimated_bytes(reduced_index._store) / 2**20
+    monkeypatch.setenv("LOOKALIKE_GUARD_ROWS_MB", str(needed_mb * 0.99))
     query = clustered(1, seed=7)[0]
     guard = ResidentGuard(reduced_index.searcher.resident.column)
     monkeypatch.setattr(reduced_index.searcher, "resident", guard)
@@ -242,7 +243,7 @@ def test_an_index_larger_than_the_limit_is_searched_from_the_database_without_st
     guard.wait()
     assert guard.held(reduced_index._store) is None and guard.nbytes == 0
     assert found[0] == found[2]
-    monkeypatch.setattr(resident_module, "MAX_IMAGES", 600)
+    monkeypatch.setenv("LOOKALIKE_GUARD_ROWS_MB", str(needed_mb * 1.01))
     reduced_index.search(vector=query)
     guard.wait()
     assert guard.held(reduced_index._store) is not None

@@ -10,8 +10,8 @@ before, with the same answers. They are read at the second search of a generatio
 generation has lasted STABLE_READS times as long as the last read took: a process that searches once (the CLI), or
 whose index another process changes every few seconds (serving while indexing), never or seldom reads them. A thread
 of their own reads them (1.5-2.8 s at 100,000 images), on a connection of its own to the catalogue, while searches
-go on from SQLite. An index of more than MAX_IMAGES is not read at all: its searches read SQLite, as before issue
-29 (a million images' rows would take 10-40 s to read and 150 MB+ of memory).
+go on from SQLite. An index whose rows would take more memory than $LOOKALIKE_GUARD_ROWS_MB (lookalike.settings,
+1 GB by default: about 1.7M images at PCA 128) is not read at all: its searches read SQLite, as before issue 29.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from lookalike.errors import NotFoundError
 from lookalike.index.catalogue import open_catalogue
 from lookalike.index.manifest import IndexFormatError
 from lookalike.index.shown import ShownRows
+from lookalike.settings import guard_rows_bytes
 
 if TYPE_CHECKING:
     from lookalike.index.read_vectors import ReadVectors
@@ -39,8 +40,7 @@ log = logging.getLogger("lookalike")
 Ids = npt.NDArray[np.int64]
 Matrix = npt.NDArray[np.float32]
 STABLE_READS = 10  # a generation is read once it has lasted this many times the last read: reads take <= ~1/10
-MAX_IMAGES = 250_000  # larger indexes read SQLite at each search: their rows would take 10-40 s to read and 150 MB+
-# of memory; 100,000 took 1.4-2.9 s and 58 MiB
+SHOWN_BYTES = 80  # what matches show of one image, packed, as estimated before reading (7.6 MiB at 100,000)
 READ_CHUNK = 8192  # full vectors read and reduced at once (42 MB of 1,280-d float32), not the 50 MB kept * 6
 
 
@@ -97,7 +97,7 @@ class ResidentGuard:
             self._seen, self._since = generation, now
             return None
         if (generation in (-1, self._failed) or now - self._since < STABLE_READS * self._last_read_s
-                or store.searchable_count() > MAX_IMAGES or not self._reading.acquire(blocking=False)):
+                or estimated_bytes(store) > guard_rows_bytes() or not self._reading.acquire(blocking=False)):
             return None
         try:
             reader = reading_copy(store)
@@ -170,6 +170,13 @@ class ResidentGuard:
     @property
     def nbytes(self) -> int:
         return 0 if self._rows is None else self._rows.nbytes
+
+
+def estimated_bytes(store: VectorStore) -> int:
+    """What the rows of the store's images would take: id, floor, what matches show and, with a reduction, the
+    searchable vector (512 bytes at PCA 128: 600 MB at 1M images)."""
+    searchable = store.searchable_dimension * 4 if store.reduction is not None else 0
+    return store.searchable_count() * (8 + 4 + SHOWN_BYTES + searchable)
 
 
 def read_rows(store: VectorStore, generation: int, column: int) -> GuardRows | None:

@@ -17,6 +17,7 @@ from lookalike.index import resident as resident_module
 from lookalike.index.resident import ResidentGuard, floors_of, indexed_vectors
 from lookalike.index.shown import Texts
 from lookalike.search import SearchResult
+from lookalike.settings import guard_rows_bytes
 
 DIMENSION = 1280  # the default model's
 
@@ -265,3 +266,14 @@ def test_the_search_that_starts_a_read_does_not_wait_for_it(reduced_index: Image
     guard.wait()
     assert guard.held(reduced_index._store) is not None
     assert answers(reduced_index.search(vector=query)) == during[0]
+
+
+def test_the_memory_budget_is_read_from_the_environment_and_a_bad_value_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOOKALIKE_GUARD_ROWS_MB", raising=False)
+    assert guard_rows_bytes() == 1024 * 2**20
+    monkeypatch.setenv("LOOKALIKE_GUARD_ROWS_MB", "0")
+    assert guard_rows_bytes() == 0
+    monkeypatch.setenv("LOOKALIKE_GUARD_ROWS_MB", "lots")
+    with pytest.raises(ValueError, match=r"\$LOOKALIKE_GUARD_ROWS_MB must be a number, not 'lots'"):
+        guard_rows_bytes()

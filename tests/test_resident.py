@@ -277,3 +277,26 @@ def test_the_memory_budget_is_read_from_the_environment_and_a_bad_value_is_named
     monkeypatch.setenv("LOOKALIKE_GUARD_ROWS_MB", "lots")
     with pytest.raises(ValueError, match=r"\$LOOKALIKE_GUARD_ROWS_MB must be a number, not 'lots'"):
         guard_rows_bytes()
+
+
+def test_a_random_pick_is_the_same_image_from_the_rows_in_memory_without_walking_the_table(
+        reduced_index: ImageIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    searcher, kept = reduced_index.searcher, reduced_index.searcher.resident
+    searcher.resident = ReadFromDatabase(kept.column)
+    from_database = [searcher.random_id(seed) for seed in range(20)]
+    searcher.resident = kept
+    for _ in range(2):  # the second search at this generation starts reading the rows
+        reduced_index.search(id=from_database[0])
+    kept.wait()
+    assert kept.held(reduced_index._store) is not None
+    monkeypatch.setattr(reduced_index._store, "id_at", lambda position: pytest.fail("walked the table"))
+    assert [searcher.random_id(seed) for seed in range(20)] == from_database
+    assert len(set(from_database)) > 10
+
+
+def test_ids_come_sorted_whatever_order_the_database_reads_them_in(described_index: ImageIndex) -> None:
+    store = described_index._store
+    as_read = [row[0] for row in store.db.execute("SELECT id FROM images").fetchall()]
+    assert as_read != sorted(as_read)  # read from the index of capture dates: by date, then by id
+    ids = store.ids()
+    assert ids.dtype == np.int64 and ids.tolist() == sorted(as_read)

@@ -165,7 +165,11 @@ class ImageRows:
         return int(self.db.execute(query, (self.dimension * 4,)).fetchone()[0])
 
     def ids(self) -> Ids:
-        return np.asarray([r[0] for r in self.db.execute("SELECT id FROM images ORDER BY id")], dtype=np.int64)
+        """Every image's id, ascending. Sorted here, not by the database: without ORDER BY, SQLite reads the ids from
+        its smallest index instead of walking the table, whose rows hold the vectors (600 MB at 100,000 images;
+        the first search after a cold start spent 0.24 s here)."""
+        rows = self.db.execute("SELECT id FROM images").fetchall()
+        return np.sort(np.asarray(rows, dtype=np.int64).reshape(-1))
 
     def id_at(self, position: int) -> int:
         """The id at a position in id order (for picking one at random without loading all ids)."""

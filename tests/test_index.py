@@ -86,6 +86,18 @@ def test_stale_faiss_copy_is_rebuilt_from_the_database(tmp_path, photo_folder):
         assert len(index.search(0 + 1, k=3).matches) == 3
 
 
+def test_opening_a_sound_index_does_not_scan_its_table_for_damaged_rows(tmp_path, photo_folder, monkeypatch):
+    """The scan reads every row's vector (2.5 s of a 3 s open at 100,000 images, page cache cold): only when the
+    saved copy holds fewer vectors than the database has rows."""
+    with ImageIndex.create(tmp_path / "idx") as index:
+        index.add_folder(photo_folder)
+    from lookalike.index.rows import ImageRows
+
+    monkeypatch.setattr(ImageRows, "damaged_rows", lambda self: pytest.fail("scanned for damaged rows"))
+    with ImageIndex.open(tmp_path / "idx") as index:
+        assert index._store.backend.count == 8
+
+
 def test_search_by_id_excludes_the_query_and_respects_k(demo_index):
     result = demo_index.search(5, k=4)
     assert len(result.matches) == 4

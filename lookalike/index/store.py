@@ -306,7 +306,8 @@ class VectorStore(ImageRows):
     def _load_or_rebuild(self, generation: int) -> VectorBackend:
         backend = described.attached(self, load_backend(self.index_type, self.searchable_dimension, self.folder,
                                                         generation, **self.backend_options))
-        if backend is not None and backend.count in (count := len(self), count - self.damaged_rows()):
+        if backend is not None and (backend.count == (count := len(self))  # the damaged rows only when it differs:
+                                    or backend.count == count - self.damaged_rows()):  # they are a scan of the table
             return backend
         return self._rebuild()
 

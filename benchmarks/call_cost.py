@@ -272,19 +272,24 @@ def main(wait_s: float, build_only: bool = False) -> list[str]:
     reuse = reuse_agreement(index, queries)
     by_id, server = served(folder)
     ids = index.ids()
+
+    def indexed(row: int) -> int:  # the same indexed image for a row in every by-id system
+        return int(ids[(row * 7919) % len(ids)])
+
+    def searched_by_id(row: int) -> float:
+        return timed(lambda: index.search(id=indexed(row), k=K))[0]
+
     systems = {
         f"hnswlib M16 (ef {ef})": clock(lambda q: graph.knn_query(q[None], K), queries),
         "raw backend of the default index": clock(lambda q: index._store.search(q[None], K), queries),
         "ImageIndex.search(vector=q, expand=\"none\")": clock(lambda q: index.search(vector=q, k=K, expand="none"),
                                                                queries),
         "ImageIndex.search(vector=q) (defaults)": clock(lambda q: index.search(vector=q, k=K), queries),
-        "HTTP, server side (timings_ms total; by id)": lambda row: by_id(int(ids[(row * 7919) % len(ids)])),
-        "ImageIndex.search(id=i) (defaults; by id, as over HTTP)": lambda row: timed(
-            lambda: index.search(id=int(ids[(row * 7919) % len(ids)]), k=K))[0],
+        "HTTP, server side (timings_ms total; by id)": lambda row: by_id(indexed(row)),
+        "ImageIndex.search(id=i) (defaults; by id, as over HTTP)": searched_by_id,
         f"hnswlib M16 (ef {ef}), {PAUSE_MS:g} ms pause before each query": paused(
             clock(lambda q: graph.knn_query(q[None], K), queries)),
-        f"ImageIndex.search(id=i), {PAUSE_MS:g} ms pause before each query": paused(lambda row: timed(
-            lambda: index.search(id=int(ids[(row * 7919) % len(ids)]), k=K))[0]),
+        f"ImageIndex.search(id=i), {PAUSE_MS:g} ms pause before each query": paused(searched_by_id),
     }
     with bench_lock(wait_s) as locked:
         for system in systems.values():  # warm

@@ -9,10 +9,11 @@ thread is for `lookalike serve` only (batch indexing and batched searches keep a
 
 from __future__ import annotations
 
-import os
 import threading
 
 import faiss
+
+from lookalike.settings import search_threads
 
 _enabled = False
 _prepared = threading.local()
@@ -26,5 +27,5 @@ def tune_for_single_queries() -> None:
 def prepare_thread() -> None:
     """OpenMP's thread count is per calling thread: set it once in each request worker thread."""
     if _enabled and not getattr(_prepared, "done", False):
-        faiss.omp_set_num_threads(int(os.environ.get("LOOKALIKE_SEARCH_THREADS", "1")))
+        faiss.omp_set_num_threads(search_threads())
         _prepared.done = True
